@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+/**
+ * `sellsy-webhooks <command>`: listen | work | start | help | version.
+ * Exit codes: 0 done, 1 runtime failure, 2 usage error, 78 bad configuration.
+ */
+import closeWithGrace from 'close-with-grace';
+import { readFileSync } from 'node:fs';
+import { loadConfig, type Config } from './config/config.ts';
+import { ConfigError } from './errors.ts';
+import { createLogger } from './logger.ts';
+import { startListener } from './cli/listener.ts';
+import { startWorker } from './worker/worker.ts';
+
+const HELP = `Usage: sellsy-webhooks <command>
+
+Commands:
+  start     listener and worker in one process (what \`npm start\` runs)
+  listen    the HTTP listener only: POST /webhook/sellsy → BullMQ job
+  work      the worker only: processes jobs from the queue
+  help      this text
+  version   the package version
+
+Configuration comes from environment variables; see .env.example and the README.
+  listener: PORT HOST REDIS_URL QUEUE_NAME QUEUE_PREFIX SELLSY_SIGN_KEY SELLSY_ACCOUNT_KEYS SIGNATURE_CHECK
+            SIGNATURE_FORM_SCOPE BODY_LIMIT_BYTES DEDUP_WINDOW_SECONDS ENQUEUE_TIMEOUT_MS ENQUEUE_FAILURE_STATUS
+            TRUST_PROXY JOB_ATTEMPTS JOB_BACKOFF_MS JOB_KEEP_COMPLETED_SECONDS JOB_KEEP_FAILED_SECONDS SPOOL_DIR
+  worker:   REDIS_URL QUEUE_NAME QUEUE_PREFIX WORKER_CONCURRENCY
+  all:      LOG_LEVEL SHUTDOWN_TIMEOUT_MS
+`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const command = argv[0] ?? 'help';
+  if (command === 'help' || command === '--help' || command === '-h') {
+    process.stdout.write(HELP);
+    return;
+  }
+  if (command === 'version' || command === '--version') {
+    process.stdout.write(`${version()}\n`);
+    return;
+  }
+  if (!['listen', 'work', 'start'].includes(command)) {
+    process.stderr.write(`Unknown command "${command}".\n\n${HELP}`);
+    process.exitCode = 2;
+    return;
+  }
+
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`sellsy-webhooks: ${err.message}\n`);
+      process.exitCode = 78;
+      return;
+    }
+    throw err;
+  }
+  const logger = createLogger(config.logLevel);
+  const closers: (() => Promise<void>)[] = [];
+  if (command === 'listen' || command === 'start') closers.push((await startListener(config, logger)).close);
+  if (command === 'work' || command === 'start') closers.push(startWorker(config, logger).close);
+
+  closeWithGrace({ delay: config.shutdownTimeoutMs, logger: { error: (m: string) => logger.error(m) } }, async ({ signal, err }) => {
+    if (err) logger.error({ err }, 'closing after an unexpected error');
+    else logger.info({ signal }, 'shutting down: finishing in-flight requests and jobs');
+    // The listener first: its in-flight enqueues finish before Redis connections close.
+    for (const close of closers) await close();
+    logger.info('stopped');
+  });
+}
+
+main(process.argv.slice(2)).catch((err: unknown) => {
+  process.stderr.write(`sellsy-webhooks: ${(err as Error)?.stack ?? String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,59 @@
+/**
+ * Starts the listener on its port with a real producer; returns a closer that drains it.
+ */
+import type { Logger } from 'pino';
+import { signatureEnabled, type Config } from '../config/config.ts';
+import { buildApp } from '../listener/app.ts';
+import { createMetrics } from '../metrics/metrics.ts';
+import { BullmqProducer } from '../queue/producer.ts';
+
+export interface RunningListener {
+  url: string;
+  close(): Promise<void>;
+}
+
+export async function startListener(config: Config, logger: Logger): Promise<RunningListener> {
+  const log = logger.child({ component: 'listener' });
+  if (!signatureEnabled(config)) {
+    log.warn('SELLSY_SIGN_KEY is not set: webhook signatures are NOT verified; anyone who knows the URL can post events');
+  } else if (config.signature.check === 'worker') {
+    log.warn('SIGNATURE_CHECK=worker: signatures are carried in each job as "unchecked"; consumers must verify them');
+  }
+  const metrics = createMetrics();
+  let lastRedisError = '';
+  let lastRedisErrorAt = 0;
+  const producer = new BullmqProducer({
+    redisUrl: config.redisUrl,
+    queueName: config.queueName,
+    prefix: config.queuePrefix,
+    timeoutMs: config.enqueueTimeoutMs,
+    dedupWindowSeconds: config.dedupWindowSeconds,
+    jobs: config.jobs,
+    onReady: (report) => {
+      lastRedisError = '';
+      const { warnings, ...settings } = report;
+      log.info({ redis: settings }, 'redis connected');
+      for (const warning of warnings) log.warn({ redis: settings }, warning);
+    },
+    onError: (err) => {
+      // ioredis reports every failed reconnection; one line per distinct error per 30 s is enough.
+      const now = Date.now();
+      if (err.message !== lastRedisError || now - lastRedisErrorAt > 30_000) {
+        log.warn({ err: err.message }, 'redis unavailable: deliveries cannot be queued until it is back');
+        lastRedisError = err.message;
+        lastRedisErrorAt = now;
+      }
+    },
+  });
+  const app = await buildApp({ config, producer, metrics, logger: log });
+  const address = await app.listen({ port: config.port, host: config.host });
+  log.info({ address, queue: config.queueName, prefix: config.queuePrefix }, 'listening');
+  return {
+    url: address,
+    async close() {
+      // Stops accepting, lets in-flight requests (and their enqueues) finish, then closes Redis.
+      await app.close();
+      await producer.close();
+    },
+  };
+}

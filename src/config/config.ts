@@ -1,0 +1,159 @@
+/**
+ * Configuration: read once from the environment, validated, then frozen.
+ * Every bad value is reported at once, each named with the variable, what it must be and what it was.
+ */
+import envSchema from 'env-schema';
+import { ConfigError } from '../errors.ts';
+import { EnvSchema, type Env } from './schema.ts';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  port: number;
+  host: string;
+  redisUrl: string;
+  queueName: string;
+  queuePrefix: string;
+  signature: {
+    /** `listener`: verified before the 200. `worker`: carried in the job, verified by the consumer. */
+    check: 'listener' | 'worker';
+    /** Form deliveries: the signature covers the raw body (`body`) or the decoded `notif` value (`notif`). */
+    formScope: 'body' | 'notif';
+    /** Keys for any account; several during a rotation. Empty: no verification. */
+    keys: readonly string[];
+    /** Per-account keys (Sellsy `corpid` or the `/webhook/sellsy/<account>` path segment). */
+    accountKeys: ReadonlyMap<string, readonly string[]>;
+  };
+  bodyLimitBytes: number;
+  dedupWindowSeconds: number;
+  enqueueTimeoutMs: number;
+  enqueueFailureStatus: 200 | 503;
+  spoolDir: string;
+  logLevel: LogLevel;
+  shutdownTimeoutMs: number;
+  trustProxy: boolean;
+  jobs: { attempts: number; backoffMs: number; keepCompletedSeconds: number; keepFailedSeconds: number };
+  worker: { concurrency: number };
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const input: Record<string, string> = {};
+  for (const name of Object.keys(EnvSchema.properties)) {
+    const value = env[name];
+    // An empty variable (`PORT=`) means "not set", as in most shells' `.env` files.
+    if (value !== undefined && value !== '') input[name] = value;
+  }
+  let parsed: Env;
+  try {
+    parsed = envSchema<Env>({ schema: structuredClone(EnvSchema), data: input, env: false });
+  } catch (err) {
+    const errors = (err as { errors?: AjvError[] }).errors;
+    if (!errors) throw err;
+    throw new ConfigError([...new Set(errors.map((e) => describe(e, input)))]);
+  }
+  const problems: string[] = [];
+  const keys = splitKeys(parsed.SELLSY_SIGN_KEY);
+  const accountKeys = parseAccountKeys(parsed.SELLSY_ACCOUNT_KEYS, problems);
+  try {
+    new URL(parsed.REDIS_URL);
+  } catch {
+    problems.push(`REDIS_URL: must be a URL such as redis://127.0.0.1:6379 (got ${JSON.stringify(parsed.REDIS_URL)})`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  return deepFreeze({
+    port: parsed.PORT,
+    host: parsed.HOST,
+    redisUrl: parsed.REDIS_URL,
+    queueName: parsed.QUEUE_NAME,
+    queuePrefix: parsed.QUEUE_PREFIX,
+    signature: {
+      check: parsed.SIGNATURE_CHECK,
+      formScope: parsed.SIGNATURE_FORM_SCOPE,
+      keys,
+      accountKeys,
+    },
+    bodyLimitBytes: parsed.BODY_LIMIT_BYTES,
+    dedupWindowSeconds: parsed.DEDUP_WINDOW_SECONDS,
+    enqueueTimeoutMs: parsed.ENQUEUE_TIMEOUT_MS,
+    enqueueFailureStatus: parsed.ENQUEUE_FAILURE_STATUS,
+    spoolDir: parsed.SPOOL_DIR,
+    logLevel: parsed.LOG_LEVEL as LogLevel,
+    shutdownTimeoutMs: parsed.SHUTDOWN_TIMEOUT_MS,
+    trustProxy: parsed.TRUST_PROXY,
+    jobs: {
+      attempts: parsed.JOB_ATTEMPTS,
+      backoffMs: parsed.JOB_BACKOFF_MS,
+      keepCompletedSeconds: parsed.JOB_KEEP_COMPLETED_SECONDS,
+      keepFailedSeconds: parsed.JOB_KEEP_FAILED_SECONDS,
+    },
+    worker: { concurrency: parsed.WORKER_CONCURRENCY },
+  });
+}
+
+/** Whether any signing key is configured (single keys or per-account keys). */
+export function signatureEnabled(config: Config): boolean {
+  return config.signature.keys.length > 0 || config.signature.accountKeys.size > 0;
+}
+
+interface AjvError {
+  instancePath: string;
+  message?: string;
+  keyword: string;
+  params: Record<string, unknown>;
+}
+
+function describe(error: AjvError, input: Record<string, string>): string {
+  const name = error.instancePath.replace(/^\//, '');
+  let message = error.message ?? 'is invalid';
+  if (error.keyword === 'anyOf' || error.keyword === 'enum' || error.keyword === 'const') {
+    const schema = (EnvSchema.properties as Record<string, { anyOf?: { const: unknown }[] }>)[name];
+    const allowed = schema?.anyOf?.map((s) => String(s.const));
+    if (allowed) message = `must be one of ${allowed.join(', ')}`;
+  }
+  const got = input[name];
+  return `${name}: ${message}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`;
+}
+
+function splitKeys(value: string | undefined): string[] {
+  if (value === undefined) return [];
+  return value
+    .split(',')
+    .map((k) => k.trim())
+    .filter((k) => k.length > 0);
+}
+
+/** `SELLSY_ACCOUNT_KEYS` is a JSON object: `{"<corpid or path account>": "key" | ["new key", "old key"]}`. */
+function parseAccountKeys(value: string | undefined, problems: string[]): Map<string, readonly string[]> {
+  const map = new Map<string, readonly string[]>();
+  if (value === undefined) return map;
+  const usage = 'must be a JSON object such as {"929":"key","138":["new key","old key"]}';
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    problems.push(`SELLSY_ACCOUNT_KEYS: ${usage} (it is not valid JSON)`);
+    return map;
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    problems.push(`SELLSY_ACCOUNT_KEYS: ${usage}`);
+    return map;
+  }
+  for (const [account, keys] of Object.entries(parsed)) {
+    const list = typeof keys === 'string' ? [keys] : keys;
+    if (!Array.isArray(list) || list.length === 0 || !list.every((k) => typeof k === 'string' && k.length > 0)) {
+      problems.push(`SELLSY_ACCOUNT_KEYS: account ${JSON.stringify(account)} ${usage.replace('must be a JSON object such as', 'needs a non-empty key or list of keys, as in')}`);
+      continue;
+    }
+    map.set(account, list as string[]);
+  }
+  return map;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    if (!(value instanceof Map)) for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,39 @@
+/**
+ * Every environment variable the service reads, with its default. `.env.example` and the README list the same set;
+ * a test checks that they agree.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+
+const Millis = (def: number, min = 1) => Type.Integer({ minimum: min, default: def });
+
+export const EnvSchema = Type.Object({
+  PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
+  HOST: Type.String({ minLength: 1, default: '0.0.0.0' }),
+  REDIS_URL: Type.String({ pattern: '^rediss?://', default: 'redis://127.0.0.1:6379' }),
+  QUEUE_NAME: Type.String({ pattern: '^[^:]+$', minLength: 1, default: 'sellsy-webhooks' }),
+  QUEUE_PREFIX: Type.String({ pattern: '^[^:]+$', minLength: 1, default: 'bull' }),
+  SELLSY_SIGN_KEY: Type.Optional(Type.String()),
+  SELLSY_ACCOUNT_KEYS: Type.Optional(Type.String()),
+  SIGNATURE_CHECK: Type.Union([Type.Literal('listener'), Type.Literal('worker')], { default: 'listener' }),
+  SIGNATURE_FORM_SCOPE: Type.Union([Type.Literal('body'), Type.Literal('notif')], { default: 'body' }),
+  BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 1024 * 1024 }),
+  DEDUP_WINDOW_SECONDS: Type.Integer({ minimum: 0, default: 72 * 3600 }),
+  ENQUEUE_TIMEOUT_MS: Millis(1000),
+  ENQUEUE_FAILURE_STATUS: Type.Union([Type.Literal(200), Type.Literal(503)], { default: 200 }),
+  SPOOL_DIR: Type.String({ minLength: 1, default: './spool' }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info' },
+  ),
+  SHUTDOWN_TIMEOUT_MS: Millis(10_000),
+  TRUST_PROXY: Type.Boolean({ default: false }),
+  JOB_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 1000, default: 8 }),
+  JOB_BACKOFF_MS: Millis(1000),
+  JOB_KEEP_COMPLETED_SECONDS: Type.Integer({ minimum: 0, default: 24 * 3600 }),
+  JOB_KEEP_FAILED_SECONDS: Type.Integer({ minimum: 0, default: 30 * 24 * 3600 }),
+  WORKER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+});
+
+export type Env = Static<typeof EnvSchema>;
+
+export const ENV_NAMES = Object.keys(EnvSchema.properties) as (keyof Env)[];

@@ -1,0 +1,35 @@
+/**
+ * Stable error codes. Tests and operators match on `code`, never on message text.
+ * HTTP answers carry the lower-case `error` value; process-level errors carry the `SW_ERR_*` code.
+ */
+export const HttpErrors = {
+  missing_signature: { status: 401, message: 'X-Webhook-Signature header is missing' },
+  bad_signature: { status: 401, message: 'X-Webhook-Signature does not match any configured key' },
+  unknown_account: { status: 401, message: 'no signing key is configured for this account' },
+  payload_too_large: { status: 413, message: 'request body is larger than BODY_LIMIT_BYTES' },
+  enqueue_failed: { status: 503, message: 'the event could not be written to the queue; retry later' },
+  shutting_down: { status: 503, message: 'the listener is shutting down; retry later' },
+} as const;
+
+export type HttpErrorCode = keyof typeof HttpErrors;
+
+export class ConfigError extends Error {
+  readonly code = 'SW_ERR_CONFIG';
+  constructor(readonly problems: readonly string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** The queue could not take a job now (Redis down, refusing, or slower than the deadline). */
+export class EnqueueError extends Error {
+  readonly code = 'SW_ERR_ENQUEUE';
+  constructor(
+    message: string,
+    readonly reason: 'not_connected' | 'timeout' | 'redis_error',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'EnqueueError';
+  }
+}

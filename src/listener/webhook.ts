@@ -1,0 +1,135 @@
+/**
+ * `POST /webhook/sellsy[/<account>]`: one delivery in, one job out, then the answer.
+ *
+ * Answers: 200 `{"ok":true,"deliveryId","jobId","duplicate"}` once Redis holds the job; 401 `{"ok":false,"error"}`
+ * on a missing or wrong signature (nothing queued); 413 over `BODY_LIMIT_BYTES`; when Redis cannot take the job,
+ * `ENQUEUE_FAILURE_STATUS` (200 `{"ok":true,"queued":false}` or 503) and the raw delivery logged at error level.
+ * Any body that passes the signature check is queued, parsed or not (`unknown` jobs).
+ * `GET`/`HEAD` on the same paths answer 200 and do nothing (Sellsy or an operator probing the URL).
+ */
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Config } from '../config/config.ts';
+import { EnqueueError, HttpErrors, type HttpErrorCode } from '../errors.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+import { dedupKeyOf, newDeliveryId, rawBodyFields, type WebhookJobData } from '../queue/contract.ts';
+import type { Producer } from '../queue/producer.ts';
+import { jobNameOf, parseDelivery } from '../sellsy/payload.ts';
+import { SIGNATURE_HEADER } from '../sellsy/signature.ts';
+import { verifyDelivery } from './verify.ts';
+
+export const WEBHOOK_PATH = '/webhook/sellsy';
+
+export interface WebhookDeps {
+  config: Config;
+  producer: Producer;
+  metrics: Metrics;
+}
+
+interface Params {
+  account?: string;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Promise<void> {
+  const { config, producer, metrics } = deps;
+
+  // Keep the bytes exactly as sent, whatever the content type: the signature covers them, and a body we cannot
+  // parse is still a delivery to keep.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.bodyLimitBytes }, (_req, body, done) => {
+    done(null, body);
+  });
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) {
+      metrics.deliveries.inc({ outcome: 'too_large' });
+      request.log.warn({ outcome: 'too_large', contentLength: request.headers['content-length'] }, 'delivery refused: body too large');
+      return sendError(reply, 'payload_too_large');
+    }
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) request.log.error({ err }, 'webhook handler failed');
+    return reply.code(status).send({ ok: false, error: err.code ?? 'internal_error', message: err.message });
+  });
+
+  const probe = async () => ({ ok: true });
+  for (const url of [WEBHOOK_PATH, `${WEBHOOK_PATH}/:account`]) {
+    app.get(url, { exposeHeadRoute: true }, probe);
+    app.post(url, (request: FastifyRequest<{ Params: Params }>, reply) => handleDelivery(request, reply));
+  }
+
+  async function handleDelivery(request: FastifyRequest<{ Params: Params }>, reply: FastifyReply) {
+    const receivedAt = new Date();
+    const raw = Buffer.isBuffer(request.body) ? request.body : EMPTY;
+    const contentType = request.headers['content-type'];
+    const parsed = parseDelivery(raw, contentType);
+    const account = request.params.account ?? parsed.event?.corpId ?? null;
+    const header = request.headers[SIGNATURE_HEADER];
+    const signatureHeader = typeof header === 'string' ? header : undefined;
+    const scope = config.signature.formScope;
+    const signedBytes = scope === 'notif' && parsed.notif !== null ? parsed.notif : raw;
+
+    const verdict = verifyDelivery(config, account, signedBytes, signatureHeader);
+    if (!verdict.ok) {
+      metrics.deliveries.inc({ outcome: 'bad_signature' });
+      request.log.warn({ outcome: verdict.error, account, ackMs: reply.elapsedTime }, 'delivery refused');
+      return sendError(reply, verdict.error);
+    }
+
+    const name = jobNameOf(parsed.event);
+    const data: WebhookJobData = {
+      v: 1,
+      deliveryId: newDeliveryId(),
+      receivedAt: receivedAt.toISOString(),
+      contentType: contentType ?? null,
+      ...rawBodyFields(raw),
+      account,
+      signature: { status: verdict.status, header: signatureHeader ?? null, scope },
+      event: parsed.event,
+      parseProblem: parsed.problem,
+      dedupKey: dedupKeyOf(account, raw),
+      request: {
+        id: request.id,
+        path: request.url,
+        ip: request.ip,
+        userAgent: request.headers['user-agent'] ?? null,
+      },
+    };
+    const logFields = {
+      deliveryId: data.deliveryId,
+      account,
+      event: name,
+      relatedId: parsed.event?.relatedId ?? null,
+      parseProblem: parsed.problem ?? undefined,
+    };
+
+    try {
+      const result = await producer.enqueue({ name, data });
+      const outcome = result.duplicate ? 'duplicate' : 'accepted';
+      metrics.deliveries.inc({ outcome });
+      const ackMs = reply.elapsedTime;
+      metrics.ackSeconds.observe(ackMs / 1000);
+      request.log.info({ ...logFields, jobId: result.jobId, outcome, ackMs }, 'delivery');
+      return reply.send({ ok: true, deliveryId: data.deliveryId, jobId: result.jobId, duplicate: result.duplicate });
+    } catch (err) {
+      if (!(err instanceof EnqueueError)) throw err;
+      metrics.enqueueErrors.inc({ reason: err.reason });
+      const answer = config.enqueueFailureStatus;
+      const outcome = answer === 200 ? 'lost' : 'refused';
+      metrics.deliveries.inc({ outcome });
+      // The full delivery goes to the log so that an operator can replay it by hand.
+      request.log.error(
+        { ...logFields, outcome, reason: err.reason, err: err.message, job: { name, data } },
+        'delivery not queued',
+      );
+      if (answer === 503) return sendError(reply, 'enqueue_failed');
+      return reply.send({ ok: true, deliveryId: data.deliveryId, queued: false });
+    }
+  }
+}
+
+function sendError(reply: FastifyReply, code: HttpErrorCode) {
+  const { status, message } = HttpErrors[code];
+  if (status === 503) reply.header('retry-after', '5');
+  return reply.code(status).send({ ok: false, error: code, message });
+}

@@ -1,0 +1,22 @@
+/**
+ * The process logger: pino JSON on stdout. Signatures and keys never reach a log line.
+ */
+import { pino, type Logger } from 'pino';
+import type { LogLevel } from './config/config.ts';
+
+export const REDACT_PATHS = [
+  'req.headers["x-webhook-signature"]',
+  'req.headers.authorization',
+  'job.data.signature.header',
+  'config.signature',
+];
+
+export function createLogger(level: LogLevel, destination?: pino.DestinationStream): Logger {
+  const options: pino.LoggerOptions = {
+    level,
+    base: { service: 'sellsy-webhooks', pid: process.pid },
+    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    timestamp: pino.stdTimeFunctions.isoTime,
+  };
+  return destination ? pino(options, destination) : pino(options);
+}

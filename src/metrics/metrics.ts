@@ -1,0 +1,48 @@
+/**
+ * Prometheus metrics. One registry per process (or per app in tests), names prefixed `sellsy_webhooks_`,
+ * labels with a small fixed set of values only.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** What happened to a delivery. `lost`: answered 200 but not queued (logged at error level with the raw body). */
+export type DeliveryOutcome = 'accepted' | 'duplicate' | 'bad_signature' | 'too_large' | 'lost' | 'refused';
+
+export interface Metrics {
+  registry: Registry;
+  deliveries: Counter<'outcome'>;
+  ackSeconds: Histogram;
+  enqueueErrors: Counter<'reason'>;
+  redisUp: Gauge;
+}
+
+export function createMetrics(options: { processMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  const deliveries = new Counter({
+    name: 'sellsy_webhooks_deliveries_total',
+    help: 'Webhook deliveries received, by outcome.',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  for (const outcome of ['accepted', 'duplicate', 'bad_signature', 'too_large', 'lost', 'refused'] as const) {
+    deliveries.inc({ outcome }, 0);
+  }
+  const ackSeconds = new Histogram({
+    name: 'sellsy_webhooks_ack_seconds',
+    help: 'Time from request start to the answer to a webhook delivery.',
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const enqueueErrors = new Counter({
+    name: 'sellsy_webhooks_enqueue_errors_total',
+    help: 'Failed writes of a delivery to the queue, by reason.',
+    labelNames: ['reason'] as const,
+    registers: [registry],
+  });
+  const redisUp = new Gauge({
+    name: 'sellsy_webhooks_redis_up',
+    help: '1 when the listener can write to the queue, else 0.',
+    registers: [registry],
+  });
+  return { registry, deliveries, ackSeconds, enqueueErrors, redisUp };
+}

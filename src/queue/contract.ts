@@ -1,0 +1,75 @@
+/**
+ * The queue contract: what every job on the ingest queue holds. Consumers written in any language rely on it;
+ * change it only by adding fields, or with a new `v` and a migration note in the README.
+ *
+ * Queue: `QUEUE_NAME` (default `sellsy-webhooks`), key prefix `QUEUE_PREFIX` (default `bull`).
+ * Job name: `<relatedtype>.<event>` (e.g. `invoice.step`), or `unknown` when the body is not a Sellsy event.
+ * Job id: the delivery id (a UUID). Deduplication id: `dedupKey`.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { isUtf8 } from 'node:buffer';
+import type { ParseProblem, SellsyEvent } from '../sellsy/payload.ts';
+
+export type SignatureStatus =
+  /** The listener checked it against a configured key before answering. */
+  | 'verified'
+  /** `SIGNATURE_CHECK=worker`: the consumer must check `signature.header` against `rawBody`. */
+  | 'unchecked'
+  /** No key is configured: nothing was checked. */
+  | 'not_configured';
+
+export interface WebhookJobData {
+  /** Contract version. */
+  v: 1;
+  /** Unique per delivery; also the BullMQ job id of the job it created. */
+  deliveryId: string;
+  /** ISO 8601 time the listener received the request. */
+  receivedAt: string;
+  /** The request's Content-Type header, as sent (null when absent). */
+  contentType: string | null;
+  /** The body exactly as received, decoded as UTF-8. */
+  rawBody: string;
+  /** Present only when the body is not valid UTF-8: the exact bytes, base64 (then `rawBody` is lossy). */
+  rawBodyBase64?: string;
+  /** The Sellsy account: the `/webhook/sellsy/<account>` path segment, else the payload's `corpid`, else null. */
+  account: string | null;
+  signature: {
+    status: SignatureStatus;
+    /** The `X-Webhook-Signature` header as received (null when absent). */
+    header: string | null;
+    /** What the signature covers for form bodies: `body` (raw body) or `notif` (decoded notif value). */
+    scope: 'body' | 'notif';
+  };
+  /** The parsed Sellsy event; null when the body could not be parsed (`parseProblem` says why). */
+  event: SellsyEvent | null;
+  parseProblem: ParseProblem | null;
+  /** sha256 hex of account and raw body: the same delivery received twice has the same key. */
+  dedupKey: string;
+  /** Request metadata, for tracing. */
+  request: { id: string; path: string; ip: string; userAgent: string | null };
+}
+
+export interface WebhookJob {
+  name: string;
+  data: WebhookJobData;
+}
+
+export function dedupKeyOf(account: string | null, raw: Buffer): string {
+  return createHash('sha256')
+    .update(account ?? '')
+    .update('\n')
+    .update(raw)
+    .digest('hex');
+}
+
+export function rawBodyFields(raw: Buffer): Pick<WebhookJobData, 'rawBody' | 'rawBodyBase64'> {
+  const rawBody = raw.toString('utf8');
+  return isUtf8(raw) ? { rawBody } : { rawBody, rawBodyBase64: raw.toString('base64') };
+}
+
+/** The exact bytes of a job's body, whatever its encoding. */
+export function rawBytesOf(data: Pick<WebhookJobData, 'rawBody' | 'rawBodyBase64'>): Buffer {
+  return data.rawBodyBase64 !== undefined ? Buffer.from(data.rawBodyBase64, 'base64') : Buffer.from(data.rawBody, 'utf8');
+}
+
+export const newDeliveryId = (): string => randomUUID();

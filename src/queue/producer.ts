@@ -1,0 +1,166 @@
+/**
+ * The producer: writes one delivery as one BullMQ job, or fails fast.
+ *
+ * Guarantee: `enqueue` resolves only once Redis has accepted the job (or reported it a duplicate), and it always
+ * settles within `ENQUEUE_TIMEOUT_MS`: with Redis down it rejects at once with `EnqueueError('not_connected')`,
+ * with Redis frozen it rejects with `EnqueueError('timeout')`. A job whose write timed out may still land later;
+ * its deduplication id makes a retry of the same delivery harmless.
+ *
+ * `Producer` is the seam where a durable local buffer slots in: a wrapper that catches `EnqueueError`, stores the
+ * delivery, and drains it later through the same interface.
+ */
+import { Queue, type JobsOptions } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { EnqueueError } from '../errors.ts';
+import type { WebhookJob, WebhookJobData } from './contract.ts';
+import { createProducerConnection, inspectDurability, type DurabilityReport } from './redis.ts';
+
+export interface EnqueueResult {
+  /** The job that holds this delivery: a new one, or the earlier one when `duplicate`. */
+  jobId: string;
+  /** The same delivery was already queued within the deduplication window. */
+  duplicate: boolean;
+}
+
+export interface RedisHealth {
+  /** ioredis connection status (`ready`, `connecting`, `reconnecting`, `end`, …). */
+  status: string;
+  /** The queue can take jobs now. */
+  ready: boolean;
+  lastError: string | null;
+}
+
+export interface Producer {
+  enqueue(job: WebhookJob): Promise<EnqueueResult>;
+  health(): RedisHealth;
+  /** A round trip to Redis, bounded by the command deadline. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export interface BullmqProducerOptions {
+  redisUrl: string;
+  queueName: string;
+  prefix: string;
+  timeoutMs: number;
+  dedupWindowSeconds: number;
+  jobs: { attempts: number; backoffMs: number; keepCompletedSeconds: number; keepFailedSeconds: number };
+  /** Called each time the connection becomes ready, with Redis's durability settings. */
+  onReady?: (report: DurabilityReport) => void;
+  onError?: (err: Error) => void;
+}
+
+export class BullmqProducer implements Producer {
+  readonly client: Redis;
+  private queue: Queue | null = null;
+  private queueReady = false;
+  private lastError: string | null = null;
+  private closed = false;
+  private readonly baseOpts: JobsOptions;
+
+  constructor(private readonly opts: BullmqProducerOptions) {
+    this.baseOpts = {
+      attempts: opts.jobs.attempts,
+      backoff: { type: 'exponential', delay: opts.jobs.backoffMs, jitter: 0.5 },
+      // Age-based removal keeps the deduplication key alive for its whole window (an explicit `job.remove()` or
+      // `queue.clean()` deletes it). 0 = remove at once.
+      removeOnComplete: opts.jobs.keepCompletedSeconds === 0 ? true : { age: opts.jobs.keepCompletedSeconds },
+      removeOnFail: opts.jobs.keepFailedSeconds === 0 ? true : { age: opts.jobs.keepFailedSeconds },
+    };
+    this.client = createProducerConnection(opts.redisUrl, opts.timeoutMs, `${opts.queueName}:producer`);
+    this.client.on('error', (err: Error) => {
+      this.lastError = err.message;
+      opts.onError?.(err);
+    });
+    this.client.on('ready', () => this.onConnectionReady());
+  }
+
+  /**
+   * BullMQ's Queue waits for Redis before its first command settles, even without an offline queue; so the Queue
+   * is created only once the connection is ready, and requests before that fail fast instead of waiting.
+   */
+  private onConnectionReady(): void {
+    if (this.closed) return;
+    this.lastError = null;
+    if (this.queue === null) {
+      const queue = new Queue(this.opts.queueName, { connection: this.client, prefix: this.opts.prefix });
+      queue.on('error', (err: Error) => {
+        this.lastError = err.message;
+        this.opts.onError?.(err);
+      });
+      this.queue = queue;
+      queue.waitUntilReady().then(
+        () => {
+          if (this.queue === queue) this.queueReady = true;
+        },
+        (err: Error) => {
+          // Initialisation failed (Redis dropped during it): start afresh on the next `ready`.
+          this.lastError = err.message;
+          if (this.queue === queue) this.queue = null;
+          void queue.close().catch(() => undefined);
+        },
+      );
+    }
+    if (this.opts.onReady) {
+      inspectDurability(this.client).then(this.opts.onReady, (err: Error) => this.opts.onError?.(err));
+    }
+  }
+
+  async enqueue(job: WebhookJob): Promise<EnqueueResult> {
+    const queue = this.queue;
+    if (queue === null || !this.queueReady || this.client.status !== 'ready') {
+      throw new EnqueueError(`Redis is not connected (${this.client.status})`, 'not_connected');
+    }
+    const data: WebhookJobData = job.data;
+    const opts: JobsOptions = { ...this.baseOpts, jobId: data.deliveryId };
+    if (this.opts.dedupWindowSeconds > 0) {
+      opts.deduplication = { id: data.dedupKey, ttl: this.opts.dedupWindowSeconds * 1000 };
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new EnqueueError(`Redis did not confirm the job within ${this.opts.timeoutMs} ms`, 'timeout')),
+        this.opts.timeoutMs,
+      );
+    });
+    try {
+      const added = await Promise.race([queue.add(job.name, data, opts), deadline]);
+      const jobId = added.id ?? data.deliveryId;
+      return { jobId, duplicate: jobId !== data.deliveryId };
+    } catch (err) {
+      if (err instanceof EnqueueError) throw err;
+      const message = (err as Error).message;
+      const reason = /timed out/i.test(message) ? 'timeout' : 'redis_error';
+      throw new EnqueueError(`Redis refused the job: ${message}`, reason, { cause: err });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  health(): RedisHealth {
+    return {
+      status: this.client.status,
+      ready: this.queueReady && this.client.status === 'ready',
+      lastError: this.lastError,
+    };
+  }
+
+  async ping(): Promise<boolean> {
+    if (this.client.status !== 'ready') return false;
+    try {
+      return (await this.client.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const queue = this.queue;
+    this.queue = null;
+    this.queueReady = false;
+    if (queue) await queue.close().catch(() => undefined);
+    if (this.client.status === 'ready') await this.client.quit().catch(() => this.client.disconnect());
+    else this.client.disconnect();
+  }
+}
