@@ -28,6 +28,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return503OnClosing: true,
   });
 
+  // On close, Fastify waits for every open connection; keep-alive sockets would hold it for the keep-alive timeout.
+  // Once closing, each answer carries `Connection: close`, so sockets end as their in-flight request completes.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (closing) reply.header('connection', 'close');
+    done(null, payload);
+  });
+
   await app.register(webhookRoutes, { config, producer, metrics });
 
   app.get('/healthz', async () => ({ ok: true }));

@@ -1,0 +1,43 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ENV_NAMES } from '../../src/config/schema.ts';
+import { ROOT, runCli } from '../helpers/cli.ts';
+
+test('help lists every command and every environment variable', () => {
+  const result = runCli(['--help']);
+  assert.equal(result.status, 0);
+  for (const command of ['start', 'listen', 'work']) assert.match(result.stdout, new RegExp(`^  ${command} `, 'm'));
+  for (const name of ENV_NAMES) assert.ok(result.stdout.includes(name), `help mentions ${name}`);
+});
+
+test('an unknown command exits 2 with the usage', () => {
+  const result = runCli(['frobnicate']);
+  assert.equal(result.status, 2);
+  assert.match(result.stderr, /Unknown command "frobnicate"/);
+  assert.match(result.stderr, /Usage: sellsy-webhooks/);
+});
+
+test('bad settings stop the start with exit code 78 and name each variable', () => {
+  const result = runCli(['listen'], { PORT: 'http', SIGNATURE_CHECK: 'maybe', SELLSY_ACCOUNT_KEYS: '' , ENQUEUE_FAILURE_STATUS: '500' });
+  assert.equal(result.status, 78);
+  assert.match(result.stderr, /PORT: must be integer \(got "http"\)/);
+  assert.match(result.stderr, /SIGNATURE_CHECK: must be one of listener, worker \(got "maybe"\)/);
+  assert.match(result.stderr, /ENQUEUE_FAILURE_STATUS: must be one of 200, 503 \(got "500"\)/);
+});
+
+test('a malformed SELLSY_ACCOUNT_KEYS is named at start', () => {
+  const result = runCli(['listen'], { SELLSY_ACCOUNT_KEYS: '929=key' });
+  assert.equal(result.status, 78);
+  assert.match(result.stderr, /SELLSY_ACCOUNT_KEYS: must be a JSON object/);
+});
+
+test('.env.example and the README document every variable, with its default', () => {
+  const example = readFileSync(join(ROOT, '.env.example'), 'utf8');
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  for (const name of ENV_NAMES) {
+    assert.match(example, new RegExp(`^${name}=`, 'm'), `.env.example sets ${name}`);
+    assert.ok(readme.includes(`\`${name}\``), `README documents ${name}`);
+  }
+});

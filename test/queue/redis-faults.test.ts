@@ -1,0 +1,115 @@
+/**
+ * The listener with Redis down, frozen or restarted: it starts, answers within a bounded time with the configured
+ * status, logs what it could not queue, and recovers by itself.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { freePort, RedisServer, startRedis, assertRedisServerAvailable } from '../helpers/redis-server.ts';
+import { post, startTestListener, untilReady, type TestListener } from '../helpers/listener.ts';
+
+const JSON_TYPE = { 'content-type': 'application/json' };
+const cleanup: (() => Promise<void>)[] = [];
+after(async () => {
+  for (const fn of cleanup.reverse()) await fn();
+});
+
+async function listener(redisUrl: string, env: Record<string, string> = {}): Promise<TestListener> {
+  const l = await startTestListener(redisUrl, env);
+  cleanup.push(() => l.close());
+  return l;
+}
+
+test('with Redis down from the start, the listener starts, answers 200 at once and logs the full delivery', async () => {
+  const port = await freePort();
+  const l = await listener(`redis://127.0.0.1:${port}`);
+  const body = '{"relatedtype":"invoice","event":"created","relatedid":"1","corpid":"9"}';
+  const res = await post(l.url, body, JSON_TYPE);
+  assert.equal(res.status, 200);
+  assert.deepEqual([res.body.ok, res.body.queued], [true, false]);
+  assert.ok(res.ms < 500, `answered in ${res.ms.toFixed(1)} ms`);
+  const errorLine = l.logs.find((line) => line.msg === 'delivery not queued');
+  assert.ok(errorLine, 'an error line was written');
+  assert.equal(errorLine.level, 50);
+  assert.equal((errorLine.job as { data: { rawBody: string } }).data.rawBody, body);
+  assert.equal(errorLine.outcome, 'lost');
+  const ready = await fetch(`${l.url}/readyz`);
+  assert.equal(ready.status, 503);
+  const counter = await l.metrics.deliveries.get();
+  assert.equal(counter.values.find((v) => v.labels.outcome === 'lost')?.value, 1);
+});
+
+test('ENQUEUE_FAILURE_STATUS=503 answers 503 with Retry-After when Redis is down', async () => {
+  const port = await freePort();
+  const l = await listener(`redis://127.0.0.1:${port}`, { ENQUEUE_FAILURE_STATUS: '503' });
+  const started = performance.now();
+  const response = await fetch(`${l.url}/webhook/sellsy`, { method: 'POST', body: '{}', headers: JSON_TYPE });
+  assert.equal(response.status, 503);
+  assert.equal(response.headers.get('retry-after'), '5');
+  assert.deepEqual(await response.json(), {
+    ok: false,
+    error: 'enqueue_failed',
+    message: 'the event could not be written to the queue; retry later',
+  });
+  assert.ok(performance.now() - started < 500);
+});
+
+test('a listener started before Redis begins queueing as soon as Redis is up', async () => {
+  assertRedisServerAvailable();
+  const port = await freePort();
+  const l = await listener(`redis://127.0.0.1:${port}`);
+  const down = await post(l.url, '{}', JSON_TYPE);
+  assert.equal(down.body.queued, false);
+  const redis = new RedisServer(port, ['--appendonly', 'yes']);
+  cleanup.push(() => redis.destroy());
+  await redis.start();
+  await untilReady(l);
+  const up = await post(l.url, '{"relatedtype":"a","event":"b"}', JSON_TYPE);
+  assert.equal(up.status, 200);
+  assert.ok(await l.queue.getJob(up.body.jobId as string));
+  assert.equal((await fetch(`${l.url}/readyz`)).status, 200);
+});
+
+test('with Redis frozen (SIGSTOP), requests are answered after ENQUEUE_TIMEOUT_MS instead of hanging', async () => {
+  const redis = await startRedis();
+  cleanup.push(() => redis.destroy());
+  const l = await listener(redis.url, { ENQUEUE_TIMEOUT_MS: '300', ENQUEUE_FAILURE_STATUS: '503' });
+  await untilReady(l);
+  redis.freeze();
+  try {
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => post(l.url, `{"relatedtype":"a","event":"b","relatedid":"${i}"}`, JSON_TYPE)),
+    );
+    for (const r of results) {
+      assert.equal(r.status, 503);
+      assert.ok(r.ms < 1500, `answered in ${r.ms.toFixed(0)} ms`);
+    }
+    const timeouts = await l.metrics.enqueueErrors.get();
+    assert.equal(timeouts.values.find((v) => v.labels.reason === 'timeout')?.value, 20);
+  } finally {
+    redis.thaw();
+  }
+  const after = await post(l.url, '{"relatedtype":"a","event":"after-thaw"}', JSON_TYPE);
+  assert.equal(after.status, 200);
+  assert.ok(await l.queue.getJob(after.body.jobId as string));
+});
+
+test('after Redis is killed (kill -9) and restarted on the same port, the listener recovers by itself', async () => {
+  const redis = await startRedis();
+  cleanup.push(() => redis.destroy());
+  const l = await listener(redis.url);
+  await untilReady(l);
+  const before = await post(l.url, '{"relatedtype":"a","event":"before"}', JSON_TYPE);
+  assert.ok(await l.queue.getJob(before.body.jobId as string));
+  await redis.kill();
+  const during = await post(l.url, '{"relatedtype":"a","event":"during"}', JSON_TYPE);
+  assert.equal(during.status, 200);
+  assert.equal(during.body.queued, false);
+  assert.ok(during.ms < 1500);
+  await redis.start();
+  await untilReady(l);
+  const afterRestart = await post(l.url, '{"relatedtype":"a","event":"after"}', JSON_TYPE);
+  assert.equal(afterRestart.body.duplicate, false);
+  assert.ok(await l.queue.getJob(afterRestart.body.jobId as string));
+  // AOF on: the job accepted before the crash is still there.
+  assert.ok(await l.queue.getJob(before.body.jobId as string));
+});
