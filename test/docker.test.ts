@@ -1,0 +1,42 @@
+/**
+ * The container files: there is no Docker engine in CI, so the Compose file is validated against the Compose
+ * specification (dclint; `docker compose config` too where the Compose plugin exists), and the properties the
+ * README promises are checked in the files themselves.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT } from './helpers/cli.ts';
+
+const compose = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
+const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
+
+test('docker-compose.yml is a valid Compose file', (t) => {
+  const lint = spawnSync('npm', ['run', '--silent', 'lint:compose'], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(lint.status, 0, lint.stdout + lint.stderr);
+  const plugin = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' });
+  if (plugin.status !== 0) {
+    t.diagnostic('docker compose plugin not installed here: validated with dclint only');
+    return;
+  }
+  const config = spawnSync('docker', ['compose', 'config', '--quiet'], { cwd: ROOT, encoding: 'utf8' });
+  assert.equal(config.status, 0, config.stderr);
+});
+
+test('Compose runs Redis as redis-sellsy with AOF and noeviction, and health checks on both services', () => {
+  assert.match(compose, /container_name: redis-sellsy/);
+  assert.match(compose, /"--appendonly", "yes"/);
+  assert.match(compose, /"--maxmemory-policy", "noeviction"/);
+  assert.equal(compose.match(/healthcheck:/g)?.length, 2);
+  assert.match(compose, /\/readyz/);
+  assert.match(compose, /condition: service_healthy/);
+});
+
+test('the Dockerfile is multi-stage, runs as a non-root user and starts the CLI', () => {
+  assert.ok((dockerfile.match(/^FROM /gm)?.length ?? 0) >= 2, 'multi-stage');
+  assert.match(dockerfile, /^USER node$/m);
+  assert.match(dockerfile, /^HEALTHCHECK /m);
+  assert.match(dockerfile, /^CMD \["node", "dist\/src\/cli.js", "start"\]$/m);
+});
