@@ -1,14 +1,14 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 /**
  * `sellsy-webhooks <command>`: listen | work | start | help | version.
  * Exit codes: 0 done, 1 runtime failure, 2 usage error, 78 bad configuration.
  */
 import closeWithGrace from 'close-with-grace';
-import { readFileSync } from 'node:fs';
-import { loadConfig, type Config } from './config/config.ts';
+import { startListener } from './cli/listener.ts';
+import { type Config, loadConfig } from './config/config.ts';
 import { ConfigError } from './errors.ts';
 import { createLogger } from './logger.ts';
-import { startListener } from './cli/listener.ts';
 import { startWorker } from './worker/worker.ts';
 
 const HELP = `Usage: sellsy-webhooks <command>
@@ -65,13 +65,16 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'listen' || command === 'start') closers.push((await startListener(config, logger)).close);
   if (command === 'work' || command === 'start') closers.push(startWorker(config, logger).close);
 
-  closeWithGrace({ delay: config.shutdownTimeoutMs, logger: { error: (m: string) => logger.error(m) } }, async ({ signal, err }) => {
-    if (err) logger.error({ err }, 'closing after an unexpected error');
-    else logger.info({ signal }, 'shutting down: finishing in-flight requests and jobs');
-    // The listener first: its in-flight enqueues finish before Redis connections close.
-    for (const close of closers) await close();
-    logger.info('stopped');
-  });
+  closeWithGrace(
+    { delay: config.shutdownTimeoutMs, logger: { error: (m: string) => logger.error(m) } },
+    async ({ signal, err }) => {
+      if (err) logger.error({ err }, 'closing after an unexpected error');
+      else logger.info({ signal }, 'shutting down: finishing in-flight requests and jobs');
+      // The listener first: its in-flight enqueues finish before Redis connections close.
+      for (const close of closers) await close();
+      logger.info('stopped');
+    },
+  );
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {

@@ -1,7 +1,7 @@
 /**
  * The process logger: pino JSON on stdout. Signatures and keys never reach a log line.
  */
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 import type { LogLevel } from './config/config.ts';
 
 export const REDACT_PATHS = [

@@ -3,11 +3,12 @@
  * specification (dclint; `docker compose config` too where the Compose plugin exists), and the properties the
  * README promises are checked in the files themselves.
  */
-import { test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { ROOT } from './helpers/cli.ts';
 
 const compose = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');

@@ -2,14 +2,15 @@
  * The README's quick start, run as written: `npm start` serves, the curl example makes one job, and CI runs the
  * README's test command.
  */
-import { after, test } from 'node:test';
+
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
-import { freePort, startRedis, type RedisServer } from './helpers/redis-server.ts';
 import { httpOk, ROOT, waitFor } from './helpers/cli.ts';
+import { freePort, type RedisServer, startRedis } from './helpers/redis-server.ts';
 
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
 const quickStart = /## Quick start[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
@@ -41,9 +42,13 @@ test('npm start serves the README curl example, which makes one invoice.paid job
   });
   try {
     await waitFor(() => httpOk(`http://127.0.0.1:${port}/readyz`), 20_000, 'npm start to be ready');
-    const curl = readme.split('\n').find((line) => line.startsWith('curl -X POST http://localhost:3000/webhook/sellsy'));
+    const curl = readme
+      .split('\n')
+      .find((line) => line.startsWith('curl -X POST http://localhost:3000/webhook/sellsy'));
     assert.ok(curl, 'the README has the curl example');
-    const output = execFileSync('sh', ['-c', curl.replace('localhost:3000', `127.0.0.1:${port}`)], { encoding: 'utf8' });
+    const output = execFileSync('sh', ['-c', curl.replace('localhost:3000', `127.0.0.1:${port}`)], {
+      encoding: 'utf8',
+    });
     const answer = JSON.parse(output) as { ok: boolean; jobId: string };
     assert.equal(answer.ok, true);
     const queue = new Queue('sellsy-webhooks', { connection: { url: redis.url } });

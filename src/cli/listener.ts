@@ -2,7 +2,7 @@
  * Starts the listener on its port with a real producer; returns a closer that drains it.
  */
 import type { Logger } from 'pino';
-import { signatureEnabled, type Config } from '../config/config.ts';
+import { type Config, signatureEnabled } from '../config/config.ts';
 import { buildApp } from '../listener/app.ts';
 import { createMetrics } from '../metrics/metrics.ts';
 import { BullmqProducer } from '../queue/producer.ts';
@@ -15,7 +15,9 @@ export interface RunningListener {
 export async function startListener(config: Config, logger: Logger): Promise<RunningListener> {
   const log = logger.child({ component: 'listener' });
   if (!signatureEnabled(config)) {
-    log.warn('SELLSY_SIGN_KEY is not set: webhook signatures are NOT verified; anyone who knows the URL can post events');
+    log.warn(
+      'SELLSY_SIGN_KEY is not set: webhook signatures are NOT verified; anyone who knows the URL can post events',
+    );
   } else if (config.signature.check === 'worker') {
     log.warn('SIGNATURE_CHECK=worker: signatures are carried in each job as "unchecked"; consumers must verify them');
   }

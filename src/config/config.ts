@@ -4,7 +4,7 @@
  */
 import envSchema from 'env-schema';
 import { ConfigError } from '../errors.ts';
-import { EnvSchema, type Env } from './schema.ts';
+import { type Env, EnvSchema } from './schema.ts';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -142,7 +142,9 @@ function parseAccountKeys(value: string | undefined, problems: string[]): Map<st
   for (const [account, keys] of Object.entries(parsed)) {
     const list = typeof keys === 'string' ? [keys] : keys;
     if (!Array.isArray(list) || list.length === 0 || !list.every((k) => typeof k === 'string' && k.length > 0)) {
-      problems.push(`SELLSY_ACCOUNT_KEYS: account ${JSON.stringify(account)} ${usage.replace('must be a JSON object such as', 'needs a non-empty key or list of keys, as in')}`);
+      problems.push(
+        `SELLSY_ACCOUNT_KEYS: account ${JSON.stringify(account)} ${usage.replace('must be a JSON object such as', 'needs a non-empty key or list of keys, as in')}`,
+      );
       continue;
     }
     map.set(account, list as string[]);

@@ -2,7 +2,7 @@
  * Every environment variable the service reads, with its default. `.env.example` and the README list the same set;
  * a test checks that they agree.
  */
-import { Type, type Static } from '@sinclair/typebox';
+import { type Static, Type } from '@sinclair/typebox';
 
 const Millis = (def: number, min = 1) => Type.Integer({ minimum: min, default: def });
 

@@ -2,7 +2,7 @@
  * The listener as a Fastify app, built from its dependencies. Only `src/cli` listens on a port and handles signals;
  * tests build the app in-process.
  */
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import type { Metrics } from '../metrics/metrics.ts';

@@ -8,8 +8,8 @@
  * match that account's key.
  */
 import type { Config } from '../config/config.ts';
-import type { SignatureStatus } from '../queue/contract.ts';
 import type { HttpErrorCode } from '../errors.ts';
+import type { SignatureStatus } from '../queue/contract.ts';
 import { matchSignature } from '../sellsy/signature.ts';
 
 export type Verdict = { ok: true; status: SignatureStatus } | { ok: false; error: HttpErrorCode };
@@ -31,5 +31,7 @@ export function verifyDelivery(
   if (check === 'worker') return { ok: true, status: 'unchecked' };
   if (keys.length === 0) return { ok: false, error: 'unknown_account' };
   if (header === undefined || header === '') return { ok: false, error: 'missing_signature' };
-  return matchSignature(keys, signedBytes, header) >= 0 ? { ok: true, status: 'verified' } : { ok: false, error: 'bad_signature' };
+  return matchSignature(keys, signedBytes, header) >= 0
+    ? { ok: true, status: 'verified' }
+    : { ok: false, error: 'bad_signature' };
 }

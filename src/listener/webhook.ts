@@ -9,7 +9,7 @@
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config/config.ts';
-import { EnqueueError, HttpErrors, type HttpErrorCode } from '../errors.ts';
+import { EnqueueError, type HttpErrorCode, HttpErrors } from '../errors.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { dedupKeyOf, newDeliveryId, rawBodyFields, type WebhookJobData } from '../queue/contract.ts';
 import type { Producer } from '../queue/producer.ts';
@@ -44,7 +44,10 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) {
       metrics.deliveries.inc({ outcome: 'too_large' });
-      request.log.warn({ outcome: 'too_large', contentLength: request.headers['content-length'] }, 'delivery refused: body too large');
+      request.log.warn(
+        { outcome: 'too_large', contentLength: request.headers['content-length'] },
+        'delivery refused: body too large',
+      );
       return sendError(reply, 'payload_too_large');
     }
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;

@@ -2,7 +2,7 @@
  * Prometheus metrics. One registry per process (or per app in tests), names prefixed `sellsy_webhooks_`,
  * labels with a small fixed set of values only.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /** What happened to a delivery. `lost`: answered 200 but not queued (logged at error level with the raw body). */
 export type DeliveryOutcome = 'accepted' | 'duplicate' | 'bad_signature' | 'too_large' | 'lost' | 'refused';

@@ -6,8 +6,9 @@
  * Job name: `<relatedtype>.<event>` (e.g. `invoice.step`), or `unknown` when the body is not a Sellsy event.
  * Job id: the delivery id (a UUID). Deduplication id: `dedupKey`.
  */
-import { createHash, randomUUID } from 'node:crypto';
+
 import { isUtf8 } from 'node:buffer';
+import { createHash, randomUUID } from 'node:crypto';
 import type { ParseProblem, SellsyEvent } from '../sellsy/payload.ts';
 
 export type SignatureStatus =
@@ -69,7 +70,9 @@ export function rawBodyFields(raw: Buffer): Pick<WebhookJobData, 'rawBody' | 'ra
 
 /** The exact bytes of a job's body, whatever its encoding. */
 export function rawBytesOf(data: Pick<WebhookJobData, 'rawBody' | 'rawBodyBase64'>): Buffer {
-  return data.rawBodyBase64 !== undefined ? Buffer.from(data.rawBodyBase64, 'base64') : Buffer.from(data.rawBody, 'utf8');
+  return data.rawBodyBase64 !== undefined
+    ? Buffer.from(data.rawBodyBase64, 'base64')
+    : Buffer.from(data.rawBody, 'utf8');
 }
 
 export const newDeliveryId = (): string => randomUUID();

@@ -9,11 +9,11 @@
  * `Producer` is the seam where a durable local buffer slots in: a wrapper that catches `EnqueueError`, stores the
  * delivery, and drains it later through the same interface.
  */
-import { Queue, type JobsOptions } from 'bullmq';
+import { type JobsOptions, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { EnqueueError } from '../errors.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
-import { createProducerConnection, inspectDurability, type DurabilityReport } from './redis.ts';
+import { createProducerConnection, type DurabilityReport, inspectDurability } from './redis.ts';
 
 export interface EnqueueResult {
   /** The job that holds this delivery: a new one, or the earlier one when `duplicate`. */

@@ -28,7 +28,10 @@ export function matchSignature(keys: readonly string[], body: Buffer | string, h
   const receivedBytes = Buffer.from(received.toLowerCase(), 'hex');
   let match = -1;
   for (let i = 0; i < keys.length; i++) {
-    const expected = createHash('sha1').update(keys[i] as string, 'utf8').update(body).digest();
+    const expected = createHash('sha1')
+      .update(keys[i] as string, 'utf8')
+      .update(body)
+      .digest();
     if (timingSafeEqual(expected, receivedBytes) && match === -1) match = i;
   }
   return match;

@@ -2,7 +2,7 @@
  * The minimal worker: takes each job from the ingest queue, logs it and completes it.
  * Handlers, dead letters and replay build on this runtime.
  */
-import { Worker, type Job } from 'bullmq';
+import { type Job, Worker } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import type { WebhookJobData } from '../queue/contract.ts';

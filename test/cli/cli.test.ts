@@ -1,7 +1,7 @@
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { test } from 'node:test';
 import { ENV_NAMES } from '../../src/config/schema.ts';
 import { ROOT, runCli } from '../helpers/cli.ts';
 
@@ -20,7 +20,12 @@ test('an unknown command exits 2 with the usage', () => {
 });
 
 test('bad settings stop the start with exit code 78 and name each variable', () => {
-  const result = runCli(['listen'], { PORT: 'http', SIGNATURE_CHECK: 'maybe', SELLSY_ACCOUNT_KEYS: '' , ENQUEUE_FAILURE_STATUS: '500' });
+  const result = runCli(['listen'], {
+    PORT: 'http',
+    SIGNATURE_CHECK: 'maybe',
+    SELLSY_ACCOUNT_KEYS: '',
+    ENQUEUE_FAILURE_STATUS: '500',
+  });
   assert.equal(result.status, 78);
   assert.match(result.stderr, /PORT: must be integer \(got "http"\)/);
   assert.match(result.stderr, /SIGNATURE_CHECK: must be one of listener, worker \(got "maybe"\)/);

@@ -2,11 +2,12 @@
  * Graceful shutdown of the real process: SIGTERM while requests wait on a frozen Redis; every one of them is
  * answered 200 with its job queued once Redis answers again, and the process exits 0.
  */
-import { after, test } from 'node:test';
+
 import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
-import { freePort, startRedis, type RedisServer } from '../helpers/redis-server.ts';
 import { httpOk, spawnCli, waitFor } from '../helpers/cli.ts';
+import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
 
 let redis: RedisServer | undefined;
 after(async () => {
@@ -51,7 +52,7 @@ test('SIGTERM during in-flight enqueues loses no request and exits 0', async () 
       assert.equal(r.body.queued, undefined);
     }
     const code = await cli.exited;
-    if (code !== 0) console.error(cli.stdout.join("\n"));
+    if (code !== 0) console.error(cli.stdout.join('\n'));
     assert.equal(code, 0);
     assert.ok(cli.stdout.some((line) => JSON.parse(line).msg === 'stopped'));
 

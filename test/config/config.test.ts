@@ -1,5 +1,5 @@
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { test } from 'node:test';
 import { loadConfig, signatureEnabled } from '../../src/config/config.ts';
 import { ConfigError } from '../../src/errors.ts';
 

@@ -1,5 +1,5 @@
 /** Runs the real CLI (`src/cli.ts` through tsx) as a child process, as an operator would. */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));

@@ -2,7 +2,7 @@
  * Starts a private redis-server for a test file: free port, temporary directory, AOF on by default.
  * Tests never touch the machine's shared Redis. Also the handle for fault tests: kill -9, SIGSTOP, SIGCONT.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -28,7 +28,19 @@ export class RedisServer {
   async start(): Promise<void> {
     const child = spawn(
       BIN,
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--daemonize', 'no', ...this.args],
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        this.dir,
+        '--save',
+        '',
+        '--daemonize',
+        'no',
+        ...this.args,
+      ],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );
     this.child = child;
@@ -115,7 +127,13 @@ export function assertRedisServerAvailable(): void {
 export async function startRedis(extraArgs: string[] = []): Promise<RedisServer> {
   assertRedisServerAvailable();
   const server = new RedisServer(await freePort(), [
-    '--appendonly', 'yes', '--appendfsync', 'everysec', '--maxmemory-policy', 'noeviction', ...extraArgs,
+    '--appendonly',
+    'yes',
+    '--appendfsync',
+    'everysec',
+    '--maxmemory-policy',
+    'noeviction',
+    ...extraArgs,
   ]);
   await server.start();
   return server;

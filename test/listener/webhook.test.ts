@@ -1,11 +1,11 @@
-import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
 import { Worker } from 'bullmq';
 import type { WebhookJobData } from '../../src/queue/contract.ts';
 import { rawBytesOf } from '../../src/queue/contract.ts';
 import { sign } from '../../src/sellsy/signature.ts';
-import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
-import { post, startTestListener, untilReady, type TestListener } from '../helpers/listener.ts';
+import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
 import { KEY, VECTORS } from '../helpers/vectors.ts';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
@@ -61,7 +61,10 @@ describe('with SELLSY_SIGN_KEY set', () => {
   });
 
   test('a JSON delivery with PHP escapes keeps its bytes (\\/ and \\u00e9) byte for byte', async () => {
-    const res = await post(l.url, VECTORS.jsonWithObject.body, { ...JSON_TYPE, 'x-webhook-signature': VECTORS.jsonWithObject.signature });
+    const res = await post(l.url, VECTORS.jsonWithObject.body, {
+      ...JSON_TYPE,
+      'x-webhook-signature': VECTORS.jsonWithObject.signature,
+    });
     assert.equal(res.status, 200);
     const job = await l.queue.getJob(res.body.jobId as string);
     assert.ok(job);
@@ -89,7 +92,10 @@ describe('with SELLSY_SIGN_KEY set', () => {
     assert.deepEqual([missing.body.ok, missing.body.error], [false, 'missing_signature']);
     const wrong = await post(l.url, body, { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature });
     assert.deepEqual([wrong.status, wrong.body.error], [401, 'bad_signature']);
-    const hmac = await post(l.url, VECTORS.json.body, { ...JSON_TYPE, 'x-webhook-signature': '2e6627af8acad38b54e07fe9dd3f8a2a4c9518d9' });
+    const hmac = await post(l.url, VECTORS.json.body, {
+      ...JSON_TYPE,
+      'x-webhook-signature': '2e6627af8acad38b54e07fe9dd3f8a2a4c9518d9',
+    });
     assert.deepEqual([hmac.status, hmac.body.error], [401, 'bad_signature']);
     const odd = await post(l.url, 'garbage', { 'content-type': 'text/plain' });
     assert.equal(odd.status, 401);
@@ -142,14 +148,29 @@ test('per-account keys are chosen by the path segment or else by corpid', async 
   assert.equal(byCorp.status, 200);
   // the path segment wins over corpid.
   const body = VECTORS.json.body;
-  const byPath = await post(l.url, body, { ...JSON_TYPE, 'x-webhook-signature': sign('AcmeOld', body) }, '/webhook/sellsy/acme');
+  const byPath = await post(
+    l.url,
+    body,
+    { ...JSON_TYPE, 'x-webhook-signature': sign('AcmeOld', body) },
+    '/webhook/sellsy/acme',
+  );
   assert.equal(byPath.status, 200);
   const job = await l.queue.getJob(byPath.body.jobId as string);
   assert.equal(job?.data.account, 'acme');
-  const wrongAccountKey = await post(l.url, body, { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature }, '/webhook/sellsy/acme');
+  const wrongAccountKey = await post(
+    l.url,
+    body,
+    { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature },
+    '/webhook/sellsy/acme',
+  );
   assert.equal(wrongAccountKey.status, 401);
   // an account with no key of its own and no SELLSY_SIGN_KEY fallback is refused.
-  const unknown = await post(l.url, body, { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature }, '/webhook/sellsy/nobody');
+  const unknown = await post(
+    l.url,
+    body,
+    { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature },
+    '/webhook/sellsy/nobody',
+  );
   assert.deepEqual([unknown.status, unknown.body.error], [401, 'unknown_account']);
 });
 

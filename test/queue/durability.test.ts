@@ -1,7 +1,7 @@
-import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
 import { inspectDurability } from '../../src/queue/redis.ts';
-import { RedisServer, freePort, assertRedisServerAvailable, startRedis } from '../helpers/redis-server.ts';
+import { assertRedisServerAvailable, freePort, RedisServer, startRedis } from '../helpers/redis-server.ts';
 
 const servers: RedisServer[] = [];
 after(async () => {

@@ -2,10 +2,11 @@
  * The listener with Redis down, frozen or restarted: it starts, answers within a bounded time with the configured
  * status, logs what it could not queue, and recovers by itself.
  */
-import { after, test } from 'node:test';
+
 import assert from 'node:assert/strict';
-import { freePort, RedisServer, startRedis, assertRedisServerAvailable } from '../helpers/redis-server.ts';
-import { post, startTestListener, untilReady, type TestListener } from '../helpers/listener.ts';
+import { after, test } from 'node:test';
+import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { assertRedisServerAvailable, freePort, RedisServer, startRedis } from '../helpers/redis-server.ts';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const cleanup: (() => Promise<void>)[] = [];
@@ -77,7 +78,9 @@ test('with Redis frozen (SIGSTOP), requests are answered after ENQUEUE_TIMEOUT_M
   redis.freeze();
   try {
     const results = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => post(l.url, `{"relatedtype":"a","event":"b","relatedid":"${i}"}`, JSON_TYPE)),
+      Array.from({ length: 20 }, (_, i) =>
+        post(l.url, `{"relatedtype":"a","event":"b","relatedid":"${i}"}`, JSON_TYPE),
+      ),
     );
     for (const r of results) {
       assert.equal(r.status, 503);

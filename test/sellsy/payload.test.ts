@@ -1,5 +1,5 @@
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { test } from 'node:test';
 import { bodyFormat, jobNameOf, parseDelivery } from '../../src/sellsy/payload.ts';
 import { VECTORS } from '../helpers/vectors.ts';
 
@@ -46,7 +46,9 @@ test('a form delivery parses the notif field and keeps extra keys such as thirdt
 });
 
 test('unknown event types and extra keys are accepted', () => {
-  const body = Buffer.from('{"eventType":"newfamily","event":"teleported","relatedtype":"spaceship","relatedid":"1","corpid":"7","timestamp":"1","foo":{"bar":1}}');
+  const body = Buffer.from(
+    '{"eventType":"newfamily","event":"teleported","relatedtype":"spaceship","relatedid":"1","corpid":"7","timestamp":"1","foo":{"bar":1}}',
+  );
   const parsed = parseDelivery(body, JSON_TYPE);
   assert.equal(parsed.problem, null);
   assert.equal(jobNameOf(parsed.event), 'spaceship.teleported');
@@ -60,7 +62,10 @@ test('an empty object parses but names no job', () => {
 });
 
 test('the original design example {"event":"invoice.paid"} keeps its dotted name', () => {
-  const parsed = parseDelivery(Buffer.from('{"event":"invoice.paid","data":{"id":123,"customer":"Acme Corp"}}'), JSON_TYPE);
+  const parsed = parseDelivery(
+    Buffer.from('{"event":"invoice.paid","data":{"id":123,"customer":"Acme Corp"}}'),
+    JSON_TYPE,
+  );
   assert.equal(jobNameOf(parsed.event), 'invoice.paid');
   assert.deepEqual(parsed.event?.extra, { data: { id: 123, customer: 'Acme Corp' } });
 });

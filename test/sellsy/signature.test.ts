@@ -1,8 +1,8 @@
-import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { test } from 'node:test';
 import { matchSignature, sign } from '../../src/sellsy/signature.ts';
-import { VECTORS, KEY } from '../helpers/vectors.ts';
+import { KEY, VECTORS } from '../helpers/vectors.ts';
 
 test('vector 1 (JSON, 163 bytes) signs to the published digest', () => {
   assert.equal(VECTORS.json.body.length, 163);
