@@ -2,7 +2,7 @@
  * The listener as a Fastify app, built from its dependencies. Only `src/cli` listens on a port and handles signals;
  * tests build the app in-process.
  */
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -19,27 +19,24 @@ export interface AppDeps {
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, producer, metrics } = deps;
   const app = Fastify({
-    loggerInstance: deps.logger as FastifyBaseLogger,
-    // One line per delivery is written by the webhook route itself, with the delivery's fields.
-    logController: new LogController({ disableRequestLogging: true }),
+    // No per-request child logger: the webhook route writes one line per delivery itself, with its fields, and the
+    // error handlers log with the app's logger.
+    logger: false,
     trustProxy: config.trustProxy,
     // Bounded: a client that sends nothing, or too slowly, does not hold a socket for ever.
     requestTimeout: 30_000,
     return503OnClosing: true,
   });
 
-  // On close, Fastify waits for every open connection; keep-alive sockets would hold it for the keep-alive timeout.
-  // Once closing, each answer carries `Connection: close`, so sockets end as their in-flight request completes.
-  let closing = false;
-  app.addHook('preClose', async () => {
-    closing = true;
-  });
-  app.addHook('onSend', (_request, reply, payload, done) => {
-    if (closing) reply.header('connection', 'close');
-    done(null, payload);
+  // On close, Fastify waits for every open connection, and an idle keep-alive socket would hold it for the whole
+  // keep-alive timeout. While closing, sockets are closed as soon as their in-flight request is answered.
+  app.addHook('preClose', (done) => {
+    const timer = setInterval(() => app.server.closeIdleConnections(), 25);
+    app.server.once('close', () => clearInterval(timer));
+    done();
   });
 
-  await app.register(webhookRoutes, { config, producer, metrics });
+  await app.register(webhookRoutes, { config, producer, metrics, logger: deps.logger });
 
   app.get('/healthz', async () => ({ ok: true }));
 

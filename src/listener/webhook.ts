@@ -8,6 +8,7 @@
  * `GET`/`HEAD` on the same paths answer 200 and do nothing (Sellsy or an operator probing the URL).
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { EnqueueError, type HttpErrorCode, HttpErrors } from '../errors.ts';
 import type { Metrics } from '../metrics/metrics.ts';
@@ -23,6 +24,7 @@ export interface WebhookDeps {
   config: Config;
   producer: Producer;
   metrics: Metrics;
+  logger: Logger;
 }
 
 interface Params {
@@ -30,9 +32,10 @@ interface Params {
 }
 
 const EMPTY = Buffer.alloc(0);
+const JSON_UTF8 = 'application/json; charset=utf-8';
 
 export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Promise<void> {
-  const { config, producer, metrics } = deps;
+  const { config, producer, metrics, logger: log } = deps;
 
   // Keep the bytes exactly as sent, whatever the content type: the signature covers them, and a body we cannot
   // parse is still a delivery to keep.
@@ -44,14 +47,14 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) {
       metrics.deliveries.inc({ outcome: 'too_large' });
-      request.log.warn(
-        { outcome: 'too_large', contentLength: request.headers['content-length'] },
+      log.warn(
+        { reqId: request.id, outcome: 'too_large', contentLength: request.headers['content-length'] },
         'delivery refused: body too large',
       );
       return sendError(reply, 'payload_too_large');
     }
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
-    if (status === 500) request.log.error({ err }, 'webhook handler failed');
+    if (status === 500) log.error({ reqId: request.id, err }, 'webhook handler failed');
     return reply.code(status).send({ ok: false, error: err.code ?? 'internal_error', message: err.message });
   });
 
@@ -75,7 +78,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const verdict = verifyDelivery(config, account, signedBytes, signatureHeader);
     if (!verdict.ok) {
       metrics.deliveries.inc({ outcome: 'bad_signature' });
-      request.log.warn({ outcome: verdict.error, account, ackMs: reply.elapsedTime }, 'delivery refused');
+      log.warn({ reqId: request.id, outcome: verdict.error, account, ackMs: reply.elapsedTime }, 'delivery refused');
       return sendError(reply, verdict.error);
     }
 
@@ -99,6 +102,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       },
     };
     const logFields = {
+      reqId: request.id,
       deliveryId: data.deliveryId,
       account,
       event: name,
@@ -112,8 +116,13 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       metrics.deliveries.inc({ outcome });
       const ackMs = reply.elapsedTime;
       metrics.ackSeconds.observe(ackMs / 1000);
-      request.log.info({ ...logFields, jobId: result.jobId, outcome, ackMs }, 'delivery');
-      return reply.send({ ok: true, deliveryId: data.deliveryId, jobId: result.jobId, duplicate: result.duplicate });
+      log.info({ ...logFields, jobId: result.jobId, outcome, ackMs }, 'delivery');
+      // Ids are UUIDs (no characters to escape): the answer is written as is, without a serializer.
+      return reply
+        .type(JSON_UTF8)
+        .send(
+          `{"ok":true,"deliveryId":"${data.deliveryId}","jobId":${JSON.stringify(result.jobId)},"duplicate":${result.duplicate}}`,
+        );
     } catch (err) {
       if (!(err instanceof EnqueueError)) throw err;
       metrics.enqueueErrors.inc({ reason: err.reason });
@@ -121,7 +130,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       const outcome = answer === 200 ? 'lost' : 'refused';
       metrics.deliveries.inc({ outcome });
       // The full delivery goes to the log so that an operator can replay it by hand.
-      request.log.error(
+      log.error(
         { ...logFields, outcome, reason: err.reason, err: err.message, job: { name, data } },
         'delivery not queued',
       );

@@ -8,7 +8,7 @@
  */
 
 import { isUtf8 } from 'node:buffer';
-import { createHash, randomUUID } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
 import type { ParseProblem, SellsyEvent } from '../sellsy/payload.ts';
 
 export type SignatureStatus =
@@ -56,11 +56,8 @@ export interface WebhookJob {
 }
 
 export function dedupKeyOf(account: string | null, raw: Buffer): string {
-  return createHash('sha256')
-    .update(account ?? '')
-    .update('\n')
-    .update(raw)
-    .digest('hex');
+  // One-shot hashing: several times cheaper than a Hash object for bodies of a few hundred bytes.
+  return hash('sha256', Buffer.concat([Buffer.from(`${account ?? ''}\n`), raw]), 'hex');
 }
 
 export function rawBodyFields(raw: Buffer): Pick<WebhookJobData, 'rawBody' | 'rawBodyBase64'> {

@@ -1,0 +1,303 @@
+/**
+ * Shared helpers for the ingest benchmark: free ports, a private redis-server, child-process bookkeeping,
+ * Sellsy-like request bodies, percentiles and per-process CPU time.
+ *
+ * Self-contained on purpose: benchmarks do not import test code, nor the service's source (the signature is
+ * recomputed here, which also cross-checks the service's verification).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+
+export const WEBHOOK_PATH = '/webhook/sellsy';
+export const FLOOR_KEY = 'bench:floor';
+
+// ---------------------------------------------------------------------------------------------------------------
+// Bodies
+
+/**
+ * A Sellsy-like `docslog` delivery, unique per `id` (the listener deduplicates on the raw body, so repeated bodies
+ * would be folded into one job and measure a different path).
+ */
+export function sellsyBody(id: number): string {
+  const timestamp = Math.floor(Date.now() / 1000);
+  return (
+    `{"eventType":"docslog","event":"step","relatedtype":"invoice","relatedid":"${id}",` +
+    `"ownertype":"staff","ownerid":"1084","corpid":"929","timestamp":"${timestamp}"}`
+  );
+}
+
+/** Sellsy's signature: lowercase hex of sha1(key + raw body). Not an HMAC. */
+export function sellsySignature(key: string, body: string): string {
+  return createHash('sha1').update(key, 'utf8').update(body, 'utf8').digest('hex');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Statistics
+
+export interface LatencySummary {
+  count: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  p999: number;
+  max: number;
+  mean: number;
+}
+
+/** Nearest-rank percentiles of latencies in milliseconds (sorts its argument in place). */
+export function summarize(values: Float64Array): LatencySummary {
+  const n = values.length;
+  if (n === 0) return { count: 0, p50: NaN, p90: NaN, p99: NaN, p999: NaN, max: NaN, mean: NaN };
+  values.sort();
+  const at = (q: number) => values[Math.min(n - 1, Math.max(0, Math.ceil(q * n) - 1))] as number;
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += values[i] as number;
+  return {
+    count: n,
+    p50: at(0.5),
+    p90: at(0.9),
+    p99: at(0.99),
+    p999: at(0.999),
+    max: values[n - 1] as number,
+    mean: sum / n,
+  };
+}
+
+/** An append-only list of doubles without per-sample allocation. */
+export class Samples {
+  private buf = new Float64Array(1 << 16);
+  length = 0;
+  push(v: number): void {
+    if (this.length === this.buf.length) {
+      const next = new Float64Array(this.buf.length * 2);
+      next.set(this.buf);
+      this.buf = next;
+    }
+    this.buf[this.length++] = v;
+  }
+  values(): Float64Array {
+    return this.buf.slice(0, this.length);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Processes
+
+/** Every child this process started; all are SIGKILLed when it exits, whatever the reason. */
+const children = new Set<ChildProcess>();
+const tempDirs = new Set<string>();
+let exitHookInstalled = false;
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.on('exit', () => {
+    for (const child of children) if (isRunning(child)) child.kill('SIGKILL');
+    for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+  });
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`\nbench: ${signal}, killing children\n`);
+      process.exit(130);
+    });
+  }
+}
+
+export function track(child: ChildProcess): ChildProcess {
+  installExitHook();
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+export function isRunning(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves once the child has exited. */
+export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (!isRunning(child)) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Keeps the last few KB a child wrote on a stream, for error messages. */
+export function tail(stream: NodeJS.ReadableStream | null, limit = 4000): () => string {
+  let text = '';
+  stream?.on('data', (chunk: Buffer) => {
+    text = (text + chunk.toString('utf8')).slice(-limit);
+  });
+  return () => text;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Polls `GET url` until it answers 200, the child dies, or `timeoutMs` passes. */
+export async function waitForHttp200(
+  url: string,
+  child: ChildProcess,
+  timeoutMs: number,
+  describe: () => string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (!isRunning(child))
+      throw new Error(`child exited (${child.exitCode ?? child.signalCode}) before ${url} was ready\n${describe()}`);
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${url} did not answer 200 within ${timeoutMs} ms\n${describe()}`);
+    await sleep(50);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// CPU time of a process (Linux /proc), to tell who used the machine's cores during a run.
+
+let clockTicks = 100;
+export function setClockTicks(ticks: number): void {
+  if (Number.isFinite(ticks) && ticks > 0) clockTicks = ticks;
+}
+
+/** User + system CPU seconds consumed so far by `pid`, or NaN where /proc is unavailable. */
+export function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+  } catch {
+    return NaN;
+  }
+}
+
+/** CPU seconds the whole machine spent busy so far (all cores; /proc/stat), or NaN. */
+export function machineBusySeconds(): number {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
+    // cpu  user nice system idle iowait irq softirq steal guest guest_nice
+    const v = line.trim().split(/\s+/).slice(1).map(Number);
+    const busy = (v[0] ?? 0) + (v[1] ?? 0) + (v[2] ?? 0) + (v[5] ?? 0) + (v[6] ?? 0) + (v[7] ?? 0);
+    return busy / clockTicks;
+  } catch {
+    return NaN;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A private redis-server
+
+export interface PrivateRedis {
+  url: string;
+  port: number;
+  pid: number | undefined;
+  client: Redis;
+  /** FLUSHALL, then rewrite the AOF so every run starts from an empty dataset and a small AOF. */
+  reset(): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+/**
+ * Starts `redis-server` on a free 127.0.0.1 port in a temporary directory, with production-like durability:
+ * AOF on, `appendfsync everysec`, no RDB snapshots, `noeviction`. Never the machine's shared Redis.
+ */
+export async function startPrivateRedis(bin = process.env.REDIS_SERVER_BIN ?? 'redis-server'): Promise<PrivateRedis> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-bench-redis-'));
+  tempDirs.add(dir);
+  installExitHook();
+  const child = track(
+    spawn(
+      bin,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        dir,
+        '--daemonize',
+        'no',
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'everysec',
+        '--save',
+        '',
+        '--maxmemory-policy',
+        'noeviction',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    ),
+  );
+  const stderr = tail(child.stderr);
+  const url = `redis://127.0.0.1:${port}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (!isRunning(child))
+      throw new Error(`${bin} exited (${child.exitCode ?? child.signalCode}) on port ${port}\n${stderr()}`);
+    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on('error', () => undefined);
+    try {
+      await probe.connect();
+      if ((await probe.ping()) === 'PONG') break;
+    } catch {
+      // not up yet
+    } finally {
+      probe.disconnect();
+    }
+    if (Date.now() > deadline) throw new Error(`${bin} did not answer on port ${port} within 10 s`);
+    await sleep(25);
+  }
+  const client = new Redis(url, { maxRetriesPerRequest: 1 });
+  return {
+    url,
+    port,
+    pid: child.pid,
+    client,
+    async reset() {
+      await client.flushall();
+      // Fails only when a rewrite is already running; then waiting for it is enough.
+      await client.bgrewriteaof().catch(() => undefined);
+      const until = Date.now() + 30_000;
+      for (;;) {
+        const info = await client.info('persistence');
+        if (/aof_rewrite_in_progress:0/.test(info) && /aof_rewrite_scheduled:0/.test(info)) return;
+        if (Date.now() > until) throw new Error('Redis AOF rewrite did not finish within 30 s');
+        await sleep(20);
+      }
+    },
+    async destroy() {
+      client.disconnect();
+      await stopChild(child, 3000);
+      rmSync(dir, { recursive: true, force: true });
+      tempDirs.delete(dir);
+    },
+  };
+}
