@@ -1,10 +1,10 @@
-import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { after, test } from 'node:test';
 import { loadConfig } from '../../src/config/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import { startWorker } from '../../src/worker/worker.ts';
 import { LogCapture, post, startTestListener, untilReady } from '../helpers/listener.ts';
-import { startRedis, type RedisServer } from '../helpers/redis-server.ts';
+import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
 
 let redis: RedisServer | undefined;
 after(async () => {
@@ -19,11 +19,9 @@ test('the worker takes a delivered job, logs it with the delivery keys and compl
   const config = loadConfig({ REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName, LOG_LEVEL: 'info' });
   const worker = startWorker(config, createLogger('info', capture));
   try {
-    const res = await post(
-      listener.url,
-      '{"relatedtype":"invoice","event":"step","relatedid":"42","corpid":"929"}',
-      { 'content-type': 'application/json' },
-    );
+    const res = await post(listener.url, '{"relatedtype":"invoice","event":"step","relatedid":"42","corpid":"929"}', {
+      'content-type': 'application/json',
+    });
     const jobId = res.body.jobId as string;
     const deadline = Date.now() + 10_000;
     while ((await listener.queue.getJobState(jobId)) !== 'completed') {
