@@ -26,7 +26,7 @@ export class EnqueueError extends Error {
   readonly code = 'SW_ERR_ENQUEUE';
   constructor(
     message: string,
-    readonly reason: 'not_connected' | 'timeout' | 'redis_error',
+    readonly reason: 'not_connected' | 'timeout' | 'backlog' | 'redis_error',
     options?: { cause?: unknown },
   ) {
     super(message, options);

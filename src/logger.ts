@@ -18,7 +18,7 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  // Asynchronous writes to stdout: lines written while a write is in progress go out together in the next one, so a
-  // busy listener pays one system call per batch instead of one per line. pino flushes the buffer on exit.
-  return pino(options, destination ?? pino.destination({ dest: 1, sync: false }));
+  // Synchronous writes to stdout (pino's default): measured cheaper per line than pino's asynchronous destination
+  // here (its hand-off to the thread pool costs more than the write), and nothing is lost on a crash.
+  return pino(options, destination ?? pino.destination({ dest: 1, sync: true }));
 }

@@ -48,7 +48,16 @@ export interface BullmqProducerOptions {
   /** Called each time the connection becomes ready, with Redis's durability settings. */
   onReady?: (report: DurabilityReport) => void;
   onError?: (err: Error) => void;
+  /** Default `MAX_PENDING_COMMANDS`. */
+  maxPendingCommands?: number;
 }
+
+/**
+ * Commands sent to Redis and not answered yet, timed-out ones included: a frozen Redis keeps its connection open, so
+ * the client keeps every command until Redis answers. Past this many, new deliveries fail at once instead of growing
+ * memory without bound (about 2 KB each, so some 20 MB at most).
+ */
+export const MAX_PENDING_COMMANDS = 10_000;
 
 export class BullmqProducer implements Producer {
   readonly client: Redis;
@@ -110,6 +119,10 @@ export class BullmqProducer implements Producer {
     const queue = this.queue;
     if (queue === null || !this.queueReady || this.client.status !== 'ready') {
       throw new EnqueueError(`Redis is not connected (${this.client.status})`, 'not_connected');
+    }
+    const backlog = this.client.commandQueue.length;
+    if (backlog >= (this.opts.maxPendingCommands ?? MAX_PENDING_COMMANDS)) {
+      throw new EnqueueError(`${backlog} commands are still waiting for Redis`, 'backlog');
     }
     const data: WebhookJobData = job.data;
     const opts: JobsOptions = { ...this.baseOpts, jobId: data.deliveryId };

@@ -31,7 +31,11 @@ export class LogCapture extends Writable {
   }
 }
 
-export async function startTestListener(redisUrl: string, env: Record<string, string> = {}): Promise<TestListener> {
+export async function startTestListener(
+  redisUrl: string,
+  env: Record<string, string> = {},
+  producerOptions: { maxPendingCommands?: number } = {},
+): Promise<TestListener> {
   const config = loadConfig({
     REDIS_URL: redisUrl,
     QUEUE_NAME: `test-${randomBytes(4).toString('hex')}`,
@@ -50,6 +54,7 @@ export async function startTestListener(redisUrl: string, env: Record<string, st
     timeoutMs: config.enqueueTimeoutMs,
     dedupWindowSeconds: config.dedupWindowSeconds,
     jobs: config.jobs,
+    ...producerOptions,
   });
   const app = await buildApp({ config, producer, metrics, logger });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });

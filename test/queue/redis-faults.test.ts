@@ -14,8 +14,12 @@ after(async () => {
   for (const fn of cleanup.reverse()) await fn();
 });
 
-async function listener(redisUrl: string, env: Record<string, string> = {}): Promise<TestListener> {
-  const l = await startTestListener(redisUrl, env);
+async function listener(
+  redisUrl: string,
+  env: Record<string, string> = {},
+  producerOptions: { maxPendingCommands?: number } = {},
+): Promise<TestListener> {
+  const l = await startTestListener(redisUrl, env, producerOptions);
   cleanup.push(() => l.close());
   return l;
 }
@@ -115,4 +119,35 @@ test('after Redis is killed (kill -9) and restarted on the same port, the listen
   assert.ok(await l.queue.getJob(afterRestart.body.jobId as string));
   // AOF on: the job accepted before the crash is still there.
   assert.ok(await l.queue.getJob(before.body.jobId as string));
+});
+
+test('with Redis frozen, commands waiting for Redis are capped: past the cap deliveries fail at once', async () => {
+  const redis = await startRedis();
+  cleanup.push(() => redis.destroy());
+  const l = await listener(
+    redis.url,
+    { ENQUEUE_TIMEOUT_MS: '200', ENQUEUE_FAILURE_STATUS: '503' },
+    { maxPendingCommands: 10 },
+  );
+  await untilReady(l);
+  redis.freeze();
+  try {
+    const first = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        post(l.url, `{"relatedtype":"a","event":"b","relatedid":"${i}"}`, JSON_TYPE),
+      ),
+    );
+    for (const r of first) assert.equal(r.status, 503);
+    const past = await post(l.url, '{"relatedtype":"a","event":"b","relatedid":"past"}', JSON_TYPE);
+    assert.equal(past.status, 503);
+    assert.ok(past.ms < 100, `refused at once (${past.ms.toFixed(0)} ms)`);
+    const errors = await l.metrics.enqueueErrors.get();
+    assert.equal(errors.values.find((v) => v.labels.reason === 'backlog')?.value, 1);
+  } finally {
+    redis.thaw();
+  }
+  // Once Redis answers, the backlog drains and deliveries are queued again.
+  await new Promise((r) => setTimeout(r, 200));
+  const after = await post(l.url, '{"relatedtype":"a","event":"after"}', JSON_TYPE);
+  assert.equal(after.status, 200);
 });
