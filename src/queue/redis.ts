@@ -16,8 +16,9 @@ export function createProducerConnection(url: string, commandTimeoutMs: number, 
     connectTimeout: 2000,
     // Reconnect quickly: 50 ms, 100 ms, … capped at 1 s.
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 5), 1000),
-    // Concurrent requests share one write to the socket.
-    enableAutoPipelining: true,
+    // The producer groups the deliveries of one event-loop turn itself (see BullmqProducer): ioredis's automatic
+    // pipelining builds a pipeline object, copying every BullMQ script onto it, even for a single command.
+    enableAutoPipelining: false,
   } satisfies RedisOptions);
 }
 

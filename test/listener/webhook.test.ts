@@ -290,6 +290,24 @@ describe('with no key configured', () => {
     assert.equal(await lr.queue.getJob(first.body.jobId as string), undefined, 'no job was re-created');
   });
 
+  test('concurrent deliveries written together each get their own job, and a duplicate among them is folded', async () => {
+    const bodies = Array.from(
+      { length: 30 },
+      (_, i) => `{"relatedtype":"client","event":"updated","relatedid":"c${i}"}`,
+    );
+    bodies.push(bodies[0] as string);
+    const results = await Promise.all(bodies.map((body) => post(l.url, body, JSON_TYPE)));
+    for (const r of results) assert.equal(r.status, 200);
+    const duplicates = results.filter((r) => r.body.duplicate === true);
+    assert.equal(duplicates.length, 1);
+    const jobIds = new Set(results.map((r) => r.body.jobId));
+    assert.equal(jobIds.size, 30);
+    for (let i = 0; i < 30; i++) {
+      const job = await l.queue.getJob(results[i]?.body.jobId as string);
+      assert.equal(job?.data.rawBody, bodies[i]);
+    }
+  });
+
   test('DEDUP_WINDOW_SECONDS=0 turns deduplication off', async () => {
     const l0 = await listener({ DEDUP_WINDOW_SECONDS: '0' });
     const body = '{"relatedtype":"order","event":"created","relatedid":"78"}';
