@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { type Config, signatureEnabled } from '../config/config.ts';
 import { buildApp } from '../listener/app.ts';
 import { createMetrics } from '../metrics/metrics.ts';
-import { BullmqProducer } from '../queue/producer.ts';
+import { BullmqProducer, producerOptionsFrom } from '../queue/producer.ts';
 
 export interface RunningListener {
   url: string;
@@ -25,12 +25,7 @@ export async function startListener(config: Config, logger: Logger): Promise<Run
   let lastRedisError = '';
   let lastRedisErrorAt = 0;
   const producer = new BullmqProducer({
-    redisUrl: config.redisUrl,
-    queueName: config.queueName,
-    prefix: config.queuePrefix,
-    timeoutMs: config.enqueueTimeoutMs,
-    dedupWindowSeconds: config.dedupWindowSeconds,
-    jobs: config.jobs,
+    ...producerOptionsFrom(config),
     onReady: (report) => {
       lastRedisError = '';
       const { warnings, ...settings } = report;

@@ -11,6 +11,7 @@
  */
 import { type JobsOptions, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { Config } from '../config/config.ts';
 import { EnqueueError } from '../errors.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { createProducerConnection, type DurabilityReport, inspectDurability } from './redis.ts';
@@ -65,6 +66,18 @@ interface PendingAdd {
   opts: JobsOptions;
   resolve: (jobId: string) => void;
   reject: (err: unknown) => void;
+}
+
+/** The producer settings that come from the configuration. */
+export function producerOptionsFrom(config: Config): BullmqProducerOptions {
+  return {
+    redisUrl: config.redisUrl,
+    queueName: config.queueName,
+    prefix: config.queuePrefix,
+    timeoutMs: config.enqueueTimeoutMs,
+    dedupWindowSeconds: config.dedupWindowSeconds,
+    jobs: config.jobs,
+  };
 }
 
 export class BullmqProducer implements Producer {

@@ -10,7 +10,7 @@ import { type Config, loadConfig } from '../../src/config/config.ts';
 import { buildApp } from '../../src/listener/app.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
-import { BullmqProducer } from '../../src/queue/producer.ts';
+import { BullmqProducer, producerOptionsFrom } from '../../src/queue/producer.ts';
 
 export interface TestListener {
   url: string;
@@ -47,15 +47,7 @@ export async function startTestListener(
   const capture = new LogCapture();
   const logger = createLogger(config.logLevel, capture);
   const metrics = createMetrics({ processMetrics: false });
-  const producer = new BullmqProducer({
-    redisUrl: config.redisUrl,
-    queueName: config.queueName,
-    prefix: config.queuePrefix,
-    timeoutMs: config.enqueueTimeoutMs,
-    dedupWindowSeconds: config.dedupWindowSeconds,
-    jobs: config.jobs,
-    ...producerOptions,
-  });
+  const producer = new BullmqProducer({ ...producerOptionsFrom(config), ...producerOptions });
   const app = await buildApp({ config, producer, metrics, logger });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   const queue = new Queue(config.queueName, { connection: { url: redisUrl }, prefix: config.queuePrefix });
