@@ -17,14 +17,30 @@
  * After each run the jobs (listener) or list entries (floor) in Redis are counted and compared with the 2xx
  * answers: that proves the listener really wrote what it acknowledged.
  *
+ * Rounds. A small shared VM drifts over minutes (bare saturation measured 10,271 req/s in one run and 16,565 req/s
+ * half an hour later, while floor stayed ~7,400), so a ratio of two figures measured minutes apart in one sequential
+ * pass partly measures the drift. Each phase (all saturation rounds, then all fixed-rate rounds) is therefore run
+ * `rounds` times; a round measures every target once, in an order rotated per round (round 1: bare, floor, listener,
+ * listener-signed; round 2: floor, listener, listener-signed, bare; ...), so that no target is always first or last
+ * and the two figures of a ratio are always measured close together. Every ratio is computed within each round,
+ * then reported as the median of the per-round ratios with their min–max; the tables show, per target, the median
+ * of each figure across rounds (each column on its own; non-2xx and error counts are totals) and the key figure of
+ * every round (req/s, fixed-rate p99). The per-run checks (writes = 2xx, foreign load retries, warnings) apply to
+ * every single run.
+ *
  * Bodies are Sellsy-like JSON, unique per request (the listener deduplicates on the raw body).
  * Options (argv or env): --duration/BENCH_DURATION s (10), --warmup/BENCH_WARMUP s (2),
  * --connections/BENCH_CONNECTIONS (50), --rate/BENCH_RATE req/s (2000), --open-connections/BENCH_OPEN_CONNECTIONS
  * (128), --targets/BENCH_TARGETS (listener,listener-signed,bare,floor... any subset), --skip-build/BENCH_SKIP_BUILD=1,
  * --quiet-wait/BENCH_QUIET_WAIT s (120: before each run, wait that long at most for foreign CPU load to drop),
  * --retries/BENCH_RETRIES (2: a run during which foreign load used > 25% of a core is measured again),
- * --open-warmup/BENCH_OPEN_WARMUP s (5: open-loop traffic at the fixed rate before its measured window).
- * Prints tables and ratios; writes the full results to bench-results/ingest-<timestamp>.json.
+ * --open-warmup/BENCH_OPEN_WARMUP s (5: open-loop traffic at the fixed rate before its measured window),
+ * --rounds/BENCH_ROUNDS (3: times each phase is run, see Rounds above).
+ * Duration: about rounds × targets × (2 × warmup + open-warmup + 2 × duration + ~8 s of start-up and settling), so
+ * the default run (3 rounds × 4 targets × 2 phases, 10 s each) takes about 7–8 minutes on a quiet machine, plus
+ * any wait for foreign load to drop and any repeated runs; the estimate is printed at the start.
+ * Prints tables and ratios and the total wall time; writes every run of every round, the per-round ratios, the
+ * per-target medians and the ratio summaries to bench-results/ingest-<timestamp>.json.
  *
  * The machine's cores are shared by Redis, the server under test and the load generator; every target is measured
  * the same way, and each run's CPU use per process is reported so that contention is visible.
@@ -83,6 +99,8 @@ interface Options {
   openWarmupS: number;
   /** Times a run disturbed by foreign load is repeated. */
   retries: number;
+  /** Times each phase is run; every round measures every target once, in a rotated order. */
+  rounds: number;
 }
 
 function readOptions(): Options {
@@ -98,6 +116,7 @@ function readOptions(): Options {
       'quiet-wait': { type: 'string' },
       retries: { type: 'string' },
       'open-warmup': { type: 'string' },
+      rounds: { type: 'string' },
     },
   });
   const env = process.env;
@@ -123,12 +142,13 @@ function readOptions(): Options {
     openConnections: Math.round(
       num('open-connections', values['open-connections'], env.BENCH_OPEN_CONNECTIONS, 128, 1),
     ),
-    // Run order follows TARGETS, whatever order was asked for.
+    // Round 1 follows TARGETS, whatever order was asked for; later rounds rotate it (roundOrder).
     targets: TARGETS.filter((t) => targets.includes(t)),
     build: !(values['skip-build'] || env.BENCH_SKIP_BUILD === '1'),
     quietWaitS: num('quiet-wait', values['quiet-wait'], env.BENCH_QUIET_WAIT, 120, 0),
     openWarmupS: num('open-warmup', values['open-warmup'], env.BENCH_OPEN_WARMUP, 5, 0),
     retries: Math.round(num('retries', values.retries, env.BENCH_RETRIES, 2, 0)),
+    rounds: Math.round(num('rounds', values.rounds, env.BENCH_ROUNDS, 3, 1)),
   };
 }
 
@@ -304,15 +324,12 @@ interface SaturationResult {
   statusCodes: Record<string, number>;
   cpu: Cpu;
   writes: WriteCheck;
-  /** 1, or more when earlier attempts were disturbed by foreign load and discarded. */
-  attempt?: number;
 }
 
 interface FixedRateResult extends OpenLoopResult {
   target: TargetName;
   cpu: Cpu;
   writes: WriteCheck;
-  attempt?: number;
 }
 
 /** One POST per request, each with a new body (relatedid = counter.next++), signed when the target has a key. */
@@ -533,7 +550,355 @@ function machine() {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+// Rounds
+
+type Phase = 'saturation' | 'fixed-rate';
+
+/** When a result was measured. */
+interface RunInfo {
+  /** 1-based round of its phase. */
+  round: number;
+  /** 1, or more when earlier attempts were disturbed by foreign load and discarded. */
+  attempt: number;
+}
+type SaturationRun = SaturationResult & RunInfo;
+type FixedRateRun = FixedRateResult & RunInfo;
+
+interface Measurements {
+  saturation: SaturationRun[];
+  fixedRate: FixedRateRun[];
+  /** Per phase, the order in which each round measured the targets. */
+  orders: Record<Phase, TargetName[][]>;
+  incidents: string[];
+}
+
+/** Round r measures the targets rotated by r − 1 (bare, floor, … then floor, …, bare), so none is always first. */
+function roundOrder(targets: readonly TargetName[], round: number): TargetName[] {
+  const k = (round - 1) % targets.length;
+  return [...targets.slice(k), ...targets.slice(0, k)];
+}
+
+/**
+ * Runs every phase `opts.rounds` times; every round measures each target once, on a fresh server process and an
+ * empty Redis. A run during which foreign load took more than QUIET_PCT of a core is repeated (up to `retries` times).
+ */
+async function measureAll(opts: Options, redis: PrivateRedis): Promise<Measurements> {
+  const m: Measurements = {
+    saturation: [],
+    fixedRate: [],
+    orders: { saturation: [], 'fixed-rate': [] },
+    incidents: [],
+  };
+  const total = 2 * opts.rounds * opts.targets.length;
+  let runIndex = 0;
+  let done = 0;
+  for (const phase of ['saturation', 'fixed-rate'] as const) {
+    for (let round = 1; round <= opts.rounds; round++) {
+      const order = roundOrder(opts.targets, round);
+      m.orders[phase].push(order);
+      for (const name of order) {
+        const where = `${phase} round ${round} ${name}`;
+        done++;
+        for (let attempt = 1; ; attempt++) {
+          runIndex++;
+          await redis.reset();
+          const quiet = await waitForQuiet(opts.quietWaitS);
+          if (!quiet.ok) m.incidents.push(`${where}: started on a busy machine (${f(quiet.busy, 0)}% of a core)`);
+          process.stderr.write(`bench: [${done}/${total}] ${where} ...`);
+          const target = await startTarget(name, redis);
+          let other = 0;
+          try {
+            const idBase = runIndex * 100_000_000; // unique bodies across runs
+            if (phase === 'saturation') {
+              const r = { ...(await saturation(target, redis, opts, idBase)), round, attempt };
+              m.saturation.push(r);
+              other = r.cpu.other;
+              process.stderr.write(` ${f(r.rps, 0)} req/s, p99 ${f(r.latency.p99)} ms, other load ${f(other, 0)}%\n`);
+            } else {
+              const r = { ...(await fixedRate(target, redis, opts, idBase)), round, attempt };
+              m.fixedRate.push(r);
+              other = r.cpu.other;
+              process.stderr.write(
+                ` ${f(r.achievedRate, 0)} req/s, p99 ${f(r.latency.p99)} ms, other load ${f(other, 0)}%\n`,
+              );
+            }
+          } finally {
+            const died = await target.stop();
+            if (died) {
+              m.incidents.push(`${where}: ${died}`);
+              process.stderr.write(`\nbench: ${died}\n`);
+            }
+          }
+          if (!(other > QUIET_PCT) || attempt > opts.retries) break;
+          // Disturbed: drop the result and measure again.
+          (phase === 'saturation' ? m.saturation : m.fixedRate).pop();
+          process.stderr.write(`bench: disturbed by foreign load, measuring ${name} again\n`);
+        }
+      }
+    }
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Medians across rounds
+
+/** Median of the finite values (mean of the two middle ones for an even count); NaN if there are none. */
+function median(values: number[]): number {
+  const v = values.filter(Number.isFinite).sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  if (v.length === 0) return NaN;
+  return v.length % 2 === 1 ? (v[mid] as number) : ((v[mid - 1] as number) + (v[mid] as number)) / 2;
+}
+
+const medianOf = <T>(runs: T[], pick: (r: T) => number) => median(runs.map(pick));
+const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
+
+interface LatencyMedians {
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+}
+
+const latencyMedians = (latencies: LatencySummary[]): LatencyMedians => ({
+  p50: median(latencies.map((l) => l.p50)),
+  p99: median(latencies.map((l) => l.p99)),
+  p999: median(latencies.map((l) => l.p999)),
+  max: median(latencies.map((l) => l.max)),
+});
+
+const cpuMedians = (cpus: Cpu[]): Cpu => ({
+  server: median(cpus.map((c) => c.server)),
+  redis: median(cpus.map((c) => c.redis)),
+  generator: median(cpus.map((c) => c.generator)),
+  other: median(cpus.map((c) => c.other)),
+});
+
+/** Rounds whose writes check passed, out of `of`; null for bare (nothing to check). */
+interface WritesTally {
+  ok: number;
+  of: number;
+}
+function writesTally(checks: WriteCheck[]): WritesTally | null {
+  const checked = checks.filter((c) => c.ok !== null);
+  return checked.length === 0 ? null : { ok: checked.filter((c) => c.ok).length, of: checked.length };
+}
+
+/** One target's saturation figures: medians across rounds, except the counts (totals). */
+interface SaturationSummary {
+  target: TargetName;
+  rounds: number;
+  rps: number;
+  rpsByRound: number[];
+  latency: LatencyMedians;
+  cpu: Cpu;
+  non2xxTotal: number;
+  errorsTotal: number;
+  writes: WritesTally | null;
+}
+
+interface FixedRateSummary {
+  target: TargetName;
+  rounds: number;
+  achievedRate: number;
+  latency: LatencyMedians;
+  p99ByRound: number[];
+  serviceP99: number;
+  dispatchLagP99: number;
+  cpu: Cpu;
+  generatorElu: number;
+  non2xxTotal: number;
+  errorsTotal: number;
+  writes: WritesTally | null;
+}
+
+const byRound = <T extends RunInfo>(runs: T[]) => [...runs].sort((a, b) => a.round - b.round);
+
+function summarizeSaturation(target: TargetName, all: SaturationRun[]): SaturationSummary | null {
+  const runs = byRound(all.filter((r) => r.target === target));
+  if (runs.length === 0) return null;
+  return {
+    target,
+    rounds: runs.length,
+    rps: medianOf(runs, (r) => r.rps),
+    rpsByRound: runs.map((r) => r.rps),
+    latency: latencyMedians(runs.map((r) => r.latency)),
+    cpu: cpuMedians(runs.map((r) => r.cpu)),
+    non2xxTotal: sum(runs.map((r) => r.non2xx)),
+    errorsTotal: sum(runs.map((r) => r.errors + r.timeouts)),
+    writes: writesTally(runs.map((r) => r.writes)),
+  };
+}
+
+function summarizeFixedRate(target: TargetName, all: FixedRateRun[]): FixedRateSummary | null {
+  const runs = byRound(all.filter((r) => r.target === target));
+  if (runs.length === 0) return null;
+  return {
+    target,
+    rounds: runs.length,
+    achievedRate: medianOf(runs, (r) => r.achievedRate),
+    latency: latencyMedians(runs.map((r) => r.latency)),
+    p99ByRound: runs.map((r) => r.latency.p99),
+    serviceP99: medianOf(runs, (r) => r.serviceTime.p99),
+    dispatchLagP99: medianOf(runs, (r) => r.dispatchLag.p99),
+    cpu: cpuMedians(runs.map((r) => r.cpu)),
+    generatorElu: medianOf(runs, (r) => r.generatorElu),
+    non2xxTotal: sum(runs.map((r) => r.measured.non2xx)),
+    errorsTotal: sum(runs.map((r) => r.measured.errors + r.measured.unfinished)),
+    writes: writesTally(runs.map((r) => r.writes)),
+  };
+}
+
+interface RatioSummary {
+  label: string;
+  /** Median of the per-round ratios. */
+  median: number;
+  min: number;
+  max: number;
+  /** The ratio of each round (index 0 = round 1); null where a round lacks one of the two measurements. */
+  byRound: (number | null)[];
+  target?: { min?: number; max?: number };
+  met?: boolean;
+}
+
+/**
+ * Every ratio is computed within a round (both measurements taken minutes apart at most), then summarized across
+ * rounds: a ratio of two figures measured at different times would include the machine's drift in between.
+ */
+function computeRatios(m: Measurements, opts: Options): Record<string, RatioSummary> {
+  const sat = (t: TargetName, round: number) => m.saturation.find((r) => r.target === t && r.round === round);
+  const fix = (t: TargetName, round: number) => m.fixedRate.find((r) => r.target === t && r.round === round);
+  const defs: {
+    key: string;
+    label: string;
+    of: (round: number) => [number | undefined, number | undefined];
+    target?: { min?: number; max?: number };
+  }[] = [
+    {
+      key: 'listenerOverBareRps',
+      label: 'listener req/s ÷ bare req/s',
+      of: (k) => [sat('listener', k)?.rps, sat('bare', k)?.rps],
+      target: { min: 0.45 },
+    },
+    {
+      key: 'listenerSignedOverBareRps',
+      label: 'listener-signed req/s ÷ bare req/s',
+      of: (k) => [sat('listener-signed', k)?.rps, sat('bare', k)?.rps],
+      target: { min: 0.45 },
+    },
+    {
+      key: 'floorOverBareRps',
+      label: 'floor req/s ÷ bare req/s',
+      of: (k) => [sat('floor', k)?.rps, sat('bare', k)?.rps],
+    },
+    {
+      key: 'listenerOverFloorRps',
+      label: 'listener req/s ÷ floor req/s',
+      of: (k) => [sat('listener', k)?.rps, sat('floor', k)?.rps],
+    },
+    {
+      key: 'listenerOverFloorP99',
+      label: `listener p99 ÷ floor p99 at ${opts.rate} req/s`,
+      of: (k) => [fix('listener', k)?.latency.p99, fix('floor', k)?.latency.p99],
+      target: { max: 1.3 },
+    },
+    {
+      key: 'listenerSignedOverFloorP99',
+      label: `listener-signed p99 ÷ floor p99 at ${opts.rate} req/s`,
+      of: (k) => [fix('listener-signed', k)?.latency.p99, fix('floor', k)?.latency.p99],
+      target: { max: 1.3 },
+    },
+    {
+      key: 'listenerOverFloorServiceP99',
+      label: '  same, service time (from actual send)',
+      of: (k) => [fix('listener', k)?.serviceTime.p99, fix('floor', k)?.serviceTime.p99],
+    },
+  ];
+  const ratios: Record<string, RatioSummary> = {};
+  for (const def of defs) {
+    const perRound: (number | null)[] = [];
+    for (let round = 1; round <= opts.rounds; round++) {
+      const [a, b] = def.of(round);
+      perRound.push(a === undefined || b === undefined ? null : a / b);
+    }
+    const values = perRound.filter((v): v is number => v !== null && Number.isFinite(v));
+    if (values.length === 0) continue;
+    const med = median(values);
+    let met: boolean | undefined;
+    if (def.target?.min !== undefined) met = med >= def.target.min;
+    if (def.target?.max !== undefined) met = med <= def.target.max;
+    ratios[def.key] = {
+      label: def.label,
+      median: med,
+      min: Math.min(...values),
+      max: Math.max(...values),
+      byRound: perRound,
+      ...(def.target ? { target: def.target, met } : {}),
+    };
+  }
+  return ratios;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Report
+
+const joinRounds = (values: number[], digits: number) => values.map((v) => f(v, digits)).join(' / ');
+const writesCell = (w: WritesTally | null) =>
+  w === null ? '-' : w.ok === w.of ? `ok ${w.ok}/${w.of}` : `MISMATCH in ${w.of - w.ok}/${w.of}`;
+const minutes = (s: number) => `${Math.floor(s / 60)} min ${String(Math.round(s % 60)).padStart(2, '0')} s`;
+
+/** Warnings about individual runs: each is checked on its own, whatever the medians say. */
+function runWarnings(m: Measurements, opts: Options): string[] {
+  const warnings: string[] = [...m.incidents];
+  const where = (phase: Phase, r: { target: TargetName; round: number }) => `${phase} round ${r.round} ${r.target}`;
+  for (const r of m.fixedRate) {
+    const at = where('fixed-rate', r);
+    if (r.achievedRate < opts.rate * 0.98)
+      warnings.push(`${at}: achieved ${f(r.achievedRate, 0)} req/s, below ${opts.rate}`);
+    if (r.generatorElu > 0.8)
+      warnings.push(`${at}: generator event loop ${f(r.generatorElu * 100, 0)}% busy: it may be the bottleneck`);
+    if (r.measured.non2xx + r.measured.errors + r.measured.unfinished > 0) {
+      warnings.push(
+        `${at}: non-2xx/errors: ${JSON.stringify({ status: r.measured.statusCodes, errors: r.measured.errorCodes, unfinished: r.measured.unfinished })}`,
+      );
+    }
+    const window = r.timeline.filter((t) => t.atS >= 0);
+    const means = window.map((t) => t.meanMs).sort((a, b) => a - b);
+    const typical = means[Math.floor(means.length / 2)] ?? 0;
+    const first = window[0]?.meanMs ?? 0;
+    if (first > 10 && first > 5 * typical) {
+      warnings.push(
+        `${at}: mean latency ${f(first)} ms in the first 0.5 s vs ${f(typical)} ms typical: a backlog carried over from the warm-up`,
+      );
+    }
+    if (r.all.notQueued > 0) warnings.push(`${at}: ${r.all.notQueued} answers said "queued":false`);
+  }
+  for (const r of m.saturation) {
+    if (r.non2xx + r.errors + r.timeouts > 0)
+      warnings.push(
+        `${where('saturation', r)}: non-2xx/errors: ${JSON.stringify({ status: r.statusCodes, errors: r.errors, timeouts: r.timeouts })}`,
+      );
+  }
+  const all: [Phase, SaturationRun | FixedRateRun][] = [
+    ...m.saturation.map((r): [Phase, SaturationRun] => ['saturation', r]),
+    ...m.fixedRate.map((r): [Phase, FixedRateRun] => ['fixed-rate', r]),
+  ];
+  for (const [phase, r] of all) {
+    if (r.cpu.other > QUIET_PCT)
+      warnings.push(
+        `${where(phase, r)}: ${f(r.cpu.other, 0)}% of a core used by other work during the run: figures disturbed`,
+      );
+    if (r.attempt > 1) warnings.push(`${where(phase, r)}: measured ${r.attempt} times (earlier runs disturbed)`);
+    if (r.writes.ok === false) warnings.push(`${where(phase, r)}: writes check failed: ${r.writes.note}`);
+  }
+  return warnings;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
 async function main(): Promise<void> {
+  const startedAt = performance.now();
   const opts = readOptions();
   const env = machine();
   if (opts.build) {
@@ -546,56 +911,25 @@ async function main(): Promise<void> {
   // How busy the machine is before we start: anything but ~0 means other work will share the cores.
   const busyBeforePct = await busyPct(1000);
 
+  // Rough duration, from the per-run overheads measured on a 2-vCPU VM (server start, Redis reset, settling).
+  const perRound = opts.targets.length * (2 * opts.warmupS + opts.openWarmupS + 2 * opts.durationS + 8);
+  process.stderr.write(
+    `bench: ${opts.rounds} round(s) × ${opts.targets.length} target(s) × 2 phases, about ${minutes(opts.rounds * perRound)} on a quiet machine\n`,
+  );
+
   const redis = await startPrivateRedis();
   const redisVersion = /redis_version:(\S+)/.exec(await redis.client.info('server'))?.[1] ?? 'unknown';
-  const saturationResults: SaturationResult[] = [];
-  const fixedRateResults: FixedRateResult[] = [];
-  let runIndex = 0;
-  const incidents: string[] = [];
+  let m: Measurements;
   try {
-    for (const phase of ['saturation', 'fixed-rate'] as const) {
-      for (const name of opts.targets) {
-        // A run during which foreign load took more than QUIET_PCT of a core is repeated (up to `retries` times).
-        for (let attempt = 1; ; attempt++) {
-          runIndex++;
-          await redis.reset();
-          const quiet = await waitForQuiet(opts.quietWaitS);
-          if (!quiet.ok) incidents.push(`${phase} ${name}: started on a busy machine (${f(quiet.busy, 0)}% of a core)`);
-          process.stderr.write(`bench: ${phase} ${name} ...`);
-          const target = await startTarget(name, redis);
-          let other = 0;
-          try {
-            const idBase = runIndex * 100_000_000; // unique bodies across runs
-            if (phase === 'saturation') {
-              const r = { ...(await saturation(target, redis, opts, idBase)), attempt };
-              saturationResults.push(r);
-              other = r.cpu.other;
-              process.stderr.write(` ${f(r.rps, 0)} req/s, p99 ${f(r.latency.p99)} ms, other load ${f(other, 0)}%\n`);
-            } else {
-              const r = { ...(await fixedRate(target, redis, opts, idBase)), attempt };
-              fixedRateResults.push(r);
-              other = r.cpu.other;
-              process.stderr.write(
-                ` ${f(r.achievedRate, 0)} req/s, p99 ${f(r.latency.p99)} ms, other load ${f(other, 0)}%\n`,
-              );
-            }
-          } finally {
-            const died = await target.stop();
-            if (died) {
-              incidents.push(`${phase}: ${died}`);
-              process.stderr.write(`\nbench: ${died}\n`);
-            }
-          }
-          if (!(other > QUIET_PCT) || attempt > opts.retries) break;
-          // Disturbed: drop the result and measure again.
-          (phase === 'saturation' ? saturationResults : fixedRateResults).pop();
-          process.stderr.write(`bench: disturbed by foreign load, measuring ${name} again\n`);
-        }
-      }
-    }
+    m = await measureAll(opts, redis);
   } finally {
     await redis.destroy();
   }
+
+  const sat = opts.targets.map((t) => summarizeSaturation(t, m.saturation)).filter((s) => s !== null);
+  const fix = opts.targets.map((t) => summarizeFixedRate(t, m.fixedRate)).filter((s) => s !== null);
+  const ratios = computeRatios(m, opts);
+  const rounds = opts.rounds;
 
   // ---- report
   const out: string[] = [];
@@ -607,6 +941,9 @@ async function main(): Promise<void> {
     `commit ${env.commit}${env.srcDirty ? ' (src/ has uncommitted changes)' : ''}; Redis: AOF everysec, no RDB, noeviction; one fresh server process and an empty Redis per run`,
   );
   out.push(`machine busy before start: ${f(busyBeforePct, 0)}% of a core (foreign load)`);
+  out.push(
+    `${rounds} round(s) per phase, each measuring every target once in a rotated order; figures are medians across rounds`,
+  );
   out.push('');
   out.push(
     `Saturation (closed loop): autocannon, ${opts.connections} connections, pipelining 1, ${opts.durationS} s after a ${opts.warmupS} s warm-up; latency of 2xx, ms`,
@@ -627,21 +964,23 @@ async function main(): Promise<void> {
         'gen',
         'other',
         'writes check',
+        'req/s by round',
       ],
-      saturationResults.map((r) => [
-        r.target,
-        f(r.rps, 0),
-        f(r.latency.p50),
-        f(r.latency.p99),
-        f(r.latency.p999),
-        f(r.latency.max),
-        String(r.non2xx),
-        String(r.errors + r.timeouts),
-        f(r.cpu.server, 0),
-        f(r.cpu.redis, 0),
-        f(r.cpu.generator, 0),
-        f(r.cpu.other, 0),
-        r.writes.ok === null ? '-' : `${r.writes.ok ? 'ok' : 'MISMATCH'} ${r.writes.writes}/${r.writes.acknowledged}`,
+      sat.map((s) => [
+        s.target,
+        f(s.rps, 0),
+        f(s.latency.p50),
+        f(s.latency.p99),
+        f(s.latency.p999),
+        f(s.latency.max),
+        String(s.non2xxTotal),
+        String(s.errorsTotal),
+        f(s.cpu.server, 0),
+        f(s.cpu.redis, 0),
+        f(s.cpu.generator, 0),
+        f(s.cpu.other, 0),
+        writesCell(s.writes),
+        joinRounds(s.rpsByRound, 0),
       ]),
     ),
   );
@@ -669,144 +1008,98 @@ async function main(): Promise<void> {
         'other',
         'gen ELU',
         'writes check',
+        'p99 by round',
       ],
-      fixedRateResults.map((r) => [
-        r.target,
-        f(r.achievedRate, 0),
-        f(r.latency.p50),
-        f(r.latency.p99),
-        f(r.latency.p999),
-        f(r.latency.max),
-        f(r.serviceTime.p99),
-        f(r.dispatchLag.p99),
-        String(r.measured.non2xx),
-        String(r.measured.errors + r.measured.unfinished),
-        f(r.cpu.server, 0),
-        f(r.cpu.redis, 0),
-        f(r.cpu.generator, 0),
-        f(r.cpu.other, 0),
-        f(r.generatorElu),
-        r.writes.ok === null ? '-' : `${r.writes.ok ? 'ok' : 'MISMATCH'} ${r.writes.writes}/${r.writes.acknowledged}`,
+      fix.map((s) => [
+        s.target,
+        f(s.achievedRate, 0),
+        f(s.latency.p50),
+        f(s.latency.p99),
+        f(s.latency.p999),
+        f(s.latency.max),
+        f(s.serviceP99),
+        f(s.dispatchLagP99),
+        String(s.non2xxTotal),
+        String(s.errorsTotal),
+        f(s.cpu.server, 0),
+        f(s.cpu.redis, 0),
+        f(s.cpu.generator, 0),
+        f(s.cpu.other, 0),
+        f(s.generatorElu),
+        writesCell(s.writes),
+        joinRounds(s.p99ByRound, 1),
       ]),
     ),
+  );
+  out.push(
+    `Each figure is the median of the ${rounds} rounds' figures (each column on its own); non2xx and errors are totals over the rounds.`,
   );
   out.push(
     'cpu%: % of one core during the measured window; other = the rest of the machine (foreign load, unattributed kernel time).',
   );
   out.push(
-    'writes check: jobs (listener) or LPUSHed entries (floor) added to Redis / 2xx answers. Saturation counts the warm-up too and may',
+    'writes check: rounds in which jobs (listener) or LPUSHed entries (floor) added to Redis matched the 2xx answers. Saturation',
   );
-  out.push('exceed by the requests in flight when autocannon stopped; fixed rate must match exactly.');
+  out.push(
+    'counts the warm-up too and may exceed by the requests in flight when autocannon stopped; fixed rate must match exactly.',
+  );
 
-  const sat = (t: TargetName) => saturationResults.find((r) => r.target === t);
-  const fix = (t: TargetName) => fixedRateResults.find((r) => r.target === t);
-  const ratios: Record<string, number> = {};
-  const verdicts: string[] = [];
-  const ratio = (
-    label: string,
-    key: string,
-    a: number | undefined,
-    b: number | undefined,
-    target?: { min?: number; max?: number },
-  ) => {
-    if (a === undefined || b === undefined) return;
-    const v = a / b;
-    ratios[key] = v;
-    let verdict = '';
-    if (target?.min !== undefined) verdict = `  (target ≥ ${target.min}: ${v >= target.min ? 'met' : 'NOT met'})`;
-    if (target?.max !== undefined) verdict = `  (target ≤ ${target.max}: ${v <= target.max ? 'met' : 'NOT met'})`;
-    verdicts.push(`  ${pad(label, 58)} ${f(v, 3)}${verdict}`);
-  };
-  ratio('listener req/s ÷ bare req/s', 'listenerOverBareRps', sat('listener')?.rps, sat('bare')?.rps, { min: 0.45 });
-  ratio(
-    'listener-signed req/s ÷ bare req/s',
-    'listenerSignedOverBareRps',
-    sat('listener-signed')?.rps,
-    sat('bare')?.rps,
-    { min: 0.45 },
-  );
-  ratio('floor req/s ÷ bare req/s', 'floorOverBareRps', sat('floor')?.rps, sat('bare')?.rps);
-  ratio('listener req/s ÷ floor req/s', 'listenerOverFloorRps', sat('listener')?.rps, sat('floor')?.rps);
-  ratio(
-    `listener p99 ÷ floor p99 at ${opts.rate} req/s`,
-    'listenerOverFloorP99',
-    fix('listener')?.latency.p99,
-    fix('floor')?.latency.p99,
-    { max: 1.3 },
-  );
-  ratio(
-    `listener-signed p99 ÷ floor p99 at ${opts.rate} req/s`,
-    'listenerSignedOverFloorP99',
-    fix('listener-signed')?.latency.p99,
-    fix('floor')?.latency.p99,
-    { max: 1.3 },
-  );
-  ratio(
-    `  same, service time (from actual send)`,
-    'listenerOverFloorServiceP99',
-    fix('listener')?.serviceTime.p99,
-    fix('floor')?.serviceTime.p99,
-  );
   out.push('');
-  out.push('Ratios');
-  out.push(...verdicts);
+  out.push(`Ratios: median of the ${rounds} per-round ratios (each from measurements of the same round), min–max`);
+  for (const r of Object.values(ratios)) {
+    const range = rounds > 1 ? `  (rounds ${f(r.min, 3)}–${f(r.max, 3)})` : '';
+    let verdict = '';
+    if (r.target?.min !== undefined) verdict = `  (target ≥ ${r.target.min}: ${r.met ? 'met' : 'NOT met'})`;
+    if (r.target?.max !== undefined) verdict = `  (target ≤ ${r.target.max}: ${r.met ? 'met' : 'NOT met'})`;
+    out.push(`  ${pad(r.label, 58)} ${f(r.median, 3)}${range}${verdict}`);
+  }
 
-  const warnings: string[] = [...incidents];
-  for (const r of fixedRateResults) {
-    if (r.achievedRate < opts.rate * 0.98)
-      warnings.push(`${r.target}: fixed-rate run achieved ${f(r.achievedRate, 0)} req/s, below ${opts.rate}`);
-    if (r.generatorElu > 0.8)
-      warnings.push(`${r.target}: generator event loop ${f(r.generatorElu * 100, 0)}% busy: it may be the bottleneck`);
-    if (r.measured.non2xx + r.measured.errors + r.measured.unfinished > 0) {
-      warnings.push(
-        `${r.target}: fixed rate non-2xx/errors: ${JSON.stringify({ status: r.measured.statusCodes, errors: r.measured.errorCodes, unfinished: r.measured.unfinished })}`,
-      );
-    }
-    const window = r.timeline.filter((t) => t.atS >= 0);
-    const means = window.map((t) => t.meanMs).sort((a, b) => a - b);
-    const typical = means[Math.floor(means.length / 2)] ?? 0;
-    const first = window[0]?.meanMs ?? 0;
-    if (first > 10 && first > 5 * typical) {
-      warnings.push(
-        `${r.target}: mean latency ${f(first)} ms in the first 0.5 s vs ${f(typical)} ms typical: a backlog carried over from the warm-up`,
-      );
-    }
-    if (r.all.notQueued > 0) warnings.push(`${r.target}: ${r.all.notQueued} answers said "queued":false`);
-  }
-  for (const r of saturationResults) {
-    if (r.non2xx + r.errors + r.timeouts > 0)
-      warnings.push(
-        `${r.target}: saturation non-2xx/errors: ${JSON.stringify({ status: r.statusCodes, errors: r.errors, timeouts: r.timeouts })}`,
-      );
-  }
-  for (const r of [...saturationResults, ...fixedRateResults]) {
-    if (r.cpu.other > 25)
-      warnings.push(
-        `${r.target}: ${f(r.cpu.other, 0)}% of a core used by other work during the run: figures disturbed`,
-      );
-    if (r.writes.ok === false) warnings.push(`${r.target}: writes check failed: ${r.writes.note}`);
-  }
-  const bareFixed = fix('bare');
-  if (bareFixed) {
+  const bareFixed = byRound(m.fixedRate.filter((r) => r.target === 'bare'));
+  if (bareFixed.length > 0) {
+    const by = (pick: (r: FixedRateRun) => number, digits: number) => joinRounds(bareFixed.map(pick), digits);
     out.push('');
     out.push(
-      `Generator check: against bare it achieved ${f(bareFixed.achievedRate, 0)} of ${opts.rate} req/s, sent ${bareFixed.measured.sent}/${bareFixed.scheduled}, ` +
-        `CPU ${f(bareFixed.generatorCpuPct, 0)}% of a core, event loop ${f(bareFixed.generatorElu * 100, 0)}% busy, dispatch lag p50/p99 ${f(bareFixed.dispatchLag.p50)}/${f(bareFixed.dispatchLag.p99)} ms`,
+      `Generator check against bare, by round: achieved ${by((r) => r.achievedRate, 0)} of ${opts.rate} req/s, ` +
+        `CPU ${by((r) => r.generatorCpuPct, 0)}% of a core, event loop ${by((r) => r.generatorElu * 100, 0)}% busy, ` +
+        `dispatch lag p99 ${by((r) => r.dispatchLag.p99, 2)} ms`,
     );
   }
+  const warnings = runWarnings(m, opts);
   if (warnings.length > 0) {
     out.push('');
     out.push('Warnings');
     out.push(...warnings.map((w) => `  ${w}`));
   }
 
+  const wallTimeS = (performance.now() - startedAt) / 1000;
+  const roundsJson = Array.from({ length: rounds }, (_, i) => ({
+    round: i + 1,
+    saturationOrder: m.orders.saturation[i] ?? [],
+    fixedRateOrder: m.orders['fixed-rate'][i] ?? [],
+    ratios: Object.fromEntries(Object.entries(ratios).map(([key, r]) => [key, r.byRound[i] ?? null])),
+  }));
   const file = join(ROOT, 'bench-results', `ingest-${env.date.replace(/[:.]/g, '-')}.json`);
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(
     file,
-    `${JSON.stringify({ machine: { ...env, redisVersion, busyBeforePct }, options: opts, saturation: saturationResults, fixedRate: fixedRateResults, ratios, warnings }, null, 2)}\n`,
+    `${JSON.stringify(
+      {
+        machine: { ...env, redisVersion, busyBeforePct },
+        options: opts,
+        wallTimeS,
+        medians: { saturation: sat, fixedRate: fix },
+        ratios,
+        rounds: roundsJson,
+        saturation: m.saturation,
+        fixedRate: m.fixedRate,
+        warnings,
+      },
+      null,
+      2,
+    )}\n`,
   );
   out.push('');
+  out.push(`Total wall time ${minutes(wallTimeS)}${opts.build ? ' (build included)' : ''}`);
   out.push(`Results written to ${file.slice(ROOT.length + 1)}`);
   process.stdout.write(`${out.join('\n')}\n`);
 }
