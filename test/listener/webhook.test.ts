@@ -5,7 +5,7 @@ import type { WebhookJobData } from '../../src/queue/contract.ts';
 import { rawBytesOf } from '../../src/queue/contract.ts';
 import { sign } from '../../src/sellsy/signature.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
 import { KEY, VECTORS } from '../helpers/vectors.ts';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
@@ -347,4 +347,29 @@ test('healthz, readyz and metrics answer', async () => {
   assert.match(metrics, /^sellsy_webhooks_deliveries_total\{outcome="accepted"\} 1$/m);
   assert.match(metrics, /^sellsy_webhooks_redis_up 1$/m);
   assert.match(metrics, /^sellsy_webhooks_ack_seconds_count 1$/m);
+});
+
+test('no log line ever contains a configured signing key, even when the whole delivery is logged', async () => {
+  const secret = 'sk-very-secret-sign-key-42';
+  const accountSecret = 'acct-secret-key-99';
+  const down = await startTestListener(`redis://127.0.0.1:${await freePort()}`, {
+    SELLSY_SIGN_KEY: secret,
+    SELLSY_ACCOUNT_KEYS: JSON.stringify({ '929': accountSecret }),
+  });
+  listeners.push(down);
+  const body = '{"relatedtype":"invoice","event":"step","relatedid":"1","corpid":"1"}';
+  // Queued attempt with Redis down: the whole job is logged at error level.
+  const lost = await post(down.url, body, { ...JSON_TYPE, 'x-webhook-signature': sign(secret, body) });
+  assert.equal(lost.body.queued, false);
+  // Refusals: wrong signature, and an account-key delivery.
+  await post(down.url, body, { ...JSON_TYPE, 'x-webhook-signature': sign('wrong', body) });
+  await post(down.url, VECTORS.json.body, {
+    ...JSON_TYPE,
+    'x-webhook-signature': sign(accountSecret, VECTORS.json.body),
+  });
+  const text = down.logs.map((line) => JSON.stringify(line)).join('\n');
+  assert.ok(down.logs.some((line) => line.msg === 'delivery not queued'));
+  assert.ok(!text.includes(secret), 'the sign key is not logged');
+  assert.ok(!text.includes(accountSecret), 'the account key is not logged');
+  assert.ok(!text.includes(sign(secret, body)), 'the signature header is redacted');
 });
