@@ -6,6 +6,7 @@ export const HttpErrors = {
   missing_signature: { status: 401, message: 'X-Webhook-Signature header is missing' },
   bad_signature: { status: 401, message: 'X-Webhook-Signature does not match any configured key' },
   unknown_account: { status: 401, message: 'no signing key is configured for this account' },
+  account_mismatch: { status: 401, message: 'the account in the URL is not the corpid of the payload' },
   payload_too_large: { status: 413, message: 'request body is larger than BODY_LIMIT_BYTES' },
   enqueue_failed: { status: 503, message: 'the event could not be written to the queue; retry later' },
   shutting_down: { status: 503, message: 'the listener is shutting down; retry later' },

@@ -1,11 +1,11 @@
 /**
  * Chooses the keys for a delivery and checks its signature.
  *
- * Key selection: the account named by the path segment (`/webhook/sellsy/<account>`) or else the payload's
- * `corpid` picks its keys in `SELLSY_ACCOUNT_KEYS`; an account without its own keys falls back to `SELLSY_SIGN_KEY`.
- * With per-account keys and no fallback key, an account that has no keys is refused (`unknown_account`).
- * The `corpid` used for selection comes from the unverified body; that is safe because the signature must then
- * match that account's key.
+ * Accounts are Sellsy account ids (`corpid`). The account of a delivery is its payload's `corpid`, or the path
+ * segment of `/webhook/sellsy/<account>` when the payload has none; when both are present they must be equal
+ * (`account_mismatch`), so a key cannot vouch for another account's events. The account's keys in
+ * `SELLSY_ACCOUNT_KEYS` are the only ones that can sign for it; an account without its own keys uses
+ * `SELLSY_SIGN_KEY`, and with no `SELLSY_SIGN_KEY` it is refused (`unknown_account`).
  */
 import type { Config } from '../config/config.ts';
 import type { HttpErrorCode } from '../errors.ts';
@@ -17,6 +17,17 @@ export type Verdict = { ok: true; status: SignatureStatus } | { ok: false; error
 export function keysFor(config: Config, account: string | null): readonly string[] {
   const own = account === null ? undefined : config.signature.accountKeys.get(account);
   return own ?? config.signature.keys;
+}
+
+/** The account of a delivery, or an error when the path segment and the payload's `corpid` disagree. */
+export function accountOf(
+  pathAccount: string | undefined,
+  corpId: string | null | undefined,
+): { ok: true; account: string | null } | { ok: false; error: 'account_mismatch' } {
+  const fromPath = pathAccount === undefined || pathAccount === '' ? null : pathAccount;
+  const fromBody = corpId === undefined || corpId === null || corpId === '' ? null : corpId;
+  if (fromPath !== null && fromBody !== null && fromPath !== fromBody) return { ok: false, error: 'account_mismatch' };
+  return { ok: true, account: fromBody ?? fromPath };
 }
 
 export function verifyDelivery(

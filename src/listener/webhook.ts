@@ -16,7 +16,7 @@ import { dedupKeyOf, newDeliveryId, rawBodyFields, type WebhookJobData } from '.
 import type { Producer } from '../queue/producer.ts';
 import { jobNameOf, parseDelivery } from '../sellsy/payload.ts';
 import { SIGNATURE_HEADER } from '../sellsy/signature.ts';
-import { verifyDelivery } from './verify.ts';
+import { accountOf, verifyDelivery } from './verify.ts';
 
 export const WEBHOOK_PATH = '/webhook/sellsy';
 
@@ -69,7 +69,13 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const raw = Buffer.isBuffer(request.body) ? request.body : EMPTY;
     const contentType = request.headers['content-type'];
     const parsed = parseDelivery(raw, contentType);
-    const account = request.params.account ?? parsed.event?.corpId ?? null;
+    const owner = accountOf(request.params.account, parsed.event?.corpId);
+    if (!owner.ok) {
+      metrics.deliveries.inc({ outcome: 'bad_signature' });
+      log.warn({ reqId: request.id, outcome: owner.error, path: request.url }, 'delivery refused');
+      return sendError(reply, owner.error);
+    }
+    const account = owner.account;
     const header = request.headers[SIGNATURE_HEADER];
     const signatureHeader = typeof header === 'string' ? header : undefined;
     const scope = config.signature.formScope;

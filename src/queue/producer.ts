@@ -60,6 +60,9 @@ export interface BullmqProducerOptions {
  */
 export const MAX_PENDING_COMMANDS = 10_000;
 
+/** Delay before retrying a Queue whose initialisation failed on an open connection. */
+const QUEUE_RETRY_MS = 500;
+
 interface PendingAdd {
   name: string;
   data: WebhookJobData;
@@ -114,28 +117,35 @@ export class BullmqProducer implements Producer {
   private onConnectionReady(): void {
     if (this.closed) return;
     this.lastError = null;
-    if (this.queue === null) {
-      const queue = new Queue(this.opts.queueName, { connection: this.client, prefix: this.opts.prefix });
-      queue.on('error', (err: Error) => {
-        this.lastError = err.message;
-        this.opts.onError?.(err);
-      });
-      this.queue = queue;
-      queue.waitUntilReady().then(
-        () => {
-          if (this.queue === queue) this.queueReady = true;
-        },
-        (err: Error) => {
-          // Initialisation failed (Redis dropped during it): start afresh on the next `ready`.
-          this.lastError = err.message;
-          if (this.queue === queue) this.queue = null;
-          void queue.close().catch(() => undefined);
-        },
-      );
-    }
+    this.ensureQueue();
     if (this.opts.onReady) {
       inspectDurability(this.client).then(this.opts.onReady, (err: Error) => this.opts.onError?.(err));
     }
+  }
+
+  /**
+   * Creates the Queue if there is none. If its initialisation fails while the connection stays open (Redis frozen or
+   * slow during BullMQ's start-up commands), no new `ready` event will come: retry on a timer instead.
+   */
+  private ensureQueue(): void {
+    if (this.closed || this.queue !== null || this.client.status !== 'ready') return;
+    const queue = new Queue(this.opts.queueName, { connection: this.client, prefix: this.opts.prefix });
+    queue.on('error', (err: Error) => {
+      this.lastError = err.message;
+      this.opts.onError?.(err);
+    });
+    this.queue = queue;
+    queue.waitUntilReady().then(
+      () => {
+        if (this.queue === queue) this.queueReady = true;
+      },
+      (err: Error) => {
+        this.lastError = err.message;
+        if (this.queue === queue) this.queue = null;
+        void queue.close().catch(() => undefined);
+        setTimeout(() => this.ensureQueue(), QUEUE_RETRY_MS).unref();
+      },
+    );
   }
 
   async enqueue(job: WebhookJob): Promise<EnqueueResult> {
@@ -145,7 +155,11 @@ export class BullmqProducer implements Producer {
     }
     const backlog = this.client.commandQueue.length;
     if (backlog >= (this.opts.maxPendingCommands ?? MAX_PENDING_COMMANDS)) {
-      throw new EnqueueError(`${backlog} commands are still waiting for Redis`, 'backlog');
+      // A connection this far behind is frozen or half-open (Redis host gone without a reset): destroy the socket,
+      // which rejects what it holds and frees the memory, and let ioredis reconnect. (`disconnect()` only half-closes
+      // the socket, and a frozen peer never completes the close.)
+      this.client.stream.destroy();
+      throw new EnqueueError(`${backlog} commands were still waiting for Redis; reconnecting`, 'backlog');
     }
     const data: WebhookJobData = job.data;
     const opts: JobsOptions = { ...this.baseOpts, jobId: data.deliveryId };

@@ -12,6 +12,9 @@ export function createProducerConnection(url: string, commandTimeoutMs: number, 
     connectionName: name,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
+    // Commands cut off by a lost connection are not sent again after reconnecting: their requests were answered
+    // (by their deadline) already, and a burst of resent writes would refill the backlog the reconnection cleared.
+    autoResendUnfulfilledCommands: false,
     commandTimeout: commandTimeoutMs,
     connectTimeout: 2000,
     // Reconnect quickly: 50 ms, 100 ms, … capped at 1 s.

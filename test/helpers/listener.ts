@@ -10,7 +10,7 @@ import { type Config, loadConfig } from '../../src/config/config.ts';
 import { buildApp } from '../../src/listener/app.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
-import { BullmqProducer, producerOptionsFrom } from '../../src/queue/producer.ts';
+import { BullmqProducer, type BullmqProducerOptions, producerOptionsFrom } from '../../src/queue/producer.ts';
 
 export interface TestListener {
   url: string;
@@ -34,7 +34,7 @@ export class LogCapture extends Writable {
 export async function startTestListener(
   redisUrl: string,
   env: Record<string, string> = {},
-  producerOptions: { maxPendingCommands?: number } = {},
+  producerOptions: Partial<BullmqProducerOptions> = {},
 ): Promise<TestListener> {
   const config = loadConfig({
     REDIS_URL: redisUrl,

@@ -141,37 +141,79 @@ test('during a key rotation a delivery signed with either configured key is acce
   assert.equal(other.status, 401);
 });
 
-test('per-account keys are chosen by the path segment or else by corpid', async () => {
-  const l = await listener({ SELLSY_ACCOUNT_KEYS: JSON.stringify({ '929': KEY, acme: ['AcmeKey', 'AcmeOld'] }) });
-  // corpid 929 in the body selects MyWebhookKey.
+test('per-account keys are chosen by corpid, or by the path segment when the payload has none', async () => {
+  const l = await listener({ SELLSY_ACCOUNT_KEYS: JSON.stringify({ '929': KEY, '138': ['NewKey138', 'OldKey138'] }) });
+  // corpid 929 in the body selects MyWebhookKey, with or without the path segment.
   const byCorp = await post(l.url, VECTORS.json.body, { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature });
   assert.equal(byCorp.status, 200);
-  // the path segment wins over corpid.
-  const body = VECTORS.json.body;
+  const body = Buffer.from(VECTORS.json.body.toString().replace('52437688', '777'));
+  const byBoth = await post(
+    l.url,
+    body,
+    { ...JSON_TYPE, 'x-webhook-signature': sign(KEY, body) },
+    '/webhook/sellsy/929',
+  );
+  assert.equal(byBoth.status, 200);
+  assert.equal((await l.queue.getJob(byBoth.body.jobId as string))?.data.account, '929');
+  // A body without corpid: the path segment names the account (here, its older key during a rotation).
+  const unparsed = Buffer.from('hello');
   const byPath = await post(
     l.url,
-    body,
-    { ...JSON_TYPE, 'x-webhook-signature': sign('AcmeOld', body) },
-    '/webhook/sellsy/acme',
+    unparsed,
+    { 'content-type': 'text/plain', 'x-webhook-signature': sign('OldKey138', unparsed) },
+    '/webhook/sellsy/138',
   );
   assert.equal(byPath.status, 200);
-  const job = await l.queue.getJob(byPath.body.jobId as string);
-  assert.equal(job?.data.account, 'acme');
-  const wrongAccountKey = await post(
-    l.url,
-    body,
-    { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature },
-    '/webhook/sellsy/acme',
-  );
-  assert.equal(wrongAccountKey.status, 401);
-  // an account with no key of its own and no SELLSY_SIGN_KEY fallback is refused.
+  assert.equal((await l.queue.getJob(byPath.body.jobId as string))?.data.account, '138');
+  // An account with no key of its own and no SELLSY_SIGN_KEY fallback is refused.
   const unknown = await post(
     l.url,
-    body,
-    { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature },
+    unparsed,
+    { 'content-type': 'text/plain', 'x-webhook-signature': sign(KEY, unparsed) },
     '/webhook/sellsy/nobody',
   );
   assert.deepEqual([unknown.status, unknown.body.error], [401, 'unknown_account']);
+});
+
+test('regression: a key cannot vouch for another account (path segment and corpid must agree)', async () => {
+  const l = await listener({
+    SELLSY_SIGN_KEY: 'GlobalKey',
+    SELLSY_ACCOUNT_KEYS: JSON.stringify({ '929': KEY, '138': 'Key138' }),
+  });
+  // Account 138 signs a payload claiming corpid 929, posted to its own URL: refused, nothing queued.
+  const forged = await post(
+    l.url,
+    VECTORS.json.body,
+    { ...JSON_TYPE, 'x-webhook-signature': sign('Key138', VECTORS.json.body) },
+    '/webhook/sellsy/138',
+  );
+  assert.deepEqual([forged.status, forged.body.error], [401, 'account_mismatch']);
+  // The global key cannot sign for an account that has keys of its own, whatever the URL.
+  const viaOther = await post(
+    l.url,
+    VECTORS.json.body,
+    { ...JSON_TYPE, 'x-webhook-signature': sign('GlobalKey', VECTORS.json.body) },
+    '/webhook/sellsy/x',
+  );
+  assert.equal(viaOther.status, 401);
+  const direct = await post(l.url, VECTORS.json.body, {
+    ...JSON_TYPE,
+    'x-webhook-signature': sign('GlobalKey', VECTORS.json.body),
+  });
+  assert.deepEqual([direct.status, direct.body.error], [401, 'bad_signature']);
+  assert.equal((await jobs(l)).length, 0);
+});
+
+test('regression: a trailing slash (/webhook/sellsy/) is the plain webhook URL', async () => {
+  const l = await listener({ SELLSY_ACCOUNT_KEYS: JSON.stringify({ '929': KEY }) });
+  const res = await post(
+    l.url,
+    VECTORS.json.body,
+    { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature },
+    '/webhook/sellsy/',
+  );
+  assert.equal(res.status, 200);
+  assert.equal((await l.queue.getJob(res.body.jobId as string))?.data.account, '929');
 });
 
 test('SIGNATURE_CHECK=worker queues the delivery unchecked, with the header and the raw body', async () => {

@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import type { BullmqProducerOptions } from '../../src/queue/producer.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { assertRedisServerAvailable, freePort, RedisServer, startRedis } from '../helpers/redis-server.ts';
 
@@ -17,7 +18,7 @@ after(async () => {
 async function listener(
   redisUrl: string,
   env: Record<string, string> = {},
-  producerOptions: { maxPendingCommands?: number } = {},
+  producerOptions: Partial<BullmqProducerOptions> = {},
 ): Promise<TestListener> {
   const l = await startTestListener(redisUrl, env, producerOptions);
   cleanup.push(() => l.close());
@@ -146,8 +147,8 @@ test('with Redis frozen, commands waiting for Redis are capped: past the cap del
   } finally {
     redis.thaw();
   }
-  // Once Redis answers, the backlog drains and deliveries are queued again.
-  await new Promise((r) => setTimeout(r, 200));
+  // The stuck connection was dropped; once Redis answers, the producer reconnects and queues again.
+  await untilReady(l);
   const after = await post(l.url, '{"relatedtype":"a","event":"after"}', JSON_TYPE);
   assert.equal(after.status, 200);
 });
