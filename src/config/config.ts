@@ -53,6 +53,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const problems: string[] = [];
   const keys = splitKeys(parsed.SELLSY_SIGN_KEY);
+  if (parsed.SELLSY_SIGN_KEY !== undefined && keys.length === 0) {
+    problems.push(
+      'SELLSY_SIGN_KEY: is set but holds no key (only commas and spaces); unset it to turn verification off',
+    );
+  }
   const accountKeys = parseAccountKeys(parsed.SELLSY_ACCOUNT_KEYS, problems);
   try {
     new URL(parsed.REDIS_URL);

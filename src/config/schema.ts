@@ -4,7 +4,8 @@
  */
 import { type Static, Type } from '@sinclair/typebox';
 
-const Millis = (def: number, min = 1) => Type.Integer({ minimum: min, default: def });
+// Timers: at most 10 minutes (Node's timers overflow past 2^31 - 1 ms).
+const Millis = (def: number, min = 1) => Type.Integer({ minimum: min, maximum: 600_000, default: def });
 
 export const EnvSchema = Type.Object({
   PORT: Type.Integer({ minimum: 0, maximum: 65535, default: 3000 }),
@@ -17,7 +18,7 @@ export const EnvSchema = Type.Object({
   SIGNATURE_CHECK: Type.Union([Type.Literal('listener'), Type.Literal('worker')], { default: 'listener' }),
   SIGNATURE_FORM_SCOPE: Type.Union([Type.Literal('body'), Type.Literal('notif')], { default: 'body' }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 1024 * 1024 }),
-  DEDUP_WINDOW_SECONDS: Type.Integer({ minimum: 0, default: 72 * 3600 }),
+  DEDUP_WINDOW_SECONDS: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600, default: 72 * 3600 }),
   ENQUEUE_TIMEOUT_MS: Millis(1000),
   ENQUEUE_FAILURE_STATUS: Type.Union([Type.Literal(200), Type.Literal(503)], { default: 200 }),
   SPOOL_DIR: Type.String({ minLength: 1, default: './spool' }),
@@ -29,8 +30,8 @@ export const EnvSchema = Type.Object({
   TRUST_PROXY: Type.Boolean({ default: false }),
   JOB_ATTEMPTS: Type.Integer({ minimum: 1, maximum: 1000, default: 8 }),
   JOB_BACKOFF_MS: Millis(1000),
-  JOB_KEEP_COMPLETED_SECONDS: Type.Integer({ minimum: 0, default: 24 * 3600 }),
-  JOB_KEEP_FAILED_SECONDS: Type.Integer({ minimum: 0, default: 30 * 24 * 3600 }),
+  JOB_KEEP_COMPLETED_SECONDS: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600, default: 24 * 3600 }),
+  JOB_KEEP_FAILED_SECONDS: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600, default: 30 * 24 * 3600 }),
   WORKER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
 });
 

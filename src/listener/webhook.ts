@@ -78,7 +78,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const account = owner.account;
     const header = request.headers[SIGNATURE_HEADER];
     const signatureHeader = typeof header === 'string' ? header : undefined;
-    const scope = config.signature.formScope;
+    const scope = config.signature.formScope === 'notif' && parsed.notif !== null ? 'notif' : 'body';
     const signedBytes = scope === 'notif' && parsed.notif !== null ? parsed.notif : raw;
 
     const verdict = verifyDelivery(config, account, signedBytes, signatureHeader);

@@ -209,8 +209,12 @@ export class BullmqProducer implements Producer {
           pending.resolve(jobs[i]?.id ?? pending.data.deliveryId);
         }
       },
-      (err: unknown) => {
-        for (const pending of batch) pending.reject(err);
+      () => {
+        // One bad entry fails the whole pipeline (BullMQ stops at the first error): add each on its own, so that only
+        // the bad ones fail. Entries the pipeline did store come back as duplicates of themselves.
+        for (const one of batch) {
+          queue.add(one.name, one.data, one.opts).then((job) => one.resolve(job.id ?? one.data.deliveryId), one.reject);
+        }
       },
     );
   };

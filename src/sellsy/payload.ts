@@ -105,13 +105,14 @@ function toEvent(payload: Record<string, unknown>): SellsyEvent {
     extra: {},
   };
   for (const [key, value] of Object.entries(payload)) {
-    const field = KNOWN_KEYS[key];
+    const field = Object.hasOwn(KNOWN_KEYS, key) ? KNOWN_KEYS[key] : undefined;
     if (field !== undefined && (typeof value === 'string' || typeof value === 'number')) {
       event[field] = String(value);
     } else if (key === 'relatedobject') {
       event.relatedObject = value;
     } else {
-      event.extra[key] = value;
+      // defineProperty: a `__proto__` key is data here, not the object's prototype.
+      Object.defineProperty(event.extra, key, { value, enumerable: true, writable: true, configurable: true });
     }
   }
   return event;

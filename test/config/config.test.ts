@@ -56,3 +56,11 @@ test('an account with an empty key list is refused', () => {
 test('empty variables mean unset', () => {
   assert.equal(loadConfig({ PORT: '' }).port, 3000);
 });
+
+test('a SELLSY_SIGN_KEY with no key in it is refused instead of silently turning verification off', () => {
+  assert.throws(() => loadConfig({ SELLSY_SIGN_KEY: ' , ' }), /SELLSY_SIGN_KEY: is set but holds no key/);
+});
+
+test('timers are bounded (Node timers overflow past 2^31 - 1 ms)', () => {
+  assert.throws(() => loadConfig({ ENQUEUE_TIMEOUT_MS: '3000000000' }), /ENQUEUE_TIMEOUT_MS: must be <= 600000/);
+});

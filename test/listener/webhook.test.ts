@@ -128,6 +128,10 @@ test('form signatures can be checked against the decoded notif value (SIGNATURE_
   assert.equal(job?.data.signature.scope, 'notif');
   const raw = await post(l.url, VECTORS.form.body, { ...FORM_TYPE, 'x-webhook-signature': VECTORS.form.signature });
   assert.equal(raw.status, 401);
+  // JSON bodies are still verified over the raw body, and recorded so.
+  const json = await post(l.url, VECTORS.json.body, { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature });
+  assert.equal(json.status, 200);
+  assert.equal((await l.queue.getJob(json.body.jobId as string))?.data.signature.scope, 'body');
 });
 
 test('during a key rotation a delivery signed with either configured key is accepted', async () => {

@@ -95,3 +95,19 @@ test('content types are recognised by media type, case-insensitively and with pa
   assert.equal(bodyFormat('application/x-www-form-urlencoded; charset=utf-8'), 'form');
   assert.equal(bodyFormat('multipart/form-data'), 'other');
 });
+
+test('regression: keys named after Object members are kept as data (constructor, toString, __proto__)', () => {
+  const parsed = parseDelivery(
+    Buffer.from(
+      '{"relatedtype":"invoice","event":"step","constructor":"x","toString":"y","__proto__":{"polluted":true}}',
+    ),
+    JSON_TYPE,
+  );
+  assert.equal(parsed.problem, null);
+  const extra = parsed.event?.extra as Record<string, unknown>;
+  assert.equal(extra.constructor, 'x');
+  assert.equal(extra.toString, 'y');
+  assert.deepEqual(Object.getOwnPropertyDescriptor(extra, '__proto__')?.value, { polluted: true });
+  assert.equal(({} as Record<string, unknown>).polluted, undefined);
+  assert.match(JSON.stringify(parsed.event), /"__proto__":\{"polluted":true\}/);
+});
