@@ -32,7 +32,7 @@ export interface WebhookJobData {
   rawBody: string;
   /** Present only when the body is not valid UTF-8: the exact bytes, base64 (then `rawBody` is lossy). */
   rawBodyBase64?: string;
-  /** The Sellsy account: the `/webhook/sellsy/<account>` path segment, else the payload's `corpid`, else null. */
+  /** The Sellsy account: the payload's `corpid`, else the `/webhook/sellsy/<account>` path segment, else null. */
   account: string | null;
   signature: {
     status: SignatureStatus;
