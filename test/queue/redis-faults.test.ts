@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { Queue } from 'bullmq';
 import type { BullmqProducerOptions } from '../../src/queue/producer.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { assertRedisServerAvailable, freePort, RedisServer, startRedis } from '../helpers/redis-server.ts';
@@ -151,4 +152,33 @@ test('with Redis frozen, commands waiting for Redis are capped: past the cap del
   await untilReady(l);
   const after = await post(l.url, '{"relatedtype":"a","event":"after"}', JSON_TYPE);
   assert.equal(after.status, 200);
+});
+
+test('regression: a queue whose start-up failed on an open connection is retried until it works', async () => {
+  // A user that may not run INFO: BullMQ's start-up check fails while the connection itself stays open, so no new
+  // `ready` event will ever come. Granting INFO later must be enough for the listener to start queueing.
+  const redis = await startRedis(['--user', 'limited', 'on', 'nopass', '~*', '&*', '+@all', '-info']);
+  cleanup.push(() => redis.destroy());
+  const l = await listener(`redis://limited@127.0.0.1:${redis.port}`);
+  await new Promise((r) => setTimeout(r, 1200));
+  assert.equal(l.producer.health().ready, false);
+  assert.equal(l.producer.client.status, 'ready');
+  const refused = await post(l.url, '{"relatedtype":"a","event":"before-grant"}', JSON_TYPE);
+  assert.equal(refused.body.queued, false);
+  const admin = redis.client();
+  try {
+    await admin.call('ACL', 'SETUSER', 'limited', '+info');
+  } finally {
+    admin.disconnect();
+  }
+  await untilReady(l);
+  const res = await post(l.url, '{"relatedtype":"a","event":"after-grant"}', JSON_TYPE);
+  assert.equal(res.status, 200);
+  // (The test's own inspection queue used the limited user too, and hit the same BullMQ start-up failure.)
+  const inspect = new Queue(l.config.queueName, { connection: { url: redis.url } });
+  try {
+    assert.equal((await inspect.getJob(res.body.jobId as string))?.name, 'a.after-grant');
+  } finally {
+    await inspect.close();
+  }
 });
