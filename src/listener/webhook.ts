@@ -99,7 +99,9 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       signature: { status: verdict.status, header: signatureHeader ?? null, scope },
       event: parsed.event,
       parseProblem: parsed.problem,
-      dedupKey: dedupKeyOf(account, raw),
+      // Over what the signature covers: with SIGNATURE_FORM_SCOPE=notif, a signed notif re-sent with extra form
+      // fields is the same delivery, not a new one.
+      dedupKey: dedupKeyOf(account, signedBytes),
       request: {
         id: request.id,
         path: request.url,

@@ -44,7 +44,8 @@ export interface WebhookJobData {
   /** The parsed Sellsy event; null when the body could not be parsed (`parseProblem` says why). */
   event: SellsyEvent | null;
   parseProblem: ParseProblem | null;
-  /** sha256 hex of account and raw body: the same delivery received twice has the same key. */
+  /** sha256 hex of account and the signed bytes (the raw body, or the `notif` value with
+   * `SIGNATURE_FORM_SCOPE=notif`): the same delivery received twice has the same key. */
   dedupKey: string;
   /** Request metadata, for tracing. */
   request: { id: string; path: string; ip: string; userAgent: string | null };
@@ -55,9 +56,10 @@ export interface WebhookJob {
   data: WebhookJobData;
 }
 
-export function dedupKeyOf(account: string | null, raw: Buffer): string {
+export function dedupKeyOf(account: string | null, bytes: Buffer | string): string {
   // One-shot hashing: several times cheaper than a Hash object for bodies of a few hundred bytes.
-  return hash('sha256', Buffer.concat([Buffer.from(`${account ?? ''}\n`), raw]), 'hex');
+  const body = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
+  return hash('sha256', Buffer.concat([Buffer.from(`${account ?? ''}\n`), body]), 'hex');
 }
 
 export function rawBodyFields(raw: Buffer): Pick<WebhookJobData, 'rawBody' | 'rawBodyBase64'> {

@@ -128,6 +128,10 @@ test('form signatures can be checked against the decoded notif value (SIGNATURE_
   assert.equal(job?.data.signature.scope, 'notif');
   const raw = await post(l.url, VECTORS.form.body, { ...FORM_TYPE, 'x-webhook-signature': VECTORS.form.signature });
   assert.equal(raw.status, 401);
+  // The same signed notif with an extra form field is the same delivery.
+  const padded = Buffer.concat([VECTORS.form.body, Buffer.from('&x=1')]);
+  const again = await post(l.url, padded, { ...FORM_TYPE, 'x-webhook-signature': VECTORS.form.notifSignature });
+  assert.deepEqual([again.status, again.body.duplicate, again.body.jobId], [200, true, ok.body.jobId]);
   // JSON bodies are still verified over the raw body, and recorded so.
   const json = await post(l.url, VECTORS.json.body, { ...JSON_TYPE, 'x-webhook-signature': VECTORS.json.signature });
   assert.equal(json.status, 200);
