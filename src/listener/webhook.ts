@@ -33,6 +33,8 @@ interface Params {
 
 const EMPTY = Buffer.alloc(0);
 const JSON_UTF8 = 'application/json; charset=utf-8';
+const MEDIA_TYPE = /^\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+\/[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*(;.*)?$/;
+const originalContentType = new WeakMap<object, string>();
 
 export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Promise<void> {
   const { config, producer, metrics, logger: log } = deps;
@@ -42,6 +44,17 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.bodyLimitBytes }, (_req, body, done) => {
     done(null, body);
+  });
+
+  // A Content-Type that is not a media type at all (`json`, `;;;`) would be refused by Fastify (415) before the
+  // route runs; such a body is still a delivery to keep. The header is kept for the job and the body read as bytes.
+  app.addHook('onRequest', (request, _reply, done) => {
+    const type = request.headers['content-type'];
+    if (type !== undefined && !MEDIA_TYPE.test(type)) {
+      originalContentType.set(request.raw, type);
+      request.headers['content-type'] = 'application/octet-stream';
+    }
+    done();
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => {
@@ -67,7 +80,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   async function handleDelivery(request: FastifyRequest<{ Params: Params }>, reply: FastifyReply) {
     const receivedAt = new Date();
     const raw = Buffer.isBuffer(request.body) ? request.body : EMPTY;
-    const contentType = request.headers['content-type'];
+    const contentType = originalContentType.get(request.raw) ?? request.headers['content-type'];
     const parsed = parseDelivery(raw, contentType);
     const owner = accountOf(request.params.account, parsed.event?.corpId);
     if (!owner.ok) {

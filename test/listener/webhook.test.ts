@@ -257,6 +257,13 @@ describe('with no key configured', () => {
     ['a JSON array', '[{"event":"step"}]', JSON_TYPE, 'not_an_object'],
     ['another content type', '<xml>hello</xml>', { 'content-type': 'application/xml' }, 'unsupported_content_type'],
     ['no content type at all', Buffer.from('hello'), {}, 'unsupported_content_type'],
+    [
+      'a Content-Type that is not a media type',
+      '{"event":"step"}',
+      { 'content-type': 'json' },
+      'unsupported_content_type',
+    ],
+    ['a Content-Type without a subtype', 'hello, text', { 'content-type': 'text' }, 'unsupported_content_type'],
   ];
   for (const [what, body, headers, problem] of odd) {
     test(`${what} is kept as an unknown job with the problem recorded`, async () => {
@@ -267,6 +274,7 @@ describe('with no key configured', () => {
       assert.equal(job.name, 'unknown');
       assert.equal(job.data.parseProblem, problem);
       assert.equal(job.data.rawBody, body.toString());
+      assert.equal(job.data.contentType, headers['content-type'] ?? null);
       assert.equal(job.data.event, null);
     });
   }
