@@ -9,7 +9,6 @@ export const HttpErrors = {
   account_mismatch: { status: 401, message: 'the account in the URL is not the corpid of the payload' },
   payload_too_large: { status: 413, message: 'request body is larger than BODY_LIMIT_BYTES' },
   enqueue_failed: { status: 503, message: 'the event could not be written to the queue; retry later' },
-  shutting_down: { status: 503, message: 'the listener is shutting down; retry later' },
 } as const;
 
 export type HttpErrorCode = keyof typeof HttpErrors;

@@ -46,17 +46,6 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     done(null, body);
   });
 
-  // A Content-Type that is not a media type at all (`json`, `;;;`) would be refused by Fastify (415) before the
-  // route runs; such a body is still a delivery to keep. The header is kept for the job and the body read as bytes.
-  app.addHook('onRequest', (request, _reply, done) => {
-    const type = request.headers['content-type'];
-    if (type !== undefined && !MEDIA_TYPE.test(type)) {
-      originalContentType.set(request.raw, type);
-      request.headers['content-type'] = 'application/octet-stream';
-    }
-    done();
-  });
-
   app.setErrorHandler((err: FastifyError, request, reply) => {
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) {
       metrics.deliveries.inc({ outcome: 'too_large' });
@@ -74,7 +63,17 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   const probe = async () => ({ ok: true });
   for (const url of [WEBHOOK_PATH, `${WEBHOOK_PATH}/:account`]) {
     app.get(url, { exposeHeadRoute: true }, probe);
-    app.post(url, (request: FastifyRequest<{ Params: Params }>, reply) => handleDelivery(request, reply));
+    app.post<{ Params: Params }>(url, { onRequest: keepMalformedContentType }, handleDelivery);
+  }
+
+  /** A delivery refused for its signature or account: counted, logged, answered 401, nothing queued. */
+  function refuse(request: FastifyRequest, reply: FastifyReply, error: HttpErrorCode, account: string | null) {
+    metrics.deliveries.inc({ outcome: 'bad_signature' });
+    log.warn(
+      { reqId: request.id, outcome: error, account, path: request.url, ackMs: reply.elapsedTime },
+      'delivery refused',
+    );
+    return sendError(reply, error);
   }
 
   async function handleDelivery(request: FastifyRequest<{ Params: Params }>, reply: FastifyReply) {
@@ -83,23 +82,15 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const contentType = originalContentType.get(request.raw) ?? request.headers['content-type'];
     const parsed = parseDelivery(raw, contentType);
     const owner = accountOf(request.params.account, parsed.event?.corpId);
-    if (!owner.ok) {
-      metrics.deliveries.inc({ outcome: 'bad_signature' });
-      log.warn({ reqId: request.id, outcome: owner.error, path: request.url }, 'delivery refused');
-      return sendError(reply, owner.error);
-    }
+    if (!owner.ok) return refuse(request, reply, owner.error, null);
     const account = owner.account;
     const header = request.headers[SIGNATURE_HEADER];
     const signatureHeader = typeof header === 'string' ? header : undefined;
-    const scope = config.signature.formScope === 'notif' && parsed.notif !== null ? 'notif' : 'body';
-    const signedBytes = scope === 'notif' && parsed.notif !== null ? parsed.notif : raw;
+    const signedBytes = config.signature.formScope === 'notif' && parsed.notif !== null ? parsed.notif : raw;
+    const scope = signedBytes === raw ? 'body' : 'notif';
 
     const verdict = verifyDelivery(config, account, signedBytes, signatureHeader);
-    if (!verdict.ok) {
-      metrics.deliveries.inc({ outcome: 'bad_signature' });
-      log.warn({ reqId: request.id, outcome: verdict.error, account, ackMs: reply.elapsedTime }, 'delivery refused');
-      return sendError(reply, verdict.error);
-    }
+    if (!verdict.ok) return refuse(request, reply, verdict.error, account);
 
     const name = jobNameOf(parsed.event);
     const data: WebhookJobData = {
@@ -159,6 +150,19 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       return reply.send({ ok: true, deliveryId: data.deliveryId, queued: false });
     }
   }
+}
+
+/**
+ * A Content-Type that is not a media type at all (`json`, `text`) would be refused by Fastify (415) before the route
+ * runs; such a body is still a delivery to keep. The header is kept for the job and the body read as bytes.
+ */
+function keepMalformedContentType(request: FastifyRequest, _reply: FastifyReply, done: () => void): void {
+  const type = request.headers['content-type'];
+  if (type !== undefined && !MEDIA_TYPE.test(type)) {
+    originalContentType.set(request.raw, type);
+    request.headers['content-type'] = 'application/octet-stream';
+  }
+  done();
 }
 
 function sendError(reply: FastifyReply, code: HttpErrorCode) {

@@ -83,6 +83,10 @@ export function producerOptionsFrom(config: Config): BullmqProducerOptions {
   };
 }
 
+function addOne(queue: Queue, one: PendingAdd): void {
+  queue.add(one.name, one.data, one.opts).then((job) => one.resolve(job.id ?? one.data.deliveryId), one.reject);
+}
+
 export class BullmqProducer implements Producer {
   readonly client: Redis;
   /** Deliveries that arrived in the same event-loop turn: written together in one pipeline (group commit). */
@@ -198,8 +202,7 @@ export class BullmqProducer implements Producer {
     const batch = this.batch;
     this.batch = [];
     if (batch.length === 1) {
-      const [one] = batch as [PendingAdd];
-      queue.add(one.name, one.data, one.opts).then((job) => one.resolve(job.id ?? one.data.deliveryId), one.reject);
+      addOne(queue, batch[0] as PendingAdd);
       return;
     }
     queue.addBulk(batch.map(({ name, data, opts }) => ({ name, data, opts }))).then(
@@ -212,9 +215,7 @@ export class BullmqProducer implements Producer {
       () => {
         // One bad entry fails the whole pipeline (BullMQ stops at the first error): add each on its own, so that only
         // the bad ones fail. Entries the pipeline did store come back as duplicates of themselves.
-        for (const one of batch) {
-          queue.add(one.name, one.data, one.opts).then((job) => one.resolve(job.id ?? one.data.deliveryId), one.reject);
-        }
+        for (const one of batch) addOne(queue, one);
       },
     );
   };
