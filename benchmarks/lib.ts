@@ -8,10 +8,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { freePort } from '../test/helpers/redis-server.ts';
+
+export { freePort };
 
 export const WEBHOOK_PATH = '/webhook/sellsy';
 export const FLOOR_KEY = 'bench:floor';
@@ -136,19 +138,6 @@ export function tail(stream: NodeJS.ReadableStream | null, limit = 4000): () => 
     text = (text + chunk.toString('utf8')).slice(-limit);
   });
   return () => text;
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
