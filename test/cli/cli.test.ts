@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ENV_NAMES } from '../../src/config/schema.ts';
-import { ROOT, runCli } from '../helpers/cli.ts';
+import { ROOT, runCli, spawnCli, waitFor } from '../helpers/cli.ts';
+import { freePort, RedisServer } from '../helpers/redis-server.ts';
 
 test('help lists every command and every environment variable', () => {
   const result = runCli(['--help']);
@@ -44,5 +45,24 @@ test('.env.example and the README document every variable, with its default', ()
   for (const name of ENV_NAMES) {
     assert.match(example, new RegExp(`^${name}=`, 'm'), `.env.example sets ${name}`);
     assert.ok(readme.includes(`\`${name}\``), `README documents ${name}`);
+  }
+});
+
+test('at start the listener logs a warning for each Redis setting that can lose jobs', async (t) => {
+  const redis = new RedisServer(await freePort(), ['--appendonly', 'no', '--maxmemory-policy', 'allkeys-lru']);
+  t.after(() => redis.destroy());
+  await redis.start();
+  const cli = spawnCli(['listen'], { PORT: String(await freePort()), HOST: '127.0.0.1', REDIS_URL: redis.url });
+  try {
+    const warnings = () => cli.stdout.map((line) => JSON.parse(line)).filter((line) => line.level === 40);
+    await waitFor(() => warnings().some((w) => /AOF is off/.test(w.msg)), 20_000, 'the AOF warning');
+    await waitFor(
+      () => warnings().some((w) => /maxmemory-policy is "allkeys-lru"/.test(w.msg)),
+      5_000,
+      'the eviction warning',
+    );
+  } finally {
+    cli.child.kill('SIGTERM');
+    await cli.exited;
   }
 });

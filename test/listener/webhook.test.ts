@@ -70,7 +70,13 @@ describe('with SELLSY_SIGN_KEY set', () => {
     assert.ok(job);
     assert.equal(job.name, 'invoice.step');
     assert.ok(rawBytesOf(job.data).equals(VECTORS.jsonWithObject.body));
-    assert.equal((job.data as WebhookJobData).event?.relatedObject && typeof job.data.event.relatedObject, 'object');
+    assert.deepEqual((job.data as WebhookJobData).event?.relatedObject, {
+      id: 987654,
+      number: 'FAC-2026-0042',
+      status: 'paid',
+      subject: 'Prestation décembre',
+      pdf_link: 'https://example.invalid/x.pdf',
+    });
   });
 
   test('a signed form delivery becomes one job named after relatedtype and event', async () => {
