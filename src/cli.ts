@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import closeWithGrace from 'close-with-grace';
 import { startListener } from './cli/listener.ts';
 import { type Config, loadConfig } from './config/config.ts';
-import { ConfigError } from './errors.ts';
+import { ConfigError, SpoolError, SpoolLockedError } from './errors.ts';
 import { createLogger } from './logger.ts';
 import { startWorker } from './worker/worker.ts';
 
@@ -24,6 +24,7 @@ Configuration comes from environment variables; see .env.example and the README.
   listener: PORT HOST REDIS_URL QUEUE_NAME QUEUE_PREFIX SELLSY_SIGN_KEY SELLSY_ACCOUNT_KEYS SIGNATURE_CHECK
             SIGNATURE_FORM_SCOPE BODY_LIMIT_BYTES DEDUP_WINDOW_SECONDS ENQUEUE_TIMEOUT_MS ENQUEUE_FAILURE_STATUS
             TRUST_PROXY JOB_ATTEMPTS JOB_BACKOFF_MS JOB_KEEP_COMPLETED_SECONDS JOB_KEEP_FAILED_SECONDS SPOOL_DIR
+            SPOOL_MAX_BYTES ACK_BUDGET_MS
   worker:   REDIS_URL QUEUE_NAME QUEUE_PREFIX WORKER_CONCURRENCY
   all:      LOG_LEVEL SHUTDOWN_TIMEOUT_MS
 `;
@@ -78,6 +79,10 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof SpoolLockedError || err instanceof SpoolError) {
+    process.stderr.write(`sellsy-webhooks: ${err.message}\n`);
+    process.exit(1);
+  }
   process.stderr.write(`sellsy-webhooks: ${(err as Error)?.stack ?? String(err)}\n`);
   process.exit(1);
 });

@@ -26,10 +26,33 @@ export class EnqueueError extends Error {
   readonly code = 'SW_ERR_ENQUEUE';
   constructor(
     message: string,
-    readonly reason: 'not_connected' | 'timeout' | 'backlog' | 'redis_error',
+    readonly reason: 'not_connected' | 'timeout' | 'backlog' | 'redis_error' | 'spool_full' | 'spool_error',
     options?: { cause?: unknown },
   ) {
     super(message, options);
     this.name = 'EnqueueError';
+  }
+}
+
+/** The spool could not make a delivery durable: `full` (SPOOL_MAX_BYTES reached), `io` (disk full, read-only, I/O
+ * error), `closed` (shutting down). */
+export class SpoolError extends Error {
+  readonly code = 'SW_ERR_SPOOL';
+  constructor(
+    message: string,
+    readonly reason: 'full' | 'io' | 'closed',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'SpoolError';
+  }
+}
+
+/** Another live process holds the spool directory. */
+export class SpoolLockedError extends Error {
+  readonly code = 'SW_ERR_SPOOL_LOCKED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'SpoolLockedError';
   }
 }

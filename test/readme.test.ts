@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
-import { httpOk, ROOT, waitFor } from './helpers/cli.ts';
+import { httpOk, ROOT, tempSpoolDir, waitFor } from './helpers/cli.ts';
 import { freePort, type RedisServer, startRedis } from './helpers/redis-server.ts';
 
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
@@ -36,7 +36,14 @@ test('npm start serves the README curl example, which makes one invoice.paid job
   const port = await freePort();
   const service = spawn('npm', ['start', '--silent'], {
     cwd: ROOT,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redis.url, LOG_LEVEL: 'warn' },
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      REDIS_URL: redis.url,
+      LOG_LEVEL: 'warn',
+      SPOOL_DIR: tempSpoolDir(),
+    },
     stdio: 'ignore',
     detached: true,
   });

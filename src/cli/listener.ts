@@ -4,8 +4,8 @@
 import type { Logger } from 'pino';
 import { type Config, signatureEnabled } from '../config/config.ts';
 import { buildApp } from '../listener/app.ts';
+import { openListenerProducer } from '../listener/producer.ts';
 import { createMetrics } from '../metrics/metrics.ts';
-import { BullmqProducer, producerOptionsFrom } from '../queue/producer.ts';
 
 export interface RunningListener {
   url: string;
@@ -24,24 +24,40 @@ export async function startListener(config: Config, logger: Logger): Promise<Run
   const metrics = createMetrics();
   let lastRedisError = '';
   let lastRedisErrorAt = 0;
-  const producer = new BullmqProducer({
-    ...producerOptionsFrom(config),
-    onReady: (report) => {
-      lastRedisError = '';
-      const { warnings, ...settings } = report;
-      log.info({ redis: settings }, 'redis connected');
-      for (const warning of warnings) log.warn({ redis: settings }, warning);
+  const { producer, recovery } = await openListenerProducer(
+    config,
+    { logger: log, metrics },
+    {
+      onReady: (report) => {
+        lastRedisError = '';
+        const { warnings, ...settings } = report;
+        log.info({ redis: settings }, 'redis connected');
+        for (const warning of warnings) log.warn({ redis: settings }, warning);
+      },
+      onError: (err) => {
+        // ioredis reports every failed reconnection; one line per distinct error per 30 s is enough.
+        const now = Date.now();
+        if (err.message !== lastRedisError || now - lastRedisErrorAt > 30_000) {
+          log.warn({ err: err.message }, 'redis unavailable: deliveries cannot be queued until it is back');
+          lastRedisError = err.message;
+          lastRedisErrorAt = now;
+        }
+      },
     },
-    onError: (err) => {
-      // ioredis reports every failed reconnection; one line per distinct error per 30 s is enough.
-      const now = Date.now();
-      if (err.message !== lastRedisError || now - lastRedisErrorAt > 30_000) {
-        log.warn({ err: err.message }, 'redis unavailable: deliveries cannot be queued until it is back');
-        lastRedisError = err.message;
-        lastRedisErrorAt = now;
-      }
-    },
-  });
+  );
+  if (recovery === null) {
+    log.warn(
+      'SPOOL_MAX_BYTES=0: no local spool; when Redis cannot take a delivery it is answered with ENQUEUE_FAILURE_STATUS and logged, not kept',
+    );
+  } else {
+    const spool = { dir: config.spool.dir, ackBudgetMs: config.spool.ackBudgetMs, ...recovery };
+    if (recovery.corruptBytes > 0 || recovery.badFiles.length > 0) {
+      log.error({ spool }, 'the spool held damaged records; they are skipped and their segments kept as *.corrupt');
+    }
+    if (recovery.tornBytes > 0)
+      log.warn({ spool }, 'the spool ended with a torn record (a crash while writing); cut off');
+    log.info({ spool }, recovery.depth > 0 ? 'spool opened: draining what an earlier run left' : 'spool opened');
+  }
   const app = await buildApp({ config, producer, metrics, logger: log });
   const address = await app.listen({ port: config.port, host: config.host });
   log.info({ address, queue: config.queueName, prefix: config.queuePrefix }, 'listening');

@@ -28,7 +28,13 @@ export interface Config {
   dedupWindowSeconds: number;
   enqueueTimeoutMs: number;
   enqueueFailureStatus: 200 | 503;
-  spoolDir: string;
+  spool: {
+    dir: string;
+    /** 0: no spool (a 200 then means Redis took the job; when it cannot, ENQUEUE_FAILURE_STATUS). */
+    maxBytes: number;
+    /** How long a delivery waits for Redis before it is spooled instead. */
+    ackBudgetMs: number;
+  };
   logLevel: LogLevel;
   shutdownTimeoutMs: number;
   trustProxy: boolean;
@@ -82,7 +88,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dedupWindowSeconds: parsed.DEDUP_WINDOW_SECONDS,
     enqueueTimeoutMs: parsed.ENQUEUE_TIMEOUT_MS,
     enqueueFailureStatus: parsed.ENQUEUE_FAILURE_STATUS,
-    spoolDir: parsed.SPOOL_DIR,
+    spool: { dir: parsed.SPOOL_DIR, maxBytes: parsed.SPOOL_MAX_BYTES, ackBudgetMs: parsed.ACK_BUDGET_MS },
     logLevel: parsed.LOG_LEVEL as LogLevel,
     shutdownTimeoutMs: parsed.SHUTDOWN_TIMEOUT_MS,
     trustProxy: parsed.TRUST_PROXY,

@@ -40,15 +40,23 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.get('/healthz', async () => ({ ok: true }));
 
+  // Ready while a delivery can be made durable: Redis answers, or the spool can take it.
   app.get('/readyz', async (_request, reply) => {
     const redis = producer.health();
     const ping = redis.ready ? await producer.ping() : false;
-    const ready = redis.ready && ping;
-    return reply.code(ready ? 200 : 503).send({ ok: ready, redis: { ...redis, ping } });
+    const spool = producer.spoolStatus?.() ?? null;
+    const ready = (redis.ready && ping) || spool?.healthy === true;
+    return reply.code(ready ? 200 : 503).send({ ok: ready, redis: { ...redis, ping }, spool });
   });
 
   app.get('/metrics', async (_request, reply) => {
     metrics.redisUp.set(producer.health().ready ? 1 : 0);
+    const spool = producer.spoolStatus?.();
+    if (spool) {
+      metrics.spoolDepth.set(spool.depth);
+      metrics.spoolBytes.set(spool.bytes);
+      metrics.spoolOldestAge.set(spool.oldestAgeSeconds);
+    }
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 

@@ -1,8 +1,9 @@
 /**
  * `POST /webhook/sellsy[/<account>]`: one delivery in, one job out, then the answer.
  *
- * Answers: 200 `{"ok":true,"deliveryId","jobId","duplicate"}` once Redis holds the job; 401 `{"ok":false,"error"}`
- * on a missing or wrong signature (nothing queued); 413 over `BODY_LIMIT_BYTES`; when Redis cannot take the job,
+ * Answers: 200 `{"ok":true,"deliveryId","jobId","duplicate"}` once Redis holds the job, or with `"spooled":true` once
+ * the local spool holds it (Redis down or slower than ACK_BUDGET_MS); 401 `{"ok":false,"error"}` on a missing or
+ * wrong signature (nothing queued); 413 over `BODY_LIMIT_BYTES`; when neither Redis nor the spool can take it,
  * `ENQUEUE_FAILURE_STATUS` (200 `{"ok":true,"queued":false}` or 503) and the raw delivery logged at error level.
  * Any body that passes the signature check is queued, parsed or not (`unknown` jobs).
  * `GET`/`HEAD` on the same paths answer 200 and do nothing (Sellsy or an operator probing the URL).
@@ -124,16 +125,21 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
 
     try {
       const result = await producer.enqueue({ name, data });
-      const outcome = result.duplicate ? 'duplicate' : 'accepted';
+      const outcome = result.spooled ? 'spooled' : result.duplicate ? 'duplicate' : 'accepted';
       metrics.deliveries.inc({ outcome });
       const ackMs = reply.elapsedTime;
       metrics.ackSeconds.observe(ackMs / 1000);
-      log.info({ ...logFields, jobId: result.jobId, outcome, ackMs }, 'delivery');
+      if (result.spooled) {
+        metrics.enqueueErrors.inc({ reason: result.spoolReason ?? 'timeout' });
+        log.warn({ ...logFields, jobId: result.jobId, outcome, reason: result.spoolReason, ackMs }, 'delivery');
+      } else {
+        log.info({ ...logFields, jobId: result.jobId, outcome, ackMs }, 'delivery');
+      }
       // Ids are UUIDs (no characters to escape): the answer is written as is, without a serializer.
       return reply
         .type(JSON_UTF8)
         .send(
-          `{"ok":true,"deliveryId":"${data.deliveryId}","jobId":${JSON.stringify(result.jobId)},"duplicate":${result.duplicate}}`,
+          `{"ok":true,"deliveryId":"${data.deliveryId}","jobId":${JSON.stringify(result.jobId)},"duplicate":${result.duplicate}${result.spooled ? ',"spooled":true' : ''}}`,
         );
     } catch (err) {
       if (!(err instanceof EnqueueError)) throw err;

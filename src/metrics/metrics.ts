@@ -4,8 +4,11 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
-/** What happened to a delivery. `lost`: answered 200 but not queued (logged at error level with the raw body). */
-export type DeliveryOutcome = 'accepted' | 'duplicate' | 'bad_signature' | 'too_large' | 'lost' | 'refused';
+/**
+ * What happened to a delivery. `spooled`: answered 200 once durable in the local spool (queued later). `lost`:
+ * answered 200 but neither queued nor spooled (logged at error level with the raw body). `refused`: answered 503.
+ */
+export type DeliveryOutcome = 'accepted' | 'duplicate' | 'spooled' | 'bad_signature' | 'too_large' | 'lost' | 'refused';
 
 export interface Metrics {
   registry: Registry;
@@ -13,6 +16,10 @@ export interface Metrics {
   ackSeconds: Histogram;
   enqueueErrors: Counter<'reason'>;
   redisUp: Gauge;
+  spoolDepth: Gauge;
+  spoolBytes: Gauge;
+  spoolOldestAge: Gauge;
+  spoolDrained: Counter<'result'>;
 }
 
 export function createMetrics(options: { processMetrics?: boolean } = {}): Metrics {
@@ -24,7 +31,15 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
-  for (const outcome of ['accepted', 'duplicate', 'bad_signature', 'too_large', 'lost', 'refused'] as const) {
+  for (const outcome of [
+    'accepted',
+    'duplicate',
+    'spooled',
+    'bad_signature',
+    'too_large',
+    'lost',
+    'refused',
+  ] as const) {
     deliveries.inc({ outcome }, 0);
   }
   const ackSeconds = new Histogram({
@@ -44,5 +59,37 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     help: '1 when the listener can write to the queue, else 0.',
     registers: [registry],
   });
-  return { registry, deliveries, ackSeconds, enqueueErrors, redisUp };
+  const spoolDepth = new Gauge({
+    name: 'sellsy_webhooks_spool_deliveries',
+    help: 'Deliveries in the local spool, waiting for Redis.',
+    registers: [registry],
+  });
+  const spoolBytes = new Gauge({
+    name: 'sellsy_webhooks_spool_bytes',
+    help: 'Size of the local spool files.',
+    registers: [registry],
+  });
+  const spoolOldestAge = new Gauge({
+    name: 'sellsy_webhooks_spool_oldest_age_seconds',
+    help: 'Age of the oldest delivery in the local spool (0 when empty).',
+    registers: [registry],
+  });
+  const spoolDrained = new Counter({
+    name: 'sellsy_webhooks_spool_drained_total',
+    help: 'Spooled deliveries moved to the queue: queued, or duplicate (Redis already held the job).',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  for (const result of ['queued', 'duplicate'] as const) spoolDrained.inc({ result }, 0);
+  return {
+    registry,
+    deliveries,
+    ackSeconds,
+    enqueueErrors,
+    redisUp,
+    spoolDepth,
+    spoolBytes,
+    spoolOldestAge,
+    spoolDrained,
+  };
 }

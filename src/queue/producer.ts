@@ -13,6 +13,7 @@ import { type JobsOptions, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { EnqueueError } from '../errors.ts';
+import type { SpoolStatus } from '../spool/spool.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { createProducerConnection, type DurabilityReport, inspectDurability } from './redis.ts';
 
@@ -21,6 +22,10 @@ export interface EnqueueResult {
   jobId: string;
   /** The same delivery was already queued within the deduplication window. */
   duplicate: boolean;
+  /** Written to the local spool instead (Redis down, failing or slower than the ack budget); queued later. */
+  spooled?: boolean;
+  /** Why it was spooled. */
+  spoolReason?: EnqueueError['reason'];
 }
 
 export interface RedisHealth {
@@ -34,6 +39,8 @@ export interface RedisHealth {
 export interface Producer {
   enqueue(job: WebhookJob): Promise<EnqueueResult>;
   health(): RedisHealth;
+  /** The local spool's state, when there is one. */
+  spoolStatus?(): SpoolStatus;
   /** A round trip to Redis, bounded by the command deadline. */
   ping(): Promise<boolean>;
   close(): Promise<void>;
@@ -83,8 +90,17 @@ export function producerOptionsFrom(config: Config): BullmqProducerOptions {
   };
 }
 
-function addOne(queue: Queue, one: PendingAdd): void {
-  queue.add(one.name, one.data, one.opts).then((job) => one.resolve(job.id ?? one.data.deliveryId), one.reject);
+function addOne(queue: Queue, one: PendingAdd, settled?: () => void): void {
+  queue.add(one.name, one.data, one.opts).then(
+    (job) => {
+      settled?.();
+      one.resolve(job.id ?? one.data.deliveryId);
+    },
+    (err: unknown) => {
+      settled?.();
+      one.reject(err);
+    },
+  );
 }
 
 export class BullmqProducer implements Producer {
@@ -96,6 +112,9 @@ export class BullmqProducer implements Producer {
   private lastError: string | null = null;
   private closed = false;
   private readonly baseOpts: JobsOptions;
+  /** Writes sent to Redis and not settled yet, and when Redis last made progress on them. */
+  private inFlight = 0;
+  private progressAt = 0;
 
   constructor(private readonly opts: BullmqProducerOptions) {
     this.baseOpts = {
@@ -152,7 +171,19 @@ export class BullmqProducer implements Producer {
     );
   }
 
-  async enqueue(job: WebhookJob): Promise<EnqueueResult> {
+  /**
+   * Redis has been sitting on writes for longer than `ms` without answering any: frozen, overloaded or cut off.
+   * A caller with a tighter budget than the command deadline can go elsewhere at once instead of waiting.
+   */
+  stalled(ms: number): boolean {
+    return this.inFlight > 0 && Date.now() - this.progressAt > ms;
+  }
+
+  /**
+   * Writes one job. Settles within `deadlineMs` (default `ENQUEUE_TIMEOUT_MS`); after a timeout the write may still
+   * land, and the job's ids make writing the same delivery again harmless.
+   */
+  async enqueue(job: WebhookJob, deadlineMs = this.opts.timeoutMs): Promise<EnqueueResult> {
     const queue = this.queue;
     if (queue === null || !this.queueReady || this.client.status !== 'ready') {
       throw new EnqueueError(`Redis is not connected (${this.client.status})`, 'not_connected');
@@ -172,10 +203,14 @@ export class BullmqProducer implements Producer {
     }
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new EnqueueError(`Redis did not confirm the job within ${this.opts.timeoutMs} ms`, 'timeout')),
-        this.opts.timeoutMs,
-      );
+      // Timers run before I/O in each event-loop turn: on a busy loop the deadline can fire while Redis's answer
+      // already waits on the socket. Giving I/O one more phase (setImmediate runs after it) counts only Redis's
+      // own slowness against the deadline, not the listener's.
+      timer = setTimeout(() => {
+        setImmediate(() =>
+          reject(new EnqueueError(`Redis did not confirm the job within ${deadlineMs} ms`, 'timeout')),
+        );
+      }, deadlineMs);
     });
     const write = new Promise<string>((resolve, reject) => {
       if (this.batch.push({ name: job.name, data, opts, resolve, reject }) === 1) setImmediate(this.flush, queue);
@@ -201,18 +236,25 @@ export class BullmqProducer implements Producer {
   private readonly flush = (queue: Queue): void => {
     const batch = this.batch;
     this.batch = [];
+    if (this.inFlight++ === 0) this.progressAt = Date.now();
+    const settled = () => {
+      this.inFlight--;
+      this.progressAt = Date.now();
+    };
     if (batch.length === 1) {
-      addOne(queue, batch[0] as PendingAdd);
+      addOne(queue, batch[0] as PendingAdd, settled);
       return;
     }
     queue.addBulk(batch.map(({ name, data, opts }) => ({ name, data, opts }))).then(
       (jobs) => {
+        settled();
         for (let i = 0; i < batch.length; i++) {
           const pending = batch[i] as PendingAdd;
           pending.resolve(jobs[i]?.id ?? pending.data.deliveryId);
         }
       },
       () => {
+        settled();
         // One bad entry fails the whole pipeline (BullMQ stops at the first error): add each on its own, so that only
         // the bad ones fail. Entries the pipeline did store come back as duplicates of themselves.
         for (const one of batch) addOne(queue, one);

@@ -1,6 +1,7 @@
 /**
- * Graceful shutdown of the real process: SIGTERM while requests wait on a frozen Redis; every one of them is
- * answered 200 with its job queued once Redis answers again, and the process exits 0.
+ * Graceful shutdown of the real process without a spool (SPOOL_MAX_BYTES=0): SIGTERM while requests wait on a frozen
+ * Redis; every one of them is answered 200 with its job queued once Redis answers again, and the process exits 0.
+ * (With the spool they are answered at once: test/spool/.)
  */
 
 import assert from 'node:assert/strict';
@@ -24,6 +25,7 @@ test('SIGTERM during in-flight enqueues loses no request and exits 0', async () 
     REDIS_URL: redis.url,
     QUEUE_NAME: queueName,
     ENQUEUE_TIMEOUT_MS: '10000',
+    SPOOL_MAX_BYTES: '0',
     SHUTDOWN_TIMEOUT_MS: '15000',
   });
   try {

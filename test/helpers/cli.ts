@@ -1,5 +1,8 @@
 /** Runs the real CLI (`src/cli.ts` through tsx) as a child process, as an operator would. */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -20,10 +23,15 @@ export interface CliProcess {
   exited: Promise<number | null>;
 }
 
+/** A fresh spool directory for a process under test (the default `./spool` would be shared between tests). */
+export function tempSpoolDir(): string {
+  return mkdtempSync(join(tmpdir(), 'sellsy-spool-'));
+}
+
 export function spawnCli(args: string[], env: Record<string, string>): CliProcess {
   const child = spawn(process.execPath, [...CLI, ...args], {
     cwd: ROOT,
-    env: { ...process.env, ...env },
+    env: { ...process.env, SPOOL_DIR: tempSpoolDir(), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const stdout: string[] = [];

@@ -3,20 +3,30 @@
  * Each call uses its own queue name, so tests sharing a Redis never see each other's jobs.
  */
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import { type Config, loadConfig } from '../../src/config/config.ts';
 import { buildApp } from '../../src/listener/app.ts';
+import { openListenerProducer } from '../../src/listener/producer.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
-import { BullmqProducer, type BullmqProducerOptions, producerOptionsFrom } from '../../src/queue/producer.ts';
+import type { BullmqProducer, BullmqProducerOptions, Producer } from '../../src/queue/producer.ts';
+import type { SpoolingProducer } from '../../src/spool/spooling-producer.ts';
 
 export interface TestListener {
   url: string;
   config: Config;
   app: FastifyInstance;
-  producer: BullmqProducer;
+  /** What the app calls: the spooling producer, or the BullMQ one with SPOOL_MAX_BYTES=0. */
+  producer: Producer;
+  /** The Redis side. */
+  queueProducer: BullmqProducer;
+  /** Null with SPOOL_MAX_BYTES=0. */
+  spooling: SpoolingProducer | null;
   metrics: Metrics;
   queue: Queue;
   logs: Record<string, unknown>[];
@@ -36,7 +46,9 @@ export async function startTestListener(
   env: Record<string, string> = {},
   producerOptions: Partial<BullmqProducerOptions> = {},
 ): Promise<TestListener> {
+  const tmp = env.SPOOL_DIR === undefined ? await mkdtemp(join(tmpdir(), 'sellsy-spool-')) : null;
   const config = loadConfig({
+    SPOOL_DIR: tmp ?? '',
     REDIS_URL: redisUrl,
     QUEUE_NAME: `test-${randomBytes(4).toString('hex')}`,
     PORT: '0',
@@ -47,7 +59,8 @@ export async function startTestListener(
   const capture = new LogCapture();
   const logger = createLogger(config.logLevel, capture);
   const metrics = createMetrics({ processMetrics: false });
-  const producer = new BullmqProducer({ ...producerOptionsFrom(config), ...producerOptions });
+  const opened = await openListenerProducer(config, { logger, metrics }, producerOptions);
+  const { producer } = opened;
   const app = await buildApp({ config, producer, metrics, logger });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   const queue = new Queue(config.queueName, { connection: { url: redisUrl }, prefix: config.queuePrefix });
@@ -57,6 +70,8 @@ export async function startTestListener(
     config,
     app,
     producer,
+    queueProducer: opened.queueProducer,
+    spooling: opened.spooling,
     metrics,
     queue,
     logs: capture.lines,
@@ -64,6 +79,7 @@ export async function startTestListener(
       await app.close();
       await producer.close();
       await queue.close();
+      if (tmp !== null) await rm(tmp, { recursive: true, force: true });
     },
   };
 }
@@ -71,7 +87,7 @@ export async function startTestListener(
 /** Waits until the producer can write, bounded. */
 export async function untilReady(listener: TestListener, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!listener.producer.health().ready) {
+  while (!listener.queueProducer.health().ready) {
     if (Date.now() > deadline) throw new Error('producer did not become ready');
     await new Promise((r) => setTimeout(r, 20));
   }

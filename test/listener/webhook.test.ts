@@ -417,6 +417,7 @@ test('no log line ever contains a configured signing key, even when the whole de
   const secret = 'sk-very-secret-sign-key-42';
   const accountSecret = 'acct-secret-key-99';
   const down = await startTestListener(`redis://127.0.0.1:${await freePort()}`, {
+    SPOOL_MAX_BYTES: '0',
     SELLSY_SIGN_KEY: secret,
     SELLSY_ACCOUNT_KEYS: JSON.stringify({ '929': accountSecret }),
   });

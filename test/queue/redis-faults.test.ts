@@ -1,6 +1,7 @@
 /**
- * The listener with Redis down, frozen or restarted: it starts, answers within a bounded time with the configured
- * status, logs what it could not queue, and recovers by itself.
+ * The listener without a spool (SPOOL_MAX_BYTES=0) with Redis down, frozen or restarted: it starts, answers within a
+ * bounded time with the configured status, logs what it could not queue, and recovers by itself. (With the spool,
+ * the default, see test/spool/.)
  */
 
 import assert from 'node:assert/strict';
@@ -21,7 +22,7 @@ async function listener(
   env: Record<string, string> = {},
   producerOptions: Partial<BullmqProducerOptions> = {},
 ): Promise<TestListener> {
-  const l = await startTestListener(redisUrl, env, producerOptions);
+  const l = await startTestListener(redisUrl, { SPOOL_MAX_BYTES: '0', ...env }, producerOptions);
   cleanup.push(() => l.close());
   return l;
 }
@@ -161,8 +162,8 @@ test('regression: a queue whose start-up failed on an open connection is retried
   cleanup.push(() => redis.destroy());
   const l = await listener(`redis://limited@127.0.0.1:${redis.port}`);
   await new Promise((r) => setTimeout(r, 1200));
-  assert.equal(l.producer.health().ready, false);
-  assert.equal(l.producer.client.status, 'ready');
+  assert.equal(l.queueProducer.health().ready, false);
+  assert.equal(l.queueProducer.client.status, 'ready');
   const refused = await post(l.url, '{"relatedtype":"a","event":"before-grant"}', JSON_TYPE);
   assert.equal(refused.body.queued, false);
   const admin = redis.client();
