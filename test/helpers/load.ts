@@ -1,0 +1,84 @@
+/**
+ * Steady load for fault tests: requests started at a fixed rate (open loop, each on its own), unique bodies, every
+ * answer recorded with its latency. Bounded by count; never targets anything but the given loopback URL.
+ */
+import type { Queue } from 'bullmq';
+
+export interface Answer {
+  i: number;
+  status: number;
+  ms: number;
+  body: Record<string, unknown>;
+  /** Network error (connection refused or reset): no answer. */
+  error?: string;
+}
+
+export function deliveryBody(i: number, tag = 'load'): string {
+  return `{"relatedtype":"invoice","event":"step","relatedid":"${tag}-${i}","corpid":"929"}`;
+}
+
+/** Starts `count` requests at `ratePerSecond`, waits for every answer. `onSent(i)` runs after each start. */
+export async function steadyLoad(
+  url: string,
+  count: number,
+  ratePerSecond: number,
+  options: { tag?: string; onSent?: (i: number) => void; timeoutMs?: number } = {},
+): Promise<Answer[]> {
+  const interval = 1000 / ratePerSecond;
+  const started = performance.now();
+  const pending: Promise<Answer>[] = [];
+  for (let i = 0; i < count; i++) {
+    const due = started + i * interval;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    pending.push(send(url, i, deliveryBody(i, options.tag), options.timeoutMs ?? 10_000));
+    options.onSent?.(i);
+  }
+  return Promise.all(pending);
+}
+
+async function send(url: string, i: number, body: string, timeoutMs: number): Promise<Answer> {
+  const t0 = performance.now();
+  try {
+    const response = await fetch(`${url}/webhook/sellsy`, {
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/json' },
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const text = await response.text();
+    return { i, status: response.status, ms: performance.now() - t0, body: text ? JSON.parse(text) : {} };
+  } catch (err) {
+    return { i, status: 0, ms: performance.now() - t0, body: {}, error: (err as Error).message };
+  }
+}
+
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
+}
+
+/** Every job in the queue, whatever its state. */
+export async function allJobs(queue: Queue) {
+  return queue.getJobs(['waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized']);
+}
+
+/**
+ * The zero-loss check: each delivery answered 200 is exactly one job, and no delivery made two jobs.
+ * Returns the number of jobs.
+ */
+export async function assertOneJobPerDelivery(queue: Queue, answers: Answer[], fail: (message: string) => never) {
+  const jobs = await allJobs(queue);
+  const byRelatedId = new Map<string, number>();
+  for (const job of jobs) {
+    const related = String(job.data.event?.relatedId ?? job.data.rawBody);
+    byRelatedId.set(related, (byRelatedId.get(related) ?? 0) + 1);
+  }
+  const duplicated = [...byRelatedId].filter(([, n]) => n > 1);
+  if (duplicated.length > 0) fail(`${duplicated.length} deliveries made more than one job: ${duplicated[0]?.[0]}`);
+  const ok = answers.filter((a) => a.status === 200);
+  const ids = new Set(jobs.map((job) => job.id));
+  const missing = ok.filter((a) => !ids.has(a.body.jobId as string));
+  if (missing.length > 0) fail(`${missing.length} deliveries answered 200 have no job (first: #${missing[0]?.i})`);
+  return jobs.length;
+}
