@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 /**
- * `sellsy-webhooks <command>`: listen | work | start | help | version.
+ * `sellsy-webhooks <command>`: listen | work | start | spool status | spool drain | help | version.
  * Exit codes: 0 done, 1 runtime failure, 2 usage error, 78 bad configuration.
  */
 import closeWithGrace from 'close-with-grace';
 import { startListener } from './cli/listener.ts';
+import { spoolDrain, spoolStatus } from './cli/spool.ts';
 import { type Config, loadConfig } from './config/config.ts';
 import { ConfigError, SpoolError, SpoolLockedError } from './errors.ts';
 import { createLogger } from './logger.ts';
@@ -17,6 +18,10 @@ Commands:
   start     listener and worker in one process (what \`npm start\` runs)
   listen    the HTTP listener only: POST /webhook/sellsy → BullMQ job
   work      the worker only: processes jobs from the queue
+  spool status [--json]
+            what the local spool in SPOOL_DIR holds: deliveries, size, oldest (safe while a listener runs)
+  spool drain
+            moves every spooled delivery into the queue once, then exits (no listener may run on SPOOL_DIR)
   help      this text
   version   the package version
 
@@ -44,7 +49,13 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${version()}\n`);
     return;
   }
-  if (!['listen', 'work', 'start'].includes(command)) {
+  const spoolCommand = command === 'spool' ? argv[1] : undefined;
+  if (command === 'spool' && spoolCommand !== 'status' && spoolCommand !== 'drain') {
+    process.stderr.write(`Unknown spool command "${spoolCommand ?? ''}": use "spool status" or "spool drain".\n`);
+    process.exitCode = 2;
+    return;
+  }
+  if (!['listen', 'work', 'start', 'spool'].includes(command)) {
     process.stderr.write(`Unknown command "${command}".\n\n${HELP}`);
     process.exitCode = 2;
     return;
@@ -60,6 +71,14 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     throw err;
+  }
+  if (spoolCommand === 'status') {
+    process.exitCode = await spoolStatus(config, argv.includes('--json'));
+    return;
+  }
+  if (spoolCommand === 'drain') {
+    process.exitCode = await spoolDrain(config);
+    return;
   }
   const logger = createLogger(config.logLevel);
   const closers: (() => Promise<void>)[] = [];
