@@ -1,0 +1,420 @@
+/**
+ * The spool: a durable local buffer for deliveries that Redis could not take in time.
+ *
+ * `append` resolves only once the record is on disk (written and `fdatasync`ed). Appends that arrive while a write
+ * is in progress share the next write and its single fsync (group commit), so a burst costs one fsync per turn of the
+ * disk, not one per request. `drain` hands records to a sink, oldest first, and forgets them only once the sink
+ * resolved: a record is removed after Redis confirmed it, never before. What was drained is remembered per segment
+ * in `segment-<n>.done` (the byte offset drained so far); losing that file (a power loss) only means re-sending
+ * records that Redis already holds, which the queue's deduplication turns into no-ops.
+ *
+ * Files in `SPOOL_DIR`: `LOCK` (the owning process, see lock.ts), `segment-<n>.log` (format.ts), `segment-<n>.done`,
+ * and `segment-<n>.corrupt` (a drained segment that had damaged records, kept for inspection).
+ *
+ * Failure codes: `SpoolError` with reason `full` (SPOOL_MAX_BYTES reached), `io` (disk full, read-only file system,
+ * I/O error; the segment is cut back to its last good record), `closed`.
+ */
+
+import type { FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { SpoolError } from '../errors.ts';
+import type { WebhookJob } from '../queue/contract.ts';
+import { encodeRecord, FILE_HEADER, scanRecords } from './format.ts';
+import { lockSpoolDir, type SpoolLock } from './lock.ts';
+
+export interface SpoolOptions {
+  dir: string;
+  /** Appends that would take the spool's files past this size fail with `SpoolError('full')`. */
+  maxBytes: number;
+  /** A new segment file starts once the current one is past this size. Default 16 MiB. */
+  segmentBytes?: number;
+}
+
+export interface SpoolStatus {
+  /** Deliveries in the spool, not yet in Redis. */
+  depth: number;
+  /** Size of the spool's segment files. */
+  bytes: number;
+  maxBytes: number;
+  segments: number;
+  /** `receivedAt` of the oldest delivery waiting, or null when empty. */
+  oldestReceivedAt: string | null;
+  oldestAgeSeconds: number;
+  /** Can take a delivery now: open, below SPOOL_MAX_BYTES, and no write failed in the last `RETRY_AFTER_FAILURE_MS`. */
+  healthy: boolean;
+  lastError: string | null;
+  /** Disk writes (each one fsync) since the spool was opened: appends share them (group commit). */
+  writes: number;
+}
+
+/** What opening found: records left by an earlier process, and damage it repaired. */
+export interface SpoolRecovery {
+  depth: number;
+  segments: number;
+  /** Bytes of torn records cut from segment ends (a crash during an append). */
+  tornBytes: number;
+  /** Bytes of damaged records that will be skipped. */
+  corruptBytes: number;
+  /** Files that are not spool segments (bad header), renamed `*.corrupt`. */
+  badFiles: string[];
+}
+
+interface Segment {
+  seq: number;
+  path: string;
+  /** Bytes in the file. */
+  size: number;
+  /** Valid records past `drainedOffset`. */
+  records: number;
+  /** Records before this offset are in Redis. */
+  drainedOffset: number;
+  /** Time received of the oldest record not drained (ms), or null. */
+  oldestMs: number | null;
+  /** Had damaged records: kept as `*.corrupt` once drained. */
+  corrupt: boolean;
+}
+
+interface PendingAppend {
+  record: Buffer;
+  receivedMs: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+const SEGMENT_FILE = /^segment-(\d{16})\.log$/;
+const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
+const RETRY_AFTER_FAILURE_MS = 5_000;
+
+const segmentPath = (dir: string, seq: number) => join(dir, `segment-${String(seq).padStart(16, '0')}.log`);
+const cursorPath = (segment: Segment) => segment.path.replace(/\.log$/, '.done');
+
+export class Spool {
+  private readonly segments: Segment[];
+  private active: { segment: Segment; handle: FileHandle } | null = null;
+  private pending: PendingAppend[] = [];
+  private pendingBytes = 0;
+  private flushScheduled = false;
+  /** Writes, seals and closes run one at a time, in order. */
+  private chain: Promise<void> = Promise.resolve();
+  private closed = false;
+  private lastError: string | null = null;
+  private lastFailureAt = 0;
+  private nextSeq: number;
+  private writes = 0;
+  /** The last failure was the size bound: freeing space (a drain) clears it. */
+  private fullSince = false;
+
+  private constructor(
+    private readonly opts: Required<SpoolOptions>,
+    private readonly lock: SpoolLock | null,
+    segments: Segment[],
+  ) {
+    this.segments = segments;
+    this.nextSeq = (segments.at(-1)?.seq ?? 0) + 1;
+  }
+
+  /** Takes the directory's lock, repairs torn tails, and loads what an earlier process left. */
+  static async open(options: SpoolOptions): Promise<{ spool: Spool; recovery: SpoolRecovery }> {
+    const opts = { segmentBytes: DEFAULT_SEGMENT_BYTES, ...options };
+    try {
+      await mkdir(opts.dir, { recursive: true });
+    } catch (err) {
+      throw new SpoolError(`SPOOL_DIR ${opts.dir} cannot be created: ${(err as Error).message}`, 'io', { cause: err });
+    }
+    const lock = await lockSpoolDir(opts.dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === undefined || err.code.startsWith('SW_ERR')) throw err;
+      throw new SpoolError(`SPOOL_DIR ${opts.dir} is not writable: ${err.message}`, 'io', { cause: err });
+    });
+    try {
+      const { segments, recovery } = await loadSegments(opts.dir, true);
+      return { spool: new Spool(opts, lock, segments), recovery };
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
+  }
+
+  /** Makes one delivery durable. Rejects with `SpoolError`. */
+  append(job: WebhookJob): Promise<void> {
+    if (this.closed) return Promise.reject(new SpoolError('the spool is closed', 'closed'));
+    const record = encodeRecord(job);
+    if (this.bytes() + this.pendingBytes + record.length > this.opts.maxBytes) {
+      const error = new SpoolError(
+        `the spool is full (SPOOL_MAX_BYTES=${this.opts.maxBytes}, ${this.bytes()} bytes used)`,
+        'full',
+      );
+      this.failed(error);
+      this.fullSince = true;
+      return Promise.reject(error);
+    }
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ record, receivedMs: Date.parse(job.data.receivedAt), resolve, reject });
+      this.pendingBytes += record.length;
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        // Appends of the same event-loop turn join this write.
+        setImmediate(() => {
+          this.chain = this.chain.then(this.flush);
+        });
+      }
+    });
+  }
+
+  private readonly flush = async (): Promise<void> => {
+    this.flushScheduled = false;
+    const batch = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (batch.length === 0) return;
+    const bytes = batch.length === 1 ? (batch[0] as PendingAppend).record : Buffer.concat(batch.map((p) => p.record));
+    let active: { segment: Segment; handle: FileHandle } | null = null;
+    try {
+      if (this.active !== null && this.active.segment.size + bytes.length > this.opts.segmentBytes) {
+        await this.sealActive();
+      }
+      active = this.active ?? (await this.createSegment());
+      const { segment, handle } = active;
+      let written = 0;
+      while (written < bytes.length) {
+        const { bytesWritten } = await handle.write(bytes, written, bytes.length - written, segment.size + written);
+        written += bytesWritten;
+      }
+      await handle.datasync();
+      this.writes++;
+      segment.size += bytes.length;
+      if (segment.records === 0) segment.oldestMs = (batch[0] as PendingAppend).receivedMs;
+      segment.records += batch.length;
+      this.lastError = null;
+      this.fullSince = false;
+      for (const p of batch) p.resolve();
+    } catch (err) {
+      this.failed(err as Error);
+      if (active !== null) {
+        // Cut the segment back to its last good record; if even that fails, stop writing to it (the next open cuts
+        // the torn tail away).
+        await active.handle.truncate(active.segment.size).catch(() => this.sealActive());
+      }
+      const error = new SpoolError(`the spool could not write the delivery: ${(err as Error).message}`, 'io', {
+        cause: err,
+      });
+      for (const p of batch) p.reject(error);
+    }
+  };
+
+  private failed(err: Error): void {
+    this.lastError = err.message;
+    this.lastFailureAt = Date.now();
+    this.fullSince = false;
+  }
+
+  private async createSegment(): Promise<{ segment: Segment; handle: FileHandle }> {
+    const seq = this.nextSeq++;
+    const path = segmentPath(this.opts.dir, seq);
+    const handle = await open(path, 'wx');
+    try {
+      await handle.write(FILE_HEADER, 0, FILE_HEADER.length, 0);
+      await handle.datasync();
+      await syncDir(this.opts.dir);
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await unlink(path).catch(() => undefined);
+      throw err;
+    }
+    const segment: Segment = {
+      seq,
+      path,
+      size: FILE_HEADER.length,
+      records: 0,
+      drainedOffset: FILE_HEADER.length,
+      oldestMs: null,
+      corrupt: false,
+    };
+    this.segments.push(segment);
+    this.active = { segment, handle };
+    return this.active;
+  }
+
+  /** Stops appending to the current segment; the next append starts a new one. */
+  private async sealActive(): Promise<void> {
+    const active = this.active;
+    if (active === null) return;
+    this.active = null;
+    await active.handle.close().catch(() => undefined);
+    if (active.segment.records === 0) await this.removeSegment(active.segment);
+  }
+
+  /**
+   * Sends every record to `sink`, oldest first, in batches of `batchSize`, and removes each batch once `sink`
+   * resolved. Stops at the first rejection, which it rethrows; what was not confirmed stays in the spool.
+   * Returns the number of records drained. One drain at a time (the caller's job).
+   */
+  async drain(sink: (jobs: WebhookJob[]) => Promise<void>, batchSize = 100): Promise<number> {
+    // Records still being written are left for the next drain; the segment holding them is sealed so that this
+    // drain reads files nobody appends to.
+    const sealed = new Promise<void>((resolve) => {
+      this.chain = this.chain.then(async () => {
+        if (this.active !== null && this.active.segment.records > 0) await this.sealActive();
+        resolve();
+      });
+    });
+    await sealed;
+    let drained = 0;
+    for (const segment of this.segments.slice()) {
+      if (this.active?.segment === segment) break;
+      const buf = await readFile(segment.path);
+      const { records } = scanRecords(buf, segment.drainedOffset);
+      for (let i = 0; i < records.length; i += batchSize) {
+        const batch = records.slice(i, i + batchSize);
+        await sink(batch.map((r) => r.job));
+        const next = records[i + batch.length];
+        segment.drainedOffset = (batch.at(-1) as (typeof batch)[number]).end;
+        segment.records = Math.max(0, segment.records - batch.length);
+        segment.oldestMs = next ? Date.parse(next.job.data.receivedAt) : null;
+        drained += batch.length;
+        await writeFile(`${cursorPath(segment)}.tmp`, String(segment.drainedOffset));
+        await rename(`${cursorPath(segment)}.tmp`, cursorPath(segment));
+      }
+      await this.removeSegment(segment);
+    }
+    return drained;
+  }
+
+  private async removeSegment(segment: Segment): Promise<void> {
+    const index = this.segments.indexOf(segment);
+    if (index !== -1) this.segments.splice(index, 1);
+    if (segment.corrupt) await rename(segment.path, segment.path.replace(/\.log$/, '.corrupt'));
+    else await unlink(segment.path);
+    await unlink(cursorPath(segment)).catch(() => undefined);
+    if (this.fullSince) {
+      this.lastError = null;
+      this.fullSince = false;
+    }
+  }
+
+  status(): SpoolStatus {
+    const depth = this.segments.reduce((n, s) => n + s.records, 0);
+    const oldestMs = this.segments.find((s) => s.records > 0)?.oldestMs ?? null;
+    const bytes = this.bytes();
+    return {
+      depth,
+      bytes,
+      maxBytes: this.opts.maxBytes,
+      segments: this.segments.length,
+      oldestReceivedAt: oldestMs === null ? null : new Date(oldestMs).toISOString(),
+      oldestAgeSeconds: oldestMs === null ? 0 : Math.max(0, (Date.now() - oldestMs) / 1000),
+      healthy:
+        !this.closed &&
+        bytes < this.opts.maxBytes &&
+        (this.lastError === null || Date.now() - this.lastFailureAt > RETRY_AFTER_FAILURE_MS),
+      lastError: this.lastError,
+      writes: this.writes,
+    };
+  }
+
+  private bytes(): number {
+    let total = 0;
+    for (const s of this.segments) total += s.size;
+    return total;
+  }
+
+  /** Finishes pending appends, closes the current segment and releases the directory. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.chain = this.chain.then(this.flush).then(() => this.sealActive());
+    await this.chain;
+    await this.lock?.release();
+  }
+}
+
+/** The spool's state read from its files, without taking the lock and changing nothing (`spool status`). */
+export async function inspectSpool(dir: string, maxBytes: number): Promise<SpoolStatus & SpoolRecovery> {
+  const { segments, recovery } = await loadSegments(dir, false);
+  const oldestMs = segments.find((s) => s.records > 0)?.oldestMs ?? null;
+  const bytes = segments.reduce((n, s) => n + s.size, 0);
+  return {
+    ...recovery,
+    bytes,
+    maxBytes,
+    segments: segments.length,
+    oldestReceivedAt: oldestMs === null ? null : new Date(oldestMs).toISOString(),
+    oldestAgeSeconds: oldestMs === null ? 0 : Math.max(0, (Date.now() - oldestMs) / 1000),
+    healthy: bytes < maxBytes,
+    lastError: null,
+    writes: 0,
+  };
+}
+
+async function loadSegments(dir: string, repair: boolean): Promise<{ segments: Segment[]; recovery: SpoolRecovery }> {
+  const recovery: SpoolRecovery = { depth: 0, segments: 0, tornBytes: 0, corruptBytes: 0, badFiles: [] };
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (err) {
+    if (!repair && (err as NodeJS.ErrnoException).code === 'ENOENT') return { segments: [], recovery };
+    throw err;
+  }
+  const segments: Segment[] = [];
+  const seqs = names
+    .map((name) => SEGMENT_FILE.exec(name)?.[1])
+    .filter((seq): seq is string => seq !== undefined)
+    .map(Number)
+    .sort((a, b) => a - b);
+  for (const seq of seqs) {
+    const path = segmentPath(dir, seq);
+    const buf = await readFile(path);
+    const segment: Segment = {
+      seq,
+      path,
+      size: buf.length,
+      records: 0,
+      drainedOffset: FILE_HEADER.length,
+      oldestMs: null,
+      corrupt: false,
+    };
+    const cursor = Number.parseInt(await readFile(cursorPath(segment), 'utf8').catch(() => ''), 10);
+    const scan = scanRecords(buf);
+    if (scan.badHeader && scan.records.length === 0 && buf.length > 0) {
+      recovery.badFiles.push(path);
+      if (repair) await rename(path, path.replace(/\.log$/, '.corrupt'));
+      continue;
+    }
+    if (Number.isSafeInteger(cursor) && scan.records.some((r) => r.end === cursor)) segment.drainedOffset = cursor;
+    const waiting = scan.records.filter((r) => r.offset >= segment.drainedOffset);
+    segment.records = waiting.length;
+    segment.oldestMs = waiting[0] ? Date.parse(waiting[0].job.data.receivedAt) : null;
+    segment.corrupt = scan.corruptBytes > 0;
+    recovery.corruptBytes += scan.corruptBytes;
+    recovery.tornBytes += scan.tornBytes;
+    if (repair && scan.tornBytes > 0) {
+      const handle = await open(path, 'r+');
+      try {
+        await handle.truncate(scan.validEnd);
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+      segment.size = scan.validEnd;
+    }
+    if (repair && segment.records === 0 && !segment.corrupt) {
+      await unlink(path);
+      await unlink(cursorPath(segment)).catch(() => undefined);
+      continue;
+    }
+    segments.push(segment);
+    recovery.depth += segment.records;
+  }
+  recovery.segments = segments.length;
+  return { segments, recovery };
+}
+
+/** Makes a new file's directory entry durable (a file fsync does not cover its name). */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}

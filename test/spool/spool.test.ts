@@ -1,0 +1,209 @@
+/**
+ * The spool on real files: durability across reopen, group commit, oldest-first drain, torn and damaged records,
+ * the size bound and the directory lock.
+ */
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { SpoolError, SpoolLockedError } from '../../src/errors.ts';
+import type { WebhookJob } from '../../src/queue/contract.ts';
+import { encodeRecord, RECORD_HEADER_BYTES } from '../../src/spool/format.ts';
+import { inspectSpool, Spool } from '../../src/spool/spool.ts';
+import { jobFixture } from '../helpers/jobs.ts';
+
+const dirs: string[] = [];
+after(async () => {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'spool-test-'));
+  dirs.push(dir);
+  return dir;
+}
+
+async function drainAll(spool: Spool): Promise<WebhookJob[]> {
+  const seen: WebhookJob[] = [];
+  await spool.drain(async (jobs) => {
+    seen.push(...jobs);
+  });
+  return seen;
+}
+
+const segmentFiles = async (dir: string) => (await readdir(dir)).filter((f) => f.startsWith('segment-')).sort();
+
+test('appended deliveries survive a reopen and drain oldest first, byte-exact, then their files are removed', async () => {
+  const dir = await tempDir();
+  const first = await Spool.open({ dir, maxBytes: 1 << 20 });
+  for (let i = 0; i < 5; i++) await first.spool.append(jobFixture(i));
+  assert.equal(first.spool.status().depth, 5);
+  await first.spool.close();
+
+  const { spool, recovery } = await Spool.open({ dir, maxBytes: 1 << 20 });
+  assert.equal(recovery.depth, 5);
+  assert.equal(spool.status().oldestReceivedAt, jobFixture(0).data.receivedAt);
+  const drained = await drainAll(spool);
+  assert.deepEqual(
+    drained,
+    [0, 1, 2, 3, 4].map((i) => jobFixture(i)),
+  );
+  assert.equal(spool.status().depth, 0);
+  assert.deepEqual(await segmentFiles(dir), []);
+  await spool.close();
+  assert.deepEqual(await readdir(dir), [], 'the lock is released too');
+});
+
+test('concurrent appends share one write and one fsync (group commit)', async () => {
+  const dir = await tempDir();
+  const { spool } = await Spool.open({ dir, maxBytes: 1 << 24 });
+  await Promise.all(Array.from({ length: 200 }, (_, i) => spool.append(jobFixture(i))));
+  const { depth, writes } = spool.status();
+  assert.equal(depth, 200);
+  assert.ok(writes <= 2, `200 appends of one turn took ${writes} writes`);
+  await spool.close();
+});
+
+test('a torn record at the end (a crash during an append) is cut off on open, never replayed', async () => {
+  const dir = await tempDir();
+  const first = await Spool.open({ dir, maxBytes: 1 << 20 });
+  for (let i = 0; i < 3; i++) await first.spool.append(jobFixture(i));
+  await first.spool.close();
+  const [file] = await segmentFiles(dir);
+  const path = join(dir, file as string);
+  const sizeBefore = (await readFile(path)).length;
+  const torn = encodeRecord(jobFixture(3));
+  await appendFile(path, torn.subarray(0, torn.length - 7));
+
+  const { spool, recovery } = await Spool.open({ dir, maxBytes: 1 << 20 });
+  assert.equal(recovery.depth, 3);
+  assert.equal(recovery.tornBytes, torn.length - 7);
+  assert.equal(recovery.corruptBytes, 0);
+  assert.equal((await readFile(path)).length, sizeBefore, 'the segment is truncated to its last good record');
+  assert.deepEqual(
+    (await drainAll(spool)).map((j) => j.data.deliveryId),
+    [0, 1, 2].map((i) => jobFixture(i).data.deliveryId),
+  );
+  await spool.close();
+});
+
+test('a damaged record in the middle is skipped, the others drain, and the segment is kept as .corrupt', async () => {
+  const dir = await tempDir();
+  const first = await Spool.open({ dir, maxBytes: 1 << 20 });
+  for (let i = 0; i < 3; i++) await first.spool.append(jobFixture(i));
+  await first.spool.close();
+  const [file] = await segmentFiles(dir);
+  const path = join(dir, file as string);
+  const bytes = await readFile(path);
+  const second = bytes.indexOf(Buffer.from('"dedupKey":"key-1"'));
+  assert.ok(second > 0);
+  bytes[second + 16] = '7'.charCodeAt(0);
+  await writeFile(path, bytes);
+
+  const { spool, recovery } = await Spool.open({ dir, maxBytes: 1 << 20 });
+  assert.equal(recovery.depth, 2);
+  assert.ok(recovery.corruptBytes > RECORD_HEADER_BYTES);
+  const drained = await drainAll(spool);
+  assert.deepEqual(
+    drained.map((j) => j.data.deliveryId),
+    [0, 2].map((i) => jobFixture(i).data.deliveryId),
+  );
+  await spool.close();
+  assert.deepEqual(await readdir(dir), [(file as string).replace('.log', '.corrupt')]);
+});
+
+test('a drain stopped by a failing sink keeps what was not confirmed, across a reopen', async () => {
+  const dir = await tempDir();
+  const first = await Spool.open({ dir, maxBytes: 1 << 20 });
+  await Promise.all(Array.from({ length: 10 }, (_, i) => first.spool.append(jobFixture(i))));
+  let calls = 0;
+  await assert.rejects(
+    first.spool.drain(async () => {
+      if (++calls === 2) throw new Error('Redis went away');
+    }, 4),
+    /Redis went away/,
+  );
+  assert.equal(first.spool.status().depth, 6);
+  await first.spool.close();
+
+  const { spool, recovery } = await Spool.open({ dir, maxBytes: 1 << 20 });
+  assert.equal(recovery.depth, 6);
+  assert.deepEqual(
+    (await drainAll(spool)).map((j) => j.data.deliveryId),
+    [4, 5, 6, 7, 8, 9].map((i) => jobFixture(i).data.deliveryId),
+  );
+  await spool.close();
+});
+
+test('appends made while a drain runs are kept for the next drain, not lost', async () => {
+  const dir = await tempDir();
+  const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
+  await spool.append(jobFixture(0));
+  const seen: string[] = [];
+  await spool.drain(async (jobs) => {
+    seen.push(...jobs.map((j) => j.data.deliveryId));
+    await spool.append(jobFixture(1));
+  });
+  assert.equal(spool.status().depth, 1);
+  seen.push(...(await drainAll(spool)).map((j) => j.data.deliveryId));
+  assert.deepEqual(
+    seen,
+    [0, 1].map((i) => jobFixture(i).data.deliveryId),
+  );
+  await spool.close();
+});
+
+test('past SPOOL_MAX_BYTES appends fail with SpoolError("full") and the spool reports itself unhealthy', async () => {
+  const dir = await tempDir();
+  const record = encodeRecord(jobFixture(0)).length;
+  const { spool } = await Spool.open({ dir, maxBytes: 8 + record * 2 });
+  await spool.append(jobFixture(0));
+  await spool.append(jobFixture(1));
+  await assert.rejects(
+    spool.append(jobFixture(2)),
+    (err: SpoolError) => err instanceof SpoolError && err.reason === 'full',
+  );
+  assert.equal(spool.status().healthy, false);
+  await drainAll(spool);
+  assert.equal(spool.status().healthy, true);
+  await spool.append(jobFixture(2));
+  await spool.close();
+});
+
+test('a second process on the same SPOOL_DIR is refused with a clear error; a dead owner lock is taken over', async () => {
+  const dir = await tempDir();
+  const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
+  await assert.rejects(
+    Spool.open({ dir, maxBytes: 1 << 20 }),
+    (err: Error) =>
+      err instanceof SpoolLockedError && err.message.includes(`process ${process.pid}`) && err.message.includes(dir),
+  );
+  await spool.close();
+
+  // A lock left by a process that has exited (kill -9 leaves it behind).
+  const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+  const lock = { pid: Number(gone.stdout), hostname: hostname(), since: new Date().toISOString() };
+  await writeFile(join(dir, 'LOCK'), JSON.stringify(lock));
+  const taken = await Spool.open({ dir, maxBytes: 1 << 20 });
+  assert.equal(JSON.parse(await readFile(join(dir, 'LOCK'), 'utf8')).pid, process.pid);
+  await taken.spool.close();
+
+  // A lock held from another host (a shared volume) is never taken over.
+  await writeFile(join(dir, 'LOCK'), JSON.stringify({ ...lock, hostname: 'another-host' }));
+  await assert.rejects(Spool.open({ dir, maxBytes: 1 << 20 }), /on host another-host/);
+});
+
+test('spool status reads the files without the lock and without changing them', async () => {
+  const dir = await tempDir();
+  const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
+  await spool.append(jobFixture(0));
+  await spool.append(jobFixture(1));
+  const status = await inspectSpool(dir, 1 << 20);
+  assert.equal(status.depth, 2);
+  assert.equal(status.oldestReceivedAt, jobFixture(0).data.receivedAt);
+  assert.ok(status.bytes > 0);
+  await spool.close();
+});
