@@ -30,8 +30,8 @@ export async function startListener(config: Config, logger: Logger): Promise<Run
     {
       onReady: (report) => {
         lastRedisError = '';
-        const { warnings, ...settings } = report;
-        log.info({ redis: settings }, 'redis connected');
+        const { warnings, guarantee, ...settings } = report;
+        log.info({ redis: settings }, `redis connected: ${guarantee}`);
         for (const warning of warnings) log.warn({ redis: settings }, warning);
       },
       onError: (err) => {

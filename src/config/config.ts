@@ -28,6 +28,8 @@ export interface Config {
   dedupWindowSeconds: number;
   enqueueTimeoutMs: number;
   enqueueFailureStatus: 200 | 503;
+  /** Confirm a job only once Redis has fsynced it (WAITAOF). */
+  redisWaitAof: boolean;
   spool: {
     dir: string;
     /** 0: no spool (a 200 then means Redis took the job; when it cannot, ENQUEUE_FAILURE_STATUS). */
@@ -88,6 +90,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dedupWindowSeconds: parsed.DEDUP_WINDOW_SECONDS,
     enqueueTimeoutMs: parsed.ENQUEUE_TIMEOUT_MS,
     enqueueFailureStatus: parsed.ENQUEUE_FAILURE_STATUS,
+    redisWaitAof: parsed.REDIS_WAIT_AOF,
     spool: { dir: parsed.SPOOL_DIR, maxBytes: parsed.SPOOL_MAX_BYTES, ackBudgetMs: parsed.ACK_BUDGET_MS },
     logLevel: parsed.LOG_LEVEL as LogLevel,
     shutdownTimeoutMs: parsed.SHUTDOWN_TIMEOUT_MS,

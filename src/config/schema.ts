@@ -24,6 +24,7 @@ export const EnvSchema = Type.Object({
   SPOOL_DIR: Type.String({ minLength: 1, default: './spool' }),
   SPOOL_MAX_BYTES: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 1024 * 1024 * 1024 }),
   ACK_BUDGET_MS: Millis(5),
+  REDIS_WAIT_AOF: Type.Boolean({ default: false }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
     { default: 'info' },

@@ -58,6 +58,12 @@ export interface BullmqProducerOptions {
   onError?: (err: Error) => void;
   /** Default `MAX_PENDING_COMMANDS`. */
   maxPendingCommands?: number;
+  /**
+   * `REDIS_WAIT_AOF`: a job counts as confirmed only once Redis has fsynced it to its append-only file (`WAITAOF 1 0`,
+   * Redis ≥ 7.2 or Valkey ≥ 8, AOF on). One WAITAOF covers every write sent before it on the connection, so
+   * concurrent deliveries share it (group commit).
+   */
+  waitAof?: boolean;
 }
 
 /**
@@ -69,6 +75,8 @@ export const MAX_PENDING_COMMANDS = 10_000;
 
 /** Delay before retrying a Queue whose initialisation failed on an open connection. */
 const QUEUE_RETRY_MS = 500;
+/** Delay before checking again for WAITAOF support (REDIS_WAIT_AOF). */
+const WAIT_AOF_RETRY_MS = 5_000;
 
 interface PendingAdd {
   name: string;
@@ -87,6 +95,7 @@ export function producerOptionsFrom(config: Config): BullmqProducerOptions {
     timeoutMs: config.enqueueTimeoutMs,
     dedupWindowSeconds: config.dedupWindowSeconds,
     jobs: config.jobs,
+    waitAof: config.redisWaitAof,
   };
 }
 
@@ -115,6 +124,9 @@ export class BullmqProducer implements Producer {
   /** Writes sent to Redis and not settled yet, and when Redis last made progress on them. */
   private inFlight = 0;
   private progressAt = 0;
+  /** Confirmations waiting for the next WAITAOF, and whether one is in flight. */
+  private aofWaiting: { done: () => void; fail: (err: unknown) => void }[] = [];
+  private aofInFlight = false;
 
   constructor(private readonly opts: BullmqProducerOptions) {
     this.baseOpts = {
@@ -142,7 +154,9 @@ export class BullmqProducer implements Producer {
     this.lastError = null;
     this.ensureQueue();
     if (this.opts.onReady) {
-      inspectDurability(this.client).then(this.opts.onReady, (err: Error) => this.opts.onError?.(err));
+      inspectDurability(this.client, this.opts.waitAof).then(this.opts.onReady, (err: Error) =>
+        this.opts.onError?.(err),
+      );
     }
   }
 
@@ -152,6 +166,26 @@ export class BullmqProducer implements Producer {
    */
   private ensureQueue(): void {
     if (this.closed || this.queue !== null || this.client.status !== 'ready') return;
+    if (this.opts.waitAof) {
+      // Without WAITAOF the promise of REDIS_WAIT_AOF cannot be kept: the queue stays closed (deliveries go to the
+      // spool) and the check is retried, so that turning AOF on (CONFIG SET appendonly yes) is enough.
+      this.client.call('WAITAOF', '1', '0', '1').then(
+        () => this.createQueue(),
+        (err: Error) => {
+          const message = `REDIS_WAIT_AOF=true needs WAITAOF (Redis >= 7.2 or Valkey >= 8) with appendonly yes; this Redis refused it (${err.message}). Upgrade Redis or turn AOF on, or set REDIS_WAIT_AOF=false and use appendfsync always on an older Redis.`;
+          if (message !== this.lastError) this.opts.onError?.(new Error(message));
+          this.lastError = message;
+          setTimeout(() => this.ensureQueue(), WAIT_AOF_RETRY_MS).unref();
+        },
+      );
+      return;
+    }
+    this.createQueue();
+  }
+
+  private createQueue(): void {
+    if (this.closed || this.queue !== null || this.client.status !== 'ready') return;
+    this.lastError = null;
     const queue = new Queue(this.opts.queueName, { connection: this.client, prefix: this.opts.prefix });
     queue.on('error', (err: Error) => {
       this.lastError = err.message;
@@ -242,14 +276,14 @@ export class BullmqProducer implements Producer {
       this.progressAt = Date.now();
     };
     if (batch.length === 1) {
-      addOne(queue, batch[0] as PendingAdd, settled);
+      addOne(queue, this.durable(batch[0] as PendingAdd), settled);
       return;
     }
     queue.addBulk(batch.map(({ name, data, opts }) => ({ name, data, opts }))).then(
       (jobs) => {
         settled();
         for (let i = 0; i < batch.length; i++) {
-          const pending = batch[i] as PendingAdd;
+          const pending = this.durable(batch[i] as PendingAdd);
           pending.resolve(jobs[i]?.id ?? pending.data.deliveryId);
         }
       },
@@ -257,10 +291,49 @@ export class BullmqProducer implements Producer {
         settled();
         // One bad entry fails the whole pipeline (BullMQ stops at the first error): add each on its own, so that only
         // the bad ones fail. Entries the pipeline did store come back as duplicates of themselves.
-        for (const one of batch) addOne(queue, one);
+        for (const one of batch) addOne(queue, this.durable(one));
       },
     );
   };
+
+  /** With `waitAof`, a write's success is reported only after the next WAITAOF confirms the fsync. */
+  private durable(one: PendingAdd): PendingAdd {
+    if (!this.opts.waitAof) return one;
+    return {
+      ...one,
+      resolve: (jobId) => this.afterFsync(() => one.resolve(jobId), one.reject),
+    };
+  }
+
+  private afterFsync(done: () => void, fail: (err: unknown) => void): void {
+    this.aofWaiting.push({ done, fail });
+    if (!this.aofInFlight) this.sendWaitAof();
+  }
+
+  private sendWaitAof(): void {
+    const group = this.aofWaiting;
+    this.aofWaiting = [];
+    this.aofInFlight = true;
+    this.client
+      .call('WAITAOF', '1', '0', String(this.opts.timeoutMs))
+      .then(
+        (reply) => {
+          const local = Array.isArray(reply) ? Number(reply[0]) : 0;
+          if (local >= 1) for (const g of group) g.done();
+          else {
+            const err = new Error(`Redis did not fsync its AOF within ${this.opts.timeoutMs} ms`);
+            for (const g of group) g.fail(err);
+          }
+        },
+        (err: unknown) => {
+          for (const g of group) g.fail(err);
+        },
+      )
+      .finally(() => {
+        this.aofInFlight = false;
+        if (this.aofWaiting.length > 0) this.sendWaitAof();
+      });
+  }
 
   health(): RedisHealth {
     return {

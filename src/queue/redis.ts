@@ -41,6 +41,8 @@ export interface DurabilityReport {
   maxmemoryPolicy: string | null;
   /** Human-readable warnings: each names a setting that can lose jobs and how to fix it. */
   warnings: string[];
+  /** What a job that Redis confirmed survives, with these settings, in one sentence. */
+  guarantee: string;
 }
 
 function infoField(info: string, field: string): string | null {
@@ -53,7 +55,7 @@ function infoField(info: string, field: string): string | null {
  * lets Redis delete jobs under memory pressure) and AOF (without it, a Redis restart loses recent jobs).
  * Uses INFO, which managed Redis services allow; `CONFIG GET appendfsync` is best effort.
  */
-export async function inspectDurability(client: Redis): Promise<DurabilityReport> {
+export async function inspectDurability(client: Redis, waitAof = false): Promise<DurabilityReport> {
   const info = await client.info();
   const version = infoField(info, 'redis_version') ?? infoField(info, 'valkey_version');
   const aof = infoField(info, 'aof_enabled');
@@ -81,5 +83,25 @@ export async function inspectDurability(client: Redis): Promise<DurabilityReport
       'Redis appendfsync is "no": the OS decides when jobs reach the disk (up to ~30 s lost on a power loss). Use everysec or always.',
     );
   }
-  return { version, aofEnabled, appendfsync, maxmemoryPolicy, warnings };
+  return {
+    version,
+    aofEnabled,
+    appendfsync,
+    maxmemoryPolicy,
+    warnings,
+    guarantee: guaranteeOf(aofEnabled, appendfsync, waitAof),
+  };
+}
+
+function guaranteeOf(aofEnabled: boolean | null, appendfsync: string | null, waitAof: boolean): string {
+  const evictionNote = ' (unless evicted: see maxmemory-policy)';
+  if (waitAof)
+    return "a confirmed job is on Redis's disk before the 200 (REDIS_WAIT_AOF): it survives a Redis crash and a power loss";
+  if (aofEnabled === false)
+    return `a confirmed job survives a listener crash, but not a Redis restart (AOF off)${evictionNote}`;
+  if (appendfsync === 'always') return 'a confirmed job survives a Redis crash and a power loss (appendfsync always)';
+  if (appendfsync === 'everysec') {
+    return 'a confirmed job survives a Redis crash; a power loss of the Redis host may lose the last second of jobs (appendfsync everysec)';
+  }
+  return `a confirmed job survives a Redis crash; on a power loss of the Redis host, recent jobs may be lost (appendfsync ${appendfsync ?? 'unknown'})`;
 }

@@ -17,6 +17,7 @@ export class RedisServer {
   constructor(
     readonly port: number,
     private readonly args: string[],
+    private readonly bin = BIN,
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-redis-'));
   }
@@ -27,7 +28,7 @@ export class RedisServer {
 
   async start(): Promise<void> {
     const child = spawn(
-      BIN,
+      this.bin,
       [
         '--port',
         String(this.port),
@@ -46,7 +47,9 @@ export class RedisServer {
     this.child = child;
     const deadline = Date.now() + 10_000;
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`${BIN} exited with code ${child.exitCode} on port ${this.port}`);
+      if (child.exitCode !== null) {
+        throw new Error(`${this.bin} exited with code ${child.exitCode} on port ${this.port}`);
+      }
       const client = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
       client.on('error', () => undefined);
       try {
@@ -57,7 +60,7 @@ export class RedisServer {
       } finally {
         client.disconnect();
       }
-      if (Date.now() > deadline) throw new Error(`${BIN} did not answer on port ${this.port} within 10 s`);
+      if (Date.now() > deadline) throw new Error(`${this.bin} did not answer on port ${this.port} within 10 s`);
       await new Promise((r) => setTimeout(r, 25));
     }
   }
@@ -135,6 +138,28 @@ export async function startRedis(extraArgs: string[] = []): Promise<RedisServer>
     'noeviction',
     ...extraArgs,
   ]);
+  await server.start();
+  return server;
+}
+
+const VALKEY_BIN = process.env.VALKEY_SERVER_BIN ?? 'valkey-server';
+
+/** A private Valkey 8 (Redis-compatible, with WAITAOF), AOF on, for the REDIS_WAIT_AOF tests. */
+export async function startValkey(extraArgs: string[] = []): Promise<RedisServer> {
+  const probe = spawnSync(VALKEY_BIN, ['--version'], { encoding: 'utf8' });
+  if (probe.error || probe.status !== 0) {
+    throw new Error(
+      `The REDIS_WAIT_AOF tests need Valkey >= 8 (WAITAOF) but cannot run "${VALKEY_BIN}". On Debian 12: ` +
+        'echo "deb http://deb.debian.org/debian bookworm-backports main" > /etc/apt/sources.list.d/backports.list && ' +
+        'apt-get update && apt-get install -t bookworm-backports valkey-server (.ci/run does this); ' +
+        'or point VALKEY_SERVER_BIN at a valkey-server or Redis >= 7.2 binary.',
+    );
+  }
+  const server = new RedisServer(
+    await freePort(),
+    ['--appendonly', 'yes', '--appendfsync', 'everysec', '--maxmemory-policy', 'noeviction', ...extraArgs],
+    VALKEY_BIN,
+  );
   await server.start();
   return server;
 }
