@@ -35,7 +35,9 @@
  * --quiet-wait/BENCH_QUIET_WAIT s (120: before each run, wait that long at most for foreign CPU load to drop),
  * --retries/BENCH_RETRIES (2: a run during which foreign load used > 25% of a core is measured again),
  * --open-warmup/BENCH_OPEN_WARMUP s (5: open-loop traffic at the fixed rate before its measured window),
- * --rounds/BENCH_ROUNDS (3: times each phase is run, see Rounds above).
+ * --rounds/BENCH_ROUNDS (3: times each phase is run, see Rounds above),
+ * --freeze-rounds/BENCH_FREEZE_ROUNDS (1: rounds of the Redis-freeze fault scenario run last, listener beside the
+ * naive design, see benchmarks/redis-freeze.ts; 0 skips it).
  * Duration: about rounds × targets × (2 × warmup + open-warmup + 2 × duration + ~8 s of start-up and settling), so
  * the default run (3 rounds × 4 targets × 2 phases, 10 s each) takes about 7–8 minutes on a quiet machine, plus
  * any wait for foreign load to drop and any repeated runs; the estimate is printed at the start.
@@ -48,8 +50,8 @@
 
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -77,6 +79,7 @@ import {
   waitForHttp200,
 } from './lib.ts';
 import type { OpenLoopResult } from './open-loop.ts';
+import { runFreezeBenchmark } from './redis-freeze.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TARGETS = ['bare', 'floor', 'listener', 'listener-signed'] as const;
@@ -101,6 +104,8 @@ interface Options {
   retries: number;
   /** Times each phase is run; every round measures every target once, in a rotated order. */
   rounds: number;
+  /** Rounds of the Redis-freeze fault scenario (benchmarks/redis-freeze.ts) at the end; 0 skips it. */
+  freezeRounds: number;
 }
 
 function readOptions(): Options {
@@ -117,6 +122,7 @@ function readOptions(): Options {
       retries: { type: 'string' },
       'open-warmup': { type: 'string' },
       rounds: { type: 'string' },
+      'freeze-rounds': { type: 'string' },
     },
   });
   const env = process.env;
@@ -149,6 +155,7 @@ function readOptions(): Options {
     openWarmupS: num('open-warmup', values['open-warmup'], env.BENCH_OPEN_WARMUP, 5, 0),
     retries: Math.round(num('retries', values.retries, env.BENCH_RETRIES, 2, 0)),
     rounds: Math.round(num('rounds', values.rounds, env.BENCH_ROUNDS, 3, 1)),
+    freezeRounds: Math.round(num('freeze-rounds', values['freeze-rounds'], env.BENCH_FREEZE_ROUNDS, 1, 0)),
   };
 }
 
@@ -199,6 +206,8 @@ interface Target {
   signKey?: string;
   /** Jobs (listener) or list entries (floor) now in Redis; null for bare. */
   countWrites(): Promise<number | null>;
+  /** Listener: deliveries answered from the local spool since it started (its metrics); null for the others. */
+  spooled(): Promise<number | null>;
   /** Stops the target; returns a description if it had died on its own before that, else null. */
   stop(): Promise<string | null>;
 }
@@ -214,7 +223,9 @@ function baseEnv(): NodeJS.ProcessEnv {
 async function startTarget(name: TargetName, redis: PrivateRedis): Promise<Target> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const env = { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redis.url };
+  // Each listener gets its own spool directory (the default ./spool is locked by one process at a time).
+  const spoolDir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-bench-spool-'));
+  const env = { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redis.url, SPOOL_DIR: spoolDir };
   let child: ChildProcess;
   let queueName: string | undefined;
   let signKey: string | undefined;
@@ -254,11 +265,17 @@ async function startTarget(name: TargetName, redis: PrivateRedis): Promise<Targe
         await queue.close();
       }
     },
+    async spooled() {
+      if (name !== 'listener' && name !== 'listener-signed') return null;
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      return Number(/^sellsy_webhooks_deliveries_total\{outcome="spooled"\} (\d+)/m.exec(metrics)?.[1] ?? Number.NaN);
+    },
     async stop() {
       const died = isRunning(child)
         ? null
         : `${name} died during the run (${child.exitCode ?? child.signalCode}): ${stderr().trim().slice(-1500)}`;
       await stopChild(child, 5000);
+      rmSync(spoolDir, { recursive: true, force: true });
       return died;
     },
   };
@@ -324,6 +341,8 @@ interface SaturationResult {
   statusCodes: Record<string, number>;
   cpu: Cpu;
   writes: WriteCheck;
+  /** Listener: deliveries answered from the spool (warm-up included): Redis missed ACK_BUDGET_MS. */
+  spooled: number | null;
 }
 
 interface FixedRateResult extends OpenLoopResult {
@@ -421,6 +440,7 @@ async function saturation(
     statusCodes,
     cpu,
     writes: check,
+    spooled: await target.spooled(),
   };
 }
 
@@ -852,8 +872,16 @@ const minutes = (s: number) => `${Math.floor(s / 60)} min ${String(Math.round(s 
 function runWarnings(m: Measurements, opts: Options): string[] {
   const warnings: string[] = [...m.incidents];
   const where = (phase: Phase, r: { target: TargetName; round: number }) => `${phase} round ${r.round} ${r.target}`;
+  for (const r of m.saturation) {
+    if (r.spooled)
+      warnings.push(
+        `${where('saturation', r)}: ${r.spooled} deliveries went to the spool (Redis slower than ACK_BUDGET_MS)`,
+      );
+  }
   for (const r of m.fixedRate) {
     const at = where('fixed-rate', r);
+    if (r.all.spooled)
+      warnings.push(`${at}: ${r.all.spooled} deliveries went to the spool (Redis slower than ACK_BUDGET_MS)`);
     if (r.achievedRate < opts.rate * 0.98)
       warnings.push(`${at}: achieved ${f(r.achievedRate, 0)} req/s, below ${opts.rate}`);
     if (r.generatorElu > 0.8)
@@ -925,6 +953,11 @@ async function main(): Promise<void> {
   } finally {
     await redis.destroy();
   }
+
+  const freeze =
+    opts.freezeRounds > 0
+      ? await runFreezeBenchmark({ rate: 300, beforeS: 3, freezeS: 3, afterS: 3, rounds: opts.freezeRounds })
+      : null;
 
   const sat = opts.targets.map((t) => summarizeSaturation(t, m.saturation)).filter((s) => s !== null);
   const fix = opts.targets.map((t) => summarizeFixedRate(t, m.fixedRate)).filter((s) => s !== null);
@@ -1064,6 +1097,10 @@ async function main(): Promise<void> {
         `dispatch lag p99 ${by((r) => r.dispatchLag.p99, 2)} ms`,
     );
   }
+  if (freeze !== null) {
+    out.push('');
+    out.push(...freeze.report);
+  }
   const warnings = runWarnings(m, opts);
   if (warnings.length > 0) {
     out.push('');
@@ -1092,6 +1129,7 @@ async function main(): Promise<void> {
         rounds: roundsJson,
         saturation: m.saturation,
         fixedRate: m.fixedRate,
+        redisFreeze: freeze?.runs ?? null,
         warnings,
       },
       null,

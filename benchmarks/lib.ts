@@ -209,6 +209,8 @@ export interface PrivateRedis {
   client: Redis;
   /** FLUSHALL, then rewrite the AOF so every run starts from an empty dataset and a small AOF. */
   reset(): Promise<void>;
+  /** Sends a signal to the redis-server process (SIGSTOP / SIGCONT to freeze and thaw it). */
+  signal(signal: NodeJS.Signals): void;
   destroy(): Promise<void>;
 }
 
@@ -281,6 +283,9 @@ export async function startPrivateRedis(bin = process.env.REDIS_SERVER_BIN ?? 'r
         if (Date.now() > until) throw new Error('Redis AOF rewrite did not finish within 30 s');
         await sleep(20);
       }
+    },
+    signal(signal: NodeJS.Signals) {
+      if (isRunning(child)) child.kill(signal);
     },
     async destroy() {
       client.disconnect();

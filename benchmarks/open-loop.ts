@@ -2,7 +2,9 @@
  * Open-loop (fixed-rate) load generator: what latency does a server give at a steady, realistic arrival rate?
  *
  *   node --import tsx benchmarks/open-loop.ts --url http://127.0.0.1:PORT --rate 2000 --duration 10 --warmup 2 \
- *        [--connections 128] [--id-base 0] [--timeout 10]      (signing key, if any: env BENCH_SIGN_KEY)
+ *        [--connections 128] [--id-base 0] [--timeout 10] [--mark-from S --mark-to S]
+ *        (signing key, if any: env BENCH_SIGN_KEY; --mark-*: also report the requests due in that part of the
+ *        measured window, in seconds from its start, e.g. while a fault is injected)
  *
  * Request i is due at t0 + i/rate whatever happened to earlier ones (no coordinated omission: a slow answer does
  * not delay the next request), and its latency is measured from that *intended* start, so time spent waiting for
@@ -39,6 +41,8 @@ export interface OpenLoopResult {
   measured: Counts;
   /** Warm-up and measured window together. */
   all: Counts;
+  /** With --mark-from/--mark-to: the requests due in that part of the window. */
+  marked?: { latency: LatencySummary; counts: Counts };
   /** Generator CPU time over the measured window, % of one core. */
   generatorCpuPct: number;
   /** Event-loop utilisation of the generator over the measured window (1 = saturated). */
@@ -61,6 +65,8 @@ export interface Counts {
   errorCodes: Record<string, number>;
   /** 200 answers whose body says the delivery was not queued (`"queued":false`). */
   notQueued: number;
+  /** 200 answers whose body says the delivery was kept in the listener's local spool (`"spooled":true`). */
+  spooled: number;
 }
 
 const newCounts = (): Counts => ({
@@ -72,6 +78,7 @@ const newCounts = (): Counts => ({
   statusCodes: {},
   errorCodes: {},
   notQueued: 0,
+  spooled: 0,
 });
 
 function bump(map: Record<string, number>, key: string): void {
@@ -88,6 +95,8 @@ async function main(): Promise<void> {
       connections: { type: 'string', default: '128' },
       'id-base': { type: 'string', default: '0' },
       timeout: { type: 'string', default: '10' },
+      'mark-from': { type: 'string' },
+      'mark-to': { type: 'string' },
     },
   });
   if (!values.url) throw new Error('--url is required');
@@ -98,6 +107,9 @@ async function main(): Promise<void> {
   const idBase = Number(values['id-base']);
   const timeoutMs = Number(values.timeout) * 1000;
   const signKey = process.env.BENCH_SIGN_KEY || undefined;
+  // A sub-window [from, to) of the measured window, in seconds from its start (a fault injected meanwhile).
+  const markFromMs = values['mark-from'] === undefined ? null : Number(values['mark-from']) * 1000;
+  const markToMs = values['mark-to'] === undefined ? null : Number(values['mark-to']) * 1000;
   for (const [name, v] of Object.entries({ rate, durationS, warmupS, connections, idBase, timeoutMs })) {
     if (!Number.isFinite(v) || v < 0) throw new Error(`bad ${name}: ${v}`);
   }
@@ -123,6 +135,8 @@ async function main(): Promise<void> {
     maxMs: 0,
   }));
   const latency = new Samples();
+  const markedLatency = new Samples();
+  const marked = newCounts();
   const service = new Samples();
   const lag = new Samples();
   const measured = newCounts();
@@ -141,6 +155,9 @@ async function main(): Promise<void> {
 
   function fire(i: number, intended: number): void {
     const inWindow = i >= firstMeasured;
+    const sinceWindow = intended - windowStart;
+    const inMark =
+      inWindow && markFromMs !== null && markToMs !== null && sinceWindow >= markFromMs && sinceWindow < markToMs;
     if (inWindow && cpuAtWindow === null) {
       cpuAtWindow = process.cpuUsage();
       eluAtWindow = performance.eventLoopUtilization();
@@ -165,12 +182,15 @@ async function main(): Promise<void> {
           const end = performance.now();
           const ok = res.statusCode >= 200 && res.statusCode < 300;
           const notQueued = ok && text.includes('"queued":false');
-          for (const c of inWindow ? [all, measured] : [all]) {
+          const spooled = ok && text.includes('"spooled":true');
+          for (const c of inWindow ? (inMark ? [all, measured, marked] : [all, measured]) : [all]) {
             bump(c.statusCodes, String(res.statusCode));
             if (ok) c.ok2xx++;
             else c.non2xx++;
             if (notQueued) c.notQueued++;
+            if (spooled) c.spooled++;
           }
+          if (inMark && ok) markedLatency.push(end - intended);
           const slice = ok ? slices[Math.min(slices.length - 1, Math.floor((intended - t0) / SLICE_MS))] : undefined;
           if (slice) {
             slice.answered++;
@@ -184,7 +204,7 @@ async function main(): Promise<void> {
           }
         },
         (err: Error & { code?: string }) => {
-          for (const c of inWindow ? [all, measured] : [all]) {
+          for (const c of inWindow ? (inMark ? [all, measured, marked] : [all, measured]) : [all]) {
             c.errors++;
             bump(c.errorCodes, err.code ?? err.name);
           }
@@ -236,6 +256,7 @@ async function main(): Promise<void> {
     dispatchLag: summarize(lag.values()),
     measured,
     all,
+    ...(markFromMs === null ? {} : { marked: { latency: summarize(markedLatency.values()), counts: marked } }),
     generatorCpuPct: ((cpu.user + cpu.system) / 1000 / wallMs) * 100,
     generatorElu: elu.utilization,
     timeline: slices.map((sl) => ({

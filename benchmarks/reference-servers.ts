@@ -6,6 +6,10 @@
  *   node --import tsx benchmarks/reference-servers.ts floor   the cheapest durable acknowledgement: the same app,
  *                                                             whose route does one Redis LPUSH of the raw body
  *                                                             (ioredis, default options) before its 200
+ *   node --import tsx benchmarks/reference-servers.ts naive   the design this project started from: Fastify with
+ *                                                             request logging, one BullMQ `queue.add` (default
+ *                                                             connection options) per request, then 200; no
+ *                                                             deadline, no spool (the fault benchmark's reference)
  *
  * Why: the listener's throughput only means something next to what Fastify alone can do on this machine (bare),
  * and its latency next to the least any "write to Redis, then answer" service must pay (floor).
@@ -17,13 +21,14 @@
  * `GET /readyz` answers 200 once the server can serve (floor: once Redis answers PING).
  * Exits on SIGTERM/SIGINT, and when its stdin closes (the benchmark that started it is gone).
  */
+import { Queue } from 'bullmq';
 import Fastify from 'fastify';
 import { Redis } from 'ioredis';
 import { FLOOR_KEY, WEBHOOK_PATH } from './lib.ts';
 
 const mode = process.argv[2];
-if (mode !== 'bare' && mode !== 'floor') {
-  process.stderr.write('usage: reference-servers.ts bare|floor   (env PORT, HOST, REDIS_URL)\n');
+if (mode !== 'bare' && mode !== 'floor' && mode !== 'naive') {
+  process.stderr.write('usage: reference-servers.ts bare|floor|naive   (env PORT, HOST, REDIS_URL, QUEUE_NAME)\n');
   process.exit(2);
 }
 const port = Number(process.env.PORT);
@@ -36,14 +41,33 @@ const host = process.env.HOST ?? '127.0.0.1';
 const redis = mode === 'floor' ? new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379') : null;
 redis?.on('error', (err: Error) => process.stderr.write(`reference-servers: redis: ${err.message}\n`));
 
-const app = Fastify({ logger: false });
+const app = Fastify({ logger: mode === 'naive' });
 
 // Same bodies as the listener receives; kept as the raw string.
 app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
   done(null, body);
 });
 
-if (redis === null) {
+const naive =
+  mode === 'naive'
+    ? new Queue(process.env.QUEUE_NAME ?? 'sellsy-webhooks', { connection: { url: process.env.REDIS_URL } })
+    : null;
+
+if (naive !== null) {
+  app.post(WEBHOOK_PATH, async (request) => {
+    const rawBody = request.body as string;
+    let name = 'unknown';
+    try {
+      const event = JSON.parse(rawBody) as { relatedtype?: string; event?: string };
+      name = `${event.relatedtype}.${event.event}`;
+    } catch {
+      // kept as unknown
+    }
+    await naive.add(name, { rawBody, receivedAt: new Date().toISOString() });
+    return { ok: true };
+  });
+  app.get('/readyz', async () => ({ ok: true }));
+} else if (redis === null) {
   app.post(WEBHOOK_PATH, async () => ({ ok: true }));
   app.get('/readyz', async () => ({ ok: true }));
 } else {
@@ -65,6 +89,7 @@ async function shutdown(): Promise<void> {
   force.unref();
   await app.close().catch(() => undefined);
   redis?.disconnect();
+  await naive?.close().catch(() => undefined);
   process.exit(0);
 }
 process.once('SIGTERM', () => void shutdown());

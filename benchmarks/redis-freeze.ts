@@ -1,0 +1,296 @@
+/**
+ * The fault benchmark: steady load at a fixed rate while Redis is frozen (SIGSTOP) for a few seconds. What do the
+ * senders see, and does every acknowledged delivery become exactly one job?
+ *
+ *   npm run bench:freeze [-- --rate 300 --before 3 --freeze 3 --after 3 --rounds 1 --skip-build]
+ *   (also the last phase of `npm run bench`)
+ *
+ * Targets, each run on its own fresh private redis-server (AOF everysec, noeviction) and process:
+ *   listener  the real service (`node dist/src/cli.js listen`), default settings, spool in a temporary directory
+ *   naive     the design the project started from (benchmarks/reference-servers.ts naive): Fastify with request
+ *             logging, one BullMQ `queue.add` per request, no deadline, no spool
+ *
+ * Each run: benchmarks/open-loop.ts (separate process) sends `rate` requests/s, unique bodies, for 2 s of warm-up and
+ * then `before + freeze + after` seconds; Redis is frozen `before` s into the measured window and thawed `freeze` s
+ * later. Latency is measured from each request's intended start (no coordinated omission), for the requests due
+ * during the freeze (`p99 frozen`, `max frozen`) and over the whole window. Then the spool is left to drain and
+ * the jobs are read back: `lost` = acknowledged deliveries (2xx, not `"queued":false`) without a job, `duplicated`
+ * = jobs beyond one per delivery (bodies are unique, so each body should make exactly one job).
+ * Target (issue "Zero loss"): listener p99 ≤ 10 ms and max ≤ 50 ms during the freeze, 0 lost, 0 duplicated.
+ */
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Queue } from 'bullmq';
+import {
+  freePort,
+  type LatencySummary,
+  sleep,
+  startPrivateRedis,
+  stopChild,
+  tail,
+  track,
+  waitForHttp200,
+} from './lib.ts';
+import type { OpenLoopResult } from './open-loop.ts';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+export interface FreezeOptions {
+  rate: number;
+  beforeS: number;
+  freezeS: number;
+  afterS: number;
+  rounds: number;
+}
+
+export interface FreezeRun {
+  target: 'listener' | 'naive';
+  round: number;
+  frozen: LatencySummary;
+  whole: LatencySummary;
+  acknowledged: number;
+  spooled: number;
+  non2xx: number;
+  errors: number;
+  unfinished: number;
+  jobs: number;
+  lost: number;
+  duplicated: number;
+  /** Seconds from the thaw until every acknowledged delivery was a job (listener: spool drained). */
+  settleS: number;
+}
+
+function cleanEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const name of ['PATH', 'HOME', 'TMPDIR', 'LANG'])
+    if (process.env[name] !== undefined) env[name] = process.env[name];
+  return env;
+}
+
+async function runOnce(target: FreezeRun['target'], round: number, opts: FreezeOptions): Promise<FreezeRun> {
+  const redis = await startPrivateRedis();
+  const spoolDir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-bench-spool-'));
+  const queueName = `freeze-${target}`;
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const env = { ...cleanEnv(), PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redis.url, QUEUE_NAME: queueName };
+  const server: ChildProcess = track(
+    target === 'listener'
+      ? spawn(process.execPath, [join(ROOT, 'dist/src/cli.js'), 'listen'], {
+          cwd: ROOT,
+          env: { ...env, SPOOL_DIR: spoolDir },
+          stdio: ['ignore', 'ignore', 'pipe'],
+        })
+      : spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'benchmarks/reference-servers.ts'), 'naive'], {
+          cwd: ROOT,
+          env,
+          stdio: ['pipe', 'ignore', 'pipe'],
+        }),
+  );
+  const serverErr = tail(server.stderr);
+  let thawedAt = 0;
+  try {
+    await waitForHttp200(`${url}/readyz`, server, 20_000, () => `${target} stderr:\n${serverErr()}`);
+    const windowS = opts.beforeS + opts.freezeS + opts.afterS;
+    const generator = track(
+      spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          join(ROOT, 'benchmarks/open-loop.ts'),
+          '--url',
+          url,
+          '--rate',
+          String(opts.rate),
+          '--warmup',
+          '2',
+          '--duration',
+          String(windowS),
+          // Enough connections that the generator never queues requests itself while the naive server hangs.
+          '--connections',
+          String(Math.ceil(opts.rate * (opts.freezeS + 2))),
+          '--timeout',
+          '60',
+          '--mark-from',
+          String(opts.beforeS),
+          '--mark-to',
+          String(opts.beforeS + opts.freezeS),
+        ],
+        { cwd: ROOT, env: cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] },
+      ),
+    );
+    const genErr = tail(generator.stderr);
+    let stdout = '';
+    generator.stdout?.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString('utf8');
+    });
+    const timers: NodeJS.Timeout[] = [];
+    generator.stderr?.on('data', (chunk: Buffer) => {
+      if (timers.length > 0 || !chunk.toString('utf8').includes('@window')) return;
+      timers.push(
+        setTimeout(() => redis.signal('SIGSTOP'), opts.beforeS * 1000),
+        setTimeout(
+          () => {
+            redis.signal('SIGCONT');
+            thawedAt = performance.now();
+          },
+          (opts.beforeS + opts.freezeS) * 1000,
+        ),
+      );
+    });
+    const code = await new Promise<number | null>((r) => generator.once('exit', (c) => r(c)));
+    for (const t of timers) clearTimeout(t);
+    redis.signal('SIGCONT');
+    if (code !== 0) throw new Error(`open-loop generator failed (exit ${code}) against ${target}:\n${genErr()}`);
+    const result = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as OpenLoopResult;
+    const acknowledged = result.all.ok2xx - result.all.notQueued;
+
+    // Wait until the jobs stop changing (the listener's spool drains in the background), at most 60 s.
+    const queue = new Queue(queueName, { connection: { url: redis.url } });
+    try {
+      let jobs = await readJobs(queue);
+      const until = Date.now() + 60_000;
+      let stableSince = Date.now();
+      while (Date.now() < until) {
+        await sleep(200);
+        const again = await readJobs(queue);
+        if (again.total !== jobs.total) stableSince = Date.now();
+        jobs = again;
+        if (jobs.distinct >= acknowledged && Date.now() - stableSince > 1000) break;
+      }
+      return {
+        target,
+        round,
+        frozen: result.marked?.latency as LatencySummary,
+        whole: result.latency,
+        acknowledged,
+        spooled: result.all.spooled,
+        non2xx: result.all.non2xx,
+        errors: result.all.errors,
+        unfinished: result.all.unfinished,
+        jobs: jobs.total,
+        lost: Math.max(0, acknowledged - jobs.distinct),
+        duplicated: jobs.total - jobs.distinct,
+        settleS: thawedAt === 0 ? Number.NaN : (performance.now() - thawedAt - 1000) / 1000,
+      };
+    } finally {
+      await queue.close();
+    }
+  } finally {
+    redis.signal('SIGCONT');
+    await stopChild(server, 5000);
+    await redis.destroy();
+    rmSync(spoolDir, { recursive: true, force: true });
+  }
+}
+
+async function readJobs(queue: Queue): Promise<{ total: number; distinct: number }> {
+  const jobs = await queue.getJobs(['waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized']);
+  return { total: jobs.length, distinct: new Set(jobs.map((job) => job.data.rawBody as string)).size };
+}
+
+export async function runFreezeBenchmark(opts: FreezeOptions): Promise<{ runs: FreezeRun[]; report: string[] }> {
+  const runs: FreezeRun[] = [];
+  for (let round = 1; round <= opts.rounds; round++) {
+    for (const target of round % 2 === 1 ? (['listener', 'naive'] as const) : (['naive', 'listener'] as const)) {
+      process.stderr.write(`bench: Redis freeze, round ${round}, ${target}\n`);
+      runs.push(await runOnce(target, round, opts));
+    }
+  }
+  const f = (v: number, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '-');
+  const header = [
+    'target',
+    'round',
+    'p99 frozen',
+    'max frozen',
+    'p99 all',
+    'max all',
+    'acked',
+    'spooled',
+    'non2xx',
+    'errors',
+    'jobs',
+    'lost',
+    'duplicated',
+    'settle s',
+  ];
+  const rows = runs.map((r) => [
+    r.target,
+    String(r.round),
+    f(r.frozen.p99),
+    f(r.frozen.max),
+    f(r.whole.p99),
+    f(r.whole.max),
+    String(r.acknowledged),
+    String(r.spooled),
+    String(r.non2xx),
+    String(r.errors + r.unfinished),
+    String(r.jobs),
+    String(r.lost),
+    String(r.duplicated),
+    f(r.settleS, 1),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  const listener = runs.filter((r) => r.target === 'listener');
+  const met =
+    listener.length > 0 &&
+    listener.every(
+      (r) => r.frozen.p99 <= 10 && r.frozen.max <= 50 && r.lost === 0 && r.duplicated === 0 && r.non2xx === 0,
+    );
+  const report = [
+    `Redis frozen (SIGSTOP) for ${opts.freezeS} s under ${opts.rate} req/s (open loop, ${opts.beforeS} s before, ${opts.afterS} s after); latency from intended start, ms`,
+    line(header),
+    widths.map((w) => '-'.repeat(w)).join('  '),
+    ...rows.map(line),
+    '"frozen": requests due while Redis was frozen. lost = acknowledged without a job; duplicated = jobs beyond one per delivery;',
+    'settle = seconds after the thaw until the jobs stopped changing (the spool drained).',
+    `Target (listener): p99 ≤ 10 ms and max ≤ 50 ms while frozen, 0 lost, 0 duplicated, no non-2xx: ${met ? 'met' : 'NOT met'}`,
+  ];
+  return { runs, report };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      rate: { type: 'string', default: '300' },
+      before: { type: 'string', default: '3' },
+      freeze: { type: 'string', default: '3' },
+      after: { type: 'string', default: '3' },
+      rounds: { type: 'string', default: '1' },
+      'skip-build': { type: 'boolean' },
+    },
+  });
+  const opts: FreezeOptions = {
+    rate: Number(values.rate),
+    beforeS: Number(values.before),
+    freezeS: Number(values.freeze),
+    afterS: Number(values.after),
+    rounds: Number(values.rounds),
+  };
+  for (const [k, v] of Object.entries(opts)) if (!Number.isFinite(v) || v <= 0) throw new Error(`--${k} must be > 0`);
+  if (!values['skip-build']) {
+    const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8' });
+    if (build.status !== 0) throw new Error(`npm run build failed:\n${build.stdout}\n${build.stderr}`);
+  }
+  if (!existsSync(join(ROOT, 'dist/src/cli.js'))) throw new Error('dist/src/cli.js is missing: run npm run build');
+  const { report } = await runFreezeBenchmark(opts);
+  process.stdout.write(`\n${report.join('\n')}\n`);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      process.stderr.write(`\nbench: ${(err as Error)?.stack ?? String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}
