@@ -257,6 +257,12 @@ async function startTarget(name: TargetName, redis: PrivateRedis): Promise<Targe
     async countWrites() {
       if (name === 'bare') return null;
       if (name === 'floor') return redis.client.llen(FLOOR_KEY);
+      // Deliveries answered from the spool are jobs only once drained (within a second or so).
+      for (let i = 0; i < 100; i++) {
+        const ready = (await (await fetch(`${url}/readyz`)).json()) as { spool?: { depth: number } | null };
+        if ((ready.spool?.depth ?? 0) === 0) break;
+        await sleep(100);
+      }
       const queue = new Queue(queueName as string, { connection: { host: '127.0.0.1', port: redis.port } });
       try {
         const counts = await queue.getJobCounts();

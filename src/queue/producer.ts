@@ -214,10 +214,15 @@ export class BullmqProducer implements Producer {
   }
 
   /**
-   * Writes one job. Settles within `deadlineMs` (default `ENQUEUE_TIMEOUT_MS`); after a timeout the write may still
-   * land, and the job's ids make writing the same delivery again harmless.
+   * Writes one job. Settles within `ENQUEUE_TIMEOUT_MS`; after a timeout the write may still land, and the job's ids
+   * make writing the same delivery again harmless.
+   *
+   * `silenceMs` (the ack budget, when a spool can take over) fails the write earlier, as soon as Redis has answered
+   * nothing at all for that long: Redis is stuck, not busy. While Redis keeps answering other writes (a busy moment,
+   * a burst queued behind a pipeline), the write keeps waiting, up to `ENQUEUE_TIMEOUT_MS`: ordinary jitter does not
+   * send deliveries to the spool.
    */
-  async enqueue(job: WebhookJob, deadlineMs = this.opts.timeoutMs): Promise<EnqueueResult> {
+  async enqueue(job: WebhookJob, silenceMs?: number): Promise<EnqueueResult> {
     const queue = this.queue;
     if (queue === null || !this.queueReady || this.client.status !== 'ready') {
       throw new EnqueueError(`Redis is not connected (${this.client.status})`, 'not_connected');
@@ -236,15 +241,29 @@ export class BullmqProducer implements Producer {
       opts.deduplication = { id: data.dedupKey, ttl: this.opts.dedupWindowSeconds * 1000 };
     }
     let timer: NodeJS.Timeout | undefined;
+    const started = Date.now();
+    const limit = this.opts.timeoutMs;
+    const step = silenceMs !== undefined && silenceMs < limit ? silenceMs : limit;
     const deadline = new Promise<never>((_, reject) => {
-      // Timers run before I/O in each event-loop turn: on a busy loop the deadline can fire while Redis's answer
-      // already waits on the socket. Giving I/O one more phase (setImmediate runs after it) counts only Redis's
-      // own slowness against the deadline, not the listener's.
-      timer = setTimeout(() => {
-        setImmediate(() =>
-          reject(new EnqueueError(`Redis did not confirm the job within ${deadlineMs} ms`, 'timeout')),
-        );
-      }, deadlineMs);
+      const check = () => {
+        // Timers run before I/O in each event-loop turn: on a busy loop a timer can fire while Redis's answer
+        // already waits on the socket. Giving I/O one more phase (setImmediate runs after it) counts only Redis's
+        // own slowness, not the listener's.
+        setImmediate(() => {
+          const now = Date.now();
+          const waited = now - started;
+          if (waited < limit && now - this.progressAt < step) {
+            timer = setTimeout(check, Math.min(step, limit - waited));
+            return;
+          }
+          const why =
+            waited < limit
+              ? `Redis answered nothing for ${step} ms`
+              : `Redis did not confirm the job within ${limit} ms`;
+          reject(new EnqueueError(why, 'timeout'));
+        });
+      };
+      timer = setTimeout(check, step);
     });
     const write = new Promise<string>((resolve, reject) => {
       if (this.batch.push({ name: job.name, data, opts, resolve, reject }) === 1) setImmediate(this.flush, queue);
