@@ -10,7 +10,7 @@
  * delivery, and drains it later through the same interface.
  */
 import { type JobsOptions, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import { type Redis, ReplyError } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { EnqueueError } from '../errors.ts';
 import type { SpoolStatus } from '../spool/spool.ts';
@@ -99,14 +99,14 @@ export function producerOptionsFrom(config: Config): BullmqProducerOptions {
   };
 }
 
-function addOne(queue: Queue, one: PendingAdd, settled?: () => void): void {
+function addOne(queue: Queue, one: PendingAdd, settled?: (err?: unknown) => void): void {
   queue.add(one.name, one.data, one.opts).then(
     (job) => {
       settled?.();
       one.resolve(job.id ?? one.data.deliveryId);
     },
     (err: unknown) => {
-      settled?.();
+      settled?.(err);
       one.reject(err);
     },
   );
@@ -124,6 +124,9 @@ export class BullmqProducer implements Producer {
   /** Writes sent to Redis and not settled yet, and when Redis last made progress on them. */
   private inFlight = 0;
   private progressAt = 0;
+  /** The last write failed without an answer from Redis (timeout, lost connection): Redis has been silent since. */
+  private silent = false;
+  private probing = false;
   /** Confirmations waiting for the next WAITAOF, and whether one is in flight. */
   private aofWaiting: { done: () => void; fail: (err: unknown) => void }[] = [];
   private aofInFlight = false;
@@ -152,6 +155,7 @@ export class BullmqProducer implements Producer {
   private onConnectionReady(): void {
     if (this.closed) return;
     this.lastError = null;
+    this.silent = false;
     this.ensureQueue();
     if (this.opts.onReady) {
       inspectDurability(this.client, this.opts.waitAof).then(this.opts.onReady, (err: Error) =>
@@ -207,10 +211,33 @@ export class BullmqProducer implements Producer {
 
   /**
    * Redis has been sitting on writes for longer than `ms` without answering any: frozen, overloaded or cut off.
-   * A caller with a tighter budget than the command deadline can go elsewhere at once instead of waiting.
+   * A caller with a tighter budget than the command deadline can go elsewhere at once instead of waiting. Once a
+   * write failed without an answer, Redis counts as stalled until a PING gets one.
    */
   stalled(ms: number): boolean {
+    if (this.silent) {
+      this.probe();
+      return true;
+    }
     return this.inFlight > 0 && Date.now() - this.progressAt > ms;
+  }
+
+  /** While Redis is silent, a PING (one at a time) finds out when it answers again, instead of a delivery. */
+  private probe(): void {
+    if (this.probing || this.client.status !== 'ready') return;
+    this.probing = true;
+    this.client
+      .ping()
+      .then(
+        () => {
+          this.silent = false;
+          this.progressAt = Date.now();
+        },
+        () => undefined,
+      )
+      .finally(() => {
+        this.probing = false;
+      });
   }
 
   /**
@@ -252,7 +279,9 @@ export class BullmqProducer implements Producer {
         setImmediate(() => {
           const now = Date.now();
           const waited = now - started;
-          if (waited < limit && now - this.progressAt < step) {
+          // Silence counts from this write's start at the earliest: a write that probes a Redis silent for a while
+          // still gets the whole budget.
+          if (waited < limit && now - Math.max(this.progressAt, started) < step) {
             timer = setTimeout(check, Math.min(step, limit - waited));
             return;
           }
@@ -289,10 +318,19 @@ export class BullmqProducer implements Producer {
   private readonly flush = (queue: Queue): void => {
     const batch = this.batch;
     this.batch = [];
-    if (this.inFlight++ === 0) this.progressAt = Date.now();
-    const settled = () => {
+    // Silence is counted from the first write Redis did not answer: a write sent while Redis is silent (a probe)
+    // does not make it look alive.
+    if (this.inFlight++ === 0 && !this.silent) this.progressAt = Date.now();
+    const settled = (err?: unknown) => {
       this.inFlight--;
-      this.progressAt = Date.now();
+      // An answer from Redis (the jobs, or an error reply) is progress; a command timeout or a closed connection is
+      // not, or a frozen Redis would look alive each time the commands sent before the freeze time out.
+      if (err === undefined || err instanceof ReplyError) {
+        this.progressAt = Date.now();
+        this.silent = false;
+      } else {
+        this.silent = true;
+      }
     };
     if (batch.length === 1) {
       addOne(queue, this.durable(batch[0] as PendingAdd), settled);
@@ -306,11 +344,13 @@ export class BullmqProducer implements Producer {
           pending.resolve(jobs[i]?.id ?? pending.data.deliveryId);
         }
       },
-      () => {
-        settled();
-        // One bad entry fails the whole pipeline (BullMQ stops at the first error): add each on its own, so that only
-        // the bad ones fail. Entries the pipeline did store come back as duplicates of themselves.
-        for (const one of batch) addOne(queue, this.durable(one));
+      (err: unknown) => {
+        settled(err);
+        // Redis refused one entry (BullMQ stops at the first error reply): add each on its own, so that only the bad
+        // ones fail; entries the pipeline did store come back as duplicates of themselves. A timeout or a lost
+        // connection fails them all: sending them again to a Redis that does not answer would only pile up.
+        if (err instanceof ReplyError) for (const one of batch) addOne(queue, this.durable(one));
+        else for (const one of batch) one.reject(err);
       },
     );
   };

@@ -61,6 +61,9 @@ test('at start the listener logs a warning for each Redis setting that can lose 
       5_000,
       'the eviction warning',
     );
+    // And one line says what a confirmed job survives with these settings.
+    const connected = cli.stdout.map((line) => JSON.parse(line)).find((l) => /^redis connected: /.test(l.msg));
+    assert.match(connected?.msg ?? '', /survives a listener crash, but not a Redis restart \(AOF off\)/);
   } finally {
     cli.child.kill('SIGTERM');
     await cli.exited;

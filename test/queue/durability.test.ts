@@ -18,6 +18,9 @@ test('a Redis with AOF and noeviction gets no warning', async () => {
     assert.equal(report.appendfsync, 'everysec');
     assert.equal(report.maxmemoryPolicy, 'noeviction');
     assert.deepEqual(report.warnings, []);
+    assert.match(report.guarantee, /survives a Redis crash; a power loss .* may lose the last second/);
+    const strict = await inspectDurability(client, true);
+    assert.match(strict.guarantee, /on Redis's disk before the 200 \(REDIS_WAIT_AOF\).*survives .* a power loss/);
   } finally {
     client.disconnect();
   }
@@ -40,6 +43,19 @@ test('an evicting Redis without AOF gets one warning for each risk, with the fix
   }
 });
 
+test('appendfsync always is reported as surviving a power loss', async () => {
+  const redis = await startRedis(['--appendfsync', 'always']);
+  servers.push(redis);
+  const client = redis.client();
+  try {
+    const report = await inspectDurability(client);
+    assert.deepEqual(report.warnings, []);
+    assert.match(report.guarantee, /survives a Redis crash and a power loss \(appendfsync always\)/);
+  } finally {
+    client.disconnect();
+  }
+});
+
 test('appendfsync no is reported', async () => {
   const redis = await startRedis(['--appendfsync', 'no']);
   servers.push(redis);
@@ -48,6 +64,7 @@ test('appendfsync no is reported', async () => {
     const report = await inspectDurability(client);
     assert.equal(report.warnings.length, 1);
     assert.match(report.warnings[0] ?? '', /appendfsync is "no"/);
+    assert.match(report.guarantee, /recent jobs may be lost \(appendfsync no\)/);
   } finally {
     client.disconnect();
   }
