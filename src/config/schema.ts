@@ -23,7 +23,7 @@ export const EnvSchema = Type.Object({
   ENQUEUE_FAILURE_STATUS: Type.Union([Type.Literal(200), Type.Literal(503)], { default: 200 }),
   SPOOL_DIR: Type.String({ minLength: 1, default: './spool' }),
   SPOOL_MAX_BYTES: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 1024 * 1024 * 1024 }),
-  ACK_BUDGET_MS: Millis(20),
+  ACK_BUDGET_MS: Millis(10),
   REDIS_WAIT_AOF: Type.Boolean({ default: false }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),

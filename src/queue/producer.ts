@@ -279,9 +279,7 @@ export class BullmqProducer implements Producer {
         setImmediate(() => {
           const now = Date.now();
           const waited = now - started;
-          // Silence counts from this write's start at the earliest: a write that probes a Redis silent for a while
-          // still gets the whole budget.
-          if (waited < limit && now - Math.max(this.progressAt, started) < step) {
+          if (waited < limit && now - this.progressAt < step) {
             timer = setTimeout(check, Math.min(step, limit - waited));
             return;
           }

@@ -91,7 +91,8 @@ const cursorPath = (segment: Segment) => segment.path.replace(/\.log$/, '.done')
 
 export class Spool {
   private readonly segments: Segment[];
-  private active: { segment: Segment; handle: FileHandle } | null = null;
+  /** The segment appends go to; its file is open only while deliveries are being spooled (null: closed). */
+  private active: { segment: Segment; handle: FileHandle | null } | null = null;
   private pending: PendingAppend[] = [];
   private pendingBytes = 0;
   private flushScheduled = false;
@@ -128,7 +129,10 @@ export class Spool {
     });
     try {
       const { segments, recovery } = await loadSegments(opts.dir, true);
-      return { spool: new Spool(opts, lock, segments), recovery };
+      const spool = new Spool(opts, lock, segments);
+      // The first spooled delivery should not also pay for creating a file and syncing its directory.
+      await spool.createSegment(false).catch(() => undefined);
+      return { spool, recovery };
     } catch (err) {
       await lock.release();
       throw err;
@@ -168,12 +172,13 @@ export class Spool {
     this.pendingBytes = 0;
     if (batch.length === 0) return;
     const bytes = batch.length === 1 ? (batch[0] as PendingAppend).record : Buffer.concat(batch.map((p) => p.record));
-    let active: { segment: Segment; handle: FileHandle } | null = null;
+    let active: { segment: Segment; handle: FileHandle | null } | null = null;
     try {
       if (this.active !== null && this.active.segment.size + bytes.length > this.opts.segmentBytes) {
         await this.sealActive();
       }
       active = this.active ?? (await this.createSegment());
+      active.handle ??= await open(active.segment.path, 'r+');
       const { segment, handle } = active;
       let written = 0;
       while (written < bytes.length) {
@@ -193,7 +198,8 @@ export class Spool {
       if (active !== null) {
         // Cut the segment back to its last good record; if even that fails, stop writing to it (the next open cuts
         // the torn tail away).
-        await active.handle.truncate(active.segment.size).catch(() => this.sealActive());
+        const failed = active;
+        if (failed.handle !== null) await failed.handle.truncate(failed.segment.size).catch(() => this.sealActive());
       }
       const error = new SpoolError(`the spool could not write the delivery: ${(err as Error).message}`, 'io', {
         cause: err,
@@ -208,7 +214,11 @@ export class Spool {
     this.fullSince = false;
   }
 
-  private async createSegment(): Promise<{ segment: Segment; handle: FileHandle }> {
+  /**
+   * Starts the next segment file (header written and synced, directory synced). Created ahead of need (`keepOpen`
+   * false), the file is closed until a delivery is spooled: an idle spool holds no open file.
+   */
+  private async createSegment(keepOpen = true): Promise<{ segment: Segment; handle: FileHandle | null }> {
     const seq = this.nextSeq++;
     const path = segmentPath(this.opts.dir, seq);
     const handle = await open(path, 'wx');
@@ -231,7 +241,8 @@ export class Spool {
       corrupt: false,
     };
     this.segments.push(segment);
-    this.active = { segment, handle };
+    if (!keepOpen) await handle.close();
+    this.active = { segment, handle: keepOpen ? handle : null };
     return this.active;
   }
 
@@ -240,7 +251,7 @@ export class Spool {
     const active = this.active;
     if (active === null) return;
     this.active = null;
-    await active.handle.close().catch(() => undefined);
+    await active.handle?.close().catch(() => undefined);
     if (active.segment.records === 0) await this.removeSegment(active.segment);
   }
 
@@ -254,7 +265,11 @@ export class Spool {
     // drain reads files nobody appends to.
     const sealed = new Promise<void>((resolve) => {
       this.chain = this.chain.then(async () => {
-        if (this.active !== null && this.active.segment.records > 0) await this.sealActive();
+        if (this.active !== null && this.active.segment.records > 0) {
+          await this.sealActive();
+          // Ready for the next delivery Redis cannot take; if this fails, the next append tries again.
+          await this.createSegment(false).catch(() => undefined);
+        }
         resolve();
       });
     });
