@@ -7,6 +7,8 @@
  *   listener-signed  the same with SELLSY_SIGN_KEY set and correctly signed bodies
  *   bare             minimal Fastify app answering 200 with no I/O: the ceiling
  *   floor            the same app doing one Redis LPUSH before its 200: the cheapest durable acknowledgement
+ *   naive            (opt-in) the design the project started from: Fastify with request logging, one BullMQ
+ *                    `queue.add` per request (benchmarks/reference-servers.ts naive)
  *
  * Two measurements per target, each on a fresh server process and an empty Redis (FLUSHALL + AOF rewrite):
  *   saturation  closed loop: autocannon (in this process, never in a server's) with N connections, pipelining 1,
@@ -31,7 +33,8 @@
  * Bodies are Sellsy-like JSON, unique per request (the listener deduplicates on the raw body).
  * Options (argv or env): --duration/BENCH_DURATION s (10), --warmup/BENCH_WARMUP s (2),
  * --connections/BENCH_CONNECTIONS (50), --rate/BENCH_RATE req/s (2000), --open-connections/BENCH_OPEN_CONNECTIONS
- * (128), --targets/BENCH_TARGETS (listener,listener-signed,bare,floor... any subset), --skip-build/BENCH_SKIP_BUILD=1,
+ * (128), --targets/BENCH_TARGETS (listener,listener-signed,bare,floor... any subset; add `naive`, the design the
+ * project started from, to measure the reference the targets were set against), --skip-build/BENCH_SKIP_BUILD=1,
  * --quiet-wait/BENCH_QUIET_WAIT s (120: before each run, wait that long at most for foreign CPU load to drop),
  * --retries/BENCH_RETRIES (2: a run during which foreign load used > 25% of a core is measured again),
  * --open-warmup/BENCH_OPEN_WARMUP s (5: open-loop traffic at the fixed rate before its measured window),
@@ -82,7 +85,9 @@ import type { OpenLoopResult } from './open-loop.ts';
 import { runFreezeBenchmark } from './redis-freeze.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const TARGETS = ['bare', 'floor', 'listener', 'listener-signed'] as const;
+const TARGETS = ['bare', 'floor', 'listener', 'listener-signed', 'naive'] as const;
+/** Measured unless --targets says otherwise. `naive` (the original design, a reference for the targets) is opt-in. */
+const DEFAULT_TARGETS = ['bare', 'floor', 'listener', 'listener-signed'];
 type TargetName = (typeof TARGETS)[number];
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -132,7 +137,7 @@ function readOptions(): Options {
     if (!Number.isFinite(value) || value < min) throw new Error(`${name} must be a number ≥ ${min} (got ${raw})`);
     return value;
   };
-  const targets = (values.targets ?? env.BENCH_TARGETS ?? TARGETS.join(','))
+  const targets = (values.targets ?? env.BENCH_TARGETS ?? DEFAULT_TARGETS.join(','))
     .split(',')
     .map((t) => t.trim())
     .filter(Boolean);
@@ -239,9 +244,10 @@ async function startTarget(name: TargetName, redis: PrivateRedis): Promise<Targe
       stdio: ['ignore', 'ignore', 'pipe'],
     });
   } else {
+    if (name === 'naive') queueName = `bench-naive-${randomBytes(4).toString('hex')}`;
     child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'benchmarks/reference-servers.ts'), name], {
       cwd: ROOT,
-      env,
+      env: { ...env, ...(queueName ? { QUEUE_NAME: queueName } : {}) },
       stdio: ['pipe', 'ignore', 'pipe'],
     });
   }
@@ -812,6 +818,21 @@ function computeRatios(m: Measurements, opts: Options): Record<string, RatioSumm
       label: 'listener-signed req/s ÷ bare req/s',
       of: (k) => [sat('listener-signed', k)?.rps, sat('bare', k)?.rps],
       target: { min: 0.45 },
+    },
+    {
+      key: 'naiveOverBareRps',
+      label: 'naive (original design) req/s ÷ bare req/s',
+      of: (k) => [sat('naive', k)?.rps, sat('bare', k)?.rps],
+    },
+    {
+      key: 'listenerOverNaiveRps',
+      label: 'listener req/s ÷ naive req/s',
+      of: (k) => [sat('listener', k)?.rps, sat('naive', k)?.rps],
+    },
+    {
+      key: 'naiveOverFloorP99',
+      label: `naive p99 ÷ floor p99 at ${opts.rate} req/s`,
+      of: (k) => [fix('naive', k)?.latency.p99, fix('floor', k)?.latency.p99],
     },
     {
       key: 'floorOverBareRps',
