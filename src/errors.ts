@@ -26,7 +26,15 @@ export class EnqueueError extends Error {
   readonly code = 'SW_ERR_ENQUEUE';
   constructor(
     message: string,
-    readonly reason: 'not_connected' | 'timeout' | 'backlog' | 'redis_error' | 'spool_full' | 'spool_error',
+    readonly reason:
+      | 'not_connected'
+      | 'timeout'
+      /** Not sent to Redis at all: it had been silent for the whole ack budget (spool mode only). */
+      | 'stalled'
+      | 'backlog'
+      | 'redis_error'
+      | 'spool_full'
+      | 'spool_error',
     options?: { cause?: unknown },
   ) {
     super(message, options);

@@ -41,7 +41,7 @@ export class SpoolingProducer implements Producer {
   }
 
   async enqueue(job: WebhookJob): Promise<EnqueueResult> {
-    let reason: EnqueueError['reason'] = 'timeout';
+    let reason: EnqueueError['reason'] = 'stalled';
     // A Redis that has not answered anything for the whole budget is not asked again: the delivery goes straight
     // to the spool instead of waiting out the budget behind it.
     if (!this.queue.stalled(this.opts.ackBudgetMs)) {

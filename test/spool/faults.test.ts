@@ -33,7 +33,11 @@ function summary(answers: Answer[]) {
   };
 }
 
-async function counter(l: TestListener, name: 'deliveries' | 'spoolDrained', label: string): Promise<number> {
+async function counter(
+  l: TestListener,
+  name: 'deliveries' | 'spoolDrained' | 'enqueueErrors',
+  label: string,
+): Promise<number> {
   const values = (await l.metrics[name].get()).values;
   return values.find((v) => Object.values(v.labels).includes(label))?.value ?? 0;
 }
@@ -86,6 +90,14 @@ test('Redis frozen (SIGSTOP) for 3 s under steady load: answers stay fast, nothi
   await l.spooling?.drained(20_000);
   const jobs = await assertOneJobPerDelivery(l.queue, answers, fail);
   assert.equal(jobs, answers.length);
+  // Only the deliveries sent before Redis was known to be silent waited out the budget; the others were spooled at
+  // once. (Regression: commands timing out after ENQUEUE_TIMEOUT_MS made a frozen Redis look alive again, so a few
+  // more deliveries waited the whole budget every second.)
+  const waited = await counter(l, 'enqueueErrors', 'timeout');
+  const direct = await counter(l, 'enqueueErrors', 'stalled');
+  t.diagnostic(`spooled after waiting ACK_BUDGET_MS: ${waited}; spooled at once: ${direct}`);
+  assert.ok(direct > rate * 2, `${direct} deliveries spooled without waiting`);
+  assert.ok(waited <= 5, `${waited} deliveries waited out the budget`);
 });
 
 test('a delivery spooled after its Redis write timed out, which Redis then took, makes one job', async () => {
