@@ -50,7 +50,9 @@ test('with Redis stopped for the whole burst, 500 deliveries get 200 at once; on
   t.diagnostic(`Redis down: ${JSON.stringify(s)}`);
   assert.equal(s.non200, 0);
   assert.equal(s.spooled, 500);
-  assert.ok(s.max < 1000, `slowest answer ${s.max.toFixed(1)} ms`);
+  // No request waits for Redis (the naive design hangs until Redis answers). The bound is loose: the client and the
+  // listener share this process, and the first burst of a fresh process runs cold (about 0.5 s here).
+  assert.ok(s.max < 3000, `slowest answer ${s.max.toFixed(1)} ms`);
   assert.equal(l.spooling?.spool.status().depth, 500);
   const ready = (await (await fetch(`${l.url}/readyz`)).json()) as { ok: boolean; spool: { depth: number } };
   assert.equal(ready.ok, true, 'ready: the spool accepts while Redis is down');
