@@ -99,12 +99,10 @@ export class Spool {
   /** Writes, seals and closes run one at a time, in order. */
   private chain: Promise<void> = Promise.resolve();
   private closed = false;
-  private lastError: string | null = null;
-  private lastFailureAt = 0;
+  /** The last failed append, until one succeeds (a `full` one also clears once a drain frees space). */
+  private lastFailure: { error: SpoolError; at: number } | null = null;
   private nextSeq: number;
   private writes = 0;
-  /** The last failure was the size bound: freeing space (a drain) clears it. */
-  private fullSince = false;
 
   private constructor(
     private readonly opts: Required<SpoolOptions>,
@@ -148,8 +146,7 @@ export class Spool {
         `the spool is full (SPOOL_MAX_BYTES=${this.opts.maxBytes}, ${this.bytes()} bytes used)`,
         'full',
       );
-      this.failed(error);
-      this.fullSince = true;
+      this.lastFailure = { error, at: Date.now() };
       return Promise.reject(error);
     }
     return new Promise<void>((resolve, reject) => {
@@ -190,29 +187,22 @@ export class Spool {
       segment.size += bytes.length;
       if (segment.records === 0) segment.oldestMs = (batch[0] as PendingAppend).receivedMs;
       segment.records += batch.length;
-      this.lastError = null;
-      this.fullSince = false;
+      this.lastFailure = null;
       for (const p of batch) p.resolve();
     } catch (err) {
-      this.failed(err as Error);
+      const error = new SpoolError(`the spool could not write the delivery: ${(err as Error).message}`, 'io', {
+        cause: err,
+      });
+      this.lastFailure = { error, at: Date.now() };
       if (active !== null) {
         // Cut the segment back to its last good record; if even that fails, stop writing to it (the next open cuts
         // the torn tail away).
         const failed = active;
         if (failed.handle !== null) await failed.handle.truncate(failed.segment.size).catch(() => this.sealActive());
       }
-      const error = new SpoolError(`the spool could not write the delivery: ${(err as Error).message}`, 'io', {
-        cause: err,
-      });
       for (const p of batch) p.reject(error);
     }
   };
-
-  private failed(err: Error): void {
-    this.lastError = err.message;
-    this.lastFailureAt = Date.now();
-    this.fullSince = false;
-  }
 
   /**
    * Starts the next segment file (header written and synced, directory synced). Created ahead of need (`keepOpen`
@@ -301,30 +291,14 @@ export class Spool {
     if (segment.corrupt) await rename(segment.path, segment.path.replace(/\.log$/, '.corrupt'));
     else await unlink(segment.path);
     await unlink(cursorPath(segment)).catch(() => undefined);
-    if (this.fullSince) {
-      this.lastError = null;
-      this.fullSince = false;
-    }
+    if (this.lastFailure?.error.reason === 'full') this.lastFailure = null;
   }
 
   status(): SpoolStatus {
-    const depth = this.segments.reduce((n, s) => n + s.records, 0);
-    const oldestMs = this.segments.find((s) => s.records > 0)?.oldestMs ?? null;
-    const bytes = this.bytes();
-    return {
-      depth,
-      bytes,
-      maxBytes: this.opts.maxBytes,
-      segments: this.segments.length,
-      oldestReceivedAt: oldestMs === null ? null : new Date(oldestMs).toISOString(),
-      oldestAgeSeconds: oldestMs === null ? 0 : Math.max(0, (Date.now() - oldestMs) / 1000),
-      healthy:
-        !this.closed &&
-        bytes < this.opts.maxBytes &&
-        (this.lastError === null || Date.now() - this.lastFailureAt > RETRY_AFTER_FAILURE_MS),
-      lastError: this.lastError,
-      writes: this.writes,
-    };
+    const failure = this.lastFailure;
+    const status = statusOf(this.segments, this.opts.maxBytes, failure?.error.message ?? null, this.writes);
+    status.healthy &&= !this.closed && (failure === null || Date.now() - failure.at > RETRY_AFTER_FAILURE_MS);
+    return status;
   }
 
   private bytes(): number {
@@ -346,18 +320,28 @@ export class Spool {
 /** The spool's state read from its files, without taking the lock and changing nothing (`spool status`). */
 export async function inspectSpool(dir: string, maxBytes: number): Promise<SpoolStatus & SpoolRecovery> {
   const { segments, recovery } = await loadSegments(dir, false);
+  return { ...recovery, ...statusOf(segments, maxBytes, null, 0) };
+}
+
+/** Depth, size and oldest delivery of a set of segments; `healthy` here only means "below SPOOL_MAX_BYTES". */
+function statusOf(segments: Segment[], maxBytes: number, lastError: string | null, writes: number): SpoolStatus {
+  let depth = 0;
+  let bytes = 0;
+  for (const s of segments) {
+    depth += s.records;
+    bytes += s.size;
+  }
   const oldestMs = segments.find((s) => s.records > 0)?.oldestMs ?? null;
-  const bytes = segments.reduce((n, s) => n + s.size, 0);
   return {
-    ...recovery,
+    depth,
     bytes,
     maxBytes,
     segments: segments.length,
     oldestReceivedAt: oldestMs === null ? null : new Date(oldestMs).toISOString(),
     oldestAgeSeconds: oldestMs === null ? 0 : Math.max(0, (Date.now() - oldestMs) / 1000),
     healthy: bytes < maxBytes,
-    lastError: null,
-    writes: 0,
+    lastError,
+    writes,
   };
 }
 
