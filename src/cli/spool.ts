@@ -7,7 +7,7 @@
 import type { Config } from '../config/config.ts';
 import { BullmqProducer, producerOptionsFrom } from '../queue/producer.ts';
 import { inspectSpool, Spool } from '../spool/spool.ts';
-import { SpoolingProducer } from '../spool/spooling-producer.ts';
+import { drainSpool } from '../spool/spooling-producer.ts';
 
 const MiB = 1024 * 1024;
 
@@ -35,10 +35,6 @@ export async function spoolStatus(config: Config, json: boolean): Promise<number
 export async function spoolDrain(config: Config, waitMs = 30_000): Promise<number> {
   const { spool, recovery } = await Spool.open({ dir: config.spool.dir, maxBytes: config.spool.maxBytes });
   const queue = new BullmqProducer(producerOptionsFrom(config));
-  const producer = new SpoolingProducer(queue, spool, {
-    ackBudgetMs: config.enqueueTimeoutMs,
-    drainIntervalMs: 60_000,
-  });
   try {
     process.stdout.write(`spool ${config.spool.dir}: ${recovery.depth} deliveries to move\n`);
     if (recovery.depth === 0) return 0;
@@ -51,7 +47,7 @@ export async function spoolDrain(config: Config, waitMs = 30_000): Promise<numbe
       await new Promise((r) => setTimeout(r, 100));
     }
     try {
-      const counts = await producer.drainOnce();
+      const counts = await drainSpool(spool, queue);
       process.stdout.write(`moved ${counts.queued + counts.duplicate} deliveries to queue ${config.queueName}\n`);
       return 0;
     } catch (err) {
@@ -60,7 +56,8 @@ export async function spoolDrain(config: Config, waitMs = 30_000): Promise<numbe
       return 1;
     }
   } finally {
-    await producer.close();
+    await spool.close();
+    await queue.close();
   }
 }
 

@@ -22,7 +22,26 @@ export interface SpoolingProducerOptions {
   drainIntervalMs?: number;
   logger?: Logger;
   /** Called after each drain pass that moved deliveries. */
-  onDrained?: (counts: { queued: number; duplicate: number }) => void;
+  onDrained?: (counts: DrainCounts) => void;
+}
+
+/**
+ * `queued`: the job now in Redis is this delivery's (new, or written by Redis late after its ack budget ran out:
+ * same job id); `duplicate`: an earlier delivery with the same bytes had a job already.
+ */
+export interface DrainCounts {
+  queued: number;
+  duplicate: number;
+}
+
+/** Moves every spooled delivery into the queue, oldest first. Rejects if Redis fails on the way. */
+export async function drainSpool(spool: Spool, queue: BullmqProducer, batchSize = 100): Promise<DrainCounts> {
+  const counts = { queued: 0, duplicate: 0 };
+  await spool.drain(async (jobs) => {
+    const results = await Promise.all(jobs.map((job) => queue.enqueue(job)));
+    for (const result of results) counts[result.duplicate ? 'duplicate' : 'queued']++;
+  }, batchSize);
+  return counts;
 }
 
 export class SpoolingProducer implements Producer {
@@ -88,14 +107,8 @@ export class SpoolingProducer implements Producer {
     });
   }
 
-  /** Moves every spooled delivery into the queue, oldest first. Rejects if Redis fails on the way. */
-  async drainOnce(): Promise<{ queued: number; duplicate: number }> {
-    const counts = { queued: 0, duplicate: 0 };
-    await this.spool.drain(async (jobs) => {
-      const results = await Promise.all(jobs.map((job) => this.queue.enqueue(job)));
-      for (const result of results) counts[result.duplicate ? 'duplicate' : 'queued']++;
-    }, this.opts.drainBatch ?? 100);
-    return counts;
+  drainOnce(): Promise<DrainCounts> {
+    return drainSpool(this.spool, this.queue, this.opts.drainBatch);
   }
 
   /** Resolves once the spool is empty, or rejects after `timeoutMs`. */
