@@ -8,7 +8,16 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
  * What happened to a delivery. `spooled`: answered 200 once durable in the local spool (queued later). `lost`:
  * answered 200 but neither queued nor spooled (logged at error level with the raw body). `refused`: answered 503.
  */
-export type DeliveryOutcome = 'accepted' | 'duplicate' | 'spooled' | 'bad_signature' | 'too_large' | 'lost' | 'refused';
+export const DELIVERY_OUTCOMES = [
+  'accepted',
+  'duplicate',
+  'spooled',
+  'bad_signature',
+  'too_large',
+  'lost',
+  'refused',
+] as const;
+export type DeliveryOutcome = (typeof DELIVERY_OUTCOMES)[number];
 
 export interface Metrics {
   registry: Registry;
@@ -31,17 +40,7 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
-  for (const outcome of [
-    'accepted',
-    'duplicate',
-    'spooled',
-    'bad_signature',
-    'too_large',
-    'lost',
-    'refused',
-  ] as const) {
-    deliveries.inc({ outcome }, 0);
-  }
+  for (const outcome of DELIVERY_OUTCOMES) deliveries.inc({ outcome }, 0);
   const ackSeconds = new Histogram({
     name: 'sellsy_webhooks_ack_seconds',
     help: 'Time from request start to the answer to a webhook delivery.',
@@ -76,7 +75,7 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
   });
   const spoolDrained = new Counter({
     name: 'sellsy_webhooks_spool_drained_total',
-    help: 'Spooled deliveries moved to the queue: queued, or duplicate (Redis already held the job).',
+    help: 'Spooled deliveries moved to the queue: queued (as their own job), or duplicate (an earlier delivery with the same bytes had a job).',
     labelNames: ['result'] as const,
     registers: [registry],
   });
