@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { after, type TestContext, test } from 'node:test';
 import { runCli } from '../helpers/cli.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { allJobs } from '../helpers/load.ts';
@@ -25,16 +25,23 @@ function mount(args: string[]): boolean {
   return result.status === 0;
 }
 
-test('a full or read-only disk under the spool: deliveries get the last-resort answer, the process stays up, and it recovers', async (t) => {
+/** A tmpfs with these mount options on a fresh directory, unmounted after the file; null (test skipped) if not root. */
+async function tmpfs(t: TestContext, options: string): Promise<string | null> {
   const dir = await mkdtemp(join(tmpdir(), 'spool-disk-'));
   cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  if (!mount(['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', dir])) {
-    t.skip('mounting a small tmpfs (to fill a disk for real) needs root; run the tests as root to cover this');
-    return;
+  if (!mount(['-t', 'tmpfs', '-o', options, 'tmpfs', dir])) {
+    t.skip('mounting a tmpfs (a real small or read-only disk) needs root; run the tests as root to cover this');
+    return null;
   }
   cleanup.push(async () => {
     spawnSync('umount', ['-l', dir]);
   });
+  return dir;
+}
+
+test('a full or read-only disk under the spool: deliveries get the last-resort answer, the process stays up, and it recovers', async (t) => {
+  const dir = await tmpfs(t, 'size=64k');
+  if (dir === null) return;
   const port = await freePort();
   const l = await startTestListener(`redis://127.0.0.1:${port}`, { SPOOL_DIR: dir });
   cleanup.push(() => l.close());
@@ -88,15 +95,8 @@ test('a full or read-only disk under the spool: deliveries get the last-resort a
 });
 
 test('a SPOOL_DIR on a read-only file system stops the start with a clear error', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'spool-ro-'));
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  if (!mount(['-t', 'tmpfs', '-o', 'size=64k,ro', 'tmpfs', dir])) {
-    t.skip('mounting a read-only tmpfs needs root; run the tests as root to cover this');
-    return;
-  }
-  cleanup.push(async () => {
-    spawnSync('umount', ['-l', dir]);
-  });
+  const dir = await tmpfs(t, 'size=64k,ro');
+  if (dir === null) return;
   const result = runCli(['listen'], { SPOOL_DIR: dir, PORT: '0', HOST: '127.0.0.1' });
   assert.equal(result.status, 1);
   assert.match(result.stderr, /SPOOL_DIR .* is not writable: EROFS/);

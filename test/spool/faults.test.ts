@@ -15,7 +15,8 @@ after(async () => {
 });
 
 async function listener(redisUrl: string, env: Record<string, string> = {}): Promise<TestListener> {
-  const l = await startTestListener(redisUrl, env);
+  // The production default, which these tests measure (the test helper's default is longer).
+  const l = await startTestListener(redisUrl, { ACK_BUDGET_MS: '10', ...env });
   cleanup.push(() => l.close());
   return l;
 }

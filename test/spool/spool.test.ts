@@ -36,6 +36,16 @@ async function drainAll(spool: Spool): Promise<WebhookJob[]> {
 
 const segmentFiles = async (dir: string) => (await readdir(dir)).filter((f) => f.startsWith('segment-')).sort();
 
+/** A spool directory left by a closed spool that held deliveries 0 … n-1, in one segment file. */
+async function closedSpoolOf(n: number): Promise<{ dir: string; file: string; path: string }> {
+  const dir = await tempDir();
+  const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
+  for (let i = 0; i < n; i++) await spool.append(jobFixture(i));
+  await spool.close();
+  const [file = ''] = await segmentFiles(dir);
+  return { dir, file, path: join(dir, file) };
+}
+
 test('appended deliveries survive a reopen and drain oldest first, byte-exact, then their files are removed', async () => {
   const dir = await tempDir();
   const first = await Spool.open({ dir, maxBytes: 1 << 20 });
@@ -70,12 +80,7 @@ test('concurrent appends share one write and one fsync (group commit)', async ()
 });
 
 test('a torn record at the end (a crash during an append) is cut off on open, never replayed', async () => {
-  const dir = await tempDir();
-  const first = await Spool.open({ dir, maxBytes: 1 << 20 });
-  for (let i = 0; i < 3; i++) await first.spool.append(jobFixture(i));
-  await first.spool.close();
-  const [file] = await segmentFiles(dir);
-  const path = join(dir, file as string);
+  const { dir, path } = await closedSpoolOf(3);
   const sizeBefore = (await readFile(path)).length;
   const torn = encodeRecord(jobFixture(3));
   await appendFile(path, torn.subarray(0, torn.length - 7));
@@ -93,12 +98,7 @@ test('a torn record at the end (a crash during an append) is cut off on open, ne
 });
 
 test('a damaged record in the middle is skipped, the others drain, and the segment is kept as .corrupt', async () => {
-  const dir = await tempDir();
-  const first = await Spool.open({ dir, maxBytes: 1 << 20 });
-  for (let i = 0; i < 3; i++) await first.spool.append(jobFixture(i));
-  await first.spool.close();
-  const [file] = await segmentFiles(dir);
-  const path = join(dir, file as string);
+  const { dir, file, path } = await closedSpoolOf(3);
   const bytes = await readFile(path);
   const second = bytes.indexOf(Buffer.from('"dedupKey":"key-1"'));
   assert.ok(second > 0);
@@ -114,7 +114,7 @@ test('a damaged record in the middle is skipped, the others drain, and the segme
     [0, 2].map((i) => jobFixture(i).data.deliveryId),
   );
   await spool.close();
-  assert.deepEqual(await readdir(dir), [(file as string).replace('.log', '.corrupt')]);
+  assert.deepEqual(await readdir(dir), [file.replace('.log', '.corrupt')]);
 });
 
 test('a drain stopped by a failing sink keeps what was not confirmed, across a reopen', async () => {
@@ -203,9 +203,13 @@ test('spool status reads the files without the lock and without changing them', 
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
   await spool.append(jobFixture(0));
   await spool.append(jobFixture(1));
+  const files = async () =>
+    Promise.all((await readdir(dir)).sort().map(async (f) => [f, (await readFile(join(dir, f))).toString('base64')]));
+  const before = await files();
   const status = await inspectSpool(dir, 1 << 20);
   assert.equal(status.depth, 2);
   assert.equal(status.oldestReceivedAt, jobFixture(0).data.receivedAt);
-  assert.ok(status.bytes > 0);
+  assert.equal(status.bytes, spool.status().bytes);
+  assert.deepEqual(await files(), before, "no file was changed, added or removed (the lock stays the owner's)");
   await spool.close();
 });
