@@ -61,8 +61,10 @@ import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { Queue } from 'bullmq';
 import {
+  baseEnv,
   cpuSeconds,
   FLOOR_KEY,
+  f,
   freePort,
   isRunning,
   type LatencySummary,
@@ -76,6 +78,7 @@ import {
   startPrivateRedis,
   stopChild,
   summarize,
+  table,
   tail,
   track,
   WEBHOOK_PATH,
@@ -215,14 +218,6 @@ interface Target {
   spooled(): Promise<number | null>;
   /** Stops the target; returns a description if it had died on its own before that, else null. */
   stop(): Promise<string | null>;
-}
-
-/** A clean environment: nothing from the caller's shell (such as a SELLSY_SIGN_KEY) leaks into a target. */
-function baseEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const name of ['PATH', 'HOME', 'TMPDIR', 'LANG'])
-    if (process.env[name] !== undefined) env[name] = process.env[name];
-  return env;
 }
 
 async function startTarget(name: TargetName, redis: PrivateRedis): Promise<Target> {
@@ -542,17 +537,6 @@ async function stableWrites(target: Target): Promise<number | null> {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Output
-
-const f = (v: number, digits = 2) => (Number.isFinite(v) ? v.toFixed(digits) : '-');
-const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
-const lpad = (s: string, n: number) => (s.length >= n ? s : ' '.repeat(n - s.length) + s);
-
-function table(header: string[], rows: string[][]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? pad(c, widths[i] ?? 0) : lpad(c, widths[i] ?? 0))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
-}
 
 function machine() {
   const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
@@ -1111,7 +1095,7 @@ async function main(): Promise<void> {
     let verdict = '';
     if (r.target?.min !== undefined) verdict = `  (target ≥ ${r.target.min}: ${r.met ? 'met' : 'NOT met'})`;
     if (r.target?.max !== undefined) verdict = `  (target ≤ ${r.target.max}: ${r.met ? 'met' : 'NOT met'})`;
-    out.push(`  ${pad(r.label, 58)} ${f(r.median, 3)}${range}${verdict}`);
+    out.push(`  ${r.label.padEnd(58)} ${f(r.median, 3)}${range}${verdict}`);
   }
 
   const bareFixed = byRound(m.fixedRate.filter((r) => r.target === 'bare'));

@@ -295,3 +295,22 @@ export async function startPrivateRedis(bin = process.env.REDIS_SERVER_BIN ?? 'r
     },
   };
 }
+
+/** A clean environment for a child process: nothing from the caller's shell (such as a SELLSY_SIGN_KEY) leaks in. */
+export function baseEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const name of ['PATH', 'HOME', 'TMPDIR', 'LANG'])
+    if (process.env[name] !== undefined) env[name] = process.env[name];
+  return env;
+}
+
+/** A figure for a table: fixed digits, `-` when not a number. */
+export const f = (v: number, digits = 2) => (Number.isFinite(v) ? v.toFixed(digits) : '-');
+
+/** A plain-text table: the first column left-aligned, the others right-aligned. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
+  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}

@@ -27,11 +27,14 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import {
+  baseEnv,
+  f,
   freePort,
   type LatencySummary,
   sleep,
   startPrivateRedis,
   stopChild,
+  table,
   tail,
   track,
   waitForHttp200,
@@ -65,20 +68,13 @@ export interface FreezeRun {
   settleS: number;
 }
 
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const name of ['PATH', 'HOME', 'TMPDIR', 'LANG'])
-    if (process.env[name] !== undefined) env[name] = process.env[name];
-  return env;
-}
-
 async function runOnce(target: FreezeRun['target'], round: number, opts: FreezeOptions): Promise<FreezeRun> {
   const redis = await startPrivateRedis();
   const spoolDir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-bench-spool-'));
   const queueName = `freeze-${target}`;
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const env = { ...cleanEnv(), PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redis.url, QUEUE_NAME: queueName };
+  const env = { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redis.url, QUEUE_NAME: queueName };
   const server: ChildProcess = track(
     target === 'listener'
       ? spawn(process.execPath, [join(ROOT, 'dist/src/cli.js'), 'listen'], {
@@ -122,7 +118,7 @@ async function runOnce(target: FreezeRun['target'], round: number, opts: FreezeO
           '--mark-to',
           String(opts.beforeS + opts.freezeS),
         ],
-        { cwd: ROOT, env: cleanEnv(), stdio: ['pipe', 'pipe', 'pipe'] },
+        { cwd: ROOT, env: baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] },
       ),
     );
     const genErr = tail(generator.stderr);
@@ -203,7 +199,6 @@ export async function runFreezeBenchmark(opts: FreezeOptions): Promise<{ runs: F
       runs.push(await runOnce(target, round, opts));
     }
   }
-  const f = (v: number, d = 2) => (Number.isFinite(v) ? v.toFixed(d) : '-');
   const header = [
     'target',
     'round',
@@ -236,9 +231,6 @@ export async function runFreezeBenchmark(opts: FreezeOptions): Promise<{ runs: F
     String(r.duplicated),
     f(r.settleS, 1),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
   const listener = runs.filter((r) => r.target === 'listener');
   const met =
     listener.length > 0 &&
@@ -247,9 +239,7 @@ export async function runFreezeBenchmark(opts: FreezeOptions): Promise<{ runs: F
     );
   const report = [
     `Redis frozen (SIGSTOP) for ${opts.freezeS} s under ${opts.rate} req/s (open loop, ${opts.beforeS} s before, ${opts.afterS} s after); latency from intended start, ms`,
-    line(header),
-    widths.map((w) => '-'.repeat(w)).join('  '),
-    ...rows.map(line),
+    table(header, rows),
     '"frozen": requests due while Redis was frozen. lost = acknowledged without a job; duplicated = jobs beyond one per delivery;',
     'settle = seconds after the thaw until the jobs stopped changing (the spool drained).',
     `Target (listener): p99 ≤ 10 ms and max ≤ 50 ms while frozen, 0 lost, 0 duplicated, no non-2xx: ${met ? 'met' : 'NOT met'}`,
