@@ -41,7 +41,22 @@ export interface Config {
   shutdownTimeoutMs: number;
   trustProxy: boolean;
   jobs: { attempts: number; backoffMs: number; keepCompletedSeconds: number; keepFailedSeconds: number };
-  worker: { concurrency: number };
+  worker: {
+    concurrency: number;
+    /** BullMQ lock duration: how long a crashed worker's job stays locked before another worker takes it again. */
+    lockMs: number;
+    /** Path of the user handler module, resolved from the working directory; null: built-ins only. */
+    handlersModule: string | null;
+    /** `latest`: one job per record at a time, bursts collapse into the latest (record stage); `off`: every
+     * delivery runs the handlers, concurrently. */
+    recordOrder: 'latest' | 'off';
+  };
+  /** Built-in `forward`: POST each event to an internal URL, signed per Standard Webhooks. Null: off. */
+  forward: { url: string; secret: string; timeoutMs: number } | null;
+  /** Built-in `postgres`: one row per delivery in `<schema>.sellsy_events`. Null: off. */
+  postgres: { url: string; schema: string } | null;
+  /** Built-in `sellsy-fetch`: the full object from the Sellsy API v2. Null: off. */
+  sellsyApi: { clientId: string; clientSecret: string; apiUrl: string; tokenUrl: string; timeoutMs: number } | null;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -72,7 +87,37 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   } catch {
     problems.push(`REDIS_URL: must be a URL such as redis://127.0.0.1:6379 (got ${JSON.stringify(parsed.REDIS_URL)})`);
   }
+  if (parsed.FORWARD_URL !== undefined && parsed.FORWARD_SECRET === undefined) {
+    problems.push('FORWARD_SECRET: is required when FORWARD_URL is set (whsec_ followed by base64 of 24 to 64 bytes)');
+  }
+  if (parsed.FORWARD_SECRET !== undefined) {
+    const bytes = Buffer.from(parsed.FORWARD_SECRET.slice('whsec_'.length), 'base64');
+    if (bytes.length < 24 || bytes.length > 64) {
+      problems.push(
+        'FORWARD_SECRET: must be whsec_ followed by base64 of 24 to 64 random bytes (got a secret of ' +
+          `${bytes.length} bytes); generate one with: node -e "console.log('whsec_'+crypto.randomBytes(32).toString('base64'))"`,
+      );
+    }
+  }
+  if ((parsed.SELLSY_CLIENT_ID === undefined) !== (parsed.SELLSY_CLIENT_SECRET === undefined)) {
+    problems.push('SELLSY_CLIENT_ID and SELLSY_CLIENT_SECRET: set both (sellsy-fetch on) or neither (off)');
+  }
+  if (parsed.SIGNATURE_CHECK === 'worker' && keys.length === 0 && accountKeys.size === 0) {
+    problems.push(
+      'SIGNATURE_CHECK: "worker" needs SELLSY_SIGN_KEY or SELLSY_ACCOUNT_KEYS (the worker verifies with them)',
+    );
+  }
   if (problems.length > 0) throw new ConfigError(problems);
+  const sellsyApi =
+    parsed.SELLSY_CLIENT_ID !== undefined && parsed.SELLSY_CLIENT_SECRET !== undefined
+      ? {
+          clientId: parsed.SELLSY_CLIENT_ID,
+          clientSecret: parsed.SELLSY_CLIENT_SECRET,
+          apiUrl: parsed.SELLSY_API_URL.replace(/\/+$/, ''),
+          tokenUrl: parsed.SELLSY_TOKEN_URL,
+          timeoutMs: parsed.SELLSY_API_TIMEOUT_MS,
+        }
+      : null;
 
   return deepFreeze({
     port: parsed.PORT,
@@ -101,7 +146,18 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       keepCompletedSeconds: parsed.JOB_KEEP_COMPLETED_SECONDS,
       keepFailedSeconds: parsed.JOB_KEEP_FAILED_SECONDS,
     },
-    worker: { concurrency: parsed.WORKER_CONCURRENCY },
+    worker: {
+      concurrency: parsed.WORKER_CONCURRENCY,
+      lockMs: parsed.WORKER_LOCK_MS,
+      handlersModule: parsed.HANDLERS ?? null,
+      recordOrder: parsed.RECORD_ORDER === 'auto' ? (sellsyApi ? 'latest' : 'off') : parsed.RECORD_ORDER,
+    },
+    forward:
+      parsed.FORWARD_URL !== undefined && parsed.FORWARD_SECRET !== undefined
+        ? { url: parsed.FORWARD_URL, secret: parsed.FORWARD_SECRET, timeoutMs: parsed.FORWARD_TIMEOUT_MS }
+        : null,
+    postgres: parsed.DATABASE_URL !== undefined ? { url: parsed.DATABASE_URL, schema: parsed.DATABASE_SCHEMA } : null,
+    sellsyApi,
   });
 }
 

@@ -36,6 +36,19 @@ export const EnvSchema = Type.Object({
   JOB_KEEP_COMPLETED_SECONDS: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600, default: 24 * 3600 }),
   JOB_KEEP_FAILED_SECONDS: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600, default: 30 * 24 * 3600 }),
   WORKER_CONCURRENCY: Type.Integer({ minimum: 1, maximum: 1000, default: 10 }),
+  WORKER_LOCK_MS: Millis(30_000, 1000),
+  HANDLERS: Type.Optional(Type.String({ minLength: 1 })),
+  RECORD_ORDER: Type.Union([Type.Literal('auto'), Type.Literal('latest'), Type.Literal('off')], { default: 'auto' }),
+  FORWARD_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  FORWARD_SECRET: Type.Optional(Type.String({ pattern: '^whsec_' })),
+  FORWARD_TIMEOUT_MS: Millis(10_000),
+  DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
+  DATABASE_SCHEMA: Type.String({ pattern: '^[a-z_][a-z0-9_]{0,62}$', default: 'public' }),
+  SELLSY_CLIENT_ID: Type.Optional(Type.String({ minLength: 1 })),
+  SELLSY_CLIENT_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  SELLSY_API_URL: Type.String({ pattern: '^https?://', default: 'https://api.sellsy.com/v2' }),
+  SELLSY_TOKEN_URL: Type.String({ pattern: '^https?://', default: 'https://login.sellsy.com/oauth2/access-tokens' }),
+  SELLSY_API_TIMEOUT_MS: Millis(10_000),
 });
 
 export type Env = Static<typeof EnvSchema>;
