@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 /**
- * `sellsy-webhooks <command>`: listen | work | start | spool status | spool drain | help | version.
+ * `sellsy-webhooks <command>`: listen | work | start | replay | spool status | spool drain | help | version.
  * Exit codes: 0 done, 1 runtime failure, 2 usage error, 78 bad configuration.
  */
 import closeWithGrace from 'close-with-grace';
 import { startListener } from './cli/listener.ts';
+import { parseReplayArgs, replay } from './cli/replay.ts';
 import { spoolDrain, spoolStatus } from './cli/spool.ts';
 import { type Config, loadConfig } from './config/config.ts';
 import { ConfigError, SpoolError, SpoolLockedError } from './errors.ts';
@@ -22,6 +23,9 @@ Commands:
             what the local spool in SPOOL_DIR holds: deliveries, size, oldest (safe while a listener runs)
   spool drain
             moves every spooled delivery into the queue once, then exits (no listener may run on SPOOL_DIR)
+  replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]
+            puts dead letters (failed jobs) back in the queue with fresh attempts; no filter = all of them;
+            --name takes a pattern (invoice.*), --since/--until bound when they failed; --dry-run lists them
   help      this text
   version   the package version
 
@@ -31,6 +35,7 @@ Configuration comes from environment variables; see .env.example and the README.
             TRUST_PROXY JOB_ATTEMPTS JOB_BACKOFF_MS JOB_KEEP_COMPLETED_SECONDS JOB_KEEP_FAILED_SECONDS SPOOL_DIR
             SPOOL_MAX_BYTES ACK_BUDGET_MS REDIS_WAIT_AOF
   spool:    SPOOL_DIR SPOOL_MAX_BYTES REDIS_URL QUEUE_NAME QUEUE_PREFIX ENQUEUE_TIMEOUT_MS
+  replay:   REDIS_URL QUEUE_NAME QUEUE_PREFIX
   worker:   REDIS_URL QUEUE_NAME QUEUE_PREFIX WORKER_CONCURRENCY WORKER_LOCK_MS HANDLERS RECORD_ORDER
             SELLSY_SIGN_KEY SELLSY_ACCOUNT_KEYS (SIGNATURE_CHECK=worker)
             forward: FORWARD_URL FORWARD_SECRET FORWARD_TIMEOUT_MS
@@ -60,7 +65,13 @@ async function main(argv: string[]): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  if (!['listen', 'work', 'start', 'spool'].includes(command)) {
+  const replayArgs = command === 'replay' ? parseReplayArgs(argv.slice(1)) : null;
+  if (typeof replayArgs === 'string') {
+    process.stderr.write(`sellsy-webhooks replay: ${replayArgs}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  if (!['listen', 'work', 'start', 'spool', 'replay'].includes(command)) {
     process.stderr.write(`Unknown command "${command}".\n\n${HELP}`);
     process.exitCode = 2;
     return;
@@ -77,6 +88,15 @@ async function main(argv: string[]): Promise<void> {
     }
     throw err;
   }
+  if (replayArgs) {
+    const { matched, replayed } = await replay(config, replayArgs.filter, replayArgs.dryRun, (line) =>
+      process.stdout.write(`${line}\n`),
+    );
+    process.stdout.write(
+      replayArgs.dryRun ? `${matched} dead letters would be replayed\n` : `${replayed} dead letters replayed\n`,
+    );
+    return;
+  }
   if (spoolCommand === 'status') {
     process.exitCode = await spoolStatus(config, argv.includes('--json'));
     return;
@@ -88,7 +108,7 @@ async function main(argv: string[]): Promise<void> {
   const logger = createLogger(config.logLevel);
   const closers: (() => Promise<void>)[] = [];
   if (command === 'listen' || command === 'start') closers.push((await startListener(config, logger)).close);
-  if (command === 'work' || command === 'start') closers.push(startWorker(config, logger).close);
+  if (command === 'work' || command === 'start') closers.push((await startWorker(config, logger)).close);
 
   closeWithGrace(
     { delay: config.shutdownTimeoutMs, logger: { error: (m: string) => logger.error(m) } },
@@ -103,6 +123,10 @@ async function main(argv: string[]): Promise<void> {
 }
 
 main(process.argv.slice(2)).catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`sellsy-webhooks: ${err.message}\n`);
+    process.exit(78);
+  }
   if (err instanceof SpoolLockedError || err instanceof SpoolError) {
     process.stderr.write(`sellsy-webhooks: ${err.message}\n`);
     process.exit(1);

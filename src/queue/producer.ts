@@ -120,14 +120,7 @@ export class BullmqProducer implements Producer {
   private aofInFlight = false;
 
   constructor(private readonly opts: BullmqProducerOptions) {
-    this.baseOpts = {
-      attempts: opts.jobs.attempts,
-      backoff: { type: 'exponential', delay: opts.jobs.backoffMs, jitter: 0.5 },
-      // Age-based removal keeps the deduplication key alive for its whole window (an explicit `job.remove()` or
-      // `queue.clean()` deletes it). 0 = remove at once.
-      removeOnComplete: opts.jobs.keepCompletedSeconds === 0 ? true : { age: opts.jobs.keepCompletedSeconds },
-      removeOnFail: opts.jobs.keepFailedSeconds === 0 ? true : { age: opts.jobs.keepFailedSeconds },
-    };
+    this.baseOpts = jobOptionsOf(opts);
     this.client = createProducerConnection(opts.redisUrl, opts.timeoutMs, `${opts.queueName}:producer`);
     this.client.on('error', (err: Error) => {
       this.lastError = err.message;
@@ -398,4 +391,18 @@ export class BullmqProducer implements Producer {
     if (this.client.status === 'ready') await this.client.quit().catch(() => this.client.disconnect());
     else this.client.disconnect();
   }
+}
+
+/** Retry and retention options of every job: the ingest queue's and the record queue's. */
+export function jobOptionsOf({ jobs }: Pick<BullmqProducerOptions, 'jobs'>): JobsOptions {
+  return {
+    attempts: jobs.attempts,
+    // Exponential backoff, each delay drawn at random in its upper half (jitter 0.5): retries of many jobs that
+    // failed together (a target down) do not come back together.
+    backoff: { type: 'exponential', delay: jobs.backoffMs, jitter: 0.5 },
+    // Age-based removal keeps the deduplication key alive for its whole window (an explicit `job.remove()` or
+    // `queue.clean()` deletes it). 0 = remove at once.
+    removeOnComplete: jobs.keepCompletedSeconds === 0 ? true : { age: jobs.keepCompletedSeconds },
+    removeOnFail: jobs.keepFailedSeconds === 0 ? true : { age: jobs.keepFailedSeconds },
+  };
 }

@@ -1,57 +1,257 @@
 /**
- * The minimal worker: takes each job from the ingest queue, logs it and completes it.
- * Handlers, dead letters and replay build on this runtime.
+ * The worker runtime: BullMQ workers that run the handler chain (src/worker/pipeline.ts) on each job.
+ *
+ * Delivery guarantees (README "Workers"): at least once. A job is completed only after every handler resolved; a
+ * crashed worker's job is run again once its lock expires (`WORKER_LOCK_MS`); retries use exponential backoff with
+ * jitter (`JOB_ATTEMPTS`, `JOB_BACKOFF_MS`, set on each job by the listener); a job that failed for good stays in
+ * BullMQ's failed set (the dead letters) for `JOB_KEEP_FAILED_SECONDS` and can be replayed.
+ *
+ * Queues:
+ * - `QUEUE_NAME`: one job per delivery (the ingest queue the listener writes).
+ * - `QUEUE_NAME-records` (only with `RECORD_ORDER=latest`): one job per record at a time. Its deduplication id is the
+ *   record (`account:relatedtype:relatedid`) with BullMQ's `keepLastIfActive`: while a record's job waits, later
+ *   deliveries for it add nothing (the handler re-fetches the state anyway); while it runs, the latest one is kept
+ *   and queued when it ends. Two jobs of one record therefore never run at the same time.
+ *
+ * Shutdown: `close()` lets active jobs finish; past `SHUTDOWN_TIMEOUT_MS` minus a margin it aborts their signal and
+ * hands them back to the queue (no attempt used), so another worker takes them at once.
  */
-import { type Job, Worker } from 'bullmq';
+import { hash } from 'node:crypto';
+import { type Job, type JobsOptions, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
-import type { WebhookJobData } from '../queue/contract.ts';
+import { keysFor } from '../listener/verify.ts';
+import { rawBytesOf, type WebhookJobData } from '../queue/contract.ts';
+import { jobOptionsOf } from '../queue/producer.ts';
 import { createWorkerConnection } from '../queue/redis.ts';
+import { parseDelivery } from '../sellsy/payload.ts';
+import { matchSignature } from '../sellsy/signature.ts';
+import { type HandlerContext, handlersFor, PermanentError, type Registration, RetryLaterError } from './handler.ts';
+import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 
 export interface RunningWorker {
+  /** The ingest-queue worker. */
   worker: Worker<WebhookJobData>;
+  /** The record-queue worker (`RECORD_ORDER=latest`), else null. */
+  recordWorker: Worker<WebhookJobData> | null;
+  pipeline: Pipeline;
   close(): Promise<void>;
 }
 
-export function startWorker(config: Config, logger: Logger): RunningWorker {
-  const connection = createWorkerConnection(config.redisUrl, `${config.queueName}:worker`);
+export const recordQueueName = (queueName: string): string => `${queueName}-records`;
+
+/** The record a delivery is about, or null (unparsed, or no related id). */
+export function recordKeyOf(data: WebhookJobData): string | null {
+  const e = data.event;
+  if (!e?.relatedType || !e.relatedId) return null;
+  const key = `${data.account ?? ''}:${e.relatedType}:${e.relatedId}`;
+  return key.length <= 200 ? key : hash('sha256', key, 'hex');
+}
+
+/** Deferred signature mode: the check the listener left to the worker. Throws PermanentError when it fails. */
+export function verifyDeferredSignature(config: Config, data: WebhookJobData): void {
+  if (data.signature.status !== 'unchecked') return;
+  const keys = keysFor(config, data.account);
+  if (keys.length === 0) throw new PermanentError(`signature: no key is configured for account ${data.account}`);
+  const raw = rawBytesOf(data);
+  const signed =
+    data.signature.scope === 'notif' ? (parseDelivery(raw, data.contentType ?? undefined).notif ?? raw) : raw;
+  if (data.signature.header === null) throw new PermanentError('signature: X-Webhook-Signature was missing');
+  if (matchSignature(keys, signed, data.signature.header) < 0) {
+    throw new PermanentError('signature: X-Webhook-Signature does not match any configured key');
+  }
+}
+
+export async function startWorker(
+  config: Config,
+  logger: Logger,
+  options: PipelineOptions = {},
+): Promise<RunningWorker> {
   const log = logger.child({ component: 'worker' });
-  const worker = new Worker<WebhookJobData>(
-    config.queueName,
-    async (job: Job<WebhookJobData>) => {
-      const { data } = job;
+  const pipeline = await buildPipeline(config, log, options);
+  const connections = [createWorkerConnection(config.redisUrl, `${config.queueName}:worker`)];
+  const recordMode = config.worker.recordOrder === 'latest';
+  const shared = connections[0] as (typeof connections)[number];
+  const recordQueue = recordMode
+    ? new Queue<WebhookJobData>(recordQueueName(config.queueName), { connection: shared, prefix: config.queuePrefix })
+    : null;
+  const recordJobOptions: JobsOptions = jobOptionsOf(config);
+  let stopping = false;
+
+  const workerOptions = (name: string) => {
+    const connection = createWorkerConnection(config.redisUrl, name);
+    connections.push(connection);
+    return {
+      connection,
+      prefix: config.queuePrefix,
+      concurrency: config.worker.concurrency,
+      lockDuration: config.worker.lockMs,
+      stalledInterval: config.worker.lockMs,
+      // A limiter is what makes BullMQ honour a manual rate limit (RetryLaterError); this one never limits by itself.
+      limiter: { max: 1_000_000_000, duration: 1000 },
+    };
+  };
+
+  /** Runs the matching handlers in order; the failing handler's name leads the error message (the failed reason). */
+  async function run(registrations: readonly Registration[], job: Job<WebhookJobData>, ctx: HandlerContext) {
+    for (const { handler, source, pattern } of handlersFor(registrations, job.name)) {
+      try {
+        await handler(job.data.event, ctx);
+      } catch (err) {
+        if (err instanceof Error && !(err instanceof RetryLaterError))
+          err.message = `[${source} ${pattern}] ${err.message}`;
+        throw err;
+      }
+    }
+  }
+
+  function contextOf(job: Job<WebhookJobData>, signal: AbortSignal | undefined): HandlerContext {
+    return {
+      deliveryId: job.data.deliveryId,
+      name: job.name,
+      data: job.data,
+      attempt: job.attemptsMade + 1,
+      attempts: job.opts.attempts ?? 1,
+      signal: signal ?? new AbortController().signal,
+      log: log.child({ jobId: job.id, deliveryId: job.data.deliveryId, event: job.name }),
+    };
+  }
+
+  /** Wraps a stage: timing, logging, RetryLaterError → rate limit, shutdown → hand back. */
+  function processor(
+    stage: 'delivery' | 'record',
+    body: (job: Job<WebhookJobData>, ctx: HandlerContext) => Promise<void>,
+  ) {
+    return async (job: Job<WebhookJobData>, token?: string, signal?: AbortSignal) => {
+      const started = performance.now();
+      const ctx = contextOf(job, signal);
+      try {
+        await body(job, ctx);
+      } catch (err) {
+        if (err instanceof RetryLaterError) {
+          log.warn({ jobId: job.id, event: job.name, stage, delayMs: err.delayMs, err: err.message }, 'slowing down');
+          const target = stage === 'record' ? recordWorker : worker;
+          await target?.rateLimit(err.delayMs);
+          throw Worker.RateLimitError();
+        }
+        if (stopping && signal?.aborted) {
+          await job.moveToWait(token);
+          log.info({ jobId: job.id, event: job.name, stage }, 'job handed back at shutdown');
+          throw new WaitingError();
+        }
+        throw err;
+      }
       log.info(
         {
           jobId: job.id,
-          deliveryId: data.deliveryId,
+          deliveryId: job.data.deliveryId,
           event: job.name,
-          account: data.account,
-          relatedId: data.event?.relatedId ?? null,
-          signature: data.signature.status,
+          stage,
+          account: job.data.account,
+          relatedId: job.data.event?.relatedId ?? null,
+          signature: job.data.signature.status,
           attempt: job.attemptsMade + 1,
+          ms: Math.round((performance.now() - started) * 100) / 100,
           outcome: 'completed',
         },
         'job processed',
       );
-    },
-    { connection, prefix: config.queuePrefix, concurrency: config.worker.concurrency },
+    };
+  }
+
+  const deliveryStage = processor('delivery', async (job, ctx) => {
+    verifyDeferredSignature(config, job.data);
+    const record = recordQueue ? recordKeyOf(job.data) : null;
+    const { fetch, store, handlers } = pipeline;
+    const chain = record === null ? [...fetch, ...store, ...handlers] : store;
+    if (job.name === 'unknown' && handlersFor(chain, 'unknown').length === 0) {
+      throw new UnrecoverableError(
+        `not a Sellsy event (${job.data.parseProblem ?? 'no relatedtype/event'}) and no handler for "unknown": kept as a dead letter`,
+      );
+    }
+    await run(chain, job, ctx);
+    if (record !== null && recordQueue) {
+      await recordQueue.add(job.name, job.data, {
+        ...recordJobOptions,
+        jobId: job.data.deliveryId,
+        deduplication: { id: record, keepLastIfActive: true },
+      });
+    }
+  });
+  const recordStage = processor('record', (job, ctx) => run([...pipeline.fetch, ...pipeline.handlers], job, ctx));
+
+  const worker = new Worker<WebhookJobData>(
+    config.queueName,
+    deliveryStage,
+    workerOptions(`${config.queueName}:worker`),
   );
-  let lastError = '';
-  worker.on('error', (err) => {
-    if (err.message !== lastError) log.warn({ err: err.message }, 'worker connection error');
-    lastError = err.message;
-  });
-  worker.on('ready', () => {
-    lastError = '';
-  });
-  worker.on('failed', (job, err) => {
-    log.error({ jobId: job?.id, event: job?.name, attempt: job?.attemptsMade, err: err.message }, 'job failed');
-  });
+  const recordWorker = recordMode
+    ? new Worker<WebhookJobData>(
+        recordQueueName(config.queueName),
+        recordStage,
+        workerOptions(`${config.queueName}:record-worker`),
+      )
+    : null;
+
+  for (const w of [worker, recordWorker]) {
+    if (!w) continue;
+    let lastError = '';
+    w.on('error', (err) => {
+      if (err.message !== lastError) log.warn({ queue: w.name, err: err.message }, 'worker connection error');
+      lastError = err.message;
+    });
+    w.on('ready', () => {
+      if (lastError) log.info({ queue: w.name }, 'worker reconnected');
+      lastError = '';
+    });
+    w.on('failed', (job, err) => {
+      if (!job) return;
+      const final = err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
+      log[final ? 'error' : 'warn'](
+        {
+          jobId: job.id,
+          deliveryId: job.data.deliveryId,
+          event: job.name,
+          queue: w.name,
+          attempt: job.attemptsMade,
+          attempts: job.opts.attempts ?? 1,
+          err: err.message,
+          outcome: final ? 'dead_letter' : 'retry',
+        },
+        final ? 'job failed for good: kept as a dead letter' : 'job failed: will retry',
+      );
+    });
+  }
+  log.info(
+    {
+      queue: config.queueName,
+      recordQueue: recordQueue?.name ?? null,
+      concurrency: config.worker.concurrency,
+      handlers: [...pipeline.fetch, ...pipeline.store, ...pipeline.handlers].map((r) => `${r.source}:${r.pattern}`),
+    },
+    'worker started',
+  );
+
   return {
     worker,
+    recordWorker,
+    pipeline,
     async close() {
-      await worker.close();
-      connection.disconnect();
+      stopping = true;
+      const workers = [worker, recordWorker].filter((w): w is Worker<WebhookJobData> => w !== null);
+      // Past the grace period, handlers are aborted and their jobs handed back rather than cut off by the exit.
+      const grace = Math.max(config.shutdownTimeoutMs - 2000, config.shutdownTimeoutMs / 2);
+      const timer = setTimeout(() => {
+        for (const w of workers) w.cancelAllJobs('shutdown');
+      }, grace);
+      try {
+        await Promise.all(workers.map((w) => w.close()));
+      } finally {
+        clearTimeout(timer);
+      }
+      await recordQueue?.close();
+      await pipeline.close();
+      for (const c of connections) c.disconnect();
     },
   };
 }

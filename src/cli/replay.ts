@@ -1,0 +1,118 @@
+/**
+ * `sellsy-webhooks replay [--id ID]… [--name PATTERN] [--since TIME] [--until TIME] [--dry-run]`: puts dead letters
+ * (jobs in the failed set of the ingest queue and of the record queue) back to wait, with their attempts reset, so
+ * the workers run them again. Without a filter, every failed job. `--name` takes a handler pattern (`invoice.*`);
+ * `--since`/`--until` (ISO 8601) bound the time the job failed. `--dry-run` lists what it would replay.
+ * Exit codes: 0 done (even when nothing matched), 1 Redis unreachable, 2 usage error.
+ */
+import { parseArgs } from 'node:util';
+import { type Job, Queue } from 'bullmq';
+import type { Config } from '../config/config.ts';
+import type { WebhookJobData } from '../queue/contract.ts';
+import { createWorkerConnection } from '../queue/redis.ts';
+import { isPattern, matches } from '../worker/handler.ts';
+import { recordQueueName } from '../worker/worker.ts';
+
+export const REPLAY_USAGE =
+  'Usage: sellsy-webhooks replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]';
+
+export interface ReplayFilter {
+  ids: ReadonlySet<string>;
+  name: string | null;
+  since: number | null;
+  until: number | null;
+}
+
+/** Parses the arguments; a string is a usage error to print. */
+export function parseReplayArgs(args: string[]): { filter: ReplayFilter; dryRun: boolean } | string {
+  let values: { id?: string[]; name?: string; since?: string; until?: string; 'dry-run'?: boolean };
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        id: { type: 'string', multiple: true },
+        name: { type: 'string' },
+        since: { type: 'string' },
+        until: { type: 'string' },
+        'dry-run': { type: 'boolean' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    return `${(err as Error).message}\n${REPLAY_USAGE}`;
+  }
+  if (values.name !== undefined && !isPattern(values.name)) {
+    return `--name ${JSON.stringify(values.name)} is not a pattern (use "invoice.step", "invoice.*", "*.deleted", "*" or "unknown")`;
+  }
+  const time = (flag: string, value: string | undefined): number | null | string => {
+    if (value === undefined) return null;
+    const t = Date.parse(value);
+    return Number.isNaN(t)
+      ? `--${flag} ${JSON.stringify(value)} is not a date (use ISO 8601, e.g. 2026-11-28T09:00:00Z)`
+      : t;
+  };
+  const since = time('since', values.since);
+  const until = time('until', values.until);
+  if (typeof since === 'string') return since;
+  if (typeof until === 'string') return until;
+  return {
+    filter: { ids: new Set(values.id ?? []), name: values.name ?? null, since, until },
+    dryRun: values['dry-run'] === true,
+  };
+}
+
+export function selects(filter: ReplayFilter, job: Pick<Job, 'id' | 'name' | 'finishedOn'>): boolean {
+  if (filter.ids.size > 0 && !filter.ids.has(job.id ?? '')) return false;
+  if (filter.name !== null && !matches(filter.name, job.name)) return false;
+  const failedAt = job.finishedOn ?? 0;
+  if (filter.since !== null && failedAt < filter.since) return false;
+  if (filter.until !== null && failedAt > filter.until) return false;
+  return true;
+}
+
+export interface ReplayResult {
+  matched: number;
+  replayed: number;
+}
+
+export async function replay(
+  config: Config,
+  filter: ReplayFilter,
+  dryRun: boolean,
+  out: (line: string) => void,
+): Promise<ReplayResult> {
+  const connection = createWorkerConnection(config.redisUrl, `${config.queueName}:replay`);
+  connection.on('error', () => undefined);
+  const queues = [config.queueName, recordQueueName(config.queueName)].map(
+    (name) => new Queue<WebhookJobData>(name, { connection, prefix: config.queuePrefix }),
+  );
+  const result: ReplayResult = { matched: 0, replayed: 0 };
+  try {
+    await connection.ping();
+    for (const queue of queues) {
+      // Collected first: a replayed job leaves the failed set, which would shift the pages read after it.
+      const chosen: Job<WebhookJobData>[] = [];
+      const total = await queue.getFailedCount();
+      for (let start = 0; start < total; start += 500) {
+        for (const job of await queue.getFailed(start, start + 499)) if (selects(filter, job)) chosen.push(job);
+      }
+      for (const job of chosen) {
+        result.matched++;
+        const failedAt = job.finishedOn ? new Date(job.finishedOn).toISOString() : '-';
+        const line = `${queue.name} ${job.id} ${job.name} failed ${failedAt} after ${job.attemptsMade} attempts: ${job.failedReason}`;
+        if (dryRun) {
+          out(`would replay ${line}`);
+          continue;
+        }
+        await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+        result.replayed++;
+        out(`replayed ${line}`);
+      }
+    }
+  } finally {
+    for (const queue of queues) await queue.close();
+    connection.disconnect();
+  }
+  return result;
+}

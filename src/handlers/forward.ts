@@ -1,0 +1,178 @@
+/**
+ * Built-in `forward` handler: POSTs each delivery to an internal URL (`FORWARD_URL`), signed per Standard Webhooks
+ * (https://www.standardwebhooks.com) with `FORWARD_SECRET`, so the receiver can use any Standard Webhooks library.
+ *
+ * The forward contract. Request: `POST <url>` with headers
+ * - `content-type: application/json`, `user-agent: sellsy-webhooks`;
+ * - `webhook-id`: the delivery id, the same on every retry (the receiver's idempotency key);
+ * - `webhook-timestamp`: unix seconds at send time;
+ * - `webhook-signature`: `v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">`;
+ * and a JSON body:
+ *   {
+ *     "type": "<relatedtype>.<event>" | "unknown",   the job name
+ *     "deliveryId": "<uuid>",                         same as webhook-id
+ *     "receivedAt": "<ISO 8601>",                     when the listener received the Sellsy request
+ *     "account": "<corpid>" | null,
+ *     "event": { eventType, event, relatedType, … } | null,   the parsed Sellsy event (null for `unknown`)
+ *     "object": { … } | null,                         the full object when `sellsy-fetch` ran earlier, else null
+ *     "rawBody": "<the Sellsy body as received>",
+ *     "contentType": "<the Sellsy request's Content-Type>" | null,
+ *     "signature": "verified" | "unchecked" | "not_configured"   the Sellsy signature status
+ *   }
+ *
+ * Outcomes (see the handler API in `src/worker/handler.ts`):
+ * - 2xx: done;
+ * - 408, 429, 5xx, network error, timeout (`timeoutMs`), worker shutdown: an ordinary Error, the job is retried with
+ *   backoff;
+ * - any other status (other 4xx; 3xx, as redirects are not followed: a signed POST must not be replayed elsewhere
+ *   nor turned into a GET): `PermanentError`, the job becomes a dead letter; the message holds the status and the
+ *   first 200 characters of the answer.
+ * Messages and logs name the target as origin and path only (no query string), never the secret. A URL holding
+ * credentials (`user:pass@`) is refused when the handler is created: fetch would refuse it on every request.
+ */
+import { createHmac } from 'node:crypto';
+import type { SellsyEvent } from '../sellsy/payload.ts';
+import { type Handler, type HandlerContext, PermanentError } from '../worker/handler.ts';
+
+export interface ForwardOptions {
+  /** Where to POST. */
+  url: string;
+  /** `whsec_` followed by the base64 of the key. */
+  secret: string;
+  /** Budget for the whole exchange (connect, send, answer); past it the attempt fails and is retried. */
+  timeoutMs: number;
+}
+
+const SECRET_PREFIX = 'whsec_';
+const EXCERPT_CHARS = 200;
+
+/**
+ * The Standard Webhooks signature of one message: `v1,` + base64(HMAC-SHA256(key, `${id}.${timestamp}.${body}`)),
+ * the key being the base64 after `whsec_`. Written on node:crypto rather than taking the `standardwebhooks` library
+ * as a runtime dependency for four lines; the tests check it against that library (a devDependency).
+ */
+export function signStandardWebhook(secret: string, id: string, timestampSeconds: number, body: string): string {
+  return signWithKey(decodeSecret(secret), id, timestampSeconds, body);
+}
+
+export function createForwardHandler(opts: ForwardOptions): Handler {
+  // Decoded once, as the reference library does: a bad secret fails at start, not on every job.
+  const key = decodeSecret(opts.secret);
+  const target = describeUrl(opts.url);
+  return async (event, context) => {
+    const body = JSON.stringify(forwardBody(event, context));
+    const timestamp = Math.floor(Date.now() / 1000);
+    const timeout = AbortSignal.timeout(opts.timeoutMs);
+    const signal = AbortSignal.any([timeout, context.signal]);
+    let res: Response;
+    try {
+      res = await fetch(opts.url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': 'sellsy-webhooks',
+          'webhook-id': context.deliveryId,
+          'webhook-timestamp': String(timestamp),
+          'webhook-signature': signWithKey(key, context.deliveryId, timestamp, body),
+        },
+        body,
+        signal,
+        redirect: 'manual',
+      });
+    } catch (err) {
+      if (context.signal.aborted) throw new Error(`forward to ${target} aborted: the worker is shutting down`);
+      if (timeout.aborted) throw new Error(`forward to ${target} timed out after ${opts.timeoutMs} ms`);
+      // Some fetch errors quote the URL: keep only the part that is safe to log.
+      throw new Error(`forward to ${target} failed: ${causeOf(err).replaceAll(opts.url, target)}`);
+    }
+    const { status } = res;
+    if (status >= 200 && status < 300) {
+      // Nothing to read: cancelling frees the connection at once instead of leaving it to the garbage collector.
+      await discard(res);
+      context.log.debug({ status, target }, 'forwarded');
+      return;
+    }
+    if (status === 408 || status === 429 || status >= 500) {
+      await discard(res);
+      throw new Error(`forward to ${target} answered ${status} (retryable)`);
+    }
+    const excerpt = await readExcerpt(res, EXCERPT_CHARS);
+    throw new PermanentError(`forward to ${target} answered ${status}: ${excerpt}`);
+  };
+}
+
+function forwardBody(event: SellsyEvent | null, context: HandlerContext) {
+  const { data } = context;
+  return {
+    type: context.name,
+    deliveryId: context.deliveryId,
+    receivedAt: data.receivedAt,
+    account: data.account,
+    event,
+    object: context.object ?? null,
+    rawBody: data.rawBody,
+    contentType: data.contentType,
+    signature: data.signature.status,
+  };
+}
+
+function decodeSecret(secret: string): Buffer {
+  const key = Buffer.from(secret.startsWith(SECRET_PREFIX) ? secret.slice(SECRET_PREFIX.length) : secret, 'base64');
+  // The message never repeats the value: it is a secret.
+  if (key.length === 0) throw new Error('forward: the secret must be whsec_ followed by the base64 of a key');
+  return key;
+}
+
+function signWithKey(key: Buffer, id: string, timestampSeconds: number, body: string): string {
+  return `v1,${createHmac('sha256', key).update(`${id}.${timestampSeconds}.${body}`).digest('base64')}`;
+}
+
+/**
+ * Origin and path: query strings often carry tokens, which must not reach logs. A URL with user info is refused
+ * here, at start, since fetch refuses it on every request (and would quote it in the error).
+ */
+function describeUrl(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new Error('forward: the URL is not a valid absolute URL');
+  }
+  const target = `${u.origin}${u.pathname}`;
+  if (u.username !== '' || u.password !== '') {
+    throw new Error(`forward: the URL ${target} must not hold credentials (fetch refuses them)`);
+  }
+  return target;
+}
+
+/** undici's `fetch failed` TypeError hides the useful part (ECONNREFUSED…) in `cause`. */
+function causeOf(err: unknown): string {
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
+  if (typeof cause?.code === 'string') return cause.code;
+  if (typeof cause?.message === 'string') return cause.message;
+  return err instanceof Error ? err.message : String(err);
+}
+
+async function discard(res: Response): Promise<void> {
+  await res.body?.cancel().catch(() => {});
+}
+
+/** The first `max` characters of the answer, reading no more than needed (an error page may be large). */
+async function readExcerpt(res: Response, max: number): Promise<string> {
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  try {
+    while (text.length < max) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+  } catch {
+    // The answer broke off or timed out mid-body: the status alone decides the outcome.
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  return text.slice(0, max);
+}

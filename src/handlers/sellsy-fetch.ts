@@ -1,0 +1,35 @@
+/**
+ * Built-in `sellsy-fetch`: treats a webhook as a hint and fetches the object it names from the Sellsy API v2, so the
+ * handlers after it read `context.object` (the current state, which also settles out-of-order deliveries).
+ *
+ * - `deleted` events: nothing left to fetch; `object` stays undefined.
+ * - a related type without a look-up by id, or an event without `relatedtype`/`relatedid`: `object` stays undefined.
+ * - an unparsed delivery (event null): `PermanentError`, as there is nothing to look up.
+ * - a `relatedid` that is not a plain id: `PermanentError` (it would otherwise be put in a URL path).
+ * API failures propagate as the client raises them (see `src/sellsy/api.ts`).
+ */
+import { collectionOf, objectPath, type SellsyApi } from '../sellsy/api.ts';
+import { type Handler, PermanentError } from '../worker/handler.ts';
+
+export function createSellsyFetchHandler(api: SellsyApi): Handler {
+  return async function sellsyFetch(event, context) {
+    if (event === null) throw new PermanentError('unparsed event: nothing to fetch');
+    const { relatedType, relatedId } = event;
+    if (event.event === 'deleted') {
+      context.log.debug({ relatedType, relatedId }, 'sellsy-fetch: deleted object, nothing to fetch');
+      return;
+    }
+    if (relatedType === null || relatedId === null) {
+      context.log.debug({ relatedType, relatedId }, 'sellsy-fetch: event names no object, nothing to fetch');
+      return;
+    }
+    if (collectionOf(relatedType) === null) {
+      context.log.debug({ relatedType, relatedId }, 'sellsy-fetch: no API look-up for this related type');
+      return;
+    }
+    if (objectPath(relatedType, relatedId) === null) {
+      throw new PermanentError(`sellsy-fetch: relatedid ${JSON.stringify(relatedId.slice(0, 80))} is not a valid id`);
+    }
+    context.object = await api.getObject(relatedType, relatedId, { signal: context.signal });
+  };
+}

@@ -1,0 +1,116 @@
+/**
+ * The handler chain of a worker, from the configuration: built-ins first, then the user module.
+ *
+ * Order: `sellsy-fetch` (fetches the object the later handlers see), `postgres`, `forward`, the user handlers.
+ * With `RECORD_ORDER=latest` (see README "Workers") the chain is split: `postgres` runs on every delivery (one row
+ * per delivery, in the ingest job), and the rest runs on the record queue, one job per record at a time, bursts
+ * collapsed into the latest; there `postgres` has run before the object was fetched.
+ */
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.ts';
+import { ConfigError } from '../errors.ts';
+import { createForwardHandler } from '../handlers/forward.ts';
+import { openEventStore } from '../handlers/postgres.ts';
+import { createSellsyFetchHandler } from '../handlers/sellsy-fetch.ts';
+import { SellsyApi } from '../sellsy/api.ts';
+import { type Handler, type HandlerMap, isPattern, type Registration } from './handler.ts';
+
+export interface Pipeline {
+  /** `sellsy-fetch`: sets `context.object` for the handlers after it. */
+  fetch: readonly Registration[];
+  /** `postgres`: one row per delivery, so it runs on every delivery, never on the record stage. */
+  store: readonly Registration[];
+  /** `forward`, then the user handlers. */
+  handlers: readonly Registration[];
+  /** The Sellsy API client when sellsy-fetch is on (its counters feed the metrics). */
+  sellsyApi: SellsyApi | null;
+  close(): Promise<void>;
+}
+
+export interface PipelineOptions {
+  /** Handlers given in code (tests, embedding) instead of, or beside, the `HANDLERS` module. */
+  handlers?: HandlerMap;
+}
+
+export async function buildPipeline(config: Config, log: Logger, options: PipelineOptions = {}): Promise<Pipeline> {
+  const user: Registration[] = [];
+  if (config.worker.handlersModule !== null) {
+    user.push(...registrationsOf(await loadHandlerModule(config.worker.handlersModule), 'HANDLERS'));
+  }
+  if (options.handlers) user.push(...registrationsOf(options.handlers, 'handlers'));
+
+  const closers: (() => Promise<void>)[] = [];
+  const fetch: Registration[] = [];
+  const store: Registration[] = [];
+  const handlers: Registration[] = [];
+  let sellsyApi: SellsyApi | null = null;
+  try {
+    if (config.postgres) {
+      const events = await openEventStore(config.postgres, log.child({ handler: 'postgres' }));
+      closers.push(() => events.close());
+      for (const pattern of ['*', 'unknown']) store.push({ pattern, handler: events.handler, source: 'postgres' });
+    }
+    if (config.sellsyApi) {
+      sellsyApi = new SellsyApi(config.sellsyApi);
+      fetch.push({ pattern: '*', handler: createSellsyFetchHandler(sellsyApi), source: 'sellsy-fetch' });
+    }
+    if (config.forward) {
+      const forward = createForwardHandler(config.forward);
+      for (const pattern of ['*', 'unknown']) handlers.push({ pattern, handler: forward, source: 'forward' });
+    }
+  } catch (err) {
+    for (const close of closers) await close();
+    throw err;
+  }
+  handlers.push(...user);
+  return {
+    fetch,
+    store,
+    handlers,
+    sellsyApi,
+    async close() {
+      for (const close of closers) await close();
+    },
+  };
+}
+
+/** Imports the user module; its `default` export or its `handlers` export is the handler map. */
+export async function loadHandlerModule(path: string): Promise<HandlerMap> {
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(pathToFileURL(resolve(path)).href)) as Record<string, unknown>;
+  } catch (err) {
+    throw new ConfigError([`HANDLERS: cannot load ${JSON.stringify(path)}: ${(err as Error).message}`]);
+  }
+  const map = mod.default ?? mod.handlers;
+  if (map === null || typeof map !== 'object') {
+    throw new ConfigError([
+      `HANDLERS: ${JSON.stringify(path)} must export (as default or as "handlers") an object mapping patterns such as "invoice.*" to async functions`,
+    ]);
+  }
+  return map as HandlerMap;
+}
+
+/** Checks a handler map and lists its registrations in order; every mistake is named at start. */
+export function registrationsOf(map: HandlerMap, origin: string): Registration[] {
+  const problems: string[] = [];
+  const out: Registration[] = [];
+  for (const [pattern, value] of Object.entries(map)) {
+    if (!isPattern(pattern)) {
+      problems.push(
+        `${origin}: ${JSON.stringify(pattern)} is not a pattern (use "invoice.step", "invoice.*", "*.deleted", "*" or "unknown")`,
+      );
+      continue;
+    }
+    const list = (Array.isArray(value) ? value : [value]) as unknown[];
+    if (list.length === 0 || !list.every((h) => typeof h === 'function')) {
+      problems.push(`${origin}: ${JSON.stringify(pattern)} must map to an async function or a list of them`);
+      continue;
+    }
+    for (const handler of list) out.push({ pattern, handler: handler as Handler, source: 'user' });
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return out;
+}

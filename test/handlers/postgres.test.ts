@@ -1,0 +1,348 @@
+import assert from 'node:assert/strict';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
+import { type TestContext, test } from 'node:test';
+import type { Logger } from 'pino';
+import { type EventStore, openEventStore } from '../../src/handlers/postgres.ts';
+import { createLogger } from '../../src/logger.ts';
+import { dedupKeyOf, rawBodyFields, type WebhookJob } from '../../src/queue/contract.ts';
+import { jobNameOf, parseDelivery } from '../../src/sellsy/payload.ts';
+import { type HandlerContext, PermanentError } from '../../src/worker/handler.ts';
+import { jobFixture } from '../helpers/jobs.ts';
+import { LogCapture } from '../helpers/listener.ts';
+import { type TempSchema, tempSchema } from '../helpers/postgres.ts';
+
+const silent = createLogger('silent');
+
+/** A fresh schema and a store opened on it, both closed and dropped when the test ends. */
+async function withStore(t: TestContext, log: Logger = silent): Promise<{ db: TempSchema; store: EventStore }> {
+  const db = await tempSchema();
+  t.after(() => db.drop());
+  const store = await openEventStore({ url: db.url, schema: db.schema }, log);
+  t.after(() => store.close());
+  return { db, store };
+}
+
+/** Delivery `i` as the listener would queue it: parsed, named and keyed from its bytes. */
+function delivery(i: number, body: string | Buffer, contentType = 'application/json'): WebhookJob {
+  const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+  const parsed = parseDelivery(bytes, contentType);
+  const account = parsed.event?.corpId ?? null;
+  const { data } = jobFixture(i);
+  return {
+    name: jobNameOf(parsed.event),
+    data: {
+      ...data,
+      ...rawBodyFields(bytes),
+      contentType,
+      account,
+      event: parsed.event,
+      parseProblem: parsed.problem,
+      dedupKey: dedupKeyOf(account, bytes),
+    },
+  };
+}
+
+function contextOf(job: WebhookJob, extra: Partial<HandlerContext> = {}): HandlerContext {
+  return {
+    deliveryId: job.data.deliveryId,
+    name: job.name,
+    data: job.data,
+    attempt: 1,
+    attempts: 5,
+    signal: new AbortController().signal,
+    log: silent,
+    ...extra,
+  };
+}
+
+async function store(s: EventStore, job: WebhookJob, extra: Partial<HandlerContext> = {}): Promise<void> {
+  await s.handler(job.data.event, contextOf(job, extra));
+}
+
+async function rows(db: TempSchema): Promise<Record<string, unknown>[]> {
+  return db.query(`SELECT * FROM ${db.schema}.sellsy_events ORDER BY received_at, delivery_id`);
+}
+
+async function only(db: TempSchema): Promise<Record<string, unknown>> {
+  const all = await rows(db);
+  assert.equal(all.length, 1, 'exactly one row');
+  return all[0] as Record<string, unknown>;
+}
+
+const EVENT_BODY =
+  '{"eventType":"docslog","event":"step","relatedtype":"invoice","relatedid":"42","ownertype":"staff",' +
+  '"ownerid":"7","corpid":"929","timestamp":"1767225600","note":"Société Générale — 10 € · 日本 · 😀"}';
+
+test('opening the store creates the schema, the events table with its columns and index, and records migration 1', async (t) => {
+  const { db } = await withStore(t);
+  const columns = await db.query(
+    `SELECT column_name, data_type, is_nullable FROM information_schema.columns
+     WHERE table_schema = $1 AND table_name = 'sellsy_events' ORDER BY ordinal_position`,
+    [db.schema],
+  );
+  assert.deepEqual(
+    columns.map((c) => `${c.column_name} ${c.data_type}${c.is_nullable === 'NO' ? ' not null' : ''}`),
+    [
+      'delivery_id uuid not null',
+      'dedup_key text not null',
+      'job_name text not null',
+      'account text',
+      'event_type text',
+      'event text',
+      'related_type text',
+      'related_id text',
+      'owner_type text',
+      'owner_id text',
+      'event_timestamp timestamp with time zone',
+      'received_at timestamp with time zone not null',
+      'stored_at timestamp with time zone not null',
+      'content_type text',
+      'raw_body text not null',
+      'raw_body_base64 text',
+      'event_json jsonb',
+      'object_json jsonb',
+      'parse_problem text',
+      'signature_status text not null',
+    ],
+  );
+  const indexes = (
+    await db.query(`SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'sellsy_events'`, [db.schema])
+  ).map((r) => String(r.indexdef));
+  assert.ok(
+    indexes.some((d) => d.includes('UNIQUE') && d.includes('(delivery_id)')),
+    'primary key on delivery_id',
+  );
+  assert.ok(
+    indexes.some((d) => d.includes('UNIQUE') && d.includes('(dedup_key)')),
+    'dedup_key is unique',
+  );
+  assert.ok(
+    indexes.some((d) => d.includes('(account, related_type, related_id)')),
+    'record index',
+  );
+  const migrations = await db.query(`SELECT version, applied_at FROM ${db.schema}.sellsy_webhooks_migrations`);
+  assert.equal(migrations.length, 1);
+  assert.equal(migrations[0]?.version, 1);
+  assert.ok(migrations[0]?.applied_at instanceof Date);
+});
+
+test('opening the store a second time, or migrating again, changes nothing and keeps the rows', async (t) => {
+  const { db, store: first } = await withStore(t);
+  await store(first, delivery(1, EVENT_BODY));
+  await first.close();
+  await first.close();
+  const second = await openEventStore({ url: db.url, schema: db.schema }, silent);
+  t.after(() => second.close());
+  await second.migrate();
+  const migrations = await db.query(`SELECT version FROM ${db.schema}.sellsy_webhooks_migrations`);
+  assert.deepEqual(
+    migrations.map((m) => m.version),
+    [1],
+  );
+  assert.equal((await rows(db)).length, 1);
+});
+
+test('several stores opening the same new schema at the same time all succeed and migrate once', async (t) => {
+  const db = await tempSchema();
+  t.after(() => db.drop());
+  const stores = await Promise.all(
+    Array.from({ length: 4 }, () => openEventStore({ url: db.url, schema: db.schema }, silent)),
+  );
+  t.after(() => Promise.all(stores.map((s) => s.close())));
+  const migrations = await db.query(`SELECT version FROM ${db.schema}.sellsy_webhooks_migrations`);
+  assert.equal(migrations.length, 1);
+  await Promise.all(stores.map((s, i) => store(s, delivery(i + 1, EVENT_BODY.replace('"42"', `"${i + 1}"`)))));
+  assert.equal((await rows(db)).length, 4);
+});
+
+test('a delivery is stored with its raw body exact, its parsed fields and its timestamps', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const job = delivery(1, EVENT_BODY);
+  const before = Date.now();
+  await store(s, job);
+  const row = await only(db);
+  assert.equal(row.raw_body, EVENT_BODY);
+  assert.equal(row.raw_body_base64, null);
+  assert.equal(row.delivery_id, job.data.deliveryId);
+  assert.equal(row.dedup_key, job.data.dedupKey);
+  assert.equal(row.job_name, 'invoice.step');
+  assert.equal(row.account, '929');
+  assert.equal(row.event_type, 'docslog');
+  assert.equal(row.event, 'step');
+  assert.equal(row.related_type, 'invoice');
+  assert.equal(row.related_id, '42');
+  assert.equal(row.owner_type, 'staff');
+  assert.equal(row.owner_id, '7');
+  assert.deepEqual(row.event_timestamp, new Date('2026-01-01T00:00:00Z'));
+  assert.deepEqual(row.received_at, new Date(job.data.receivedAt));
+  assert.ok(row.stored_at instanceof Date && Math.abs(row.stored_at.getTime() - before) < 60_000, 'stored_at is now');
+  assert.equal(row.content_type, 'application/json');
+  assert.deepEqual(row.event_json, JSON.parse(JSON.stringify(job.data.event)));
+  assert.equal((row.event_json as { extra: { note: string } }).extra.note, 'Société Générale — 10 € · 日本 · 😀');
+  assert.equal(row.object_json, null);
+  assert.equal(row.parse_problem, null);
+  assert.equal(row.signature_status, 'not_configured');
+});
+
+test('a body that is not UTF-8 keeps its exact bytes in raw_body_base64', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const bytes = Buffer.concat([
+    Buffer.from('{"relatedtype":"invoice","event":"step","relatedid":"43","corpid":"929","name":"Soci'),
+    Buffer.from([0xe9, 0xff]),
+    Buffer.from('t"}'),
+  ]);
+  const job = delivery(1, bytes);
+  assert.ok(job.data.rawBodyBase64 !== undefined, 'the fixture is not UTF-8');
+  await store(s, job);
+  const row = await only(db);
+  assert.equal(row.raw_body, job.data.rawBody);
+  assert.deepEqual(Buffer.from(String(row.raw_body_base64), 'base64'), bytes);
+  assert.equal(row.related_id, '43');
+});
+
+test('regression: a NUL in the body or in a parsed string is stored, not failed for good', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const escaped = delivery(
+    1,
+    '{"relatedtype":"invoice","event":"step","relatedid":"44","corpid":"929","n\\u0000":"a\\u0000b"}',
+  );
+  const raw = Buffer.from('{"relatedtype":"invoice","event":"step","x":"a\u0000b"}', 'utf8');
+  const literal = delivery(2, raw);
+  await store(s, escaped);
+  await store(s, literal);
+  const [first, second] = await rows(db);
+  assert.ok(first && second, 'both deliveries are stored');
+  assert.equal(first.raw_body, escaped.data.rawBody);
+  assert.deepEqual((first.event_json as { extra: unknown }).extra, { 'n\uFFFD': 'a\uFFFDb' });
+  assert.equal(second.job_name, 'unknown');
+  assert.equal(second.parse_problem, 'invalid_json');
+  assert.deepEqual(Buffer.from(String(second.raw_body_base64), 'base64'), raw);
+});
+
+test('a timestamp that is not unix seconds in range is stored as null', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const values = ['yesterday', '', '0x10', '1e30', '99999999999999'];
+  for (const [i, value] of values.entries()) {
+    await store(
+      s,
+      delivery(i + 1, `{"relatedtype":"invoice","event":"step","relatedid":"${i}","timestamp":"${value}"}`),
+    );
+  }
+  await store(s, delivery(9, '{"relatedtype":"invoice","event":"step","relatedid":"9","timestamp":1767225600}'));
+  const all = await rows(db);
+  assert.deepEqual(
+    all.map((r) => r.event_timestamp),
+    [null, null, null, null, null, new Date('2026-01-01T00:00:00Z')],
+  );
+});
+
+test('the same job handled twice stores one row', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const job = delivery(1, EVENT_BODY);
+  await store(s, job);
+  await store(s, job, { attempt: 2 });
+  assert.equal((await rows(db)).length, 1);
+});
+
+test('the same delivery received twice (same dedup key, new delivery id) stores one row, the first', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const first = delivery(1, EVENT_BODY);
+  const again = delivery(2, EVENT_BODY);
+  assert.equal(again.data.dedupKey, first.data.dedupKey);
+  await store(s, first);
+  await store(s, again);
+  assert.equal((await only(db)).delivery_id, first.data.deliveryId);
+});
+
+test('an unknown delivery (no event, a parse problem) is stored', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const job = delivery(1, 'hello, Sellsy', 'text/plain');
+  assert.equal(job.name, 'unknown');
+  assert.equal(job.data.event, null);
+  await store(s, job);
+  const row = await only(db);
+  assert.equal(row.job_name, 'unknown');
+  assert.equal(row.raw_body, 'hello, Sellsy');
+  assert.equal(row.content_type, 'text/plain');
+  assert.equal(row.parse_problem, 'unsupported_content_type');
+  assert.equal(row.account, null);
+  assert.equal(row.event_type, null);
+  assert.equal(row.related_id, null);
+  assert.equal(row.event_timestamp, null);
+  assert.equal(row.event_json, null);
+});
+
+test('the object fetched by sellsy-fetch (context.object) lands in object_json', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const object = { id: 42, number: 'F-2026-0001', tags: ['a', 'b'], amounts: { total: '120.00', currency: 'EUR' } };
+  await store(s, delivery(1, EVENT_BODY), { object });
+  assert.deepEqual((await only(db)).object_json, object);
+});
+
+test('a data error no retry can fix is a PermanentError', async (t) => {
+  const { store: s } = await withStore(t);
+  const badId = delivery(1, EVENT_BODY);
+  badId.data.deliveryId = 'not-a-uuid';
+  await assert.rejects(store(s, badId), (err: unknown) => {
+    assert.ok(err instanceof PermanentError);
+    assert.equal(err.code, 'SW_ERR_PERMANENT');
+    assert.equal((err.cause as { code?: string }).code, '22P02');
+    return true;
+  });
+  const badTime = delivery(2, EVENT_BODY);
+  badTime.data.receivedAt = 'not a time';
+  await assert.rejects(store(s, badTime), PermanentError);
+});
+
+/** A TCP relay to the test PostgreSQL that a test can cut, as a network failure would. */
+async function relay(target: string): Promise<{ url: string; cut(): Promise<void> }> {
+  const to = new URL(target);
+  const sockets = new Set<Socket>();
+  const server = createServer((client) => {
+    const upstream = connect(Number(to.port || 5432), to.hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket
+        .on('error', () => undefined)
+        .on('close', () => {
+          client.destroy();
+          upstream.destroy();
+        });
+    }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = new URL(target);
+  url.hostname = '127.0.0.1';
+  url.port = String((server.address() as AddressInfo).port);
+  return {
+    url: url.toString(),
+    cut: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const socket of sockets) socket.destroy();
+      }),
+  };
+}
+
+test('a lost connection is logged when idle and is an ordinary (retried) error when storing', async (t) => {
+  const db = await tempSchema();
+  t.after(() => db.drop());
+  const proxy = await relay(db.url);
+  const capture = new LogCapture();
+  const s = await openEventStore({ url: proxy.url, schema: db.schema }, createLogger('info', capture));
+  t.after(() => s.close());
+  await store(s, delivery(1, EVENT_BODY));
+  await proxy.cut();
+  const deadline = Date.now() + 5000;
+  while (!capture.lines.some((l) => l.msg === 'postgres idle connection error')) {
+    assert.ok(Date.now() < deadline, 'the idle connection error was logged within 5 s');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await assert.rejects(store(s, delivery(2, EVENT_BODY.replace('"42"', '"43"'))), (err: unknown) => {
+    assert.ok(err instanceof Error);
+    assert.ok(!(err instanceof PermanentError), 'a connection error is retried');
+    return true;
+  });
+  assert.equal((await rows(db)).length, 1);
+});

@@ -1,0 +1,64 @@
+/**
+ * A private schema per test in the test PostgreSQL (`TEST_DATABASE_URL`), dropped afterwards. Tests never touch a
+ * schema they did not make.
+ */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+
+export function testDatabaseUrl(): string {
+  return process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+}
+
+export interface TempSchema {
+  url: string;
+  /** `test_<hex>`: reserved, not created (the code under test creates it); dropped with everything in it. */
+  schema: string;
+  query<R extends pg.QueryResultRow = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<R[]>;
+  drop(): Promise<void>;
+}
+
+export async function tempSchema(): Promise<TempSchema> {
+  const url = testDatabaseUrl();
+  const schema = `test_${randomBytes(6).toString('hex')}`;
+  const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000 });
+  pool.on('error', () => undefined);
+  try {
+    await pool.query('SELECT 1');
+  } catch (err) {
+    await pool.end().catch(() => undefined);
+    throw new Error(
+      `The postgres tests need a PostgreSQL they may create schemas in, and none answered at ${redact(url)} ` +
+        `(${(err as Error).message}). Set TEST_DATABASE_URL to one (postgres://user:password@host:5432/database), ` +
+        'or install and start one here (Debian/Ubuntu: apt-get install postgresql && service postgresql start; ' +
+        'then as the postgres user: createdb test, with trust or a password for postgres on 127.0.0.1 in pg_hba.conf).',
+      { cause: err },
+    );
+  }
+  let dropped = false;
+  return {
+    url,
+    schema,
+    async query<R extends pg.QueryResultRow>(sql: string, params?: unknown[]) {
+      return (await pool.query<R>(sql, params)).rows;
+    },
+    async drop() {
+      if (dropped) return;
+      dropped = true;
+      try {
+        await pool.query(`DROP SCHEMA IF EXISTS ${pg.escapeIdentifier(schema)} CASCADE`);
+      } finally {
+        await pool.end();
+      }
+    },
+  };
+}
+
+function redact(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(TEST_DATABASE_URL is not a URL)';
+  }
+}
