@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
 import { createForwardHandler, signStandardWebhook } from '../../src/handlers/forward.ts';
@@ -9,57 +7,20 @@ import { createLogger } from '../../src/logger.ts';
 import type { SellsyEvent } from '../../src/sellsy/payload.ts';
 import { type HandlerContext, PermanentError } from '../../src/worker/handler.ts';
 import { jobFixture } from '../helpers/jobs.ts';
+import { type Answer, answerWith, type Receiver, startReceiver as startTestReceiver } from '../helpers/receiver.ts';
 
 const secret = `whsec_${randomBytes(32).toString('base64')}`;
 const log = createLogger('silent');
-
-interface Received {
-  headers: IncomingHttpHeaders;
-  body: string;
-}
-
-interface Receiver {
-  url: string;
-  received: Received[];
-  close(): Promise<void>;
-}
 
 const receivers: Receiver[] = [];
 after(async () => {
   await Promise.all(receivers.map((r) => r.close()));
 });
 
-/** A real HTTP receiver on 127.0.0.1, port 0; `answer` writes the response (or never does). */
-async function startReceiver(answer: (res: ServerResponse) => void = (res) => res.end()): Promise<Receiver> {
-  const received: Received[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      received.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
-      answer(res);
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  const receiver: Receiver = {
-    url: `http://127.0.0.1:${port}/hooks/sellsy`,
-    received,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+async function startReceiver(answer?: Answer): Promise<Receiver> {
+  const receiver = await startTestReceiver(answer);
   receivers.push(receiver);
   return receiver;
-}
-
-function answerWith(status: number, body = ''): (res: ServerResponse) => void {
-  return (res) => {
-    res.statusCode = status;
-    res.end(body);
-  };
 }
 
 const event: SellsyEvent = {

@@ -1,0 +1,216 @@
+/**
+ * The whole path with real parts: a delivery posted over HTTP to the listener, queued in a private redis-server, run
+ * by a worker (in-process, or a real `sellsy-webhooks work` process where a crash is tested) through the built-in
+ * handlers: `postgres` into the machine's PostgreSQL (a schema per test), `forward` to an HTTP receiver that checks
+ * the Standard Webhooks signature, `sellsy-fetch` against the fake Sellsy API.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { Queue } from 'bullmq';
+import { Webhook } from 'standardwebhooks';
+import { recordQueueName } from '../../src/worker/worker.ts';
+import { runCli, spawnCli, waitFor } from '../helpers/cli.ts';
+import { startFakeSellsy } from '../helpers/fake-sellsy.ts';
+import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { type TempSchema, tempSchema } from '../helpers/postgres.ts';
+import { answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
+import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
+
+const secret = `whsec_${randomBytes(32).toString('base64')}`;
+let redis: RedisServer;
+const cleanup: (() => Promise<unknown>)[] = [];
+before(async () => {
+  redis = await startRedis();
+});
+after(async () => {
+  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+  await redis?.destroy();
+});
+
+interface Setup {
+  listener: TestListener;
+  target: Receiver;
+  db: TempSchema;
+  /** Environment of a worker wired to this listener's queue, the schema and the target. */
+  workerEnv: Record<string, string>;
+}
+
+async function setup(listenerEnv: Record<string, string> = {}, workerEnv: Record<string, string> = {}): Promise<Setup> {
+  const listener = await startTestListener(redis.url, { JOB_BACKOFF_MS: '20', ...listenerEnv });
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  const target = await startReceiver();
+  cleanup.push(() => target.close());
+  const db = await tempSchema();
+  cleanup.push(() => db.drop());
+  return {
+    listener,
+    target,
+    db,
+    workerEnv: {
+      REDIS_URL: redis.url,
+      QUEUE_NAME: listener.config.queueName,
+      DATABASE_URL: db.url,
+      DATABASE_SCHEMA: db.schema,
+      FORWARD_URL: target.url,
+      FORWARD_SECRET: secret,
+      ...workerEnv,
+    },
+  };
+}
+
+async function rows(db: TempSchema) {
+  return db.query<{ delivery_id: string; related_id: string; raw_body: string }>(
+    `SELECT delivery_id, related_id, raw_body FROM ${db.schema}.sellsy_events`,
+  );
+}
+
+async function state(listener: TestListener, jobId: string) {
+  return listener.queue.getJobState(jobId);
+}
+
+function verified(target: Receiver, index: number): Record<string, unknown> {
+  const request = target.received[index];
+  assert.ok(request, `the target received request ${index}`);
+  const headers = Object.fromEntries(Object.entries(request.headers).map(([k, v]) => [k, String(v)]));
+  return new Webhook(secret).verify(request.body, headers) as Record<string, unknown>;
+}
+
+test('a delivery reaches the forward target once, with a verifiable signature, and PostgreSQL once', async () => {
+  const { listener, target, db, workerEnv } = await setup();
+  const worker = await startTestWorker(listener, workerEnv);
+  try {
+    const body = recordBody('1001', 1);
+    const res = await post(listener.url, body, json);
+    const jobId = res.body.jobId as string;
+    await waitFor(async () => (await state(listener, jobId)) === 'completed', 15_000, 'the job completed');
+    // Posted again: the same delivery, deduplicated by the listener; nothing more reaches the handlers.
+    assert.equal((await post(listener.url, body, json)).body.duplicate, true);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(target.received.length, 1);
+    const payload = verified(target, 0);
+    assert.equal(payload.type, 'invoice.step');
+    assert.equal(payload.deliveryId, jobId);
+    assert.equal(payload.rawBody, body);
+    assert.equal(target.received[0]?.headers['webhook-id'], jobId);
+    assert.deepEqual(await rows(db), [{ delivery_id: jobId, related_id: '1001', raw_body: body }]);
+  } finally {
+    await worker.close();
+  }
+});
+
+test('a target failing twice then answering 200: one row, three attempts, one webhook-id', async () => {
+  const { listener, target, db, workerEnv } = await setup({ JOB_ATTEMPTS: '5' });
+  target.answer = (res, i) => answerWith(i < 2 ? 503 : 200)(res, i);
+  const worker = await startTestWorker(listener, workerEnv);
+  try {
+    const jobId = (await post(listener.url, recordBody('1002', 1), json)).body.jobId as string;
+    await waitFor(async () => (await state(listener, jobId)) === 'completed', 15_000, 'the job completed');
+    assert.equal((await listener.queue.getJob(jobId))?.attemptsMade, 3);
+    assert.equal(target.received.length, 3);
+    assert.deepEqual(new Set(target.received.map((r) => r.headers['webhook-id'])), new Set([jobId]));
+    assert.equal((await rows(db)).length, 1);
+  } finally {
+    await worker.close();
+  }
+});
+
+test('a target that keeps failing: dead letter; `replay --dry-run` lists it; `replay` after the fix delivers it', async () => {
+  const { listener, target, db, workerEnv } = await setup({ JOB_ATTEMPTS: '2' });
+  target.answer = answerWith(500);
+  const worker = await startTestWorker(listener, workerEnv);
+  try {
+    const jobId = (await post(listener.url, recordBody('1003', 1), json)).body.jobId as string;
+    const other = (await post(listener.url, recordBody('1004', 1), json)).body.jobId as string;
+    await waitFor(async () => (await state(listener, jobId)) === 'failed', 15_000, 'the job failed for good');
+    await waitFor(async () => (await state(listener, other)) === 'failed', 15_000, 'the other job failed for good');
+    assert.equal(target.received.length, 4, 'two attempts each');
+    const job = await listener.queue.getJob(jobId);
+    assert.match(job?.failedReason ?? '', /\[forward \*\] forward to .* answered 500/);
+
+    const cli = { REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName };
+    const dry = runCli(['replay', '--dry-run', '--id', jobId], cli);
+    assert.equal(dry.status, 0, dry.stderr);
+    assert.match(
+      dry.stdout,
+      new RegExp(`would replay ${listener.config.queueName} ${jobId} invoice.step failed .* after 2 attempts`),
+    );
+    assert.match(dry.stdout, /1 dead letters would be replayed/);
+    assert.equal(await state(listener, jobId), 'failed', '--dry-run changed nothing');
+
+    target.answer = answerWith(204);
+    const run = runCli(['replay', '--id', jobId], cli);
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stdout, /1 dead letters replayed/);
+    await waitFor(async () => (await state(listener, jobId)) === 'completed', 15_000, 'the replayed job completed');
+    assert.equal(await state(listener, other), 'failed', 'the job not selected stays a dead letter');
+    assert.equal(verified(target, 4).deliveryId, jobId);
+    assert.equal((await rows(db)).length, 2, 'one row per delivery, whatever the retries');
+  } finally {
+    await worker.close();
+  }
+});
+
+test('a worker killed (kill -9) in the middle of a job: after a restart the job completes, still one row', async () => {
+  const { listener, target, db, workerEnv } = await setup();
+  // The first request never gets an answer: the worker is killed while it waits.
+  target.answer = (res, i) => {
+    if (i > 0) res.end();
+  };
+  const env = { ...workerEnv, WORKER_LOCK_MS: '2000', LOG_LEVEL: 'warn', FORWARD_TIMEOUT_MS: '60000' };
+  const first = spawnCli(['work'], env);
+  cleanup.push(async () => first.child.kill('SIGKILL'));
+  const jobId = (await post(listener.url, recordBody('1005', 1), json)).body.jobId as string;
+  await waitFor(() => target.received.length === 1, 20_000, 'the worker is in the middle of the job');
+  first.child.kill('SIGKILL');
+  await first.exited;
+  assert.equal(await state(listener, jobId), 'active', 'the job was left locked by the dead worker');
+
+  const second = spawnCli(['work'], env);
+  cleanup.push(async () => second.child.kill('SIGKILL'));
+  try {
+    await waitFor(
+      async () => (await state(listener, jobId)) === 'completed',
+      30_000,
+      'the job completed after restart',
+    );
+    assert.equal(target.received.length, 2);
+    assert.equal(target.received[1]?.headers['webhook-id'], jobId, 'the same webhook-id: the receiver can deduplicate');
+    assert.equal((await rows(db)).length, 1);
+  } finally {
+    second.child.kill('SIGTERM');
+    assert.equal(await second.exited, 0, 'a SIGTERM stops the worker cleanly');
+  }
+});
+
+test('sellsy-fetch: the Sellsy API answers 429 three times; the worker slows down and succeeds with 2 attempts', async () => {
+  const fake = await startFakeSellsy();
+  cleanup.push(() => fake.close());
+  fake.put('invoices', '1006', { id: 1006, status: 'paid', amount: '120.00' });
+  const { listener, target, db, workerEnv } = await setup({ JOB_ATTEMPTS: '2' });
+  const worker = await startTestWorker(listener, {
+    ...workerEnv,
+    SELLSY_CLIENT_ID: fake.clientId,
+    SELLSY_CLIENT_SECRET: fake.clientSecret,
+    SELLSY_API_URL: fake.apiUrl,
+    SELLSY_TOKEN_URL: fake.tokenUrl,
+  });
+  const records = new Queue(recordQueueName(listener.config.queueName), { connection: { url: redis.url } });
+  cleanup.push(() => records.close());
+  try {
+    fake.failNext(3, 429, { 'Retry-After': '1', 'X-Quota-Remaining-By-Second': '0' });
+    const started = Date.now();
+    const jobId = (await post(listener.url, recordBody('1006', 1), json)).body.jobId as string;
+    await waitFor(async () => (await records.getJobState(jobId)) === 'completed', 30_000, 'the record job completed');
+    assert.ok(Date.now() - started >= 2500, 'the worker waited the Retry-After of each 429');
+    assert.equal((await records.getJob(jobId))?.attemptsMade, 1, 'the 429s used no attempt');
+    assert.deepEqual(verified(target, 0).object, { id: 1006, status: 'paid', amount: '120.00' });
+    assert.equal(target.received.length, 1);
+    assert.equal((await rows(db)).length, 1);
+    assert.equal(await state(listener, jobId), 'completed');
+  } finally {
+    await worker.close();
+  }
+});
