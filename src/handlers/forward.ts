@@ -16,6 +16,7 @@
  *     "event": { eventType, event, relatedType, … } | null,   the parsed Sellsy event (null for `unknown`)
  *     "object": { … } | null,                         the full object when `sellsy-fetch` ran earlier, else null
  *     "rawBody": "<the Sellsy body as received>",
+ *     "rawBodyBase64": "<base64>",                    only when the body is not valid UTF-8: its exact bytes
  *     "contentType": "<the Sellsy request's Content-Type>" | null,
  *     "signature": "verified" | "unchecked" | "not_configured"   the Sellsy signature status
  *   }
@@ -111,6 +112,7 @@ function forwardBody(event: SellsyEvent | null, context: HandlerContext) {
     event,
     object: context.object ?? null,
     rawBody: data.rawBody,
+    ...(data.rawBodyBase64 === undefined ? {} : { rawBodyBase64: data.rawBodyBase64 }),
     contentType: data.contentType,
     signature: data.signature.status,
   };

@@ -1,9 +1,11 @@
 /**
  * Built-in `postgres` handler: one row per delivery in `<schema>.sellsy_events` (`DATABASE_URL`, `DATABASE_SCHEMA`).
  *
- * Input: every job (parsed events and `unknown` deliveries alike), with `context.object` when `sellsy-fetch` ran first.
+ * Input: every job (parsed events and `unknown` deliveries alike). It runs before `sellsy-fetch`, so that a delivery
+ * is stored even when its object cannot be fetched; the object is not stored (it is the record's current state, not
+ * part of the delivery).
  * Output: one row keyed by the delivery id, the raw body exact (`raw_body`, or `raw_body_base64` for bytes that are not
- * UTF-8 text PostgreSQL can hold), the parsed event and the fetched object as jsonb.
+ * UTF-8 text PostgreSQL can hold), and the parsed event as jsonb.
  * Guarantee: a delivery is stored at most once: `INSERT … ON CONFLICT DO NOTHING` on the delivery id and on the dedup
  * key, so a retried job, or the same delivery received twice, never adds a second row.
  * Failures: a connection or server error is an ordinary Error (the job is retried); a data error that no retry can fix
@@ -54,7 +56,6 @@ const MIGRATIONS: readonly { version: number; up: (schema: string) => string }[]
         raw_body text NOT NULL,
         raw_body_base64 text,
         event_json jsonb,
-        object_json jsonb,
         parse_problem text,
         signature_status text NOT NULL
       );
@@ -69,9 +70,14 @@ const LOCK_NAMESPACE = 0x5e115e; // "sellse"
 /** SQLSTATE of the unique_violation that ON CONFLICT DO NOTHING already absorbs: never a permanent failure. */
 const UNIQUE_VIOLATION = '23505';
 
-export async function openEventStore(opts: { url: string; schema: string }, log: Logger): Promise<EventStore> {
+export async function openEventStore(
+  opts: { url: string; schema: string; poolSize?: number },
+  log: Logger,
+): Promise<EventStore> {
   const logger = log.child({ component: 'postgres' });
-  const pool = new pg.Pool({ connectionString: opts.url, max: 10, connectionTimeoutMillis: 5000 });
+  // One connection per concurrent job by default (a smaller pool makes jobs wait, and past connectionTimeoutMillis
+  // fail an attempt), bounded so that many workers do not exhaust max_connections (100 by default).
+  const pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize ?? 10, connectionTimeoutMillis: 5000 });
   // An idle client whose server goes away emits `error` on the pool; unheard, it would crash the process. The pool
   // drops that client and the next query connects again.
   pool.on('error', (err) => {
@@ -93,9 +99,9 @@ export async function openEventStore(opts: { url: string; schema: string }, log:
   const insert = `
     INSERT INTO ${schema}.sellsy_events (
       delivery_id, dedup_key, job_name, account, event_type, event, related_type, related_id, owner_type, owner_id,
-      event_timestamp, received_at, content_type, raw_body, raw_body_base64, event_json, object_json, parse_problem,
+      event_timestamp, received_at, content_type, raw_body, raw_body_base64, event_json, parse_problem,
       signature_status
-    ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+    ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
     ON CONFLICT DO NOTHING`;
 
   const handler: Handler = async (event, context) => {
@@ -177,7 +183,6 @@ function rowOf(event: Parameters<Handler>[0], context: HandlerContext): unknown[
     rawBody,
     rawBodyBase64,
     jsonb(event),
-    jsonb(context.object),
     data.parseProblem,
     data.signature.status,
   ];

@@ -221,7 +221,9 @@ export class SellsyApi {
       const date = Date.parse(retryAfter);
       if (!Number.isNaN(date)) return Math.max(0, date - this.#now());
     }
-    if (this.quota.bySecond === 0) return 1000;
+    // The longest exhausted window decides. A daily or monthly quota resets at a time Sellsy does not send: check
+    // again every 5 minutes instead of every second (RetryLaterError uses no attempt, however long it lasts).
+    if (this.quota.byMonth === 0 || this.quota.byDay === 0) return 300_000;
     if (this.quota.byMinute === 0) return 60_000 - (this.#now() % 60_000);
     return 1000;
   }

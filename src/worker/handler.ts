@@ -13,11 +13,12 @@
  * - throws `PermanentError` (or BullMQ's `UnrecoverableError`): cannot succeed by retrying; the job fails at once and
  *   stays in the dead-letter set;
  * - throws `RetryLaterError(ms)`: the downstream asked to slow down (HTTP 429); the job is put back without using an
- *   attempt and the whole worker pauses for `ms`;
+ *   attempt and the queue pauses for `ms`, for every worker process (a rate limit kept in Redis);
  * - throws anything else: retried with exponential backoff and jitter, up to `JOB_ATTEMPTS` attempts.
  *
- * Handlers run one after the other in registration order (built-ins first: `sellsy-fetch`, `forward`; then the user
- * module), and a retry runs all of them again: each must be idempotent (`context.deliveryId` is a stable key).
+ * Handlers run one after the other in registration order (built-ins first: `postgres`, `sellsy-fetch`, `forward`;
+ * then the user module), and a retry runs all of them again: each must be idempotent (`context.deliveryId` is a
+ * stable key).
  */
 import { UnrecoverableError } from 'bullmq';
 import type { Logger } from 'pino';

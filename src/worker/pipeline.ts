@@ -1,10 +1,10 @@
 /**
  * The handler chain of a worker, from the configuration: built-ins first, then the user module.
  *
- * Order: `sellsy-fetch` (fetches the object the later handlers see), `postgres`, `forward`, the user handlers.
- * With `RECORD_ORDER=latest` (see README "Workers") the chain is split: `postgres` runs on every delivery (one row
- * per delivery, in the ingest job), and the rest runs on the record queue, one job per record at a time, bursts
- * collapsed into the latest; there `postgres` has run before the object was fetched.
+ * Order: `postgres` (first, so a delivery is stored even when its object cannot be fetched), `sellsy-fetch` (sets
+ * the object the later handlers see), `forward`, the user handlers. With `RECORD_ORDER=latest` (README "Per-record
+ * order") the chain is split: `postgres` runs on every delivery, in the ingest job, and the rest on the record
+ * queue, one job per record at a time, on the record's latest delivery.
  */
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -48,7 +48,8 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
   let sellsyApi: SellsyApi | null = null;
   try {
     if (config.postgres) {
-      const events = await openEventStore(config.postgres, log.child({ handler: 'postgres' }));
+      const poolSize = Math.min(config.worker.concurrency, 20);
+      const events = await openEventStore({ ...config.postgres, poolSize }, log.child({ handler: 'postgres' }));
       closers.push(() => events.close());
       for (const pattern of ['*', 'unknown']) store.push({ pattern, handler: events.handler, source: 'postgres' });
     }

@@ -10,14 +10,16 @@
  * - `QUEUE_NAME`: one job per delivery (the ingest queue the listener writes).
  * - `QUEUE_NAME-records` (only with `RECORD_ORDER=latest`): one job per record at a time. Its deduplication id is the
  *   record (`account:relatedtype:relatedid`) with BullMQ's `keepLastIfActive`: while a record's job waits, later
- *   deliveries for it add nothing (the handler re-fetches the state anyway); while it runs, the latest one is kept
- *   and queued when it ends. Two jobs of one record therefore never run at the same time.
+ *   deliveries for it add no job; while it runs, one more is queued for when it ends. Two jobs of one record
+ *   therefore never run at the same time. A record job runs on the record's latest delivery (src/worker/latest.ts),
+ *   so the deliveries whose job was folded away are not lost: the newest of them is the one handled.
  *
  * Shutdown: `close()` lets active jobs finish; past `SHUTDOWN_TIMEOUT_MS` minus a margin it aborts their signal and
  * hands them back to the queue (no attempt used), so another worker takes them at once.
  */
 import { hash } from 'node:crypto';
 import { type Job, type JobsOptions, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { keysFor } from '../listener/verify.ts';
@@ -27,6 +29,7 @@ import { createWorkerConnection } from '../queue/redis.ts';
 import { parseDelivery } from '../sellsy/payload.ts';
 import { matchSignature } from '../sellsy/signature.ts';
 import { type HandlerContext, handlersFor, PermanentError, type Registration, RetryLaterError } from './handler.ts';
+import { LatestDeliveries } from './latest.ts';
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 
 export interface RunningWorker {
@@ -36,6 +39,25 @@ export interface RunningWorker {
   recordWorker: Worker<WebhookJobData> | null;
   pipeline: Pipeline;
   close(): Promise<void>;
+}
+
+/** A downstream's "retry after" as a rate-limit duration Redis accepts: whole ms, at least 1, at most an hour. */
+function rateLimitMs(delayMs: number): number {
+  return Number.isFinite(delayMs) ? Math.min(Math.max(Math.ceil(delayMs), 1), 3_600_000) : 1000;
+}
+
+/**
+ * The error a job fails with: the handler's error, its message led by the handler's name. A new error (the original
+ * as `cause`), since some errors cannot be changed (a DOMException's message is read-only); permanent stays
+ * permanent.
+ */
+function attributed(err: unknown, label: string): unknown {
+  if (err instanceof RetryLaterError || !(err instanceof Error || err instanceof DOMException)) return err;
+  const message = `${label} ${err.message}`;
+  const permanent = err instanceof UnrecoverableError || err.name === 'UnrecoverableError';
+  const out = permanent ? new PermanentError(message, { cause: err }) : new Error(message, { cause: err });
+  out.stack = `${message}\n${err.stack?.split('\n').slice(1).join('\n') ?? ''}`;
+  return out;
 }
 
 export const recordQueueName = (queueName: string): string => `${queueName}-records`;
@@ -69,12 +91,20 @@ export async function startWorker(
 ): Promise<RunningWorker> {
   const log = logger.child({ component: 'worker' });
   const pipeline = await buildPipeline(config, log, options);
-  const connections = [createWorkerConnection(config.redisUrl, `${config.queueName}:worker`)];
+  const connections: Redis[] = [];
   const recordMode = config.worker.recordOrder === 'latest';
-  const shared = connections[0] as (typeof connections)[number];
-  const recordQueue = recordMode
-    ? new Queue<WebhookJobData>(recordQueueName(config.queueName), { connection: shared, prefix: config.queuePrefix })
-    : null;
+  let recordQueue: Queue<WebhookJobData> | null = null;
+  let latest: LatestDeliveries | null = null;
+  if (recordMode) {
+    const client = createWorkerConnection(config.redisUrl, `${config.queueName}:record-producer`);
+    client.on('error', () => undefined); // reported by the workers' own connections
+    connections.push(client);
+    const name = recordQueueName(config.queueName);
+    recordQueue = new Queue<WebhookJobData>(name, { connection: client, prefix: config.queuePrefix });
+    recordQueue.on('error', () => undefined);
+    const ttlMs = Math.max(config.jobs.keepFailedSeconds, 24 * 3600) * 1000;
+    latest = new LatestDeliveries(client, `${config.queuePrefix}:${name}`, ttlMs);
+  }
   const recordJobOptions: JobsOptions = jobOptionsOf(config);
   let stopping = false;
 
@@ -93,45 +123,48 @@ export async function startWorker(
   };
 
   /** Runs the matching handlers in order; the failing handler's name leads the error message (the failed reason). */
-  async function run(registrations: readonly Registration[], job: Job<WebhookJobData>, ctx: HandlerContext) {
-    for (const { handler, source, pattern } of handlersFor(registrations, job.name)) {
+  async function run(registrations: readonly Registration[], ctx: HandlerContext) {
+    for (const { handler, source, pattern } of handlersFor(registrations, ctx.name)) {
       try {
-        await handler(job.data.event, ctx);
+        await handler(ctx.data.event, ctx);
       } catch (err) {
-        if (err instanceof Error && !(err instanceof RetryLaterError))
-          err.message = `[${source} ${pattern}] ${err.message}`;
-        throw err;
+        throw attributed(err, `[${source} ${pattern}]`);
       }
     }
   }
 
-  function contextOf(job: Job<WebhookJobData>, signal: AbortSignal | undefined): HandlerContext {
+  function contextOf(
+    name: string,
+    data: WebhookJobData,
+    job: Job<WebhookJobData>,
+    signal: AbortSignal | undefined,
+  ): HandlerContext {
     return {
-      deliveryId: job.data.deliveryId,
-      name: job.name,
-      data: job.data,
+      deliveryId: data.deliveryId,
+      name,
+      data,
       attempt: job.attemptsMade + 1,
       attempts: job.opts.attempts ?? 1,
       signal: signal ?? new AbortController().signal,
-      log: log.child({ jobId: job.id, deliveryId: job.data.deliveryId, event: job.name }),
+      log: log.child({ jobId: job.id, deliveryId: data.deliveryId, event: name }),
     };
   }
 
-  /** Wraps a stage: timing, logging, RetryLaterError → rate limit, shutdown → hand back. */
+  /** Wraps a stage: logging, RetryLaterError → rate limit, shutdown → hand back. */
   function processor(
     stage: 'delivery' | 'record',
-    body: (job: Job<WebhookJobData>, ctx: HandlerContext) => Promise<void>,
+    body: (job: Job<WebhookJobData>, signal: AbortSignal | undefined) => Promise<string>,
   ) {
     return async (job: Job<WebhookJobData>, token?: string, signal?: AbortSignal) => {
       const started = performance.now();
-      const ctx = contextOf(job, signal);
+      let outcome: string;
       try {
-        await body(job, ctx);
+        outcome = await body(job, signal);
       } catch (err) {
         if (err instanceof RetryLaterError) {
-          log.warn({ jobId: job.id, event: job.name, stage, delayMs: err.delayMs, err: err.message }, 'slowing down');
-          const target = stage === 'record' ? recordWorker : worker;
-          await target?.rateLimit(err.delayMs);
+          const delayMs = rateLimitMs(err.delayMs);
+          log.warn({ jobId: job.id, event: job.name, stage, delayMs, err: err.message }, 'slowing down');
+          await (stage === 'record' ? recordWorker : worker)?.rateLimit(delayMs);
           throw Worker.RateLimitError();
         }
         if (stopping && signal?.aborted) {
@@ -152,33 +185,48 @@ export async function startWorker(
           signature: job.data.signature.status,
           attempt: job.attemptsMade + 1,
           ms: Math.round((performance.now() - started) * 100) / 100,
-          outcome: 'completed',
+          outcome,
         },
         'job processed',
       );
     };
   }
 
-  const deliveryStage = processor('delivery', async (job, ctx) => {
+  const deliveryStage = processor('delivery', async (job, signal) => {
     verifyDeferredSignature(config, job.data);
     const record = recordQueue ? recordKeyOf(job.data) : null;
     const { fetch, store, handlers } = pipeline;
-    const chain = record === null ? [...fetch, ...store, ...handlers] : store;
+    // `postgres` before `sellsy-fetch`: a delivery is stored even when its object cannot be fetched.
+    const chain = record === null ? [...store, ...fetch, ...handlers] : store;
     if (job.name === 'unknown' && handlersFor(chain, 'unknown').length === 0) {
       throw new UnrecoverableError(
         `not a Sellsy event (${job.data.parseProblem ?? 'no relatedtype/event'}) and no handler for "unknown": kept as a dead letter`,
       );
     }
-    await run(chain, job, ctx);
-    if (record !== null && recordQueue) {
+    await run(chain, contextOf(job.name, job.data, job, signal));
+    if (record !== null && recordQueue && latest) {
+      await latest.offer(record, job.name, job.data);
       await recordQueue.add(job.name, job.data, {
         ...recordJobOptions,
         jobId: job.data.deliveryId,
         deduplication: { id: record, keepLastIfActive: true },
       });
+      return 'completed: record job queued';
     }
+    return 'completed';
   });
-  const recordStage = processor('record', (job, ctx) => run([...pipeline.fetch, ...pipeline.handlers], job, ctx));
+
+  const recordStage = processor('record', async (job, signal) => {
+    const record = recordKeyOf(job.data);
+    const newest = record !== null && latest ? await latest.get(record) : null;
+    if (newest?.done) return 'completed: the latest delivery of this record was already handled';
+    const ctx = contextOf(newest?.name ?? job.name, newest?.data ?? job.data, job, signal);
+    await run([...pipeline.fetch, ...pipeline.handlers], ctx);
+    if (record !== null && latest) await latest.markDone(record, ctx.deliveryId);
+    return ctx.deliveryId === job.data.deliveryId
+      ? 'completed'
+      : `completed: ran on the later delivery ${ctx.deliveryId}`;
+  });
 
   const worker = new Worker<WebhookJobData>(
     config.queueName,

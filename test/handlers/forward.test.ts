@@ -86,6 +86,19 @@ test('an unknown delivery is forwarded with null event and null object', async (
   assert.equal(body.object, null);
 });
 
+test('a body that is not valid UTF-8 is forwarded with its exact bytes in rawBodyBase64', async () => {
+  const receiver = await startReceiver();
+  const raw = Buffer.from([0x6e, 0x6f, 0x74, 0x69, 0x66, 0x3d, 0xe9, 0xff]);
+  const base = contextFor(3);
+  const context = {
+    ...base,
+    data: { ...base.data, rawBody: raw.toString('utf8'), rawBodyBase64: raw.toString('base64') },
+  };
+  await forwarder(receiver.url)(null, context);
+  const body = JSON.parse(receiver.received[0]?.body ?? '');
+  assert.deepEqual(Buffer.from(body.rawBodyBase64, 'base64'), raw);
+});
+
 test('the request carries the content type, user agent, delivery id and current timestamp headers', async () => {
   const receiver = await startReceiver();
   const before = Math.floor(Date.now() / 1000);

@@ -100,7 +100,6 @@ test('opening the store creates the schema, the events table with its columns an
       'raw_body text not null',
       'raw_body_base64 text',
       'event_json jsonb',
-      'object_json jsonb',
       'parse_problem text',
       'signature_status text not null',
     ],
@@ -179,7 +178,6 @@ test('a delivery is stored with its raw body exact, its parsed fields and its ti
   assert.equal(row.content_type, 'application/json');
   assert.deepEqual(row.event_json, JSON.parse(JSON.stringify(job.data.event)));
   assert.equal((row.event_json as { extra: { note: string } }).extra.note, 'Société Générale — 10 € · 日本 · 😀');
-  assert.equal(row.object_json, null);
   assert.equal(row.parse_problem, null);
   assert.equal(row.signature_status, 'not_configured');
 });
@@ -270,13 +268,6 @@ test('an unknown delivery (no event, a parse problem) is stored', async (t) => {
   assert.equal(row.related_id, null);
   assert.equal(row.event_timestamp, null);
   assert.equal(row.event_json, null);
-});
-
-test('the object fetched by sellsy-fetch (context.object) lands in object_json', async (t) => {
-  const { db, store: s } = await withStore(t);
-  const object = { id: 42, number: 'F-2026-0001', tags: ['a', 'b'], amounts: { total: '120.00', currency: 'EUR' } };
-  await store(s, delivery(1, EVENT_BODY), { object });
-  assert.deepEqual((await only(db)).object_json, object);
 });
 
 test('a data error no retry can fix is a PermanentError', async (t) => {

@@ -184,6 +184,16 @@ test('a 429 without Retry-After and with the minute quota spent asks to wait unt
   });
 });
 
+test('a 429 with the daily quota spent asks to check again in 5 minutes, not every second', async () => {
+  const api = new SellsyApi(options());
+  fake.failNext(1, 429, { 'X-Quota-Remaining-By-Day': '0', 'X-Quota-Remaining-By-Second': '0' });
+  await assert.rejects(api.getObject('invoice', '42'), (err: unknown) => {
+    assert.ok(err instanceof RetryLaterError);
+    assert.equal(err.delayMs, 300_000);
+    return true;
+  });
+});
+
 test('a 404 is a PermanentError naming the status, the path and Sellsy’s error', async () => {
   const api = new SellsyApi(options());
   await assert.rejects(api.getObject('invoice', '404404'), (err: unknown) => {

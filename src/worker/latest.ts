@@ -1,0 +1,78 @@
+/**
+ * The latest delivery of each record, for the record stage (`RECORD_ORDER=latest`).
+ *
+ * BullMQ's deduplication keeps one record job waiting and drops later adds for the same record while it waits; the
+ * dropped delivery may be newer (an `updated` followed by a `deleted`). So the delivery stage also offers every
+ * delivery here, and the record stage runs on whatever is latest when it starts, not on the delivery that happened
+ * to create its job.
+ *
+ * One Redis hash per record, `<prefix>:<queue>-records:latest:<record>`: `at` (receivedAt, ms), `name`, `data` (the
+ * job data, JSON), `done` (the delivery id the handlers last completed). A delivery replaces the stored one unless
+ * that one was received later. The hash expires after `ttlMs` without offers.
+ * Written by hand: BullMQ keeps a record's latest data only while its job is active (`keepLastIfActive`).
+ */
+import type { Redis } from 'ioredis';
+import type { WebhookJobData } from '../queue/contract.ts';
+
+const OFFER = `
+local at = redis.call('HGET', KEYS[1], 'at')
+if at and tonumber(at) > tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return 0
+end
+redis.call('HSET', KEYS[1], 'at', ARGV[1], 'name', ARGV[2], 'data', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1`;
+
+export interface Latest {
+  name: string;
+  data: WebhookJobData;
+  /** The handlers already completed this delivery: nothing newer arrived since. */
+  done: boolean;
+}
+
+type WithOffer = Redis & {
+  sellsyLatestOffer(key: string, at: number, name: string, data: string, ttlMs: number): Promise<number>;
+};
+
+export class LatestDeliveries {
+  private readonly client: WithOffer;
+
+  constructor(
+    client: Redis,
+    private readonly keyPrefix: string,
+    private readonly ttlMs: number,
+  ) {
+    if (!('sellsyLatestOffer' in client)) client.defineCommand('sellsyLatestOffer', { numberOfKeys: 1, lua: OFFER });
+    this.client = client as WithOffer;
+  }
+
+  private key(record: string): string {
+    return `${this.keyPrefix}:latest:${record}`;
+  }
+
+  /** Keeps `data` as the record's latest delivery unless a later-received one is stored. */
+  async offer(record: string, name: string, data: WebhookJobData): Promise<void> {
+    const at = Date.parse(data.receivedAt);
+    await this.client.sellsyLatestOffer(
+      this.key(record),
+      Number.isNaN(at) ? 0 : at,
+      name,
+      JSON.stringify(data),
+      this.ttlMs,
+    );
+  }
+
+  /** The record's latest delivery, or null when none is stored (expired). */
+  async get(record: string): Promise<Latest | null> {
+    const [name, data, done] = await this.client.hmget(this.key(record), 'name', 'data', 'done');
+    if (!name || !data) return null;
+    const parsed = JSON.parse(data) as WebhookJobData;
+    return { name, data: parsed, done: done === parsed.deliveryId };
+  }
+
+  /** Records that the handlers completed this delivery. */
+  async markDone(record: string, deliveryId: string): Promise<void> {
+    await this.client.hset(this.key(record), 'done', deliveryId);
+  }
+}
