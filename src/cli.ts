@@ -89,12 +89,19 @@ async function main(argv: string[]): Promise<void> {
     throw err;
   }
   if (replayArgs) {
-    const { matched, replayed } = await replay(config, replayArgs.filter, replayArgs.dryRun, (line) =>
-      process.stdout.write(`${line}\n`),
-    );
-    process.stdout.write(
-      replayArgs.dryRun ? `${matched} dead letters would be replayed\n` : `${replayed} dead letters replayed\n`,
-    );
+    try {
+      const { matched, replayed, skipped } = await replay(config, replayArgs.filter, replayArgs.dryRun, (line) =>
+        process.stdout.write(`${line}\n`),
+      );
+      process.stdout.write(
+        replayArgs.dryRun
+          ? `${matched} dead letters would be replayed\n`
+          : `${replayed} dead letters replayed${skipped > 0 ? `, ${skipped} skipped` : ''}\n`,
+      );
+    } catch (err) {
+      process.stderr.write(`sellsy-webhooks replay: ${(err as Error).message}\n`);
+      process.exitCode = 1;
+    }
     return;
   }
   if (spoolCommand === 'status') {
@@ -115,8 +122,9 @@ async function main(argv: string[]): Promise<void> {
     async ({ signal, err }) => {
       if (err) logger.error({ err }, 'closing after an unexpected error');
       else logger.info({ signal }, 'shutting down: finishing in-flight requests and jobs');
-      // The listener first: its in-flight enqueues finish before Redis connections close.
-      for (const close of closers) await close();
+      // Together: each part has its own Redis connections, and the worker's hand-back of unfinished jobs must happen
+      // within the same SHUTDOWN_TIMEOUT_MS as the listener's drain.
+      await Promise.all(closers.map((close) => close()));
       logger.info('stopped');
     },
   );

@@ -7,11 +7,12 @@
  */
 import { parseArgs } from 'node:util';
 import { type Job, Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
-import { createWorkerConnection } from '../queue/redis.ts';
+import { jobOptionsOf } from '../queue/producer.ts';
 import { isPattern, matches } from '../worker/handler.ts';
-import { recordQueueName } from '../worker/worker.ts';
+import { recordKeyOf, recordQueueName } from '../worker/worker.ts';
 
 export const REPLAY_USAGE =
   'Usage: sellsy-webhooks replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]';
@@ -74,6 +75,8 @@ export function selects(filter: ReplayFilter, job: Pick<Job, 'id' | 'name' | 'fi
 export interface ReplayResult {
   matched: number;
   replayed: number;
+  /** Jobs that left the failed set while the replay ran (retried, removed or expired meanwhile). */
+  skipped: number;
 }
 
 export async function replay(
@@ -82,22 +85,39 @@ export async function replay(
   dryRun: boolean,
   out: (line: string) => void,
 ): Promise<ReplayResult> {
-  const connection = createWorkerConnection(config.redisUrl, `${config.queueName}:replay`);
+  // Fails fast: an operator's command must say "unreachable", not wait for Redis forever.
+  const connection = new Redis(config.redisUrl, {
+    connectionName: `${config.queueName}:replay`,
+    lazyConnect: true,
+    connectTimeout: 5000,
+    commandTimeout: 15_000,
+    maxRetriesPerRequest: 1,
+    retryStrategy: () => null,
+  });
   connection.on('error', () => undefined);
-  const queues = [config.queueName, recordQueueName(config.queueName)].map(
-    (name) => new Queue<WebhookJobData>(name, { connection, prefix: config.queuePrefix }),
-  );
-  const result: ReplayResult = { matched: 0, replayed: 0 };
   try {
-    await connection.ping();
-    for (const queue of queues) {
-      // Collected first: a replayed job leaves the failed set, which would shift the pages read after it.
-      const chosen: Job<WebhookJobData>[] = [];
+    await connection.connect();
+  } catch (err) {
+    throw new Error(`Redis at ${redactUrl(config.redisUrl)} did not answer: ${(err as Error).message}`, { cause: err });
+  }
+  const ingest = new Queue<WebhookJobData>(config.queueName, { connection, prefix: config.queuePrefix });
+  const records = new Queue<WebhookJobData>(recordQueueName(config.queueName), {
+    connection,
+    prefix: config.queuePrefix,
+  });
+  const result: ReplayResult = { matched: 0, replayed: 0, skipped: 0 };
+  try {
+    for (const queue of [ingest, records]) {
+      // Collected first, by id: a replayed job leaves the failed set, and jobs failing or expiring meanwhile shift
+      // the positions that pages are read by.
+      const chosen = new Map<string, Job<WebhookJobData>>();
       const total = await queue.getFailedCount();
-      for (let start = 0; start < total; start += 500) {
-        for (const job of await queue.getFailed(start, start + 499)) if (selects(filter, job)) chosen.push(job);
+      for (let start = 0; start < total + 500; start += 500) {
+        const page = await queue.getFailed(start, start + 499);
+        for (const job of page) if (job.id && selects(filter, job)) chosen.set(job.id, job);
+        if (page.length < 500) break;
       }
-      for (const job of chosen) {
+      for (const job of chosen.values()) {
         result.matched++;
         const failedAt = job.finishedOn ? new Date(job.finishedOn).toISOString() : '-';
         const line = `${queue.name} ${job.id} ${job.name} failed ${failedAt} after ${job.attemptsMade} attempts: ${job.failedReason}`;
@@ -105,14 +125,46 @@ export async function replay(
           out(`would replay ${line}`);
           continue;
         }
-        await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
-        result.replayed++;
-        out(`replayed ${line}`);
+        try {
+          if (queue === records) await requeueRecordJob(config, records, job);
+          else await job.retry('failed', { resetAttemptsMade: true, resetAttemptsStarted: true });
+          result.replayed++;
+          out(`replayed ${line}`);
+        } catch (err) {
+          result.skipped++;
+          out(`skipped ${queue.name} ${job.id}: ${(err as Error).message}`);
+        }
       }
     }
   } finally {
-    for (const queue of queues) await queue.close();
+    await ingest.close();
+    await records.close();
     connection.disconnect();
   }
   return result;
+}
+
+/**
+ * A failed record job released its record's deduplication key: retried in place it could run beside a newer job of
+ * the same record. It is added again like the worker adds one (keyed on the record), then the dead letter removed.
+ */
+async function requeueRecordJob(config: Config, records: Queue<WebhookJobData>, job: Job<WebhookJobData>) {
+  const record = recordKeyOf(job.data);
+  if ((await job.getState()) !== 'failed') throw new Error('no longer a dead letter');
+  await records.add(job.name, job.data, {
+    ...jobOptionsOf(config),
+    jobId: `${job.data.deliveryId}-replay-${Date.now()}`,
+    ...(record === null ? {} : { deduplication: { id: record, keepLastIfActive: true } }),
+  });
+  await job.remove();
+}
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(REDIS_URL)';
+  }
 }

@@ -85,7 +85,24 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   try {
     new URL(parsed.REDIS_URL);
   } catch {
-    problems.push(`REDIS_URL: must be a URL such as redis://127.0.0.1:6379 (got ${JSON.stringify(parsed.REDIS_URL)})`);
+    problems.push(
+      `REDIS_URL: must be a URL such as redis://127.0.0.1:6379 (got ${shown('REDIS_URL', parsed.REDIS_URL)})`,
+    );
+  }
+  if (parsed.FORWARD_URL !== undefined) {
+    let url: URL | null = null;
+    try {
+      url = new URL(parsed.FORWARD_URL);
+    } catch {
+      problems.push(
+        `FORWARD_URL: must be a URL such as http://app.internal/hooks/sellsy (got ${shown('FORWARD_URL', parsed.FORWARD_URL)})`,
+      );
+    }
+    if (url && (url.username || url.password)) {
+      problems.push(
+        'FORWARD_URL: must not hold credentials (user:password@); the receiver verifies the signature instead',
+      );
+    }
   }
   if (parsed.FORWARD_URL !== undefined && parsed.FORWARD_SECRET === undefined) {
     problems.push('FORWARD_SECRET: is required when FORWARD_URL is set (whsec_ followed by base64 of 24 to 64 bytes)');
@@ -182,7 +199,16 @@ function describe(error: AjvError, input: Record<string, string>): string {
     if (allowed) message = `must be one of ${allowed.join(', ')}`;
   }
   const got = input[name];
-  return `${name}: ${message}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`;
+  return `${name}: ${message}${got === undefined ? '' : ` (got ${shown(name, got)})`}`;
+}
+
+/** Variables whose value is a secret: an error names them, never repeats them. */
+const SECRETS = new Set(['SELLSY_SIGN_KEY', 'SELLSY_ACCOUNT_KEYS', 'FORWARD_SECRET', 'SELLSY_CLIENT_SECRET']);
+
+/** A value as an error message may show it: secrets hidden, passwords in URLs masked. */
+function shown(name: string, value: string): string {
+  if (SECRETS.has(name)) return `a value of ${value.length} characters, not shown`;
+  return JSON.stringify(value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*:)[^/@]*@/i, '$1***@'));
 }
 
 function splitKeys(value: string | undefined): string[] {

@@ -64,3 +64,36 @@ test('a SELLSY_SIGN_KEY with no key in it is refused instead of silently turning
 test('timers are bounded (Node timers overflow past 2^31 - 1 ms)', () => {
   assert.throws(() => loadConfig({ ENQUEUE_TIMEOUT_MS: '3000000000' }), /ENQUEUE_TIMEOUT_MS: must be <= 600000/);
 });
+
+test('configuration errors never repeat a secret, and mask passwords in URLs', () => {
+  try {
+    loadConfig({
+      FORWARD_URL: 'http://app.internal/hooks',
+      FORWARD_SECRET: 'supersecretvalue',
+      DATABASE_URL: 'mysql://admin:hunter2@db:3306/x',
+    });
+    assert.fail('loadConfig accepted bad values');
+  } catch (err) {
+    assert.ok(err instanceof ConfigError);
+    const text = err.problems.join('\n');
+    assert.match(text, /FORWARD_SECRET: must match pattern "\^whsec_" \(got a value of 16 characters, not shown\)/);
+    assert.match(text, /DATABASE_URL: .*"mysql:\/\/admin:\*\*\*@db:3306\/x"/);
+    assert.ok(!text.includes('supersecretvalue') && !text.includes('hunter2'));
+  }
+});
+
+test('FORWARD_URL with credentials, or without FORWARD_SECRET, is refused at start', () => {
+  const secret = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
+  assert.throws(
+    () => loadConfig({ FORWARD_URL: 'https://user:pw@app.internal/hooks', FORWARD_SECRET: secret }),
+    /FORWARD_URL: must not hold credentials/,
+  );
+  assert.throws(() => loadConfig({ FORWARD_URL: 'https://app.internal/hooks' }), /FORWARD_SECRET: is required/);
+  assert.throws(
+    () => loadConfig({ FORWARD_URL: 'https://app.internal/hooks', FORWARD_SECRET: 'whsec_c2hvcnQ=' }),
+    /FORWARD_SECRET: must be whsec_ followed by base64 of 24 to 64 random bytes \(got a secret of 5 bytes\)/,
+  );
+  const ok = loadConfig({ FORWARD_URL: 'https://app.internal/hooks', FORWARD_SECRET: secret });
+  assert.deepEqual(ok.forward, { url: 'https://app.internal/hooks', secret, timeoutMs: 10_000 });
+  assert.equal(ok.worker.recordOrder, 'off', 'RECORD_ORDER=auto without sellsy-fetch');
+});

@@ -93,13 +93,14 @@ test('handlers run in registration order for every pattern that matches the job 
 
 test('a handler that fails twice is retried with backoff and the job completes on its third attempt', async () => {
   let calls = 0;
+  const attempts: number[] = [];
   const { listener, done } = await pair(
     { JOB_BACKOFF_MS: '20', JOB_ATTEMPTS: '5' },
     {},
     {
       '*': async (_e, ctx) => {
         calls++;
-        assert.equal(ctx.attempt, calls);
+        attempts.push(ctx.attempt);
         if (calls < 3) throw new Error(`target down (${calls})`);
       },
     },
@@ -107,6 +108,7 @@ test('a handler that fails twice is retried with backoff and the job completes o
   try {
     const job = await settled(listener, await deliver(listener, recordBody('2', 1)), 'completed');
     assert.equal(calls, 3);
+    assert.deepEqual(attempts, [1, 2, 3], 'context.attempt counts the runs');
     assert.equal(job.attemptsMade, 3, 'two failed attempts, then the one that succeeded');
   } finally {
     await done();
@@ -290,7 +292,10 @@ test('close() past the grace period aborts the handler and hands the job back un
     const closing = Date.now();
     await stuck.close();
     assert.ok(aborted, 'the handler saw its signal aborted');
-    assert.ok(Date.now() - closing < 2000, 'close() returned soon after the grace period (500 ms here)');
+    assert.ok(
+      Date.now() - closing < 8000,
+      'close() returned after the grace period (500 ms here), not after a lock expiry',
+    );
     assert.equal(await listener.queue.getJobState(jobId), 'waiting');
     assert.equal((await listener.queue.getJob(jobId))?.attemptsMade, 0);
     const next = await startTestWorker(listener, {}, { '*': async () => undefined });
