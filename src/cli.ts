@@ -11,6 +11,7 @@ import { spoolDrain, spoolStatus } from './cli/spool.ts';
 import { type Config, loadConfig } from './config/config.ts';
 import { ConfigError, SpoolError, SpoolLockedError } from './errors.ts';
 import { createLogger } from './logger.ts';
+import { createMetrics } from './metrics/metrics.ts';
 import { startWorker } from './worker/worker.ts';
 
 const HELP = `Usage: sellsy-webhooks <command>
@@ -114,8 +115,13 @@ async function main(argv: string[]): Promise<void> {
   }
   const logger = createLogger(config.logLevel);
   const closers: (() => Promise<void>)[] = [];
-  if (command === 'listen' || command === 'start') closers.push((await startListener(config, logger)).close);
-  if (command === 'work' || command === 'start') closers.push((await startWorker(config, logger)).close);
+  // One registry: in `start`, GET /metrics also reports the worker. (`work` alone serves no HTTP.)
+  const metrics = createMetrics();
+  if (command === 'listen' || command === 'start') closers.push((await startListener(config, logger, metrics)).close);
+  if (command === 'work' || command === 'start') {
+    const options = command === 'start' ? { registry: metrics.registry } : {};
+    closers.push((await startWorker(config, logger, options)).close);
+  }
 
   closeWithGrace(
     { delay: config.shutdownTimeoutMs, logger: { error: (m: string) => logger.error(m) } },

@@ -5,14 +5,18 @@ import type { Logger } from 'pino';
 import { type Config, signatureEnabled } from '../config/config.ts';
 import { buildApp } from '../listener/app.ts';
 import { openListenerProducer } from '../listener/producer.ts';
-import { createMetrics } from '../metrics/metrics.ts';
+import { createMetrics, type Metrics } from '../metrics/metrics.ts';
 
 export interface RunningListener {
   url: string;
   close(): Promise<void>;
 }
 
-export async function startListener(config: Config, logger: Logger): Promise<RunningListener> {
+export async function startListener(
+  config: Config,
+  logger: Logger,
+  metrics: Metrics = createMetrics(),
+): Promise<RunningListener> {
   const log = logger.child({ component: 'listener' });
   if (!signatureEnabled(config)) {
     log.warn(
@@ -21,7 +25,6 @@ export async function startListener(config: Config, logger: Logger): Promise<Run
   } else if (config.signature.check === 'worker') {
     log.warn('SIGNATURE_CHECK=worker: signatures are carried in each job as "unchecked"; consumers must verify them');
   }
-  const metrics = createMetrics();
   let lastRedisError = '';
   let lastRedisErrorAt = 0;
   const { producer, recovery } = await openListenerProducer(

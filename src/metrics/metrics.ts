@@ -92,3 +92,108 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     spoolDrained,
   };
 }
+
+/** What happened to a job run: `retry` failed and will run again, `dead_letter` failed for good, `rate_limited`
+ * put back by a RetryLaterError, `handed_back` returned to the queue at shutdown. */
+export const JOB_OUTCOMES = ['completed', 'retry', 'dead_letter', 'rate_limited', 'handed_back'] as const;
+export type JobOutcome = (typeof JOB_OUTCOMES)[number];
+/** `ingest`: the queue of deliveries; `records`: the record queue of RECORD_ORDER=latest. */
+export type JobQueueLabel = 'ingest' | 'records';
+
+export interface WorkerMetrics {
+  jobs: Counter<'queue' | 'outcome'>;
+  jobSeconds: Histogram<'queue'>;
+  /** Attempts a job took, observed when it completes or becomes a dead letter. */
+  jobAttempts: Histogram<'queue' | 'outcome'>;
+}
+
+/**
+ * The worker's metrics, in the registry given (the listener's in `start`). Dead-letter counts, queue counts and the
+ * Sellsy API's figures are read when scraped, through `collectors`.
+ */
+export function createWorkerMetrics(
+  registry: Registry,
+  collectors: {
+    deadLetters?: () => Promise<Partial<Record<JobQueueLabel, number>>>;
+    sellsyApi?: () => {
+      calls: number;
+      rateLimited: number;
+      quota: Record<'bySecond' | 'byMinute' | 'byDay' | 'byMonth', number | null>;
+    };
+  } = {},
+): WorkerMetrics {
+  const jobs = new Counter({
+    name: 'sellsy_webhooks_jobs_total',
+    help: 'Job runs by the worker, by queue and outcome.',
+    labelNames: ['queue', 'outcome'] as const,
+    registers: [registry],
+  });
+  for (const queue of ['ingest', 'records'] as const) {
+    for (const outcome of JOB_OUTCOMES) jobs.inc({ queue, outcome }, 0);
+  }
+  const jobSeconds = new Histogram({
+    name: 'sellsy_webhooks_job_duration_seconds',
+    help: 'Time a job run took in the worker (its handlers), whatever the outcome.',
+    labelNames: ['queue'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
+  const jobAttempts = new Histogram({
+    name: 'sellsy_webhooks_job_attempts',
+    help: 'Attempts a job took, when it completed or became a dead letter.',
+    labelNames: ['queue', 'outcome'] as const,
+    buckets: [1, 2, 3, 4, 6, 8, 12, 20],
+    registers: [registry],
+  });
+  const { deadLetters, sellsyApi } = collectors;
+  if (deadLetters) {
+    new Gauge({
+      name: 'sellsy_webhooks_dead_letters',
+      help: 'Jobs that failed for good and are kept for inspection and replay (BullMQ failed set), by queue.',
+      labelNames: ['queue'] as const,
+      registers: [registry],
+      async collect() {
+        for (const [queue, count] of Object.entries(await deadLetters())) this.set({ queue }, count);
+      },
+    });
+  }
+  if (sellsyApi) {
+    new Counter({
+      name: 'sellsy_webhooks_sellsy_api_calls_total',
+      help: 'Calls to the Sellsy API by sellsy-fetch.',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(sellsyApi().calls);
+      },
+    });
+    new Counter({
+      name: 'sellsy_webhooks_sellsy_api_rate_limited_total',
+      help: 'Sellsy API answers 429 (rate limited).',
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(sellsyApi().rateLimited);
+      },
+    });
+    new Gauge({
+      name: 'sellsy_webhooks_sellsy_api_quota_remaining',
+      help: 'Sellsy API quota left, by window, as of the last answer (absent before the first).',
+      labelNames: ['window'] as const,
+      registers: [registry],
+      collect() {
+        const { quota } = sellsyApi();
+        for (const [key, window] of [
+          ['bySecond', 'second'],
+          ['byMinute', 'minute'],
+          ['byDay', 'day'],
+          ['byMonth', 'month'],
+        ] as const) {
+          const value = quota[key];
+          if (value !== null) this.set({ window }, value);
+        }
+      },
+    });
+  }
+  return { jobs, jobSeconds, jobAttempts };
+}

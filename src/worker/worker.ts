@@ -21,8 +21,10 @@ import { hash } from 'node:crypto';
 import { type Job, type JobsOptions, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { Config } from '../config/config.ts';
 import { keysFor } from '../listener/verify.ts';
+import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
 import { rawBytesOf, type WebhookJobData } from '../queue/contract.ts';
 import { jobOptionsOf } from '../queue/producer.ts';
 import { createWorkerConnection } from '../queue/redis.ts';
@@ -84,14 +86,16 @@ export function verifyDeferredSignature(config: Config, data: WebhookJobData): v
   }
 }
 
-export async function startWorker(
-  config: Config,
-  logger: Logger,
-  options: PipelineOptions = {},
-): Promise<RunningWorker> {
+export interface WorkerOptions extends PipelineOptions {
+  /** Registers the worker's metrics there (the listener's registry in `start`). */
+  registry?: Registry;
+}
+
+export async function startWorker(config: Config, logger: Logger, options: WorkerOptions = {}): Promise<RunningWorker> {
   const log = logger.child({ component: 'worker' });
   const pipeline = await buildPipeline(config, log, options);
   const connections: Redis[] = [];
+  const statsQueues: Queue[] = [];
   const recordMode = config.worker.recordOrder === 'latest';
   let recordQueue: Queue<WebhookJobData> | null = null;
   let latest: LatestDeliveries | null = null;
@@ -106,6 +110,25 @@ export async function startWorker(
     latest = new LatestDeliveries(client, `${config.queuePrefix}:${name}`, ttlMs);
   }
   const recordJobOptions: JobsOptions = jobOptionsOf(config);
+  const metrics = options.registry ? workerMetrics(options.registry) : null;
+  const queueLabel = (stage: 'delivery' | 'record'): JobQueueLabel => (stage === 'record' ? 'records' : 'ingest');
+
+  function workerMetrics(registry: Registry) {
+    const client = createWorkerConnection(config.redisUrl, `${config.queueName}:worker-stats`);
+    client.on('error', () => undefined);
+    connections.push(client);
+    const ingestQueue = new Queue(config.queueName, { connection: client, prefix: config.queuePrefix });
+    ingestQueue.on('error', () => undefined);
+    statsQueues.push(ingestQueue);
+    const api = pipeline.sellsyApi;
+    return createWorkerMetrics(registry, {
+      deadLetters: async () => ({
+        ingest: await ingestQueue.getFailedCount(),
+        ...(recordQueue ? { records: await recordQueue.getFailedCount() } : {}),
+      }),
+      ...(api ? { sellsyApi: () => api } : {}),
+    });
+  }
   let stopping = false;
 
   const workerOptions = (name: string) => {
@@ -157,6 +180,7 @@ export async function startWorker(
   ) {
     return async (job: Job<WebhookJobData>, token?: string, signal?: AbortSignal) => {
       const started = performance.now();
+      const queue = queueLabel(stage);
       let outcome: string;
       try {
         outcome = await body(job, signal);
@@ -164,16 +188,22 @@ export async function startWorker(
         if (err instanceof RetryLaterError) {
           const delayMs = rateLimitMs(err.delayMs);
           log.warn({ jobId: job.id, event: job.name, stage, delayMs, err: err.message }, 'slowing down');
+          metrics?.jobs.inc({ queue, outcome: 'rate_limited' });
           await (stage === 'record' ? recordWorker : worker)?.rateLimit(delayMs);
           throw Worker.RateLimitError();
         }
         if (stopping && signal?.aborted) {
           await job.moveToWait(token);
           log.info({ jobId: job.id, event: job.name, stage }, 'job handed back at shutdown');
+          metrics?.jobs.inc({ queue, outcome: 'handed_back' });
           throw new WaitingError();
         }
         throw err;
+      } finally {
+        metrics?.jobSeconds.observe({ queue }, (performance.now() - started) / 1000);
       }
+      metrics?.jobs.inc({ queue, outcome: 'completed' });
+      metrics?.jobAttempts.observe({ queue, outcome: 'completed' }, job.attemptsMade + 1);
       log.info(
         {
           jobId: job.id,
@@ -252,9 +282,12 @@ export async function startWorker(
       if (lastError) log.info({ queue: w.name }, 'worker reconnected');
       lastError = '';
     });
+    const queue: JobQueueLabel = w === recordWorker ? 'records' : 'ingest';
     w.on('failed', (job, err) => {
       if (!job) return;
       const final = err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
+      metrics?.jobs.inc({ queue, outcome: final ? 'dead_letter' : 'retry' });
+      if (final) metrics?.jobAttempts.observe({ queue, outcome: 'dead_letter' }, job.attemptsMade);
       log[final ? 'error' : 'warn'](
         {
           jobId: job.id,
@@ -298,6 +331,7 @@ export async function startWorker(
         clearTimeout(timer);
       }
       await recordQueue?.close();
+      for (const q of statsQueues) await q.close();
       await pipeline.close();
       for (const c of connections) c.disconnect();
     },

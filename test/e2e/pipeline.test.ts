@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
+import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { recordQueueName } from '../../src/worker/worker.ts';
 import { runCli, spawnCli, waitFor } from '../helpers/cli.ts';
@@ -203,13 +204,19 @@ test('sellsy-fetch: the Sellsy API answers 429 three times; the worker slows dow
   cleanup.push(() => fake.close());
   fake.put('invoices', '1006', { id: 1006, status: 'paid', amount: '120.00' });
   const { listener, target, db, workerEnv } = await setup({ JOB_ATTEMPTS: '2' });
-  const worker = await startTestWorker(listener, {
-    ...workerEnv,
-    SELLSY_CLIENT_ID: fake.clientId,
-    SELLSY_CLIENT_SECRET: fake.clientSecret,
-    SELLSY_API_URL: fake.apiUrl,
-    SELLSY_TOKEN_URL: fake.tokenUrl,
-  });
+  const registry = new Registry();
+  const worker = await startTestWorker(
+    listener,
+    {
+      ...workerEnv,
+      SELLSY_CLIENT_ID: fake.clientId,
+      SELLSY_CLIENT_SECRET: fake.clientSecret,
+      SELLSY_API_URL: fake.apiUrl,
+      SELLSY_TOKEN_URL: fake.tokenUrl,
+    },
+    undefined,
+    registry,
+  );
   const records = new Queue(recordQueueName(listener.config.queueName), { connection: { url: redis.url } });
   cleanup.push(() => records.close());
   try {
@@ -223,6 +230,11 @@ test('sellsy-fetch: the Sellsy API answers 429 three times; the worker slows dow
     assert.equal(target.received.length, 1);
     assert.equal((await rows(db)).length, 1);
     assert.equal(await state(listener, jobId), 'completed');
+    const scrape = await registry.metrics();
+    assert.match(scrape, /^sellsy_webhooks_sellsy_api_rate_limited_total 3$/m);
+    assert.match(scrape, /^sellsy_webhooks_sellsy_api_calls_total 4$/m);
+    assert.match(scrape, /^sellsy_webhooks_jobs_total\{queue="records",outcome="rate_limited"\} 3$/m);
+    assert.match(scrape, /^sellsy_webhooks_sellsy_api_quota_remaining\{window="second"\} \d+$/m);
   } finally {
     await worker.close();
   }

@@ -1,4 +1,5 @@
 /** Starts an in-process worker beside a test listener (same Redis, same queue), with its log lines captured. */
+import type { Registry } from 'prom-client';
 import { loadConfig } from '../../src/config/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import type { HandlerMap } from '../../src/worker/handler.ts';
@@ -13,6 +14,7 @@ export async function startTestWorker(
   listener: TestListener,
   env: Record<string, string> = {},
   handlers?: HandlerMap,
+  registry?: Registry,
 ): Promise<TestWorker> {
   const config = loadConfig({
     REDIS_URL: listener.config.redisUrl,
@@ -21,7 +23,10 @@ export async function startTestWorker(
     ...env,
   });
   const capture = new LogCapture();
-  const running = await startWorker(config, createLogger('info', capture), handlers ? { handlers } : {});
+  const running = await startWorker(config, createLogger('info', capture), {
+    ...(handlers ? { handlers } : {}),
+    ...(registry ? { registry } : {}),
+  });
   return { ...running, logs: capture.lines };
 }
 
