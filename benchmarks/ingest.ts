@@ -40,7 +40,9 @@
  * --open-warmup/BENCH_OPEN_WARMUP s (5: open-loop traffic at the fixed rate before its measured window),
  * --rounds/BENCH_ROUNDS (3: times each phase is run, see Rounds above),
  * --freeze-rounds/BENCH_FREEZE_ROUNDS (1: rounds of the Redis-freeze fault scenario run last, listener beside the
- * naive design, see benchmarks/redis-freeze.ts; 0 skips it).
+ * naive design, see benchmarks/redis-freeze.ts; 0 skips it),
+ * BENCH_PIPELINE (1: the whole-pipeline benchmark, listener → worker → PostgreSQL, run after the freeze scenario, see
+ * benchmarks/pipeline.ts for its BENCH_PIPELINE_* and BENCH_DATABASE_URL options; 0 skips it).
  * Duration: about rounds × targets × (2 × warmup + open-warmup + 2 × duration + ~8 s of start-up and settling), so
  * the default run (3 rounds × 4 targets × 2 phases, 10 s each) takes about 7–8 minutes on a quiet machine, plus
  * any wait for foreign load to drop and any repeated runs; the estimate is printed at the start.
@@ -85,6 +87,7 @@ import {
   waitForHttp200,
 } from './lib.ts';
 import type { OpenLoopResult } from './open-loop.ts';
+import { pipelineOptionsFromEnv, runPipelineBenchmark } from './pipeline.ts';
 import { runFreezeBenchmark } from './redis-freeze.ts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -114,6 +117,8 @@ interface Options {
   rounds: number;
   /** Rounds of the Redis-freeze fault scenario (benchmarks/redis-freeze.ts) at the end; 0 skips it. */
   freezeRounds: number;
+  /** The whole-pipeline benchmark (benchmarks/pipeline.ts) at the very end; BENCH_PIPELINE=0 skips it. */
+  pipeline: boolean;
 }
 
 function readOptions(): Options {
@@ -164,6 +169,7 @@ function readOptions(): Options {
     retries: Math.round(num('retries', values.retries, env.BENCH_RETRIES, 2, 0)),
     rounds: Math.round(num('rounds', values.rounds, env.BENCH_ROUNDS, 3, 1)),
     freezeRounds: Math.round(num('freeze-rounds', values['freeze-rounds'], env.BENCH_FREEZE_ROUNDS, 1, 0)),
+    pipeline: env.BENCH_PIPELINE !== '0',
   };
 }
 
@@ -940,6 +946,8 @@ async function main(): Promise<void> {
   const startedAt = performance.now();
   const opts = readOptions();
   const env = machine();
+  // Read now, so that a bad BENCH_PIPELINE_* value fails before the long run rather than after it.
+  const pipelineOpts = opts.pipeline ? pipelineOptionsFromEnv() : null;
   if (opts.build) {
     process.stderr.write('bench: npm run build\n');
     const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8' });
@@ -969,6 +977,15 @@ async function main(): Promise<void> {
     opts.freezeRounds > 0
       ? await runFreezeBenchmark({ rate: 300, beforeS: 3, freezeS: 3, afterS: 3, rounds: opts.freezeRounds })
       : null;
+  // Its failure (no PostgreSQL, a check) is reported with the figures above rather than losing them.
+  let pipeline: Awaited<ReturnType<typeof runPipelineBenchmark>> | { error: string } | null = null;
+  if (pipelineOpts !== null) {
+    try {
+      pipeline = await runPipelineBenchmark(pipelineOpts);
+    } catch (err) {
+      pipeline = { error: (err as Error)?.stack ?? String(err) };
+    }
+  }
 
   const sat = opts.targets.map((t) => summarizeSaturation(t, m.saturation)).filter((s) => s !== null);
   const fix = opts.targets.map((t) => summarizeFixedRate(t, m.fixedRate)).filter((s) => s !== null);
@@ -1112,7 +1129,13 @@ async function main(): Promise<void> {
     out.push('');
     out.push(...freeze.report);
   }
+  if (pipeline !== null) {
+    out.push('');
+    out.push(...('error' in pipeline ? [`Pipeline benchmark FAILED: ${pipeline.error}`] : pipeline.report));
+  }
   const warnings = runWarnings(m, opts);
+  if (pipeline !== null && ('error' in pipeline || !pipeline.result.ok))
+    warnings.push('pipeline: the benchmark failed or an acknowledged delivery was not exactly one row (see above)');
   if (warnings.length > 0) {
     out.push('');
     out.push('Warnings');
@@ -1141,6 +1164,7 @@ async function main(): Promise<void> {
         saturation: m.saturation,
         fixedRate: m.fixedRate,
         redisFreeze: freeze?.runs ?? null,
+        pipeline: pipeline === null ? null : 'error' in pipeline ? pipeline : pipeline.result,
         warnings,
       },
       null,
