@@ -57,6 +57,10 @@ export interface Config {
   postgres: { url: string; schema: string } | null;
   /** Built-in `sellsy-fetch`: the full object from the Sellsy API v2. Null: off. */
   sellsyApi: { clientId: string; clientSecret: string; apiUrl: string; tokenUrl: string; timeoutMs: number } | null;
+  /** Where `GET /metrics` is served: null = on the listener's port; a port = there only (and for `work` too). */
+  metricsPort: number | null;
+  /** The Bull Board dashboard at `/admin`: null = off (no credentials configured). */
+  admin: { user: string | null; password: string | null; token: string | null; allowRetries: boolean } | null;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -124,6 +128,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'SIGNATURE_CHECK: "worker" needs SELLSY_SIGN_KEY or SELLSY_ACCOUNT_KEYS (the worker verifies with them)',
     );
   }
+  if ((parsed.ADMIN_USER === undefined) !== (parsed.ADMIN_PASSWORD === undefined)) {
+    problems.push('ADMIN_USER and ADMIN_PASSWORD: set both (dashboard with a login) or neither');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   const sellsyApi =
     parsed.SELLSY_CLIENT_ID !== undefined && parsed.SELLSY_CLIENT_SECRET !== undefined
@@ -175,6 +182,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         : null,
     postgres: parsed.DATABASE_URL !== undefined ? { url: parsed.DATABASE_URL, schema: parsed.DATABASE_SCHEMA } : null,
     sellsyApi,
+    metricsPort: parsed.METRICS_PORT ?? null,
+    admin:
+      parsed.ADMIN_PASSWORD !== undefined || parsed.ADMIN_TOKEN !== undefined
+        ? {
+            user: parsed.ADMIN_USER ?? null,
+            password: parsed.ADMIN_PASSWORD ?? null,
+            token: parsed.ADMIN_TOKEN ?? null,
+            allowRetries: parsed.ADMIN_ALLOW_RETRIES,
+          }
+        : null,
   });
 }
 
@@ -203,7 +220,14 @@ function describe(error: AjvError, input: Record<string, string>): string {
 }
 
 /** Variables whose value is a secret: an error names them, never repeats them. */
-const SECRETS = new Set(['SELLSY_SIGN_KEY', 'SELLSY_ACCOUNT_KEYS', 'FORWARD_SECRET', 'SELLSY_CLIENT_SECRET']);
+const SECRETS = new Set([
+  'SELLSY_SIGN_KEY',
+  'SELLSY_ACCOUNT_KEYS',
+  'FORWARD_SECRET',
+  'SELLSY_CLIENT_SECRET',
+  'ADMIN_PASSWORD',
+  'ADMIN_TOKEN',
+]);
 
 /** A value as an error message may show it: secrets hidden, passwords in URLs masked. */
 function shown(name: string, value: string): string {

@@ -49,6 +49,11 @@ export const EnvSchema = Type.Object({
   SELLSY_API_URL: Type.String({ pattern: '^https?://', default: 'https://api.sellsy.com/v2' }),
   SELLSY_TOKEN_URL: Type.String({ pattern: '^https?://', default: 'https://login.sellsy.com/oauth2/access-tokens' }),
   SELLSY_API_TIMEOUT_MS: Millis(10_000),
+  METRICS_PORT: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535 })),
+  ADMIN_USER: Type.Optional(Type.String({ minLength: 1 })),
+  ADMIN_PASSWORD: Type.Optional(Type.String({ minLength: 12 })),
+  ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 24 })),
+  ADMIN_ALLOW_RETRIES: Type.Boolean({ default: false }),
 });
 
 export type Env = Static<typeof EnvSchema>;
