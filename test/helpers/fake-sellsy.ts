@@ -9,6 +9,13 @@
  *   `delayNext(n, ms)`: the next n API calls answer after `ms`.
  * - every answer carries `X-Quota-Remaining-By-*` headers from `quota` (scripted headers override them).
  * - `requests`: every request received, in order.
+ * - webhooks management, in memory: `GET|POST /v2/webhooks`, `GET|PUT|DELETE /v2/webhooks/<id>`,
+ *   `GET /v2/webhooks/events` (the catalogue `webhookEvents`). Lists answer `{data, pagination: {limit, count, total,
+ *   offset}}` honouring `?limit=&offset=` (default limit `webhookPageSize`), or a bare array when `webhookListShape`
+ *   is `'array'`. POST and PUT answer 400 on a read-only field (`id`, `nb_failures`, `last_failed`,
+ *   `last_succeeded`), an unknown field, a `type` other than `http` or a `configuration` id outside the catalogue:
+ *   stricter than needed, so a client that echoes what it read is caught. Stored webhooks, sign keys included:
+ *   `webhooks()`; `putWebhook()` stores one as Sellsy would hold it (failures and all), `clearWebhooks()` empties.
  * More endpoints: `route(method, pattern, handler)`; routes added later are tried first.
  */
 import { once } from 'node:events';
@@ -43,6 +50,22 @@ export interface RouteContext {
 
 export type RouteHandler = (context: RouteContext) => FakeAnswer | Promise<FakeAnswer>;
 
+/** A webhook as the fake stores it (and answers it: `sign_key` included, as the worst case for a client). */
+export interface FakeWebhook {
+  id: number;
+  type: string;
+  is_enabled: boolean;
+  name: string;
+  endpoint: string;
+  sign_key: string;
+  json_content_type: boolean;
+  object_in_payload: boolean;
+  configuration: { id: string; is_enabled: boolean }[];
+  nb_failures: number;
+  last_failed: string | null;
+  last_succeeded: string | null;
+}
+
 export interface FakeQuota {
   bySecond: number;
   byMinute: number;
@@ -72,6 +95,17 @@ export interface FakeSellsy {
   failNext(n: number, status: number, headers?: Record<string, string>, body?: unknown): void;
   delayNext(n: number, ms: number): void;
   expireTokens(): void;
+  /** The catalogue `GET /v2/webhooks/events` answers (`{id, label}` each). */
+  webhookEvents: string[];
+  /** Default `limit` of `GET /v2/webhooks` (default 25). */
+  webhookPageSize: number;
+  /** `paginated` (default): `{data, pagination}`; `array`: every webhook in a bare array. */
+  webhookListShape: 'paginated' | 'array';
+  /** Copies of the stored webhooks, by id. */
+  webhooks(): FakeWebhook[];
+  /** Stores a webhook (merged over the one with that id, if any; a new id when none is given); returns a copy. */
+  putWebhook(fields: Partial<FakeWebhook>): FakeWebhook;
+  clearWebhooks(): void;
   route(method: string, pattern: RegExp, handler: RouteHandler, options?: { auth?: boolean }): void;
   close(): Promise<void>;
 }
@@ -84,6 +118,28 @@ interface Route {
 }
 
 const TOKEN_PATH = '/oauth2/access-tokens';
+const DEFAULT_WEBHOOK_EVENTS = [
+  'client.created',
+  'client.updated',
+  'client.deleted',
+  'prospect.created',
+  'invoice.created',
+  'invoice.updated',
+  'invoice.step',
+  'estimate.created',
+  'estimate.updated',
+];
+const WEBHOOK_WRITABLE = new Set([
+  'type',
+  'is_enabled',
+  'name',
+  'endpoint',
+  'sign_key',
+  'json_content_type',
+  'object_in_payload',
+  'configuration',
+]);
+const WEBHOOK_READ_ONLY = new Set(['id', 'nb_failures', 'last_failed', 'last_succeeded']);
 
 /** Sellsy's error shape: `{"error":{"code","message","context","details"}}`. */
 export function sellsyError(status: number, message: string, headers?: Record<string, string>): FakeAnswer {
@@ -99,6 +155,8 @@ export async function startFakeSellsy(
   const failures: FakeAnswer[] = [];
   const delays: number[] = [];
   const routes: Route[] = [];
+  const webhooks = new Map<number, FakeWebhook>();
+  let webhookCount = 0;
   let tokenCount = 0;
   /** Ends the delayed answers still waiting when the fake closes. */
   const closing = new AbortController();
@@ -143,6 +201,24 @@ export async function startFakeSellsy(
     expireTokens() {
       for (const token of tokens.keys()) tokens.set(token, 0);
     },
+    webhookEvents: [...DEFAULT_WEBHOOK_EVENTS],
+    webhookPageSize: 25,
+    webhookListShape: 'paginated',
+    webhooks: () => [...webhooks.values()].sort((a, b) => a.id - b.id).map((w) => structuredClone(w)),
+    putWebhook(fields) {
+      const id = fields.id ?? ++webhookCount;
+      webhookCount = Math.max(webhookCount, id);
+      const stored: FakeWebhook = {
+        ...(webhooks.get(id) ?? newWebhook(id)),
+        ...structuredClone(fields),
+        id,
+      };
+      webhooks.set(id, stored);
+      return structuredClone(stored);
+    },
+    clearWebhooks() {
+      webhooks.clear();
+    },
     route(method, pattern, handler, routeOptions = {}) {
       routes.unshift({ method: method.toUpperCase(), pattern, handler, auth: routeOptions.auth ?? true });
     },
@@ -175,6 +251,92 @@ export async function startFakeSellsy(
     const object = objects.get(collection)?.get(decodeURIComponent(id));
     return object === undefined ? sellsyError(404, `${collection} ${id} not found`) : { status: 200, body: object };
   });
+
+  // Webhooks management. Added after the generic look-up above, so these are tried first for `/v2/webhooks/…`.
+  fake.route('GET', /^\/v2\/webhooks$/, ({ request }) => {
+    const all = fake.webhooks();
+    if (fake.webhookListShape === 'array') return { status: 200, body: all };
+    return { status: 200, body: page(all, request.path, fake.webhookPageSize) };
+  });
+  fake.route('POST', /^\/v2\/webhooks$/, ({ request }) => {
+    const problem = webhookProblem(request.body, true);
+    if (problem !== null) return sellsyError(400, problem);
+    return { status: 201, body: fake.putWebhook({ ...(request.body as Partial<FakeWebhook>), id: ++webhookCount }) };
+  });
+  fake.route('GET', /^\/v2\/webhooks\/events$/, ({ request }) => ({
+    status: 200,
+    body: page(
+      fake.webhookEvents.map((id) => ({ id, label: id })),
+      request.path,
+      Math.max(1, fake.webhookEvents.length),
+    ),
+  }));
+  fake.route('GET', /^\/v2\/webhooks\/(\d+)$/, ({ params: [id = ''] }) => {
+    const webhook = webhooks.get(Number(id));
+    return webhook === undefined ? sellsyError(404, `webhook ${id} not found`) : { status: 200, body: webhook };
+  });
+  fake.route('PUT', /^\/v2\/webhooks\/(\d+)$/, ({ request, params: [id = ''] }) => {
+    if (!webhooks.has(Number(id))) return sellsyError(404, `webhook ${id} not found`);
+    const problem = webhookProblem(request.body, false);
+    if (problem !== null) return sellsyError(400, problem);
+    return { status: 200, body: fake.putWebhook({ ...(request.body as Partial<FakeWebhook>), id: Number(id) }) };
+  });
+  fake.route('DELETE', /^\/v2\/webhooks\/(\d+)$/, ({ params: [id = ''] }) => {
+    if (!webhooks.delete(Number(id))) return sellsyError(404, `webhook ${id} not found`);
+    return { status: 204 };
+  });
+
+  function newWebhook(id: number): FakeWebhook {
+    return {
+      id,
+      type: 'http',
+      is_enabled: true,
+      name: '',
+      endpoint: '',
+      sign_key: '',
+      json_content_type: false,
+      object_in_payload: false,
+      configuration: [],
+      nb_failures: 0,
+      last_failed: null,
+      last_succeeded: null,
+    };
+  }
+
+  /** Why a POST/PUT body is refused, or null. */
+  function webhookProblem(body: unknown, creating: boolean): string | null {
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) return 'the body must be a JSON object';
+    const fields = body as Record<string, unknown>;
+    for (const key of Object.keys(fields)) {
+      if (WEBHOOK_READ_ONLY.has(key)) return `${key} is read-only`;
+      if (!WEBHOOK_WRITABLE.has(key)) return `unknown field ${key}`;
+    }
+    if (creating && (fields.type === undefined || fields.endpoint === undefined))
+      return 'type and endpoint are required';
+    if (fields.type !== undefined && fields.type !== 'http') return 'type must be "http"';
+    if (fields.endpoint !== undefined) {
+      if (typeof fields.endpoint !== 'string' || !URL.canParse(fields.endpoint)) return 'endpoint must be a URL';
+    }
+    if (fields.configuration !== undefined) {
+      if (!Array.isArray(fields.configuration)) return 'configuration must be a list';
+      for (const entry of fields.configuration as { id?: unknown; is_enabled?: unknown }[]) {
+        if (typeof entry?.id !== 'string' || !fake.webhookEvents.includes(entry.id)) {
+          return `configuration: unknown event ${JSON.stringify(entry?.id)}`;
+        }
+        if (typeof entry.is_enabled !== 'boolean') return `configuration: ${entry.id} needs is_enabled`;
+      }
+    }
+    return null;
+  }
+
+  /** Sellsy's list shape for `items`, cut by the request's `limit` and `offset`. */
+  function page(items: unknown[], path: string, defaultLimit: number) {
+    const query = new URLSearchParams(path.split('?')[1] ?? '');
+    const limit = Number(query.get('limit') ?? defaultLimit) || defaultLimit;
+    const offset = Number(query.get('offset') ?? 0) || 0;
+    const data = items.slice(offset, offset + limit);
+    return { data, pagination: { limit, count: data.length, total: items.length, offset } };
+  }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];

@@ -1,0 +1,402 @@
+/**
+ * `sellsy-webhooks sellsy connect --url URL [--events LIST] [--name NAME]`: points a Sellsy webhook at this service,
+ * through the Sellsy API v2 (`/webhooks`). Idempotent, matched by endpoint: it creates the webhook when none posts
+ * to that URL and updates it when one does, so running it twice leaves one webhook. Either way it sets a fresh
+ * `sign_key`, JSON deliveries, `is_enabled`, and the events: every event of Sellsy's catalogue by default, or those
+ * `--events` names (ids or patterns such as `invoice.*`). It prints the key for `SELLSY_SIGN_KEY`.
+ *
+ * `sellsy-webhooks sellsy status [--url URL]`: Sellsy's view of its webhooks (or of the one posting to URL):
+ * enabled, content type, events, failure counters, with a warning line for each thing that loses deliveries. Never
+ * prints a sign key.
+ *
+ * Needs `SELLSY_CLIENT_ID`/`SELLSY_CLIENT_SECRET` (an API client allowed to manage webhooks).
+ * Exit codes: 0 done, 1 Sellsy API failure (or, for status, no webhook posts to --url), 2 usage error (arguments,
+ * an event outside the catalogue), 78 no Sellsy API credentials.
+ */
+import { randomBytes } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import type { Config } from '../config/config.ts';
+import { WEBHOOK_PATH } from '../listener/webhook.ts';
+import { SellsyApi } from '../sellsy/api.ts';
+import { isPattern, matches } from '../worker/handler.ts';
+
+export const CONNECT_USAGE =
+  'Usage: sellsy-webhooks sellsy connect --url https://HOST/webhook/sellsy[/ACCOUNT] [--events client.created,invoice.*] [--name NAME]';
+export const STATUS_USAGE = 'Usage: sellsy-webhooks sellsy status [--url https://HOST/webhook/sellsy[/ACCOUNT]]';
+
+export const EXIT_OK = 0;
+export const EXIT_API_FAILURE = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_CONFIG = 78;
+
+/** A line of output; `out` gets the report, `err` the failures (both stdout in tests). */
+export type Print = (line: string) => void;
+
+export interface ConnectArgs {
+  /** The endpoint, normalised (`new URL(…).href`). */
+  url: string;
+  /** Event ids or patterns; null: the whole catalogue. */
+  events: string[] | null;
+  /** null: `sellsy-webhooks` on creation, the current name on update. */
+  name: string | null;
+}
+
+export const DEFAULT_WEBHOOK_NAME = 'sellsy-webhooks';
+/** Bytes of randomness in a generated sign key (43 base64url characters). */
+const SIGN_KEY_BYTES = 32;
+/** Pages read from a list before giving up: a list that never ends is an API fault, not thousands of webhooks. */
+const MAX_PAGES = 100;
+/** Catalogue ids shown when an event is unknown. */
+const SHOWN_EVENTS = 8;
+const ACCOUNT_SEGMENT = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** A webhook as read from `GET /webhooks`: only the fields used, every one of them optional. */
+interface SellsyWebhook {
+  id?: unknown;
+  name?: unknown;
+  endpoint?: unknown;
+  is_enabled?: unknown;
+  json_content_type?: unknown;
+  configuration?: unknown;
+  nb_failures?: unknown;
+  last_failed?: unknown;
+  last_succeeded?: unknown;
+}
+
+/** Parses `sellsy connect` arguments; a string is a usage error to print. */
+export function parseConnectArgs(args: string[]): ConnectArgs | string {
+  let values: { url?: string; events?: string; name?: string };
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: { url: { type: 'string' }, events: { type: 'string' }, name: { type: 'string' } },
+      strict: true,
+      allowPositionals: false,
+    }));
+  } catch (err) {
+    return `${(err as Error).message}\n${CONNECT_USAGE}`;
+  }
+  if (values.url === undefined) return `--url is required\n${CONNECT_USAGE}`;
+  const url = checkEndpoint(values.url);
+  if (!url.ok) return url.problem;
+  let events: string[] | null = null;
+  if (values.events !== undefined) {
+    events = [...new Set(values.events.split(',').map((e) => e.trim()))].filter((e) => e !== '');
+    if (events.length === 0) return `--events is empty: give event ids or patterns, e.g. client.created,invoice.*`;
+    const bad = events.find((e) => !isPattern(e) || e === 'unknown');
+    if (bad !== undefined) {
+      return `--events: ${JSON.stringify(bad)} is neither an event id nor a pattern (use "invoice.step", "invoice.*", "*.deleted" or "*")`;
+    }
+  }
+  let name: string | null = null;
+  if (values.name !== undefined) {
+    name = values.name.trim();
+    if (name === '') return `--name is empty\n${CONNECT_USAGE}`;
+  }
+  return { url: url.href, events, name };
+}
+
+/** Parses `sellsy status` arguments; a string is a usage error to print. */
+export function parseStatusArgs(args: string[]): { url: string | null } | string {
+  let values: { url?: string };
+  try {
+    ({ values } = parseArgs({ args, options: { url: { type: 'string' } }, strict: true, allowPositionals: false }));
+  } catch (err) {
+    return `${(err as Error).message}\n${STATUS_USAGE}`;
+  }
+  if (values.url === undefined) return { url: null };
+  // Any URL: status also has to show a webhook that `connect` would refuse to create.
+  if (!URL.canParse(values.url)) return `--url ${JSON.stringify(values.url)} is not a URL\n${STATUS_USAGE}`;
+  return { url: new URL(values.url).href };
+}
+
+/**
+ * Whether `raw` is an endpoint this service listens on: https (http only on a loopback host, for tests), no
+ * credentials, query or fragment, and the path `/webhook/sellsy` or `/webhook/sellsy/<account>`.
+ */
+function checkEndpoint(raw: string): { ok: true; href: string } | { ok: false; problem: string } {
+  const fail = (why: string) => ({ ok: false as const, problem: `--url ${JSON.stringify(raw)} ${why}` });
+  if (!URL.canParse(raw)) return fail(`is not a URL (expected https://HOST${WEBHOOK_PATH})`);
+  const url = new URL(raw);
+  if (url.protocol === 'http:' && !isLoopback(url.hostname)) {
+    return fail('is not https: Sellsy would send the signed deliveries in clear (http is allowed for localhost only)');
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return fail('must be an https URL');
+  if (url.username !== '' || url.password !== '') return fail('must not hold credentials (user:password@)');
+  if (url.search !== '' || url.hash !== '') return fail('must not have a query string or a fragment');
+  const path = url.pathname;
+  const account = path.startsWith(`${WEBHOOK_PATH}/`) ? path.slice(WEBHOOK_PATH.length + 1) : null;
+  if (path !== WEBHOOK_PATH && (account === null || !ACCOUNT_SEGMENT.test(account))) {
+    return fail(
+      `must end with the path ${WEBHOOK_PATH} or ${WEBHOOK_PATH}/<account> (letters, digits, - and _): that is ` +
+        `where the listener takes deliveries (got path ${JSON.stringify(path)})`,
+    );
+  }
+  return { ok: true, href: url.href };
+}
+
+function isLoopback(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
+}
+
+/** The `<account>` of a `/webhook/sellsy/<account>` endpoint, else null. */
+function accountOfEndpoint(href: string): string | null {
+  const path = new URL(href).pathname;
+  return path.startsWith(`${WEBHOOK_PATH}/`) ? path.slice(WEBHOOK_PATH.length + 1) : null;
+}
+
+/** `sellsy connect`: creates or updates the webhook posting to `--url`; see the header for exit codes. */
+export async function sellsyConnect(config: Config, args: string[], out: Print, err: Print = out): Promise<number> {
+  const parsed = parseConnectArgs(args);
+  if (typeof parsed === 'string') {
+    err(`sellsy connect: ${parsed}`);
+    return EXIT_USAGE;
+  }
+  const api = apiOf(config, 'sellsy connect', err);
+  if (api === null) return EXIT_CONFIG;
+  try {
+    const catalogue = await eventCatalogue(api);
+    const chosen = chooseEvents(catalogue, parsed.events);
+    if (typeof chosen === 'string') {
+      err(`sellsy connect: ${chosen}`);
+      return EXIT_USAGE;
+    }
+    const existing = (await listAll<SellsyWebhook>(api, '/webhooks')).filter(
+      (w) => sameEndpoint(w.endpoint, parsed.url) && idOf(w) !== null,
+    );
+    const current = existing[0];
+    const signKey = randomBytes(SIGN_KEY_BYTES).toString('base64url');
+    const chosenSet = new Set(chosen);
+    const body = {
+      type: 'http',
+      is_enabled: true,
+      name:
+        parsed.name ?? (typeof current?.name === 'string' && current.name !== '' ? current.name : DEFAULT_WEBHOOK_NAME),
+      endpoint: parsed.url,
+      sign_key: signKey,
+      json_content_type: true,
+      // The whole catalogue, each event on or off: the result is the same whether Sellsy replaces or merges the
+      // list on update, so events a previous run enabled do not linger.
+      configuration: catalogue.map((id) => ({ id, is_enabled: chosenSet.has(id) })),
+    };
+    let id: string;
+    let action: 'created' | 'updated';
+    if (current === undefined) {
+      const created = await api.request<SellsyWebhook | null>('POST', '/webhooks', body);
+      id = (created && idOf(created)) ?? '(no id in the answer)';
+      action = 'created';
+    } else {
+      id = idOf(current) as string;
+      await api.request('PUT', `/webhooks/${encodeURIComponent(id)}`, body);
+      action = 'updated';
+    }
+    out(
+      `${action} webhook ${id} ${JSON.stringify(body.name)} → ${parsed.url}: ${chosen.length} of ${catalogue.length} events, JSON, enabled`,
+    );
+    for (const other of existing.slice(1)) {
+      out(
+        `warning: webhook ${idOf(other)} also posts to ${parsed.url} and still signs with its old key: delete it in ` +
+          'Sellsy, or its deliveries will be refused',
+      );
+    }
+    // The one place a sign key is printed: Sellsy holds it and signs every delivery with it, and the listener needs
+    // the same key to check them. It is generated here, so this is the only moment the operator can copy it.
+    out('Set the new sign key where the listener (and a worker with SIGNATURE_CHECK=worker) reads it:');
+    out(`SELLSY_SIGN_KEY=${signKey}`);
+    const account = accountOfEndpoint(parsed.url);
+    if (account !== null) {
+      out(
+        `This endpoint names account ${account}: if SELLSY_ACCOUNT_KEYS has an entry for ${JSON.stringify(account)}, ` +
+          'put the key there instead (an account with its own keys ignores SELLSY_SIGN_KEY).',
+      );
+    }
+    if (action === 'updated') {
+      out(
+        'Sellsy now signs with this key only: deliveries signed with the old key (retries, or sent before the switch) ' +
+          'are refused unless the listener holds both during the switch, SELLSY_SIGN_KEY=<new key>,<old key>; ' +
+          'drop the old key once nb_failures stops growing (sellsy-webhooks sellsy status).',
+      );
+    }
+    return EXIT_OK;
+  } catch (error) {
+    err(`sellsy connect: ${(error as Error).message}`);
+    return EXIT_API_FAILURE;
+  }
+}
+
+/** `sellsy status`: Sellsy's view of its webhooks, or of the one posting to `options.url`. */
+export async function sellsyStatus(
+  config: Config,
+  out: Print,
+  options: { url?: string | null; err?: Print } = {},
+): Promise<number> {
+  const err = options.err ?? out;
+  let url: string | null = null;
+  if (options.url !== undefined && options.url !== null) {
+    if (!URL.canParse(options.url)) {
+      err(`sellsy status: --url ${JSON.stringify(options.url)} is not a URL\n${STATUS_USAGE}`);
+      return EXIT_USAGE;
+    }
+    url = new URL(options.url).href;
+  }
+  const api = apiOf(config, 'sellsy status', err);
+  if (api === null) return EXIT_CONFIG;
+  let webhooks: SellsyWebhook[];
+  try {
+    webhooks = await listAll<SellsyWebhook>(api, '/webhooks');
+  } catch (error) {
+    err(`sellsy status: ${(error as Error).message}`);
+    return EXIT_API_FAILURE;
+  }
+  if (url !== null) {
+    const wanted = url;
+    webhooks = webhooks.filter((w) => sameEndpoint(w.endpoint, wanted));
+    if (webhooks.length === 0) {
+      err(
+        `sellsy status: no Sellsy webhook posts to ${url}; create it with: sellsy-webhooks sellsy connect --url ${url}`,
+      );
+      return EXIT_API_FAILURE;
+    }
+  } else if (webhooks.length === 0) {
+    out(
+      'no Sellsy webhook is configured; create one with: sellsy-webhooks sellsy connect --url https://HOST/webhook/sellsy',
+    );
+    return EXIT_OK;
+  }
+  for (const webhook of webhooks) for (const line of describeWebhook(webhook)) out(line);
+  return EXIT_OK;
+}
+
+/** The status lines of one webhook, warnings last. Built field by field: `sign_key` is never read. */
+function describeWebhook(w: SellsyWebhook): string[] {
+  const id = idOf(w) ?? '?';
+  const events = enabledEvents(w.configuration);
+  const failures = typeof w.nb_failures === 'number' ? w.nb_failures : Number(w.nb_failures ?? 0) || 0;
+  const lines = [
+    `webhook ${id}`,
+    `  name               ${text(w.name)}`,
+    `  endpoint           ${text(w.endpoint)}`,
+    `  enabled            ${yesNo(w.is_enabled)}`,
+    `  json_content_type  ${yesNo(w.json_content_type)}`,
+    `  events             ${events === null ? '-' : events}`,
+    `  nb_failures        ${failures}`,
+    `  last_failed        ${text(w.last_failed)}`,
+    `  last_succeeded     ${text(w.last_succeeded)}`,
+  ];
+  if (w.is_enabled !== true) {
+    lines.push(`warning: webhook ${id} is disabled: Sellsy sends it nothing (sellsy connect enables it again)`);
+  }
+  if (failures > 0) {
+    lines.push(
+      `warning: webhook ${id} has ${failures} failed deliveries (last at ${text(w.last_failed)}): check that the ` +
+        'endpoint answers 200 and that SELLSY_SIGN_KEY holds the key Sellsy signs with (the listener logs refusals)',
+    );
+  }
+  if (w.json_content_type !== true) {
+    lines.push(
+      `warning: webhook ${id} posts form-encoded deliveries, not JSON: sellsy connect switches it to JSON ` +
+        '(form deliveries depend on SIGNATURE_FORM_SCOPE to verify)',
+    );
+  }
+  if (events === 0) lines.push(`warning: webhook ${id} is subscribed to no event`);
+  return lines;
+}
+
+function apiOf(config: Config, command: string, err: Print): SellsyApi | null {
+  if (config.sellsyApi === null) {
+    err(
+      `${command}: no Sellsy API credentials: set SELLSY_CLIENT_ID and SELLSY_CLIENT_SECRET ` +
+        '(a Sellsy API client allowed to manage webhooks)',
+    );
+    return null;
+  }
+  return new SellsyApi(config.sellsyApi);
+}
+
+/** The ids of `GET /webhooks/events`, in catalogue order. */
+async function eventCatalogue(api: SellsyApi): Promise<string[]> {
+  const entries = await listAll<unknown>(api, '/webhooks/events');
+  const ids = entries
+    .map((e) => (typeof e === 'string' ? e : idOf(e as { id?: unknown })))
+    .filter((id): id is string => id !== null && id !== '');
+  if (ids.length === 0) throw new Error('Sellsy API GET /webhooks/events answered an empty catalogue');
+  return [...new Set(ids)];
+}
+
+/** The catalogue ids `wanted` selects (all when null), or why an entry selects nothing. */
+function chooseEvents(catalogue: readonly string[], wanted: readonly string[] | null): string[] | string {
+  if (wanted === null) return [...catalogue];
+  const chosen = new Set<string>();
+  const unknown: string[] = [];
+  for (const entry of wanted) {
+    const hits = catalogue.filter((id) => (entry.includes('*') ? matches(entry, id) : entry === id));
+    if (hits.length === 0) unknown.push(entry);
+    for (const id of hits) chosen.add(id);
+  }
+  if (unknown.length > 0) {
+    const shown = catalogue.slice(0, SHOWN_EVENTS).join(', ');
+    const more = catalogue.length > SHOWN_EVENTS ? `, … (${catalogue.length} in all)` : '';
+    return `--events: ${unknown.map((e) => JSON.stringify(e)).join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not in Sellsy's event catalogue; valid ids include ${shown}${more}`;
+  }
+  return catalogue.filter((id) => chosen.has(id));
+}
+
+/**
+ * Every item of a Sellsy list. Handles a bare array (the whole list) and `{data: [...], pagination: {limit, count,
+ * total, offset}}`: later pages are asked with `?limit=&offset=`, a numeric offset advancing by the items read, an
+ * opaque (cursor) offset in the answer being passed back as is. The first request has no query, so an endpoint
+ * that does not paginate is asked nothing it may not know.
+ */
+async function listAll<T>(api: SellsyApi, path: string): Promise<T[]> {
+  const items: T[] = [];
+  let query = '';
+  const asked = new Set<string>();
+  for (let pages = 0; pages < MAX_PAGES; pages++) {
+    asked.add(query);
+    const answer = await api.request<unknown>('GET', `${path}${query}`);
+    if (Array.isArray(answer)) return [...items, ...(answer as T[])];
+    const { data, pagination } = (answer ?? {}) as { data?: unknown; pagination?: Record<string, unknown> };
+    if (!Array.isArray(data)) throw new Error(`Sellsy API GET ${path} answered neither a list nor {data: [...]}`);
+    items.push(...(data as T[]));
+    if (pagination === null || typeof pagination !== 'object' || data.length === 0) return items;
+    const total = Number(pagination.total);
+    if (Number.isFinite(total) && items.length >= total) return items;
+    const limit = Number(pagination.limit) > 0 ? Number(pagination.limit) : data.length;
+    if (!Number.isFinite(total) && data.length < limit) return items;
+    const offset = pagination.offset;
+    const next =
+      typeof offset === 'string' && offset !== '' && !/^\d+$/.test(offset)
+        ? offset
+        : String((Number(offset) || 0) + data.length);
+    query = `?limit=${limit}&offset=${encodeURIComponent(next)}`;
+    if (asked.has(query)) return items;
+  }
+  throw new Error(`Sellsy API GET ${path}: still more pages after ${MAX_PAGES}; giving up`);
+}
+
+function sameEndpoint(endpoint: unknown, href: string): boolean {
+  return typeof endpoint === 'string' && URL.canParse(endpoint.trim()) && new URL(endpoint.trim()).href === href;
+}
+
+function idOf(object: { id?: unknown } | null | undefined): string | null {
+  const id = object?.id;
+  return typeof id === 'number' || (typeof id === 'string' && id !== '') ? String(id) : null;
+}
+
+/** Enabled entries of a `configuration` list; null when there is no list. */
+function enabledEvents(configuration: unknown): number | null {
+  if (!Array.isArray(configuration)) return null;
+  return configuration.filter((c) => (c as { is_enabled?: unknown })?.is_enabled !== false).length;
+}
+
+function yesNo(value: unknown): string {
+  return value === true ? 'yes' : value === false ? 'no' : '-';
+}
+
+/** A field as text: control characters escaped (it comes from the API), '-' when absent. */
+function text(value: unknown): string {
+  if (value === null || value === undefined || value === '') return '-';
+  const s = typeof value === 'string' ? value : JSON.stringify(value);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: escaping them is the point
+  return s.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
