@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { Producer } from '../queue/producer.ts';
+import { adminRoutes } from './admin.ts';
 import { webhookRoutes } from './webhook.ts';
 
 export interface AppDeps {
@@ -38,6 +39,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await app.register(webhookRoutes, { config, producer, metrics, logger: deps.logger });
 
+  if (config.admin) await app.register(adminRoutes, { config, logger: deps.logger });
+
   app.get('/healthz', async () => ({ ok: true }));
 
   // Ready while a delivery can be made durable: Redis answers, or the spool can take it.
@@ -49,7 +52,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return reply.code(ready ? 200 : 503).send({ ok: ready, redis: { ...redis, ping }, spool });
   });
 
-  app.get('/metrics', async (_request, reply) => {
+  const refresh = () => {
     metrics.redisUp.set(producer.health().ready ? 1 : 0);
     const spool = producer.spoolStatus?.();
     if (spool) {
@@ -57,8 +60,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       metrics.spoolBytes.set(spool.bytes);
       metrics.spoolOldestAge.set(spool.oldestAgeSeconds);
     }
-    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  };
+  metrics.beforeScrape.push(refresh);
+  app.addHook('onClose', async () => {
+    metrics.beforeScrape.splice(metrics.beforeScrape.indexOf(refresh), 1);
   });
+  // With METRICS_PORT, /metrics is served there instead (src/metrics/server.ts), not beside the webhook.
+  if (config.metricsPort === null) {
+    app.get('/metrics', async (_request, reply) =>
+      reply.type(metrics.registry.contentType).send(await metrics.scrape()),
+    );
+  }
 
   return app;
 }

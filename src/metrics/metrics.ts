@@ -29,6 +29,10 @@ export interface Metrics {
   spoolBytes: Gauge;
   spoolOldestAge: Gauge;
   spoolDrained: Counter<'result'>;
+  /** Run before each scrape: gauges read from live objects (the producer, the spool, the queues). */
+  beforeScrape: (() => void | Promise<void>)[];
+  /** The exposition text, after the `beforeScrape` hooks. */
+  scrape(): Promise<string>;
 }
 
 export function createMetrics(options: { processMetrics?: boolean } = {}): Metrics {
@@ -80,7 +84,13 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     registers: [registry],
   });
   for (const result of ['queued', 'duplicate'] as const) spoolDrained.inc({ result }, 0);
+  const beforeScrape: (() => void | Promise<void>)[] = [];
   return {
+    beforeScrape,
+    async scrape() {
+      for (const hook of beforeScrape) await hook();
+      return registry.metrics();
+    },
     registry,
     deliveries,
     ackSeconds,
@@ -108,13 +118,12 @@ export interface WorkerMetrics {
 }
 
 /**
- * The worker's metrics, in the registry given (the listener's in `start`). Dead-letter counts, queue counts and the
- * Sellsy API's figures are read when scraped, through `collectors`.
+ * The worker's metrics, in the registry given (the listener's in `start`). The Sellsy API's figures are read when
+ * scraped, through `collectors`; queue counts and dead letters come from src/metrics/queue-stats.ts.
  */
 export function createWorkerMetrics(
   registry: Registry,
   collectors: {
-    deadLetters?: () => Promise<Partial<Record<JobQueueLabel, number>>>;
     sellsyApi?: () => {
       calls: number;
       rateLimited: number;
@@ -145,18 +154,7 @@ export function createWorkerMetrics(
     buckets: [1, 2, 3, 4, 6, 8, 12, 20],
     registers: [registry],
   });
-  const { deadLetters, sellsyApi } = collectors;
-  if (deadLetters) {
-    new Gauge({
-      name: 'sellsy_webhooks_dead_letters',
-      help: 'Jobs that failed for good and are kept for inspection and replay (BullMQ failed set), by queue.',
-      labelNames: ['queue'] as const,
-      registers: [registry],
-      async collect() {
-        for (const [queue, count] of Object.entries(await deadLetters())) this.set({ queue }, count);
-      },
-    });
-  }
+  const { sellsyApi } = collectors;
   if (sellsyApi) {
     new Counter({
       name: 'sellsy_webhooks_sellsy_api_calls_total',

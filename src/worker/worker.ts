@@ -95,7 +95,6 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
   const log = logger.child({ component: 'worker' });
   const pipeline = await buildPipeline(config, log, options);
   const connections: Redis[] = [];
-  const statsQueues: Queue[] = [];
   const recordMode = config.worker.recordOrder === 'latest';
   let recordQueue: Queue<WebhookJobData> | null = null;
   let latest: LatestDeliveries | null = null;
@@ -114,20 +113,8 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
   const queueLabel = (stage: 'delivery' | 'record'): JobQueueLabel => (stage === 'record' ? 'records' : 'ingest');
 
   function workerMetrics(registry: Registry) {
-    const client = createWorkerConnection(config.redisUrl, `${config.queueName}:worker-stats`);
-    client.on('error', () => undefined);
-    connections.push(client);
-    const ingestQueue = new Queue(config.queueName, { connection: client, prefix: config.queuePrefix });
-    ingestQueue.on('error', () => undefined);
-    statsQueues.push(ingestQueue);
     const api = pipeline.sellsyApi;
-    return createWorkerMetrics(registry, {
-      deadLetters: async () => ({
-        ingest: await ingestQueue.getFailedCount(),
-        ...(recordQueue ? { records: await recordQueue.getFailedCount() } : {}),
-      }),
-      ...(api ? { sellsyApi: () => api } : {}),
-    });
+    return createWorkerMetrics(registry, api ? { sellsyApi: () => api } : {});
   }
   let stopping = false;
 
@@ -206,6 +193,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       metrics?.jobAttempts.observe({ queue, outcome: 'completed' }, job.attemptsMade + 1);
       log.info(
         {
+          requestId: job.data.request.id,
           jobId: job.id,
           deliveryId: job.data.deliveryId,
           event: job.name,
@@ -290,9 +278,12 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       if (final) metrics?.jobAttempts.observe({ queue, outcome: 'dead_letter' }, job.attemptsMade);
       log[final ? 'error' : 'warn'](
         {
+          requestId: job.data.request.id,
           jobId: job.id,
           deliveryId: job.data.deliveryId,
           event: job.name,
+          account: job.data.account,
+          relatedId: job.data.event?.relatedId ?? null,
           queue: w.name,
           attempt: job.attemptsMade,
           attempts: job.opts.attempts ?? 1,
@@ -331,7 +322,6 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
         clearTimeout(timer);
       }
       await recordQueue?.close();
-      for (const q of statsQueues) await q.close();
       await pipeline.close();
       for (const c of connections) c.disconnect();
     },

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Registry } from 'prom-client';
+import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
+import { watchQueues } from '../../src/metrics/queue-stats.ts';
 import { PermanentError, RetryLaterError } from '../../src/worker/handler.ts';
 import { waitFor } from '../helpers/cli.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
@@ -16,9 +17,9 @@ after(async () => {
 });
 
 /** `name{labels} value` lines of a scrape, as a map. */
-async function scrape(registry: Registry): Promise<Map<string, number>> {
+async function scrape(metrics: Metrics): Promise<Map<string, number>> {
   const out = new Map<string, number>();
-  for (const line of (await registry.metrics()).split('\n')) {
+  for (const line of (await metrics.scrape()).split('\n')) {
     if (!line || line.startsWith('#')) continue;
     const at = line.lastIndexOf(' ');
     out.set(line.slice(0, at), Number(line.slice(at + 1)));
@@ -29,7 +30,9 @@ async function scrape(registry: Registry): Promise<Map<string, number>> {
 test('worker metrics after a known sequence: completed, retried, rate limited, dead letters', async () => {
   const listener = await startTestListener(redis.url, { JOB_ATTEMPTS: '3', JOB_BACKOFF_MS: '10' });
   await untilReady(listener);
-  const registry = new Registry();
+  const metrics = createMetrics({ processMetrics: false });
+  const { registry } = metrics;
+  const stats = watchQueues(metrics, listener.config);
   const runs = new Map<string, number>();
   const worker = await startTestWorker(
     listener,
@@ -58,11 +61,11 @@ test('worker metrics after a known sequence: completed, retried, rate limited, d
       'three completed, one dead letter',
     );
     await waitFor(
-      async () => (await scrape(registry)).get('sellsy_webhooks_jobs_total{queue="ingest",outcome="completed"}') === 3,
+      async () => (await scrape(metrics)).get('sellsy_webhooks_jobs_total{queue="ingest",outcome="completed"}') === 3,
       5000,
       'metrics caught up',
     );
-    const m = await scrape(registry);
+    const m = await scrape(metrics);
     assert.equal(m.get('sellsy_webhooks_jobs_total{queue="ingest",outcome="retry"}'), 1);
     assert.equal(m.get('sellsy_webhooks_jobs_total{queue="ingest",outcome="rate_limited"}'), 1);
     assert.equal(m.get('sellsy_webhooks_jobs_total{queue="ingest",outcome="dead_letter"}'), 1);
@@ -72,6 +75,7 @@ test('worker metrics after a known sequence: completed, retried, rate limited, d
     assert.equal(m.get('sellsy_webhooks_job_attempts_sum{queue="ingest",outcome="completed"}'), 1 + 2 + 1);
     assert.equal(m.get('sellsy_webhooks_job_attempts_sum{queue="ingest",outcome="dead_letter"}'), 1);
   } finally {
+    await stats.close();
     await worker.close();
     await listener.close();
   }

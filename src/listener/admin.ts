@@ -1,0 +1,174 @@
+/**
+ * The admin dashboard: Bull Board at `/admin`, showing the ingest queue (`QUEUE_NAME`) and the record queue
+ * (`QUEUE_NAME-records`). Registered only when credentials are configured (`config.admin`); otherwise `/admin` is
+ * a plain 404.
+ *
+ * Access: every request under `/admin` (page, static assets, API, unknown paths) needs HTTP Basic credentials
+ * (`ADMIN_USER`/`ADMIN_PASSWORD`) or `Authorization: Bearer <ADMIN_TOKEN>`, compared in constant time; anything
+ * else is a 401 (`WWW-Authenticate: Basic realm="sellsy-webhooks"` when a login is configured, so a browser asks).
+ *
+ * Writes: read-only by default (Bull Board's `readOnlyMode`: every action answers 405). `ADMIN_ALLOW_RETRIES`
+ * turns read-only off so that jobs can be retried, and only that: Bull Board itself would then allow every action
+ * (empty, obliterate, add, edit…), so any other write answers 405 here.
+ *
+ * Redis: the dashboard has its own connection, never the producer's. A BullMQ queue waits for Redis to be ready
+ * before its first command, so while the dashboard's connection is not ready its API answers 503 within
+ * `READY_WAIT_MS` rather than holding the request; commands time out after `COMMAND_TIMEOUT_MS` (a frozen Redis). Closed with the app.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createBullBoard } from '@bull-board/api';
+import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
+import { FastifyAdapter } from '@bull-board/fastify';
+import { Queue } from 'bullmq';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.ts';
+import { recordQueueName } from '../worker/worker.ts';
+
+export interface AdminDeps {
+  config: Config;
+  logger: Logger;
+}
+
+export const ADMIN_PREFIX = '/admin';
+export const ADMIN_REALM = 'sellsy-webhooks';
+const COMMAND_TIMEOUT_MS = 5000;
+/** How long an API request waits for a dashboard connection that is not ready before its 503. */
+const READY_WAIT_MS = 1000;
+
+const SAFE_METHODS = new Set(['GET', 'HEAD']);
+
+/** The only writes `ADMIN_ALLOW_RETRIES` opens: retry one job, retry every job of a status. */
+const RETRY_ROUTES = new Set([
+  `${ADMIN_PREFIX}/api/queues/:queueName/:jobId/retry`,
+  `${ADMIN_PREFIX}/api/queues/:queueName/retry/:queueStatus`,
+]);
+
+export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
+  await app.register(dashboard, { ...deps, prefix: ADMIN_PREFIX });
+}
+
+async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): Promise<void> {
+  const admin = config.admin;
+  if (!admin) return;
+  const log = logger.child({ component: 'admin' });
+  const authorized = credentialsCheck(admin);
+  const challenge = admin.password !== null ? `Basic realm="${ADMIN_REALM}"` : `Bearer realm="${ADMIN_REALM}"`;
+
+  const client = new Redis(config.redisUrl, {
+    connectionName: `${config.queueName}:dashboard`,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: true,
+    commandTimeout: COMMAND_TIMEOUT_MS,
+    connectTimeout: 2000,
+    retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+  });
+  let lastError = '';
+  client.on('error', (err: Error) => {
+    if (err.message !== lastError) log.warn({ err: err.message }, 'dashboard redis connection error');
+    lastError = err.message;
+  });
+  client.on('ready', () => {
+    lastError = '';
+  });
+  const queues = [
+    { name: config.queueName, description: 'one job per delivery (the listener writes here)' },
+    { name: recordQueueName(config.queueName), description: 'one job per record at a time (RECORD_ORDER=latest)' },
+  ].map(({ name, description }) => {
+    const queue = new Queue(name, { connection: client, prefix: config.queuePrefix });
+    queue.on('error', () => undefined); // reported once by the connection
+    return { queue, description };
+  });
+  // A request that comes while the connection is (re)connecting waits for it a moment, shared by all such requests.
+  let waiting: Promise<boolean> | null = null;
+  const redisReady = (): Promise<boolean> => {
+    if (client.status === 'ready') return Promise.resolve(true);
+    waiting ??= new Promise<boolean>((resolve) => {
+      const finish = (ok: boolean) => {
+        clearTimeout(timer);
+        client.off('ready', onReady);
+        waiting = null;
+        resolve(ok);
+      };
+      const onReady = () => finish(true);
+      const timer = setTimeout(() => finish(false), READY_WAIT_MS);
+      client.once('ready', onReady);
+    });
+    return waiting;
+  };
+  app.addHook('onClose', async () => {
+    await Promise.all(queues.map(({ queue }) => queue.close()));
+    client.disconnect();
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    const outcome = authorized(request.headers.authorization);
+    if (outcome !== 'ok') {
+      if (outcome === 'wrong') log.warn({ ip: request.ip, url: request.url }, 'dashboard: wrong credentials');
+      return reply
+        .code(401)
+        .header('www-authenticate', challenge)
+        .send({ error: 'unauthorized', message: 'the dashboard needs the admin login or token' });
+    }
+    const route = request.routeOptions.url;
+    if (route?.startsWith(`${ADMIN_PREFIX}/api/`)) {
+      if (!SAFE_METHODS.has(request.method) && !(admin.allowRetries && RETRY_ROUTES.has(route))) {
+        return refuse(reply, 405, 'ERRORS.QUEUE_READ_ONLY');
+      }
+      if (!(await redisReady())) return refuse(reply, 503, 'ERRORS.REDIS_UNAVAILABLE');
+    }
+    return undefined;
+  });
+  app.setNotFoundHandler((_request, reply) => reply.code(404).send({ error: 'not_found' }));
+
+  const serverAdapter = new FastifyAdapter();
+  serverAdapter.setBasePath(ADMIN_PREFIX);
+  createBullBoard({
+    queues: queues.map(
+      ({ queue, description }) =>
+        new BullMQAdapter(queue, {
+          readOnlyMode: !admin.allowRetries,
+          allowRetries: admin.allowRetries,
+          description,
+        }),
+    ),
+    serverAdapter,
+    options: { uiConfig: { boardTitle: 'Sellsy webhooks' } },
+  });
+  await app.register(serverAdapter.registerPlugin());
+}
+
+/** Bull Board's error shape (`{error: {key}}`), which its UI shows. */
+function refuse(reply: FastifyReply, status: number, key: string): FastifyReply {
+  return reply.code(status).send({ error: { key } });
+}
+
+type AuthOutcome = 'ok' | 'missing' | 'wrong';
+
+/** Checks an `Authorization` header against the configured login and token, in constant time. */
+function credentialsCheck(admin: NonNullable<Config['admin']>): (header: string | undefined) => AuthOutcome {
+  // Digests have a fixed length, so comparing them leaks neither the secret's content nor its length.
+  const digest = (value: string) => createHash('sha256').update(value, 'utf8').digest();
+  const same = (given: string, expected: Buffer) => timingSafeEqual(digest(given), expected);
+  const user = admin.user !== null ? digest(admin.user) : null;
+  const password = admin.password !== null ? digest(admin.password) : null;
+  const token = admin.token !== null ? digest(admin.token) : null;
+  return (header) => {
+    if (!header) return 'missing';
+    const space = header.indexOf(' ');
+    const scheme = header.slice(0, space < 0 ? header.length : space).toLowerCase();
+    const value = space < 0 ? '' : header.slice(space + 1).trim();
+    if (scheme === 'basic' && user && password) {
+      const decoded = Buffer.from(value, 'base64').toString('utf8');
+      const colon = decoded.indexOf(':');
+      if (colon < 0) return 'wrong';
+      // Both compared, whatever the first gives: the time does not tell which one was wrong.
+      const userOk = same(decoded.slice(0, colon), user);
+      const passwordOk = same(decoded.slice(colon + 1), password);
+      return userOk && passwordOk ? 'ok' : 'wrong';
+    }
+    if (scheme === 'bearer' && token) return same(value, token) ? 'ok' : 'wrong';
+    return 'wrong';
+  };
+}

@@ -1,0 +1,13 @@
+/**
+ * `METRICS_PORT`: `GET /metrics` on a port of its own, so that it is not exposed with the webhook (and so that a
+ * `work`-only process has one).
+ */
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Metrics } from './metrics.ts';
+
+export async function startMetricsServer(metrics: Metrics, host: string, port: number): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false });
+  app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.scrape()));
+  await app.listen({ host, port });
+  return app;
+}
