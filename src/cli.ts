@@ -1,17 +1,23 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 /**
- * `sellsy-webhooks <command>`: listen | work | start | replay | spool status | spool drain | help | version.
- * Exit codes: 0 done, 1 runtime failure, 2 usage error, 78 bad configuration.
+ * `sellsy-webhooks <command>`: the services (listen, work, start) and the operator's commands (doctor, stats, replay,
+ * spool, sellsy), which run once and exit. Exit codes: 0 done, 1 runtime failure (or a failed check), 2 usage error,
+ * 78 bad configuration.
  */
 import closeWithGrace from 'close-with-grace';
+import { doctor } from './cli/doctor.ts';
 import { startListener } from './cli/listener.ts';
 import { parseReplayArgs, replay } from './cli/replay.ts';
+import { parseConnectArgs, parseStatusArgs, sellsyConnect, sellsyStatus } from './cli/sellsy.ts';
 import { spoolDrain, spoolStatus } from './cli/spool.ts';
+import { stats } from './cli/stats.ts';
 import { type Config, loadConfig } from './config/config.ts';
 import { ConfigError, SpoolError, SpoolLockedError } from './errors.ts';
 import { createLogger } from './logger.ts';
 import { createMetrics } from './metrics/metrics.ts';
+import { watchQueues } from './metrics/queue-stats.ts';
+import { startMetricsServer } from './metrics/server.ts';
 import { startWorker } from './worker/worker.ts';
 
 const HELP = `Usage: sellsy-webhooks <command>
@@ -27,6 +33,15 @@ Commands:
   replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]
             puts dead letters (failed jobs) back in the queue with fresh attempts; no filter = all of them;
             --name takes a pattern (invoice.*), --since/--until bound when they failed; --dry-run lists them
+  doctor    checks configuration, Redis (reachable, version, eviction policy, AOF), the spool directory, the queue,
+            PostgreSQL, the Sellsy API credentials and FORWARD_URL; ok/warn/fail with the fix; exit 1 on a fail
+  stats [--json]
+            one screen: jobs by state, throughput of the last 1/5/15 minutes, oldest waiting, dead letters, spool
+  sellsy connect --url https://HOST/webhook/sellsy [--events client.created,invoice.*] [--name NAME]
+            creates or updates (matched by endpoint) the webhook in Sellsy through API v2, JSON bodies, a fresh
+            sign key (printed: put it in SELLSY_SIGN_KEY), all events unless --events
+  sellsy status [--url URL]
+            Sellsy's view of its webhooks: enabled, events, failures, last failure and success
   help      this text
   version   the package version
 
@@ -36,7 +51,9 @@ Configuration comes from environment variables; see .env.example and the README.
             TRUST_PROXY JOB_ATTEMPTS JOB_BACKOFF_MS JOB_KEEP_COMPLETED_SECONDS JOB_KEEP_FAILED_SECONDS SPOOL_DIR
             SPOOL_MAX_BYTES ACK_BUDGET_MS REDIS_WAIT_AOF
   spool:    SPOOL_DIR SPOOL_MAX_BYTES REDIS_URL QUEUE_NAME QUEUE_PREFIX ENQUEUE_TIMEOUT_MS
-  replay:   REDIS_URL QUEUE_NAME QUEUE_PREFIX
+  replay, stats: REDIS_URL QUEUE_NAME QUEUE_PREFIX (stats: SPOOL_DIR)
+  doctor:   every variable it checks (all of the above)
+  sellsy:   SELLSY_CLIENT_ID SELLSY_CLIENT_SECRET SELLSY_API_URL SELLSY_TOKEN_URL SELLSY_API_TIMEOUT_MS
   worker:   REDIS_URL QUEUE_NAME QUEUE_PREFIX WORKER_CONCURRENCY WORKER_LOCK_MS HANDLERS RECORD_ORDER
             SELLSY_SIGN_KEY SELLSY_ACCOUNT_KEYS (SIGNATURE_CHECK=worker)
             forward: FORWARD_URL FORWARD_SECRET FORWARD_TIMEOUT_MS
@@ -51,6 +68,59 @@ function version(): string {
   return pkg.version;
 }
 
+const out = (line: string) => process.stdout.write(`${line}\n`);
+const err = (line: string) => process.stderr.write(`${line}\n`);
+
+/**
+ * The commands that run once and exit, with their arguments checked before the configuration is read: the command
+ * to run, a usage error to print, or null (a service, or an unknown command).
+ */
+function oneShot(command: string, args: string[]): ((config: Config) => Promise<number>) | string | null {
+  const json = args.includes('--json');
+  switch (command) {
+    case 'doctor':
+      return (config) => doctor(config, out, { color: process.stdout.isTTY === true });
+    case 'stats':
+      return (config) => stats(config, out, { json });
+    case 'replay': {
+      const parsed = parseReplayArgs(args);
+      if (typeof parsed === 'string') return parsed;
+      return async (config) => {
+        try {
+          const result = await replay(config, parsed.filter, parsed.dryRun, out);
+          out(
+            parsed.dryRun
+              ? `${result.matched} dead letters would be replayed`
+              : `${result.replayed} dead letters replayed${result.skipped > 0 ? `, ${result.skipped} skipped` : ''}`,
+          );
+          return 0;
+        } catch (e) {
+          err(`sellsy-webhooks replay: ${(e as Error).message}`);
+          return 1;
+        }
+      };
+    }
+    case 'spool':
+      if (args[0] === 'status') return (config) => spoolStatus(config, json);
+      if (args[0] === 'drain') return (config) => spoolDrain(config);
+      return `unknown spool command "${args[0] ?? ''}": use "spool status" or "spool drain"`;
+    case 'sellsy':
+      if (args[0] === 'connect') {
+        const parsed = parseConnectArgs(args.slice(1));
+        if (typeof parsed === 'string') return parsed;
+        return (config) => sellsyConnect(config, args.slice(1), out, err);
+      }
+      if (args[0] === 'status') {
+        const parsed = parseStatusArgs(args.slice(1));
+        if (typeof parsed === 'string') return parsed;
+        return (config) => sellsyStatus(config, out, { url: parsed.url, err });
+      }
+      return `unknown sellsy command "${args[0] ?? ''}": use "sellsy connect" or "sellsy status"`;
+    default:
+      return null;
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   const command = argv[0] ?? 'help';
   if (command === 'help' || command === '--help' || command === '-h') {
@@ -61,19 +131,13 @@ async function main(argv: string[]): Promise<void> {
     process.stdout.write(`${version()}\n`);
     return;
   }
-  const spoolCommand = command === 'spool' ? argv[1] : undefined;
-  if (command === 'spool' && spoolCommand !== 'status' && spoolCommand !== 'drain') {
-    process.stderr.write(`Unknown spool command "${spoolCommand ?? ''}": use "spool status" or "spool drain".\n`);
+  const once = oneShot(command, argv.slice(1));
+  if (typeof once === 'string') {
+    process.stderr.write(`sellsy-webhooks ${command}: ${once}\n`);
     process.exitCode = 2;
     return;
   }
-  const replayArgs = command === 'replay' ? parseReplayArgs(argv.slice(1)) : null;
-  if (typeof replayArgs === 'string') {
-    process.stderr.write(`sellsy-webhooks replay: ${replayArgs}\n`);
-    process.exitCode = 2;
-    return;
-  }
-  if (!['listen', 'work', 'start', 'spool', 'replay'].includes(command)) {
+  if (once === null && !['listen', 'work', 'start'].includes(command)) {
     process.stderr.write(`Unknown command "${command}".\n\n${HELP}`);
     process.exitCode = 2;
     return;
@@ -90,38 +154,26 @@ async function main(argv: string[]): Promise<void> {
     }
     throw err;
   }
-  if (replayArgs) {
-    try {
-      const { matched, replayed, skipped } = await replay(config, replayArgs.filter, replayArgs.dryRun, (line) =>
-        process.stdout.write(`${line}\n`),
-      );
-      process.stdout.write(
-        replayArgs.dryRun
-          ? `${matched} dead letters would be replayed\n`
-          : `${replayed} dead letters replayed${skipped > 0 ? `, ${skipped} skipped` : ''}\n`,
-      );
-    } catch (err) {
-      process.stderr.write(`sellsy-webhooks replay: ${(err as Error).message}\n`);
-      process.exitCode = 1;
-    }
-    return;
-  }
-  if (spoolCommand === 'status') {
-    process.exitCode = await spoolStatus(config, argv.includes('--json'));
-    return;
-  }
-  if (spoolCommand === 'drain') {
-    process.exitCode = await spoolDrain(config);
+  if (once) {
+    process.exitCode = await once(config);
     return;
   }
   const logger = createLogger(config.logLevel);
   const closers: (() => Promise<void>)[] = [];
-  // One registry: in `start`, GET /metrics also reports the worker. (`work` alone serves no HTTP.)
+  // One registry per process: in `start`, /metrics reports the listener, the worker and the queues. A `work`-only
+  // process has metrics when METRICS_PORT gives it a port.
   const metrics = createMetrics();
+  const servesMetrics = command !== 'work' || config.metricsPort !== null;
+  if (servesMetrics) closers.push(watchQueues(metrics, config).close);
   if (command === 'listen' || command === 'start') closers.push((await startListener(config, logger, metrics)).close);
   if (command === 'work' || command === 'start') {
-    const options = command === 'start' ? { registry: metrics.registry } : {};
+    const options = servesMetrics ? { registry: metrics.registry } : {};
     closers.push((await startWorker(config, logger, options)).close);
+  }
+  if (config.metricsPort !== null) {
+    const server = await startMetricsServer(metrics, config.host, config.metricsPort);
+    logger.info({ address: server.listeningOrigin }, 'metrics served on METRICS_PORT');
+    closers.push(() => server.close());
   }
 
   closeWithGrace(

@@ -1,5 +1,6 @@
 /**
- * The process logger: pino JSON on stdout. Signatures and keys never reach a log line.
+ * The process logger: pino JSON on stdout (pretty when stdout is a terminal). Signatures and keys never reach a log
+ * line.
  */
 import { type Logger, pino } from 'pino';
 import type { LogLevel } from './config/config.ts';
@@ -20,5 +21,10 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
   };
   // Synchronous writes to stdout (pino's default): measured cheaper per line than pino's asynchronous destination
   // here (its hand-off to the thread pool costs more than the write), and nothing is lost on a crash.
+  if (!destination && process.stdout.isTTY) {
+    // A person is reading: colours and one readable line per event (pino-pretty, in a worker thread). Piped or
+    // collected output stays JSON.
+    return pino({ ...options, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:HH:MM:ss.l' } } });
+  }
   return pino(options, destination ?? pino.destination({ dest: 1, sync: true }));
 }

@@ -1,16 +1,45 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ENV_NAMES } from '../../src/config/schema.ts';
-import { ROOT, runCli, spawnCli, waitFor } from '../helpers/cli.ts';
+import { ROOT, runCli, spawnCli, tempSpoolDir, waitFor } from '../helpers/cli.ts';
 import { freePort, RedisServer } from '../helpers/redis-server.ts';
 
 test('help lists every command and every environment variable', () => {
   const result = runCli(['--help']);
   assert.equal(result.status, 0);
-  for (const command of ['start', 'listen', 'work']) assert.match(result.stdout, new RegExp(`^  ${command} `, 'm'));
+  for (const command of ['start', 'listen', 'work', 'doctor', 'stats', 'replay', 'spool status', 'sellsy connect']) {
+    assert.match(result.stdout, new RegExp(`^  ${command}\\b`, 'm'), `help lists ${command}`);
+  }
   for (const name of ENV_NAMES) assert.ok(result.stdout.includes(name), `help mentions ${name}`);
+});
+
+test('help matches its snapshot (UPDATE_SNAPSHOTS=1 rewrites it)', () => {
+  const result = runCli(['help']);
+  const file = join(ROOT, 'test/cli/help.snapshot.txt');
+  if (process.env.UPDATE_SNAPSHOTS === '1') writeFileSync(file, result.stdout);
+  assert.equal(result.stdout, readFileSync(file, 'utf8'));
+});
+
+test('operator commands check their arguments before anything else: exit 2 with the reason', () => {
+  for (const [args, reason] of [
+    [['spool', 'shrink'], /spool: unknown spool command "shrink"/],
+    [['sellsy'], /sellsy: unknown sellsy command ""/],
+    [['sellsy', 'connect', '--url', 'http://example.com/webhook/sellsy'], /sellsy: .*https/],
+    [['replay', '--until', 'soon'], /replay: --until "soon" is not a date/],
+  ] as const) {
+    const result = runCli([...args]);
+    assert.equal(result.status, 2, `${args.join(' ')}: ${result.stderr}`);
+    assert.match(result.stderr, reason);
+  }
+});
+
+test('doctor against an unreachable Redis prints a fail line with the fix and exits 1', async () => {
+  const result = runCli(['doctor'], { REDIS_URL: `redis://127.0.0.1:${await freePort()}`, SPOOL_DIR: tempSpoolDir() });
+  assert.equal(result.status, 1, result.stderr);
+  assert.match(result.stdout, /^fail\s+redis: /m);
+  assert.match(result.stdout, /^\s+fix: /m);
 });
 
 test('an unknown command exits 2 with the usage', () => {

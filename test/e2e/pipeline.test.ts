@@ -239,3 +239,47 @@ test('sellsy-fetch: the Sellsy API answers 429 three times; the worker slows dow
     await worker.close();
   }
 });
+
+test('no log line of the listener or the worker holds a key, a signature, a secret or a token', async () => {
+  const fake = await startFakeSellsy({ clientSecret: 'sellsy-client-secret-value-123' });
+  cleanup.push(() => fake.close());
+  fake.put('invoices', '1007', { id: 1007 });
+  const key = 'listener-signing-key-value-456';
+  const { listener, target, workerEnv } = await setup({ SELLSY_SIGN_KEY: key, JOB_ATTEMPTS: '2' });
+  target.answer = (res, i) => answerWith(i === 0 ? 500 : 200)(res, i);
+  const worker = await startTestWorker(listener, {
+    ...workerEnv,
+    SELLSY_SIGN_KEY: key,
+    SELLSY_CLIENT_ID: fake.clientId,
+    SELLSY_CLIENT_SECRET: fake.clientSecret,
+    SELLSY_API_URL: fake.apiUrl,
+    SELLSY_TOKEN_URL: fake.tokenUrl,
+    RECORD_ORDER: 'off',
+  });
+  try {
+    fake.failNext(1, 429, { 'Retry-After': '0.1' });
+    const body = recordBody('1007', 1);
+    const signature = (await import('../../src/sellsy/signature.ts')).sign(key, body);
+    const good = await post(listener.url, body, { ...json, 'x-webhook-signature': signature });
+    assert.equal(good.status, 200);
+    assert.equal(
+      (await post(listener.url, recordBody('1008', 1), { ...json, 'x-webhook-signature': 'f'.repeat(40) })).status,
+      401,
+    );
+    await waitFor(async () => (await state(listener, good.body.jobId as string)) === 'completed', 20_000, 'completed');
+    const lines = [...listener.logs, ...worker.logs].map((l) => JSON.stringify(l));
+    assert.ok(
+      lines.some((l) => l.includes('"outcome":"retry"')),
+      'the failure paths were logged',
+    );
+    assert.ok(
+      lines.some((l) => l.includes('slowing down')),
+      'the 429 path was logged',
+    );
+    const secrets = [key, signature, secret, secret.slice('whsec_'.length), fake.clientSecret, 'tok-1', 'tok-2'];
+    for (const line of lines)
+      for (const s of secrets) assert.ok(!line.includes(s), `a log line holds a secret: ${line}`);
+  } finally {
+    await worker.close();
+  }
+});
