@@ -6,6 +6,8 @@
  * Access: every request under `/admin` (page, static assets, API, unknown paths) needs HTTP Basic credentials
  * (`ADMIN_USER`/`ADMIN_PASSWORD`) or `Authorization: Bearer <ADMIN_TOKEN>`, compared in constant time; anything
  * else is a 401 (`WWW-Authenticate: Basic realm="sellsy-webhooks"` when a login is configured, so a browser asks).
+ * One hook of a few lines instead of @fastify/basic-auth plus @fastify/bearer-auth: either credential opens the
+ * same routes, which two plugins (each answering 401 on its own) would need extra glue for.
  *
  * Writes: read-only by default (Bull Board's `readOnlyMode`: every action answers 405). `ADMIN_ALLOW_RETRIES`
  * turns read-only off so that jobs can be retried, and only that: Bull Board itself would then allow every action
