@@ -7,12 +7,12 @@
  */
 import { parseArgs } from 'node:util';
 import { type Job, Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { jobOptionsOf } from '../queue/producer.ts';
 import { isPattern, matches } from '../worker/handler.ts';
 import { recordKeyOf, recordQueueName } from '../worker/worker.ts';
+import { connectOrFail } from './operator.ts';
 
 export const REPLAY_USAGE =
   'Usage: sellsy-webhooks replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]';
@@ -86,20 +86,7 @@ export async function replay(
   out: (line: string) => void,
 ): Promise<ReplayResult> {
   // Fails fast: an operator's command must say "unreachable", not wait for Redis forever.
-  const connection = new Redis(config.redisUrl, {
-    connectionName: `${config.queueName}:replay`,
-    lazyConnect: true,
-    connectTimeout: 5000,
-    commandTimeout: 15_000,
-    maxRetriesPerRequest: 1,
-    retryStrategy: () => null,
-  });
-  connection.on('error', () => undefined);
-  try {
-    await connection.connect();
-  } catch (err) {
-    throw new Error(`Redis at ${redactUrl(config.redisUrl)} did not answer: ${(err as Error).message}`, { cause: err });
-  }
+  const connection = await connectOrFail(config, 'replay', 5000);
   const ingest = new Queue<WebhookJobData>(config.queueName, { connection, prefix: config.queuePrefix });
   const records = new Queue<WebhookJobData>(recordQueueName(config.queueName), {
     connection,
@@ -157,14 +144,4 @@ async function requeueRecordJob(config: Config, records: Queue<WebhookJobData>, 
     ...(record === null ? {} : { deduplication: { id: record, keepLastIfActive: true } }),
   });
   await job.remove();
-}
-
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(REDIS_URL)';
-  }
 }

@@ -7,7 +7,8 @@
 import type { Config } from '../config/config.ts';
 import { BullmqProducer, producerOptionsFrom } from '../queue/producer.ts';
 import { inspectSpool, Spool } from '../spool/spool.ts';
-import { drainSpool } from '../spool/spooling-producer.ts';
+import { type DrainCounts, drainSpool } from '../spool/spooling-producer.ts';
+import { formatAge, redactUrl } from './operator.ts';
 
 const MiB = 1024 * 1024;
 
@@ -41,13 +42,20 @@ export async function spoolDrain(config: Config, waitMs = 30_000): Promise<numbe
     const deadline = Date.now() + waitMs;
     while (!queue.health().ready) {
       if (Date.now() > deadline) {
-        process.stderr.write(`sellsy-webhooks: Redis at ${config.redisUrl} did not answer within ${waitMs / 1000} s\n`);
+        const at = redactUrl(config.redisUrl, 'REDIS_URL');
+        process.stderr.write(`sellsy-webhooks: Redis at ${at} did not answer within ${waitMs / 1000} s\n`);
         return 1;
       }
       await new Promise((r) => setTimeout(r, 100));
     }
     try {
-      const counts = await drainSpool(spool, queue);
+      // On a terminal, one line rewritten after each batch; in a log, the summary only.
+      const total = recovery.depth;
+      const progress = process.stdout.isTTY
+        ? (c: DrainCounts) => process.stdout.write(`\rmoved ${c.queued + c.duplicate} of ${total}`)
+        : undefined;
+      const counts = await drainSpool(spool, queue, 100, progress);
+      if (progress) process.stdout.write('\n');
       process.stdout.write(`moved ${counts.queued + counts.duplicate} deliveries to queue ${config.queueName}\n`);
       return 0;
     } catch (err) {
@@ -59,10 +67,4 @@ export async function spoolDrain(config: Config, waitMs = 30_000): Promise<numbe
     await spool.close();
     await queue.close();
   }
-}
-
-function formatAge(seconds: number): string {
-  if (seconds < 120) return `${Math.round(seconds)} s`;
-  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
-  return `${(seconds / 3600).toFixed(1)} h`;
 }

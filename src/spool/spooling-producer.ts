@@ -35,11 +35,17 @@ export interface DrainCounts {
 }
 
 /** Moves every spooled delivery into the queue, oldest first. Rejects if Redis fails on the way. */
-export async function drainSpool(spool: Spool, queue: BullmqProducer, batchSize = 100): Promise<DrainCounts> {
+export async function drainSpool(
+  spool: Spool,
+  queue: BullmqProducer,
+  batchSize = 100,
+  onBatch?: (counts: DrainCounts) => void,
+): Promise<DrainCounts> {
   const counts = { queued: 0, duplicate: 0 };
   await spool.drain(async (jobs) => {
     const results = await Promise.all(jobs.map((job) => queue.enqueue(job)));
     for (const result of results) counts[result.duplicate ? 'duplicate' : 'queued']++;
+    onBatch?.(counts);
   }, batchSize);
   return counts;
 }

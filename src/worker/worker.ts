@@ -193,7 +193,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       metrics?.jobAttempts.observe({ queue, outcome: 'completed' }, job.attemptsMade + 1);
       log.info(
         {
-          requestId: job.data.request.id,
+          reqId: job.data.request.id,
           jobId: job.id,
           deliveryId: job.data.deliveryId,
           event: job.name,
@@ -278,7 +278,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       if (final) metrics?.jobAttempts.observe({ queue, outcome: 'dead_letter' }, job.attemptsMade);
       log[final ? 'error' : 'warn'](
         {
-          requestId: job.data.request.id,
+          reqId: job.data.request.id,
           jobId: job.id,
           deliveryId: job.data.deliveryId,
           event: job.name,
