@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -97,4 +98,26 @@ test('at start the listener logs a warning for each Redis setting that can lose 
     cli.child.kill('SIGTERM');
     await cli.exited;
   }
+});
+
+test('log lines are readable on a terminal and JSON otherwise', async () => {
+  const env = { ...process.env, REDIS_URL: `redis://127.0.0.1:${await freePort()}`, LOG_LEVEL: 'info' };
+  const command = `${process.execPath} --import tsx src/cli.ts work`;
+  // `script` (util-linux) gives the process a pseudo-terminal as stdout.
+  const tty = spawnSync('script', ['-qec', command, '/dev/null'], { cwd: ROOT, env, encoding: 'utf8', timeout: 6000 });
+  assert.ok(tty.error === undefined || (tty.error as NodeJS.ErrnoException).code === 'ETIMEDOUT', String(tty.error));
+  assert.match(tty.stdout, /INFO.*worker started/);
+  assert.doesNotMatch(tty.stdout, /^\{"level"/m);
+  const piped = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'work'], {
+    cwd: ROOT,
+    env,
+    encoding: 'utf8',
+    timeout: 6000,
+  });
+  const started = piped.stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l))
+    .find((l) => l.msg === 'worker started');
+  assert.equal(started?.level, 30);
 });
