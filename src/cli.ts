@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 /**
  * `sellsy-webhooks <command>`: the services (listen, work, start) and the operator's commands (doctor, stats, replay,
  * spool, sellsy), which run once and exit. Exit codes: 0 done, 1 runtime failure (or a failed check), 2 usage error,
@@ -64,8 +64,14 @@ Configuration comes from environment variables; see .env.example and the README.
 `;
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
+  // dist/src/cli.js when built, src/cli.ts when run from the sources.
+  for (const path of ['../../package.json', '../package.json']) {
+    const url = new URL(path, import.meta.url);
+    if (!existsSync(url)) continue;
+    const pkg = JSON.parse(readFileSync(url, 'utf8')) as { name?: string; version: string };
+    if (pkg.name === 'sellsy-webhooks') return pkg.version;
+  }
+  return 'unknown';
 }
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
@@ -77,11 +83,16 @@ const err = (line: string) => process.stderr.write(`${line}\n`);
  */
 function oneShot(command: string, args: string[]): ((config: Config) => Promise<number>) | string | null {
   const json = args.includes('--json');
+  /** A usage error when `rest` holds anything but the flags given. */
+  const only = (rest: string[], ...flags: string[]) => {
+    const extra = rest.find((a) => !flags.includes(a));
+    return extra === undefined ? null : `unexpected argument ${JSON.stringify(extra)}`;
+  };
   switch (command) {
     case 'doctor':
-      return (config) => doctor(config, out, { color: process.stdout.isTTY === true });
+      return only(args) ?? ((config) => doctor(config, out, { color: process.stdout.isTTY === true }));
     case 'stats':
-      return (config) => stats(config, out, { json });
+      return only(args, '--json') ?? ((config) => stats(config, out, { json }));
     case 'replay': {
       const parsed = parseReplayArgs(args);
       if (typeof parsed === 'string') return parsed;
@@ -101,8 +112,8 @@ function oneShot(command: string, args: string[]): ((config: Config) => Promise<
       };
     }
     case 'spool':
-      if (args[0] === 'status') return (config) => spoolStatus(config, json);
-      if (args[0] === 'drain') return (config) => spoolDrain(config);
+      if (args[0] === 'status') return only(args.slice(1), '--json') ?? ((config) => spoolStatus(config, json));
+      if (args[0] === 'drain') return only(args.slice(1)) ?? ((config) => spoolDrain(config));
       return `unknown spool command "${args[0] ?? ''}": use "spool status" or "spool drain"`;
     case 'sellsy':
       if (args[0] === 'connect') {
@@ -169,6 +180,11 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'work' || command === 'start') {
     const options = servesMetrics ? { registry: metrics.registry } : {};
     closers.push((await startWorker(config, logger, options)).close);
+  }
+  if (command === 'work' && !servesMetrics) {
+    logger.info(
+      'no METRICS_PORT: this worker exports no metrics (set METRICS_PORT to scrape its jobs and dead letters)',
+    );
   }
   if (config.metricsPort !== null) {
     const server = await startMetricsServer(metrics, config.host, config.metricsPort);

@@ -26,7 +26,11 @@ test('every alert rule has a severity and a summary, and names only metrics the 
 
   // Every metric family the processes register: the listener's, the worker's (with sellsy-fetch) and the queues'.
   const metrics = createMetrics({ processMetrics: false });
-  const api = { calls: 0, rateLimited: 0, quota: { bySecond: null, byMinute: null, byDay: null, byMonth: null } };
+  const api = {
+    calls: 0,
+    rateLimited: 0,
+    quota: { bySecond: null, byMinute: null, byDay: null, byMonth: null, at: null },
+  };
   createWorkerMetrics(metrics.registry, { sellsyApi: () => api });
   // An address where nothing listens: only the names are needed, not the values.
   const stats = watchQueues(metrics, loadConfig({ REDIS_URL: `redis://127.0.0.1:${await freePort()}` }));

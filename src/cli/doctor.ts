@@ -52,6 +52,9 @@ const HTTP_TIMEOUT_MS = 5000;
 
 const ok = (check: string, finding: string): CheckResult => ({ status: 'ok', check, finding });
 const warn = (check: string, finding: string, fix: string): CheckResult => ({ status: 'warn', check, finding, fix });
+/** The longest any group of checks may take. */
+const CHECK_DEADLINE_MS = 15_000;
+
 const fail = (check: string, finding: string, fix: string): CheckResult => ({ status: 'fail', check, finding, fix });
 
 export async function doctor(
@@ -61,28 +64,44 @@ export async function doctor(
 ): Promise<number> {
   const write = scrubbing(config, out);
   // Started together, printed in a fixed order: the slowest check bounds the run, not the sum of them.
-  const groups: [string, Promise<CheckResult[]>][] = [
-    ['config', configChecks(config)],
-    ['redis', redisChecks(config)],
-    ['spool', spoolChecks(config)],
+  // Each check's own failure is caught where it starts: one that rejects while an earlier one is awaited is never
+  // left unhandled.
+  // And each has an overall deadline: a server that connects, then stalls, cannot hold doctor for long.
+  const timers: NodeJS.Timeout[] = [];
+  const guarded = (name: string, check: Promise<CheckResult[]>): Promise<CheckResult[]> =>
+    Promise.race([
+      check.catch((err: unknown) => [
+        fail(name, `the check itself failed: ${describe(err)}`, 'report this with the output of doctor'),
+      ]),
+      new Promise<CheckResult[]>((resolve) => {
+        timers.push(
+          setTimeout(
+            () =>
+              resolve([
+                fail(name, `no answer within ${CHECK_DEADLINE_MS / 1000} s`, `check that ${name} is not stalled`),
+              ]),
+            CHECK_DEADLINE_MS,
+          ),
+        );
+      }),
+    ]);
+  const groups: Promise<CheckResult[]>[] = [
+    guarded('config', configChecks(config)),
+    guarded('redis', redisChecks(config)),
+    guarded('spool', spoolChecks(config)),
   ];
-  if (config.postgres) groups.push(['postgres', postgresCheck(config.postgres)]);
-  if (config.sellsyApi) groups.push(['sellsy api', sellsyCheck(config.sellsyApi)]);
-  if (config.forward) groups.push(['forward url', forwardCheck(config.forward)]);
+  if (config.postgres) groups.push(guarded('postgres', postgresCheck(config.postgres)));
+  if (config.sellsyApi) groups.push(guarded('sellsy api', sellsyCheck(config.sellsyApi)));
+  if (config.forward) groups.push(guarded('forward url', forwardCheck(config.forward)));
   const tally: Record<CheckStatus, number> = { ok: 0, warn: 0, fail: 0 };
-  for (const [name, group] of groups) {
-    let results: CheckResult[];
-    try {
-      results = await group;
-    } catch (err) {
-      results = [fail(name, `the check itself failed: ${describe(err)}`, 'report this with the output of doctor')];
-    }
-    for (const result of results) {
+  for (const group of groups) {
+    for (const result of await group) {
       tally[result.status]++;
       write(formatResult(result, options.color === true));
       if (result.fix !== undefined) write(`      fix: ${oneLine(result.fix, 400)}`);
     }
   }
+  for (const timer of timers) clearTimeout(timer);
   write(`${tally.fail} fail, ${tally.warn} warn, ${tally.ok} ok`);
   return tally.fail > 0 ? 1 : 0;
 }

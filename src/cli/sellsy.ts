@@ -21,7 +21,7 @@ import { SellsyApi } from '../sellsy/api.ts';
 import { isPattern, matches } from '../worker/handler.ts';
 
 export const CONNECT_USAGE =
-  'Usage: sellsy-webhooks sellsy connect --url https://HOST/webhook/sellsy[/ACCOUNT] [--events client.created,invoice.*] [--name NAME]';
+  'Usage: sellsy-webhooks sellsy connect --url https://HOST/webhook/sellsy[/ACCOUNT] [--events client.created,invoice.*] [--name NAME] [--sign-key KEY]';
 export const STATUS_USAGE = 'Usage: sellsy-webhooks sellsy status [--url https://HOST/webhook/sellsy[/ACCOUNT]]';
 
 export const EXIT_OK = 0;
@@ -39,6 +39,9 @@ export interface ConnectArgs {
   events: string[] | null;
   /** null: `sellsy-webhooks` on creation, the current name on update. */
   name: string | null;
+  /** The sign key to set; null: a fresh random one. Given, it lets an operator deploy it (beside the old key)
+   * before Sellsy signs with it, so that no delivery is refused during a rotation. */
+  signKey: string | null;
 }
 
 export const DEFAULT_WEBHOOK_NAME = 'sellsy-webhooks';
@@ -65,11 +68,16 @@ interface SellsyWebhook {
 
 /** Parses `sellsy connect` arguments; a string is a usage error to print. */
 export function parseConnectArgs(args: string[]): ConnectArgs | string {
-  let values: { url?: string; events?: string; name?: string };
+  let values: { url?: string; events?: string; name?: string; 'sign-key'?: string };
   try {
     ({ values } = parseArgs({
       args,
-      options: { url: { type: 'string' }, events: { type: 'string' }, name: { type: 'string' } },
+      options: {
+        url: { type: 'string' },
+        events: { type: 'string' },
+        name: { type: 'string' },
+        'sign-key': { type: 'string' },
+      },
       strict: true,
       allowPositionals: false,
     }));
@@ -93,7 +101,11 @@ export function parseConnectArgs(args: string[]): ConnectArgs | string {
     name = values.name.trim();
     if (name === '') return `--name is empty\n${CONNECT_USAGE}`;
   }
-  return { url: url.href, events, name };
+  const signKey = values['sign-key'] ?? null;
+  if (signKey !== null && !/^[\x21-\x7e]{16,}$/.test(signKey)) {
+    return '--sign-key must be at least 16 printable characters without spaces (e.g. openssl rand -base64 32)';
+  }
+  return { url: url.href, events, name, signKey };
 }
 
 /** Parses `sellsy status` arguments; a string is a usage error to print. */
@@ -165,7 +177,7 @@ export async function sellsyConnect(config: Config, args: string[], out: Print, 
       (w) => sameEndpoint(w.endpoint, parsed.url) && idOf(w) !== null,
     );
     const current = existing[0];
-    const signKey = randomBytes(SIGN_KEY_BYTES).toString('base64url');
+    const signKey = parsed.signKey ?? randomBytes(SIGN_KEY_BYTES).toString('base64url');
     const chosenSet = new Set(chosen);
     const body = {
       type: 'http',
@@ -214,7 +226,8 @@ export async function sellsyConnect(config: Config, args: string[], out: Print, 
       out(
         'Sellsy now signs with this key only: deliveries signed with the old key (retries, or sent before the switch) ' +
           'are refused unless the listener holds both during the switch, SELLSY_SIGN_KEY=<new key>,<old key>; ' +
-          'drop the old key once nb_failures stops growing (sellsy-webhooks sellsy status).',
+          'drop the old key once nb_failures stops growing (sellsy-webhooks sellsy status). Without any refusal: ' +
+          'deploy SELLSY_SIGN_KEY=<key>,<old key> first, then run connect with --sign-key <key>.',
       );
     }
     return EXIT_OK;

@@ -10,8 +10,8 @@
  * same routes, which two plugins (each answering 401 on its own) would need extra glue for.
  *
  * Writes: read-only by default (Bull Board's `readOnlyMode`: every action answers 405). `ADMIN_ALLOW_RETRIES`
- * turns read-only off so that jobs can be retried, and only that: Bull Board itself would then allow every action
- * (empty, obliterate, add, edit…), so any other write answers 405 here.
+ * turns read-only off so that dead letters (failed jobs) can be retried, and only that: Bull Board itself would then
+ * allow every action (empty, obliterate, add, edit, retrying completed jobs…), so any other write answers 405 here.
  *
  * Redis: the dashboard has its own connection, never the producer's. A BullMQ queue waits for Redis to be ready
  * before its first command, so while the dashboard's connection is not ready its API answers 503 within
@@ -41,11 +41,9 @@ const READY_WAIT_MS = 1000;
 
 const SAFE_METHODS = new Set(['GET', 'HEAD']);
 
-/** The only writes `ADMIN_ALLOW_RETRIES` opens: retry one job, retry every job of a status. */
-const RETRY_ROUTES = new Set([
-  `${ADMIN_PREFIX}/api/queues/:queueName/:jobId/retry`,
-  `${ADMIN_PREFIX}/api/queues/:queueName/retry/:queueStatus`,
-]);
+/** The only writes `ADMIN_ALLOW_RETRIES` opens: retry one dead letter, retry every dead letter of a queue. */
+const RETRY_JOB = `${ADMIN_PREFIX}/api/queues/:queueName/:jobId/retry`;
+const RETRY_ALL = `${ADMIN_PREFIX}/api/queues/:queueName/retry/:queueStatus`;
 
 export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
   await app.register(dashboard, { ...deps, prefix: ADMIN_PREFIX });
@@ -115,10 +113,21 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
     }
     const route = request.routeOptions.url;
     if (route?.startsWith(`${ADMIN_PREFIX}/api/`)) {
-      if (!SAFE_METHODS.has(request.method) && !(admin.allowRetries && RETRY_ROUTES.has(route))) {
+      const write = !SAFE_METHODS.has(request.method);
+      if (write && !(admin.allowRetries && (route === RETRY_JOB || route === RETRY_ALL))) {
         return refuse(reply, 405, 'ERRORS.QUEUE_READ_ONLY');
       }
       if (!(await redisReady())) return refuse(reply, 503, 'ERRORS.REDIS_UNAVAILABLE');
+      // Bull Board also retries completed jobs (running handled deliveries again): only dead letters are retried here.
+      const params = request.params as { queueName?: string; jobId?: string; queueStatus?: string };
+      if (write && route === RETRY_ALL && params.queueStatus !== 'failed') {
+        return refuse(reply, 405, 'ERRORS.ONLY_FAILED_JOBS_CAN_BE_RETRIED');
+      }
+      if (write && route === RETRY_JOB) {
+        const queue = queues.find((q) => q.queue.name === params.queueName)?.queue;
+        const state = queue && params.jobId ? await queue.getJobState(params.jobId) : 'unknown';
+        if (state !== 'failed') return refuse(reply, 405, 'ERRORS.ONLY_FAILED_JOBS_CAN_BE_RETRIED');
+      }
     }
     return undefined;
   });

@@ -59,6 +59,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       metrics.spoolDepth.set(spool.depth);
       metrics.spoolBytes.set(spool.bytes);
       metrics.spoolOldestAge.set(spool.oldestAgeSeconds);
+      metrics.spoolMaxBytes.set(spool.maxBytes);
     }
   };
   metrics.beforeScrape.push(refresh);

@@ -147,6 +147,8 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       const answer = config.enqueueFailureStatus;
       const outcome = answer === 200 ? 'lost' : 'refused';
       metrics.deliveries.inc({ outcome });
+      // These answers took the longest (the whole ack budget, then the spool's failure): they count in the latency.
+      metrics.ackSeconds.observe(reply.elapsedTime / 1000);
       // The full delivery goes to the log so that an operator can replay it by hand.
       log.error(
         { ...logFields, outcome, reason: err.reason, err: err.message, job: { name, data } },

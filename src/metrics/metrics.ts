@@ -28,6 +28,7 @@ export interface Metrics {
   spoolDepth: Gauge;
   spoolBytes: Gauge;
   spoolOldestAge: Gauge;
+  spoolMaxBytes: Gauge;
   spoolDrained: Counter<'result'>;
   /** Run before each scrape: gauges read from live objects (the producer, the spool, the queues). */
   beforeScrape: (() => void | Promise<void>)[];
@@ -47,7 +48,7 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
   for (const outcome of DELIVERY_OUTCOMES) deliveries.inc({ outcome }, 0);
   const ackSeconds = new Histogram({
     name: 'sellsy_webhooks_ack_seconds',
-    help: 'Time from request start to the answer to a webhook delivery.',
+    help: 'Time from request start to the answer to a webhook delivery that passed the checks (queued, spooled, duplicate, lost or refused).',
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [registry],
   });
@@ -77,6 +78,11 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     help: 'Age of the oldest delivery in the local spool (0 when empty).',
     registers: [registry],
   });
+  const spoolMaxBytes = new Gauge({
+    name: 'sellsy_webhooks_spool_max_bytes',
+    help: 'SPOOL_MAX_BYTES: the size the spool may reach; past it deliveries are lost or refused.',
+    registers: [registry],
+  });
   const spoolDrained = new Counter({
     name: 'sellsy_webhooks_spool_drained_total',
     help: 'Spooled deliveries moved to the queue: queued (as their own job), or duplicate (an earlier delivery with the same bytes had a job).',
@@ -99,6 +105,7 @@ export function createMetrics(options: { processMetrics?: boolean } = {}): Metri
     spoolDepth,
     spoolBytes,
     spoolOldestAge,
+    spoolMaxBytes,
     spoolDrained,
   };
 }
@@ -127,7 +134,7 @@ export function createWorkerMetrics(
     sellsyApi?: () => {
       calls: number;
       rateLimited: number;
-      quota: Record<'bySecond' | 'byMinute' | 'byDay' | 'byMonth', number | null>;
+      quota: Record<'bySecond' | 'byMinute' | 'byDay' | 'byMonth', number | null> & { at: number | null };
     };
   } = {},
 ): WorkerMetrics {
@@ -172,6 +179,15 @@ export function createWorkerMetrics(
       collect() {
         this.reset();
         this.inc(sellsyApi().rateLimited);
+      },
+    });
+    new Gauge({
+      name: 'sellsy_webhooks_sellsy_api_quota_updated_timestamp_seconds',
+      help: 'When the Sellsy API last sent its quota figures (unix seconds): the quota gauges are as of then.',
+      registers: [registry],
+      collect() {
+        const { at } = sellsyApi().quota;
+        if (at !== null) this.set(at / 1000);
       },
     });
     new Gauge({

@@ -13,6 +13,8 @@ import type { Config } from '../config/config.ts';
 import { recordQueueName } from '../worker/worker.ts';
 import type { Metrics } from './metrics.ts';
 
+/** A scrape waits this long at most for the queue figures. */
+const SCRAPE_DEADLINE_MS = 2000;
 const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'] as const;
 
 export interface QueueStats {
@@ -58,25 +60,41 @@ export function watchQueues(metrics: Metrics, config: Config): QueueStats {
     help: '1 when the queue figures of this scrape were read from Redis, 0 when Redis did not answer.',
     registers: [registry],
   });
+  /** Reads every figure first; the gauges change only once all are in, so a scrape never shows half of them. */
+  const read = async () => {
+    const figures: { label: string; counts: Record<string, number>; oldestAge: number }[] = [];
+    for (const [label, queue] of Object.entries(queues)) {
+      const counts = await queue.getJobCounts(...STATES);
+      // Oldest first: ascending order, first job.
+      const [first] = await queue.getJobs(['wait'], 0, 0, true);
+      figures.push({ label, counts, oldestAge: first ? Math.max(0, (Date.now() - first.timestamp) / 1000) : 0 });
+    }
+    return figures;
+  };
+  // Scrapes that overlap (two Prometheus servers) share one read.
+  let reading: Promise<Awaited<ReturnType<typeof read>>> | null = null;
   metrics.beforeScrape.push(async () => {
+    let figures: Awaited<ReturnType<typeof read>> | null = null;
+    // BullMQ waits for a connection that is not ready, however long Redis stays away: not asked then.
+    if (connection.status === 'ready') {
+      reading ??= read().finally(() => {
+        reading = null;
+      });
+      let timer: NodeJS.Timeout | undefined;
+      const deadline = new Promise<null>((resolve) => {
+        timer = setTimeout(() => resolve(null), SCRAPE_DEADLINE_MS);
+      });
+      figures = await Promise.race([reading.catch(() => null), deadline]);
+      clearTimeout(timer);
+    }
     jobs.reset();
     oldest.reset();
     deadLetters.reset();
-    try {
-      for (const [label, queue] of Object.entries(queues)) {
-        const counts = await queue.getJobCounts(...STATES);
-        for (const state of STATES) jobs.set({ queue: label, state }, counts[state] ?? 0);
-        deadLetters.set({ queue: label }, counts.failed ?? 0);
-        // Oldest first: ascending order, first job.
-        const [first] = await queue.getJobs(['wait'], 0, 0, true);
-        oldest.set({ queue: label }, first ? Math.max(0, (Date.now() - first.timestamp) / 1000) : 0);
-      }
-      up.set(1);
-    } catch {
-      jobs.reset();
-      oldest.reset();
-      deadLetters.reset();
-      up.set(0);
+    up.set(figures ? 1 : 0);
+    for (const { label, counts, oldestAge } of figures ?? []) {
+      for (const state of STATES) jobs.set({ queue: label, state }, counts[state] ?? 0);
+      deadLetters.set({ queue: label }, counts.failed ?? 0);
+      oldest.set({ queue: label }, oldestAge);
     }
   });
   return {

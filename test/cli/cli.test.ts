@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -29,6 +29,8 @@ test('operator commands check their arguments before anything else: exit 2 with 
     [['sellsy'], /sellsy: unknown sellsy command ""/],
     [['sellsy', 'connect', '--url', 'http://example.com/webhook/sellsy'], /sellsy: .*https/],
     [['replay', '--until', 'soon'], /replay: --until "soon" is not a date/],
+    [['stats', '--jsno'], /stats: unexpected argument "--jsno"/],
+    [['doctor', 'now'], /doctor: unexpected argument "now"/],
   ] as const) {
     const result = runCli([...args]);
     assert.equal(result.status, 2, `${args.join(' ')}: ${result.stderr}`);
@@ -100,21 +102,41 @@ test('at start the listener logs a warning for each Redis setting that can lose 
   }
 });
 
+test('version prints the package version, from the sources as from the build', () => {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  assert.equal(runCli(['version']).stdout.trim(), pkg.version);
+});
+
+/** Runs the CLI until a line matching `until` is printed (or 60 s), then stops it; returns what it printed. */
+async function outputUntil(file: string, args: string[], env: NodeJS.ProcessEnv, until: RegExp): Promise<string> {
+  const child = spawn(file, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
+  let text = '';
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ${until} within 60 s:\n${text}`)), 60_000);
+      child.stdout.on('data', (chunk: Buffer) => {
+        text += chunk.toString('utf8');
+        if (until.test(text)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  } finally {
+    child.kill('SIGKILL');
+  }
+  return text;
+}
+
 test('log lines are readable on a terminal and JSON otherwise', async () => {
   const env = { ...process.env, REDIS_URL: `redis://127.0.0.1:${await freePort()}`, LOG_LEVEL: 'info' };
-  const command = `${process.execPath} --import tsx src/cli.ts work`;
   // `script` (util-linux) gives the process a pseudo-terminal as stdout.
-  const tty = spawnSync('script', ['-qec', command, '/dev/null'], { cwd: ROOT, env, encoding: 'utf8', timeout: 6000 });
-  assert.ok(tty.error === undefined || (tty.error as NodeJS.ErrnoException).code === 'ETIMEDOUT', String(tty.error));
-  assert.match(tty.stdout, /INFO.*worker started/);
-  assert.doesNotMatch(tty.stdout, /^\{"level"/m);
-  const piped = spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'work'], {
-    cwd: ROOT,
-    env,
-    encoding: 'utf8',
-    timeout: 6000,
-  });
-  const started = piped.stdout
+  const command = `${process.execPath} --import tsx src/cli.ts work`;
+  const tty = await outputUntil('script', ['-qec', command, '/dev/null'], env, /worker started/);
+  assert.match(tty, /INFO.*worker started/);
+  assert.doesNotMatch(tty, /^\{"level"/m);
+  const piped = await outputUntil(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'work'], env, /worker started/);
+  const started = piped
     .split('\n')
     .filter(Boolean)
     .map((l) => JSON.parse(l))

@@ -80,6 +80,17 @@ test('sellsy connect run twice leaves one webhook: the first run creates it, the
   );
 });
 
+test('sellsy connect --sign-key sets the key given (a rotation deployed first), and refuses a short one', async () => {
+  const key = 'a-key-deployed-beside-the-old-one-0123';
+  const result = await connect(['--url', ENDPOINT, '--sign-key', key]);
+  assert.equal(result.code, 0);
+  assert.equal(keyOf(result.lines), key);
+  assert.equal(fake.webhooks().at(-1)?.sign_key, key);
+  const short = await connect(['--url', ENDPOINT, '--sign-key', 'short']);
+  assert.equal(short.code, 2);
+  assert.match(short.lines.join('\n'), /--sign-key must be at least 16 printable characters/);
+});
+
 test('sellsy connect stores the endpoint, JSON deliveries, type http, enabled, and every catalogue event by default', async () => {
   const { code, text } = await connect(['--url', ENDPOINT]);
   assert.equal(code, 0, text);
@@ -172,9 +183,9 @@ test('parseConnectArgs returns the endpoint, events and name', () => {
       '--name',
       'x',
     ]),
-    { url: 'https://hooks.example.com/webhook/sellsy/929', events: ['a.b', 'c.*'], name: 'x' },
+    { url: 'https://hooks.example.com/webhook/sellsy/929', events: ['a.b', 'c.*'], name: 'x', signKey: null },
   );
-  assert.deepEqual(parseConnectArgs(['--url', ENDPOINT]), { url: ENDPOINT, events: null, name: null });
+  assert.deepEqual(parseConnectArgs(['--url', ENDPOINT]), { url: ENDPOINT, events: null, name: null, signKey: null });
 });
 
 test('sellsy connect on an account endpoint says where an account key goes', async () => {

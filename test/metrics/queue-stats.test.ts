@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { loadConfig } from '../../src/config/config.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
 import { watchQueues } from '../../src/metrics/queue-stats.ts';
 import { httpOk, spawnCli, waitFor } from '../helpers/cli.ts';
@@ -42,6 +43,21 @@ test('queue figures: jobs by state, the oldest waiting age and dead letters; a s
     redis.thaw();
     await stats.close();
     await listener.close();
+  }
+});
+
+test('a scrape while Redis has been unreachable since the start answers at once, without queue figures', async () => {
+  const metrics = createMetrics({ processMetrics: false });
+  const config = loadConfig({ REDIS_URL: `redis://127.0.0.1:${await freePort()}` });
+  const stats = watchQueues(metrics, config);
+  try {
+    const started = Date.now();
+    const text = await metrics.scrape();
+    assert.ok(Date.now() - started < 3000, `the scrape took ${Date.now() - started} ms`);
+    assert.match(text, /^sellsy_webhooks_queue_stats_up 0$/m);
+    assert.doesNotMatch(text, /^sellsy_webhooks_queue_jobs\{/m);
+  } finally {
+    await stats.close();
   }
 });
 
