@@ -317,7 +317,11 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
         for (const w of workers) w.cancelAllJobs('shutdown');
       }, grace);
       try {
-        await Promise.all(workers.map((w) => w.close()));
+        // With Redis away no job can be finished nor handed back: waiting would only use up the shutdown time (the
+        // jobs are taken again once their lock expires).
+        const redisAway = connections.every((c) => c.status !== 'ready');
+        if (redisAway) log.warn('redis unavailable at shutdown: active jobs are left to expire and be taken again');
+        await Promise.all(workers.map((w) => w.close(redisAway)));
       } finally {
         clearTimeout(timer);
       }

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { stripVTControlCharacters } from 'node:util';
 import { ENV_NAMES } from '../../src/config/schema.ts';
 import { ROOT, runCli, spawnCli, tempSpoolDir, waitFor } from '../helpers/cli.ts';
 import { freePort, RedisServer } from '../helpers/redis-server.ts';
@@ -107,7 +108,11 @@ test('version prints the package version, from the sources as from the build', (
   assert.equal(runCli(['version']).stdout.trim(), pkg.version);
 });
 
-/** Runs the CLI until a line matching `until` is printed (or 60 s), then stops it; returns what it printed. */
+/**
+ * Runs the CLI until a line matching `until` is printed (or 60 s), then stops it; returns what it printed. The
+ * service's own pid, read from its log (`"pid":…` or pino-pretty's `(pid)`), is killed too: under `script` it is
+ * not the child, and left behind on a closed terminal it would go on using CPU beside the next tests.
+ */
 async function outputUntil(file: string, args: string[], env: NodeJS.ProcessEnv, until: RegExp): Promise<string> {
   const child = spawn(file, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'inherit'] });
   let text = '';
@@ -123,10 +128,27 @@ async function outputUntil(file: string, args: string[], env: NodeJS.ProcessEnv,
       });
     });
   } finally {
+    const pid = Number(/"pid":(\d+)|\((\d+)\)/.exec(stripVTControlCharacters(text))?.slice(1).find(Boolean));
+    if (pid > 0 && pid !== child.pid) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
     child.kill('SIGKILL');
   }
   return text;
 }
+
+test('SIGTERM with Redis unreachable stops a worker at once, without waiting out SHUTDOWN_TIMEOUT_MS', async () => {
+  const cli = spawnCli(['work'], { REDIS_URL: `redis://127.0.0.1:${await freePort()}`, LOG_LEVEL: 'info' });
+  await waitFor(() => cli.stdout.some((l) => l.includes('worker started')), 30_000, 'the worker started');
+  const started = Date.now();
+  cli.child.kill('SIGTERM');
+  assert.equal(await cli.exited, 0);
+  assert.ok(Date.now() - started < 5000, `stopped in ${Date.now() - started} ms (SHUTDOWN_TIMEOUT_MS is 10 s)`);
+});
 
 test('log lines are readable on a terminal and JSON otherwise', async () => {
   const env = { ...process.env, REDIS_URL: `redis://127.0.0.1:${await freePort()}`, LOG_LEVEL: 'info' };
