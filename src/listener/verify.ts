@@ -30,6 +30,7 @@ export function accountOf(
   return { ok: true, account: fromBody ?? fromPath };
 }
 
+/** The listener's verdict: checked now, carried as `unchecked` (SIGNATURE_CHECK=worker), or `not_configured`. */
 export function verifyDelivery(
   config: Config,
   account: string | null,
@@ -38,8 +39,18 @@ export function verifyDelivery(
 ): Verdict {
   const { keys: globalKeys, accountKeys, check } = config.signature;
   if (globalKeys.length === 0 && accountKeys.size === 0) return { ok: true, status: 'not_configured' };
-  const keys = keysFor(config, account);
   if (check === 'worker') return { ok: true, status: 'unchecked' };
+  return checkSignature(config, account, signedBytes, header);
+}
+
+/** The check itself, with the account's keys; also what a worker runs on an `unchecked` job. */
+export function checkSignature(
+  config: Config,
+  account: string | null,
+  signedBytes: Buffer | string,
+  header: string | undefined,
+): Verdict {
+  const keys = keysFor(config, account);
   if (keys.length === 0) return { ok: false, error: 'unknown_account' };
   if (header === undefined || header === '') return { ok: false, error: 'missing_signature' };
   return matchSignature(keys, signedBytes, header) >= 0

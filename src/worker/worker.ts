@@ -23,13 +23,13 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/config.ts';
-import { keysFor } from '../listener/verify.ts';
+import { HttpErrors } from '../errors.ts';
+import { checkSignature } from '../listener/verify.ts';
 import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
 import { rawBytesOf, type WebhookJobData } from '../queue/contract.ts';
 import { jobOptionsOf } from '../queue/producer.ts';
 import { createWorkerConnection } from '../queue/redis.ts';
 import { parseDelivery } from '../sellsy/payload.ts';
-import { matchSignature } from '../sellsy/signature.ts';
 import { type HandlerContext, handlersFor, PermanentError, type Registration, RetryLaterError } from './handler.ts';
 import { LatestDeliveries } from './latest.ts';
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
@@ -75,15 +75,11 @@ export function recordKeyOf(data: WebhookJobData): string | null {
 /** Deferred signature mode: the check the listener left to the worker. Throws PermanentError when it fails. */
 export function verifyDeferredSignature(config: Config, data: WebhookJobData): void {
   if (data.signature.status !== 'unchecked') return;
-  const keys = keysFor(config, data.account);
-  if (keys.length === 0) throw new PermanentError(`signature: no key is configured for account ${data.account}`);
   const raw = rawBytesOf(data);
   const signed =
     data.signature.scope === 'notif' ? (parseDelivery(raw, data.contentType ?? undefined).notif ?? raw) : raw;
-  if (data.signature.header === null) throw new PermanentError('signature: X-Webhook-Signature was missing');
-  if (matchSignature(keys, signed, data.signature.header) < 0) {
-    throw new PermanentError('signature: X-Webhook-Signature does not match any configured key');
-  }
+  const verdict = checkSignature(config, data.account, signed, data.signature.header ?? undefined);
+  if (!verdict.ok) throw new PermanentError(`signature: ${verdict.error}: ${HttpErrors[verdict.error].message}`);
 }
 
 export interface WorkerOptions extends PipelineOptions {

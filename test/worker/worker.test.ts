@@ -234,7 +234,7 @@ test('SIGNATURE_CHECK=worker: the worker verifies first, dead-letters a bad sign
       'failed',
     );
     assert.equal(badJob.attemptsMade, 1);
-    assert.match(badJob.failedReason, /signature: X-Webhook-Signature does not match/);
+    assert.match(badJob.failedReason, /signature: bad_signature: X-Webhook-Signature does not match/);
     const good = recordBody('7', 1);
     await settled(
       listener,
