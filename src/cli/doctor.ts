@@ -23,11 +23,12 @@ import type { Redis } from 'ioredis';
 import pg from 'pg';
 import { type Config, signatureEnabled } from '../config/config.ts';
 import { inspectDurability } from '../queue/redis.ts';
+import { redactUrl } from '../redact.ts';
 import { SellsyApi } from '../sellsy/api.ts';
 import { inspectSpool } from '../spool/spool.ts';
 import { PermanentError, RetryLaterError } from '../worker/handler.ts';
 import { recordQueueName } from '../worker/worker.ts';
-import { connectOrFail, formatAge, formatBytes, oneLine, recordQueueInUse, redactUrl, scrubbing } from './operator.ts';
+import { connectOrFail, formatAge, formatBytes, oneLine, recordQueueInUse, scrubbing } from './operator.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 

@@ -5,18 +5,8 @@
  */
 import { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
+import { redactUrl } from '../redact.ts';
 import { recordQueueName } from '../worker/worker.ts';
-
-/** A URL as it may be printed: the password replaced by `***`; an unparsable value is not shown at all. */
-export function redactUrl(url: string, what = 'the URL'): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return `(${what}, not a URL)`;
-  }
-}
 
 /**
  * Connects with a deadline covering the TCP connection and Redis's first answer (a Redis that accepts the connection

@@ -6,9 +6,10 @@
  */
 import type { Config } from '../config/config.ts';
 import { BullmqProducer, producerOptionsFrom } from '../queue/producer.ts';
+import { redactUrl } from '../redact.ts';
 import { inspectSpool, Spool } from '../spool/spool.ts';
 import { type DrainCounts, drainSpool } from '../spool/spooling-producer.ts';
-import { formatAge, redactUrl } from './operator.ts';
+import { formatAge } from './operator.ts';
 
 const MiB = 1024 * 1024;
 

@@ -17,9 +17,10 @@
 import { type Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
+import { redactUrl } from '../redact.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/spool.ts';
 import { recordQueueName } from '../worker/worker.ts';
-import { connectOrFail, formatAge, formatBytes, oneLine, recordQueueInUse, redactUrl, scrubbing } from './operator.ts';
+import { connectOrFail, formatAge, formatBytes, oneLine, recordQueueInUse, scrubbing } from './operator.ts';
 
 export interface StatsOptions {
   /** One JSON object (`StatsReport`) instead of the text screen. */

@@ -4,6 +4,7 @@
  */
 import envSchema from 'env-schema';
 import { ConfigError } from '../errors.ts';
+import { redactUrl } from '../redact.ts';
 import { type Env, EnvSchema } from './schema.ts';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -232,7 +233,7 @@ const SECRETS = new Set([
 /** A value as an error message may show it: secrets hidden, passwords in URLs masked. */
 function shown(name: string, value: string): string {
   if (SECRETS.has(name)) return `a value of ${value.length} characters, not shown`;
-  return JSON.stringify(value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*:)[^/@]*@/i, '$1***@'));
+  return JSON.stringify(URL.canParse(value) ? redactUrl(value) : value);
 }
 
 function splitKeys(value: string | undefined): string[] {

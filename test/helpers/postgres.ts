@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { redactUrl } from '../../src/redact.ts';
 
 export function testDatabaseUrl(): string {
   return process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -27,7 +28,7 @@ export async function tempSchema(): Promise<TempSchema> {
   } catch (err) {
     await pool.end().catch(() => undefined);
     throw new Error(
-      `The postgres tests need a PostgreSQL they may create schemas in, and none answered at ${redact(url)} ` +
+      `The postgres tests need a PostgreSQL they may create schemas in, and none answered at ${redactUrl(url, 'TEST_DATABASE_URL')} ` +
         `(${(err as Error).message}). Set TEST_DATABASE_URL to one (postgres://user:password@host:5432/database), ` +
         'or install and start one here (Debian/Ubuntu: apt-get install postgresql && service postgresql start; ' +
         'then as the postgres user: createdb test, with trust or a password for postgres on 127.0.0.1 in pg_hba.conf).',
@@ -51,14 +52,4 @@ export async function tempSchema(): Promise<TempSchema> {
       }
     },
   };
-}
-
-function redact(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '(TEST_DATABASE_URL is not a URL)';
-  }
 }
