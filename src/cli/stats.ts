@@ -17,6 +17,7 @@
 import { type Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
+import { readQueue } from '../metrics/queue-stats.ts';
 import { redactUrl } from '../redact.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/spool.ts';
 import { recordQueueName } from '../worker/worker.ts';
@@ -129,17 +130,9 @@ async function queueStats(
   const queue = new Queue(name, { connection: client, prefix: config.queuePrefix });
   queue.on('error', () => undefined);
   try {
-    const raw = await queue.getJobCounts('waiting', 'active', 'delayed', 'prioritized', 'completed', 'failed');
-    const counts = {
-      waiting: raw.waiting ?? 0,
-      active: raw.active ?? 0,
-      delayed: raw.delayed ?? 0,
-      prioritized: raw.prioritized ?? 0,
-      completed: raw.completed ?? 0,
-      failed: raw.failed ?? 0,
-    };
-    // The wait list grows at its head: the oldest job is at the other end (ascending order, first one).
-    const [oldest] = await queue.getJobs(['wait'], 0, 0, true);
+    const { counts: all, oldestWaiting: oldest } = await readQueue(queue);
+    const { waiting, active, delayed, prioritized, completed, failed: failedCount } = all;
+    const counts = { waiting, active, delayed, prioritized, completed, failed: failedCount };
     const failed = (await queue.getFailed(0, DEAD_LETTERS_SHOWN - 1)) as Job[];
     let workers: number | null;
     try {

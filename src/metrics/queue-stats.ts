@@ -6,30 +6,41 @@
  * prom-client's registry; these gauges keep the project's prefix and one registry. Their connection fails fast: a
  * scrape while Redis is down answers at once, without these series, instead of hanging.
  */
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import { type Job, Queue } from 'bullmq';
 import { Gauge } from 'prom-client';
 import type { Config } from '../config/config.ts';
+import { createFailFastConnection } from '../queue/redis.ts';
 import { recordQueueName } from '../worker/worker.ts';
 import type { Metrics } from './metrics.ts';
 
 /** A scrape waits this long at most for the queue figures. */
 const SCRAPE_DEADLINE_MS = 2000;
-const STATES = ['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'completed', 'failed'] as const;
+export const JOB_STATES = [
+  'waiting',
+  'active',
+  'delayed',
+  'prioritized',
+  'waiting-children',
+  'completed',
+  'failed',
+] as const;
+export type JobCounts = Record<(typeof JOB_STATES)[number], number>;
+
+/** Jobs by state and the oldest waiting job of a queue: what `/metrics` and `sellsy-webhooks stats` show. */
+export async function readQueue(queue: Queue): Promise<{ counts: JobCounts; oldestWaiting: Job | null }> {
+  const raw = await queue.getJobCounts(...JOB_STATES);
+  const counts = Object.fromEntries(JOB_STATES.map((state) => [state, raw[state] ?? 0])) as JobCounts;
+  // The wait list grows at its head: the oldest job is at the other end (ascending order, first one).
+  const [oldest] = await queue.getJobs(['wait'], 0, 0, true);
+  return { counts, oldestWaiting: oldest ?? null };
+}
 
 export interface QueueStats {
   close(): Promise<void>;
 }
 
 export function watchQueues(metrics: Metrics, config: Config): QueueStats {
-  const connection = new Redis(config.redisUrl, {
-    connectionName: `${config.queueName}:stats`,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    commandTimeout: 2000,
-    connectTimeout: 2000,
-    retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
-  });
+  const connection = createFailFastConnection(config.redisUrl, SCRAPE_DEADLINE_MS, `${config.queueName}:stats`);
   connection.on('error', () => undefined);
   const queues = {
     ingest: new Queue(config.queueName, { connection, prefix: config.queuePrefix }),
@@ -62,12 +73,15 @@ export function watchQueues(metrics: Metrics, config: Config): QueueStats {
   });
   /** Reads every figure first; the gauges change only once all are in, so a scrape never shows half of them. */
   const read = async () => {
-    const figures: { label: string; counts: Record<string, number>; oldestAge: number }[] = [];
+    const now = Date.now();
+    const figures: { label: string; counts: JobCounts; oldestAge: number }[] = [];
     for (const [label, queue] of Object.entries(queues)) {
-      const counts = await queue.getJobCounts(...STATES);
-      // Oldest first: ascending order, first job.
-      const [first] = await queue.getJobs(['wait'], 0, 0, true);
-      figures.push({ label, counts, oldestAge: first ? Math.max(0, (Date.now() - first.timestamp) / 1000) : 0 });
+      const { counts, oldestWaiting } = await readQueue(queue);
+      figures.push({
+        label,
+        counts,
+        oldestAge: oldestWaiting ? Math.max(0, (now - oldestWaiting.timestamp) / 1000) : 0,
+      });
     }
     return figures;
   };
@@ -92,8 +106,8 @@ export function watchQueues(metrics: Metrics, config: Config): QueueStats {
     deadLetters.reset();
     up.set(figures ? 1 : 0);
     for (const { label, counts, oldestAge } of figures ?? []) {
-      for (const state of STATES) jobs.set({ queue: label, state }, counts[state] ?? 0);
-      deadLetters.set({ queue: label }, counts.failed ?? 0);
+      for (const state of JOB_STATES) jobs.set({ queue: label, state }, counts[state]);
+      deadLetters.set({ queue: label }, counts.failed);
       oldest.set({ queue: label }, oldestAge);
     }
   });

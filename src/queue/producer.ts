@@ -16,7 +16,7 @@ import type { Config } from '../config/config.ts';
 import { EnqueueError } from '../errors.ts';
 import type { SpoolStatus } from '../spool/spool.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
-import { createProducerConnection, type DurabilityReport, inspectDurability } from './redis.ts';
+import { createFailFastConnection, type DurabilityReport, inspectDurability } from './redis.ts';
 
 export interface EnqueueResult {
   /** The job that holds this delivery: a new one, or the earlier one when `duplicate`. */
@@ -121,7 +121,7 @@ export class BullmqProducer implements Producer {
 
   constructor(private readonly opts: BullmqProducerOptions) {
     this.baseOpts = jobOptionsOf(opts);
-    this.client = createProducerConnection(opts.redisUrl, opts.timeoutMs, `${opts.queueName}:producer`);
+    this.client = createFailFastConnection(opts.redisUrl, opts.timeoutMs, `${opts.queueName}:producer`);
     this.client.on('error', (err: Error) => {
       this.lastError = err.message;
       opts.onError?.(err);

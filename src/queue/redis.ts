@@ -4,10 +4,11 @@
 import { Redis, type RedisOptions } from 'ioredis';
 
 /**
- * A connection for the listener's producer: it never queues commands while disconnected and never waits longer
- * than `commandTimeoutMs` for an answer, so a dead or frozen Redis cannot hang a webhook request.
+ * A connection that never queues commands while disconnected and never waits longer than `commandTimeoutMs` for an
+ * answer, so a dead or frozen Redis cannot hang what uses it: the listener's producer (a webhook request), the queue
+ * figures of a `/metrics` scrape.
  */
-export function createProducerConnection(url: string, commandTimeoutMs: number, name: string): Redis {
+export function createFailFastConnection(url: string, commandTimeoutMs: number, name: string): Redis {
   return new Redis(url, {
     connectionName: name,
     enableOfflineQueue: false,
