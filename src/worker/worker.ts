@@ -105,13 +105,9 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     latest = new LatestDeliveries(client, `${config.queuePrefix}:${name}`, ttlMs);
   }
   const recordJobOptions: JobsOptions = jobOptionsOf(config);
-  const metrics = options.registry ? workerMetrics(options.registry) : null;
+  const api = pipeline.sellsyApi;
+  const metrics = options.registry ? createWorkerMetrics(options.registry, api ? { sellsyApi: () => api } : {}) : null;
   const queueLabel = (stage: 'delivery' | 'record'): JobQueueLabel => (stage === 'record' ? 'records' : 'ingest');
-
-  function workerMetrics(registry: Registry) {
-    const api = pipeline.sellsyApi;
-    return createWorkerMetrics(registry, api ? { sellsyApi: () => api } : {});
-  }
   let stopping = false;
 
   const workerOptions = (name: string) => {

@@ -186,6 +186,27 @@ test('a RetryLaterError puts the job back without using an attempt', async () =>
   }
 });
 
+test('a RetryLaterError of 0 ms (Retry-After: 0) still uses no attempt (the delay Redis is given is at least 1 ms)', async () => {
+  let calls = 0;
+  const { listener, done } = await pair(
+    { JOB_BACKOFF_MS: '10', JOB_ATTEMPTS: '1' },
+    {},
+    {
+      '*': async () => {
+        calls++;
+        if (calls === 1) throw new RetryLaterError('429, Retry-After: 0', 0);
+      },
+    },
+  );
+  try {
+    const job = await settled(listener, await deliver(listener, recordBody('5b', 1)), 'completed');
+    assert.equal(calls, 2);
+    assert.equal(job.attemptsMade, 1, 'with one attempt allowed, the job still completed');
+  } finally {
+    await done();
+  }
+});
+
 test('an unparsed delivery with no "unknown" handler fails at once as a dead letter; with one, it is handled', async () => {
   const seen: unknown[] = [];
   const first = await pair({ JOB_ATTEMPTS: '5' }, {}, { '*': async () => undefined });

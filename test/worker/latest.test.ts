@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Redis } from 'ioredis';
+import { LatestDeliveries } from '../../src/worker/latest.ts';
+import { jobFixture } from '../helpers/jobs.ts';
+import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+
+let redis: RedisServer;
+let client: Redis;
+before(async () => {
+  redis = await startRedis();
+  client = redis.client();
+});
+after(async () => {
+  client?.disconnect();
+  await redis?.destroy();
+});
+
+test('the latest delivery of a record is the one received last, whatever order the offers come in', async () => {
+  const latest = new LatestDeliveries(client, 'test:order', 60_000);
+  const older = jobFixture(1, '2026-11-28T10:00:00.000Z');
+  const newer = jobFixture(2, '2026-11-28T10:00:01.000Z');
+  await latest.offer('929:invoice:7', 'invoice.updated', newer.data);
+  await latest.offer('929:invoice:7', 'invoice.step', older.data);
+  const got = await latest.get('929:invoice:7');
+  assert.equal(got?.name, 'invoice.updated');
+  assert.equal(got?.data.deliveryId, newer.data.deliveryId);
+  assert.equal(got?.done, false);
+  assert.equal(await latest.get('929:invoice:8'), null, 'another record has nothing stored');
+});
+
+test('a record is done once its latest delivery was handled, and not done again when a newer one arrives', async () => {
+  const latest = new LatestDeliveries(client, 'test:done', 60_000);
+  const first = jobFixture(3, '2026-11-28T10:00:00.000Z');
+  await latest.offer('r', 'invoice.step', first.data);
+  await latest.markDone('r', first.data.deliveryId);
+  assert.equal((await latest.get('r'))?.done, true);
+  const second = jobFixture(4, '2026-11-28T10:00:02.000Z');
+  await latest.offer('r', 'invoice.step', second.data);
+  assert.equal((await latest.get('r'))?.done, false);
+  const ttl = await client.pttl('test:done:latest:r');
+  assert.ok(ttl > 0 && ttl <= 60_000, `the hash expires (${ttl} ms left)`);
+});
