@@ -53,29 +53,31 @@
  * the same way, and each run's CPU use per process is reported so that contention is visible.
  */
 
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { Queue } from 'bullmq';
 import {
   baseEnv,
-  cpuSeconds,
+  busyPct,
+  CpuMeter,
   FLOOR_KEY,
   f,
   freePort,
   isRunning,
   type LatencySummary,
-  machineBusySeconds,
+  machineInfo,
   type PrivateRedis,
+  QUIET_PCT,
+  ROOT,
+  runOpenLoop,
   Samples,
   sellsyBody,
   sellsySignature,
-  setClockTicks,
   sleep,
   startPrivateRedis,
   stopChild,
@@ -85,12 +87,12 @@ import {
   track,
   WEBHOOK_PATH,
   waitForHttp200,
+  waitForQuiet,
 } from './lib.ts';
 import type { OpenLoopResult } from './open-loop.ts';
 import { pipelineOptionsFromEnv, runPipelineBenchmark } from './pipeline.ts';
 import { runFreezeBenchmark } from './redis-freeze.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const TARGETS = ['bare', 'floor', 'listener', 'listener-signed', 'naive'] as const;
 /** Measured unless --targets says otherwise. `naive` (the original design, a reference for the targets) is opt-in. */
 const DEFAULT_TARGETS = ['bare', 'floor', 'listener', 'listener-signed'];
@@ -175,38 +177,6 @@ function readOptions(): Options {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Foreign load
-
-/** Below this machine-wide CPU use (% of one core) while we are idle, the machine counts as quiet. */
-const QUIET_PCT = 25;
-
-async function busyPct(ms: number): Promise<number> {
-  const before = machineBusySeconds();
-  await sleep(ms);
-  return ((machineBusySeconds() - before) * 100_000) / ms;
-}
-
-/**
- * Waits (at most `maxS`) until the machine is quiet while nothing of ours runs: on a shared 2-core machine another
- * job (a test suite, a build) can halve a target's throughput and make the comparison meaningless.
- */
-async function waitForQuiet(maxS: number): Promise<{ ok: boolean; busy: number }> {
-  const deadline = Date.now() + maxS * 1000;
-  let announced = false;
-  for (;;) {
-    const busy = await busyPct(500);
-    if (busy < QUIET_PCT) {
-      if (announced) process.stderr.write(' quiet now\n');
-      return { ok: true, busy };
-    }
-    if (Date.now() > deadline) {
-      if (announced) process.stderr.write(' giving up\n');
-      return { ok: false, busy };
-    }
-    if (!announced)
-      process.stderr.write(`bench: machine busy (${busy.toFixed(0)}% of a core), waiting up to ${maxS} s ...`);
-    announced = true;
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Targets
@@ -297,38 +267,11 @@ async function startTarget(name: TargetName, redis: PrivateRedis): Promise<Targe
 // ---------------------------------------------------------------------------------------------------------------
 // Measurements
 
-interface Cpu {
-  /** % of one core over the measured window. */
-  server: number;
-  redis: number;
-  generator: number;
-  /**
-   * Everything else the machine did meanwhile (other processes, and kernel time not charged to ours, such as some
-   * loopback networking): a few % is normal; tens of % means the run was disturbed by foreign load.
-   */
-  other: number;
-}
-
-/** CPU used by server, Redis and generator, and by the rest of the machine, between construction and `read`. */
-class CpuMeter {
-  private readonly start: number[];
-  private readonly machineStart = machineBusySeconds();
-  private readonly t0 = performance.now();
-  constructor(
-    private readonly pids: { server: number | undefined; redis: number | undefined; generator?: number | undefined },
-  ) {
-    this.start = [pids.server, pids.redis, pids.generator].map(cpuSeconds);
-  }
-  read(generatorPct?: number): Cpu {
-    const wall = (performance.now() - this.t0) / 1000;
-    const [server = NaN, redis = NaN, generator = NaN] = [this.pids.server, this.pids.redis, this.pids.generator].map(
-      (pid, i) => ((cpuSeconds(pid) - (this.start[i] as number)) / wall) * 100,
-    );
-    const gen = generatorPct ?? generator;
-    const machine = ((machineBusySeconds() - this.machineStart) / wall) * 100;
-    return { server, redis, generator: gen, other: Math.max(0, machine - server - redis - gen) };
-  }
-}
+/**
+ * % of one core over the measured window, of the server, Redis and the generator; `other`: everything else the machine
+ * did meanwhile (a few % is normal; tens of % means the run was disturbed by foreign load).
+ */
+type Cpu = Record<'server' | 'redis' | 'generator' | 'other', number>;
 
 interface WriteCheck {
   /** 2xx answers counted by the check (minus `"queued":false` answers). */
@@ -466,51 +409,18 @@ async function fixedRate(target: Target, redis: PrivateRedis, opts: Options, idB
   // 2,000 req/s leaves the listener, which runs close to its capacity at that rate on 2 cores, a backlog of a few
   // hundred ms that takes 2–3 s to drain; that transient is not the steady state the window measures. It stays
   // visible in the result's `timeline` (atS < 0), and a backlog still present at the window start is warned about.
-  const openWarmupS = opts.openWarmupS;
-  const args = [
-    '--import',
-    'tsx',
-    join(ROOT, 'benchmarks/open-loop.ts'),
-    '--url',
-    target.url,
-    '--rate',
-    String(opts.rate),
-    '--duration',
-    String(opts.durationS),
-    '--warmup',
-    String(openWarmupS),
-    '--connections',
-    String(opts.openConnections),
-    '--id-base',
-    String(counter.next),
-  ];
-  const child = track(
-    spawn(process.execPath, args, {
-      cwd: ROOT,
-      env: { ...baseEnv(), ...(target.signKey ? { BENCH_SIGN_KEY: target.signKey } : {}) },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    }),
-  );
-  // CPU is measured from the start of the measured window (the generator says `@window` on stderr) until the
-  // generator prints its result, while /proc still knows it.
-  const newMeter = () => new CpuMeter({ server: target.pid, redis: redis.pid, generator: child.pid });
-  let meter: CpuMeter | null = openWarmupS === 0 ? newMeter() : null;
-  let cpu: Cpu | null = null;
-  let stdout = '';
-  child.stdout?.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-    if (cpu === null && meter !== null && stdout.includes('\n')) cpu = meter.read();
+  // CPU is measured from the start of the measured window until the generator prints its result.
+  const { result, cpu } = await runOpenLoop<Cpu>({
+    url: target.url,
+    rate: opts.rate,
+    durationS: opts.durationS,
+    warmupS: opts.openWarmupS,
+    connections: opts.openConnections,
+    idBase: counter.next,
+    env: { ...baseEnv(), ...(target.signKey ? { BENCH_SIGN_KEY: target.signKey } : {}) },
+    label: target.name,
+    meter: (generator) => new CpuMeter({ server: target.pid, redis: redis.pid, generator }),
   });
-  const stderr = tail(child.stderr);
-  child.stderr?.on('data', (chunk: Buffer) => {
-    if (meter === null && chunk.toString('utf8').includes('@window')) meter = newMeter();
-  });
-  const limitMs = (openWarmupS + opts.durationS + 40) * 1000;
-  const killer = setTimeout(() => child.kill('SIGKILL'), limitMs);
-  const code = await new Promise<number | null>((resolveExit) => child.once('exit', (c) => resolveExit(c)));
-  clearTimeout(killer);
-  if (code !== 0) throw new Error(`open-loop generator failed (exit ${code}) against ${target.name}:\n${stderr()}`);
-  const result = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as OpenLoopResult;
 
   const acknowledged = result.all.ok2xx - result.all.notQueued;
   const after = await stableWrites(target);
@@ -543,32 +453,6 @@ async function stableWrites(target: Target): Promise<number | null> {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Output
-
-function machine() {
-  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown';
-  let nproc = String(availableParallelism());
-  try {
-    nproc = execFileSync('nproc', { encoding: 'utf8' }).trim();
-  } catch {
-    // keep availableParallelism()
-  }
-  let commit = 'unknown';
-  let srcDirty = false;
-  try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-    srcDirty =
-      execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
-  } catch {
-    // not a git checkout
-  }
-  try {
-    setClockTicks(Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()));
-  } catch {
-    // assume 100
-  }
-  return { node: process.version, nproc, cpuModel: model, date: new Date().toISOString(), commit, srcDirty };
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -945,7 +829,7 @@ function runWarnings(m: Measurements, opts: Options): string[] {
 async function main(): Promise<void> {
   const startedAt = performance.now();
   const opts = readOptions();
-  const env = machine();
+  const env = machineInfo();
   // Read now, so that a bad BENCH_PIPELINE_* value fails before the long run rather than after it.
   const pipelineOpts = opts.pipeline ? pipelineOptionsFromEnv() : null;
   if (opts.build) {

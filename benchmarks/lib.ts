@@ -1,17 +1,22 @@
 /**
- * Shared helpers for the ingest benchmark: free ports, a private redis-server, child-process bookkeeping,
- * Sellsy-like request bodies, percentiles and per-process CPU time.
+ * Shared helpers of the benchmarks: free ports, a private redis-server, child-process bookkeeping, Sellsy-like
+ * request bodies, percentiles, per-process CPU time, waiting for a quiet machine, the open-loop generator as a child
+ * process, and the machine's description.
  *
  * Self-contained on purpose: benchmarks do not import test code, nor the service's source (the signature is
  * recomputed here, which also cross-checks the service's verification).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { freePort } from '../test/helpers/redis-server.ts';
+import type { OpenLoopResult } from './open-loop.ts';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 export { freePort };
 
@@ -313,4 +318,180 @@ export function table(header: string[], rows: string[][]): string {
   const line = (cells: string[]) =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] ?? 0) : c.padStart(widths[i] ?? 0))).join('  ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// CPU use over a window, a quiet machine, the machine's description
+
+/**
+ * CPU used between construction and `read`, in % of one core: by each named process, by each group of processes
+ * found when read (`groups`: pid → CPU seconds so far, e.g. every PostgreSQL backend), and by the rest of the
+ * machine (`other`: foreign load, kernel time charged to nobody; tens of % means a disturbed run).
+ */
+export class CpuMeter<K extends string, G extends string = never> {
+  private readonly t0 = performance.now();
+  private readonly machine0 = machineBusySeconds();
+  private readonly start: Record<string, number> = {};
+  private readonly groupStart: Record<string, Map<number, number>> = {};
+  constructor(
+    private readonly pids: Record<K, number | undefined>,
+    private readonly groups: Record<G, () => Map<number, number>> = {} as Record<G, () => Map<number, number>>,
+  ) {
+    for (const [name, pid] of Object.entries<number | undefined>(pids)) this.start[name] = cpuSeconds(pid);
+    for (const [name, sample] of Object.entries<() => Map<number, number>>(groups)) this.groupStart[name] = sample();
+  }
+  read(): Record<K | G | 'other', number> {
+    const wall = (performance.now() - this.t0) / 1000;
+    const use: Record<string, number> = {};
+    for (const [name, pid] of Object.entries<number | undefined>(this.pids)) {
+      use[name] = ((cpuSeconds(pid) - (this.start[name] as number)) / wall) * 100;
+    }
+    // Group members that started during the window count from 0; those that ended are missed.
+    for (const [name, sample] of Object.entries<() => Map<number, number>>(this.groups)) {
+      let seconds = 0;
+      for (const [pid, cpu] of sample()) seconds += cpu - (this.groupStart[name]?.get(pid) ?? 0);
+      use[name] = (seconds / wall) * 100;
+    }
+    const ours = Object.values(use)
+      .filter(Number.isFinite)
+      .reduce((a, b) => a + b, 0);
+    const machine = ((machineBusySeconds() - this.machine0) / wall) * 100;
+    return { ...use, other: Math.max(0, machine - ours) } as Record<K | G | 'other', number>;
+  }
+}
+
+/** Machine-wide CPU use over `ms`, in % of one core. */
+export async function busyPct(ms: number): Promise<number> {
+  const before = machineBusySeconds();
+  await sleep(ms);
+  return ((machineBusySeconds() - before) * 100_000) / ms;
+}
+
+/** Below this machine-wide CPU use (% of one core) while we are idle, the machine counts as quiet. */
+export const QUIET_PCT = 25;
+
+/**
+ * Waits (at most `maxS`) until the machine is quiet while nothing of ours runs: on a shared 2-core machine another
+ * job (a test suite, a build) can halve a target's throughput and make the comparison meaningless.
+ */
+export async function waitForQuiet(maxS: number): Promise<{ ok: boolean; busy: number }> {
+  const deadline = Date.now() + maxS * 1000;
+  let announced = false;
+  for (;;) {
+    const busy = await busyPct(500);
+    if (busy < QUIET_PCT) {
+      if (announced) process.stderr.write(' quiet now\n');
+      return { ok: true, busy };
+    }
+    if (Date.now() > deadline) {
+      if (announced) process.stderr.write(' giving up\n');
+      return { ok: false, busy };
+    }
+    if (!announced)
+      process.stderr.write(`bench: machine busy (${busy.toFixed(0)}% of a core), waiting up to ${maxS} s ...`);
+    announced = true;
+  }
+}
+
+/** Node, cores, CPU model, commit: printed with every result. Also reads the clock tick that cpuSeconds needs. */
+export function machineInfo() {
+  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown';
+  let nproc = String(availableParallelism());
+  try {
+    nproc = execFileSync('nproc', { encoding: 'utf8' }).trim();
+  } catch {
+    // keep availableParallelism()
+  }
+  let commit = 'unknown';
+  let srcDirty = false;
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
+    srcDirty =
+      execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+  } catch {
+    // not a git checkout
+  }
+  try {
+    setClockTicks(Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()));
+  } catch {
+    // assume 100
+  }
+  return { node: process.version, nproc, cpuModel: model, date: new Date().toISOString(), commit, srcDirty };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The open-loop generator (benchmarks/open-loop.ts) as a child process
+
+export interface OpenLoopRun<C> {
+  result: OpenLoopResult;
+  /** From `meter`: CPU over the measured window, from `@window` until the result (while /proc still knows it). */
+  cpu: C | null;
+}
+
+/**
+ * Runs benchmarks/open-loop.ts against `url` and returns its result. `onWindow` runs when its measured window starts
+ * (it says `@window` on stderr); `meter` is then built and read when the result is printed (at once with no warm-up).
+ */
+export async function runOpenLoop<C = never>(opts: {
+  url: string;
+  rate: number;
+  durationS: number;
+  warmupS: number;
+  idBase?: number;
+  connections?: number;
+  /** More arguments of open-loop.ts (`--timeout`, `--mark-from`, …). */
+  extraArgs?: string[];
+  env?: NodeJS.ProcessEnv;
+  /** Named in the error when the generator fails. */
+  label?: string;
+  /** Killed past this; default warm-up + duration + 40 s. */
+  limitS?: number;
+  onWindow?: () => void;
+  meter?: (generatorPid: number | undefined) => { read(): C };
+}): Promise<OpenLoopRun<C>> {
+  const args = [
+    '--import',
+    'tsx',
+    join(ROOT, 'benchmarks/open-loop.ts'),
+    '--url',
+    opts.url,
+    '--rate',
+    String(opts.rate),
+    '--duration',
+    String(opts.durationS),
+    '--warmup',
+    String(opts.warmupS),
+    ...(opts.connections === undefined ? [] : ['--connections', String(opts.connections)]),
+    ...(opts.idBase === undefined ? [] : ['--id-base', String(opts.idBase)]),
+    ...(opts.extraArgs ?? []),
+  ];
+  const child = track(
+    spawn(process.execPath, args, { cwd: ROOT, env: opts.env ?? baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] }),
+  );
+  let meter: { read(): C } | null = opts.meter && opts.warmupS === 0 ? opts.meter(child.pid) : null;
+  let cpu: C | null = null;
+  let stdout = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString('utf8');
+    if (cpu === null && meter !== null && stdout.includes('\n')) cpu = meter.read();
+  });
+  const stderr = tail(child.stderr);
+  let windowStarted = false;
+  child.stderr?.on('data', (chunk: Buffer) => {
+    if (windowStarted || !chunk.toString('utf8').includes('@window')) return;
+    windowStarted = true;
+    if (meter === null && opts.meter) meter = opts.meter(child.pid);
+    opts.onWindow?.();
+  });
+  const limitS = opts.limitS ?? opts.warmupS + opts.durationS + 40;
+  const killer = setTimeout(() => child.kill('SIGKILL'), limitS * 1000);
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  clearTimeout(killer);
+  if (code !== 0) {
+    throw new Error(
+      `open-loop generator failed (exit ${code})${opts.label ? ` against ${opts.label}` : ''}:\n${stderr()}`,
+    );
+  }
+  return { result: JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as OpenLoopResult, cpu };
 }

@@ -40,24 +40,27 @@
  * bench-results/pipeline-<timestamp>.json; exits 1 when a check fails.
  */
 
-import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { Pool } from 'undici';
 import {
   baseEnv,
+  CpuMeter,
   cpuSeconds,
   f,
   freePort,
   isRunning,
-  machineBusySeconds,
+  machineInfo,
+  QUIET_PCT,
+  ROOT,
+  runOpenLoop,
   sellsyBody,
-  setClockTicks,
   sleep,
   startPrivateRedis,
   stopChild,
@@ -66,10 +69,9 @@ import {
   track,
   WEBHOOK_PATH,
   waitForHttp200,
+  waitForQuiet,
 } from './lib.ts';
-import type { OpenLoopResult } from './open-loop.ts';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** The worker's connections to PostgreSQL carry this application_name (PGAPPNAME), so its pool size can be seen. */
 const workerAppName = (schema: string) => `${schema}-worker`;
 const WARMUP_EVENTS = 1000;
@@ -131,14 +133,7 @@ type Pids = Record<'listener' | 'worker' | 'redis' | 'generator', number | undef
  * and background writers: not only ours when something else uses that server); `other`, the rest of the machine
  * (foreign load, kernel time not charged to a process).
  */
-export interface CpuUse {
-  listener: number;
-  worker: number;
-  redis: number;
-  generator: number;
-  postgres: number;
-  other: number;
-}
+export type CpuUse = Record<'listener' | 'worker' | 'redis' | 'generator' | 'postgres' | 'other', number>;
 
 export interface Integrity {
   acknowledged: number;
@@ -236,59 +231,8 @@ function postgresCpu(): Map<number, number> {
   return byPid;
 }
 
-class CpuMeter {
-  private readonly t0 = performance.now();
-  private readonly machine0 = machineBusySeconds();
-  private readonly postgres0 = postgresCpu();
-  private readonly start: Record<keyof Pids, number>;
-  constructor(private readonly pids: Pids) {
-    this.start = {
-      listener: cpuSeconds(pids.listener),
-      worker: cpuSeconds(pids.worker),
-      redis: cpuSeconds(pids.redis),
-      generator: cpuSeconds(pids.generator),
-    };
-  }
-  read(): CpuUse {
-    const wall = (performance.now() - this.t0) / 1000;
-    const pct = (name: keyof Pids) => ((cpuSeconds(this.pids[name]) - this.start[name]) / wall) * 100;
-    const use = { listener: pct('listener'), worker: pct('worker'), redis: pct('redis'), generator: pct('generator') };
-    // Backends that started during the window count from 0; those that ended are missed (the pools keep theirs).
-    let postgresS = 0;
-    for (const [pid, cpu] of postgresCpu()) postgresS += cpu - (this.postgres0.get(pid) ?? 0);
-    const postgres = (postgresS / wall) * 100;
-    const machine = ((machineBusySeconds() - this.machine0) / wall) * 100;
-    const ours = [use.listener, use.worker, use.redis, use.generator, postgres]
-      .filter(Number.isFinite)
-      .reduce((a, b) => a + b, 0);
-    return { ...use, postgres, other: Math.max(0, machine - ours) };
-  }
-}
-
-async function busyPct(ms: number): Promise<number> {
-  const before = machineBusySeconds();
-  await sleep(ms);
-  return ((machineBusySeconds() - before) * 100_000) / ms;
-}
-
-/** Below this machine-wide CPU use (% of one core) while nothing of ours runs, the machine counts as quiet. */
-const QUIET_PCT = 25;
-
-/** Waits (at most `maxS`) for the machine to be quiet: another job on a 2-core machine changes every figure. */
-async function waitForQuiet(maxS: number): Promise<number> {
-  const deadline = Date.now() + maxS * 1000;
-  let announced = false;
-  for (;;) {
-    const busy = await busyPct(1000);
-    if (busy < QUIET_PCT || Date.now() > deadline) {
-      if (announced) process.stderr.write(busy < QUIET_PCT ? ' quiet now\n' : ' giving up\n');
-      return busy;
-    }
-    if (!announced)
-      process.stderr.write(`bench: machine busy (${busy.toFixed(0)}% of a core), waiting up to ${maxS} s ...`);
-    announced = true;
-  }
-}
+/** CPU of the processes of a phase, PostgreSQL's backends included. */
+const newMeter = (pids: Pids) => new CpuMeter(pids, { postgres: postgresCpu });
 
 // ---------------------------------------------------------------------------------------------------------------
 // PostgreSQL
@@ -508,51 +452,6 @@ async function post(url: string, from: number, n: number, connections: number, l
   return result;
 }
 
-/**
- * Phase 2's generator, benchmarks/open-loop.ts in its own process. CPU is measured over its measured window: from
- * `@window` on its stderr until it prints its result (while /proc still knows it).
- */
-async function openLoop(
-  url: string,
-  opts: PipelineOptions,
-  idBase: number,
-  pids: Context['pids'],
-): Promise<{ result: OpenLoopResult; cpu: CpuUse | null }> {
-  const args = [
-    '--import',
-    'tsx',
-    join(ROOT, 'benchmarks/open-loop.ts'),
-    '--url',
-    url,
-    '--rate',
-    String(opts.rate),
-    '--duration',
-    String(opts.seconds),
-    '--warmup',
-    String(OPEN_WARMUP_S),
-    '--id-base',
-    String(idBase),
-  ];
-  const child = track(spawn(process.execPath, args, { cwd: ROOT, env: baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] }));
-  let meter: CpuMeter | null = null;
-  let cpu: CpuUse | null = null;
-  let stdout = '';
-  child.stdout?.on('data', (chunk: Buffer) => {
-    stdout += chunk.toString('utf8');
-    if (cpu === null && meter !== null && stdout.includes('\n')) cpu = meter.read();
-  });
-  const stderr = tail(child.stderr);
-  child.stderr?.on('data', (chunk: Buffer) => {
-    if (meter === null && chunk.toString('utf8').includes('@window'))
-      meter = new CpuMeter({ ...pids, generator: child.pid });
-  });
-  const killer = setTimeout(() => child.kill('SIGKILL'), (OPEN_WARMUP_S + opts.seconds + 40) * 1000);
-  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-  clearTimeout(killer);
-  if (code !== 0) throw new Error(`open-loop generator failed (exit ${code}):\n${stderr()}`);
-  return { result: JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as OpenLoopResult, cpu };
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Phases
 
@@ -602,7 +501,7 @@ async function throughputPhase(
       await sleep(100);
     }
   })();
-  const meter = new CpuMeter(ctx.pids);
+  const meter = newMeter(ctx.pids);
   let posted: PostResult;
   let cpu: CpuUse;
   try {
@@ -686,7 +585,7 @@ async function directInsertPhase(ctx: Context, poolSize: number): Promise<Direct
     // Warm-up: connections opened, statement planned, JIT; then the table is emptied again.
     await insertAll(rows.slice(0, WARMUP_EVENTS));
     await db.query(`TRUNCATE ${direct}`);
-    const meter = new CpuMeter(ctx.pids);
+    const meter = newMeter(ctx.pids);
     await insertAll(rows);
     const cpu = meter.read();
     const s = await span(db, direct);
@@ -702,7 +601,15 @@ async function directInsertPhase(ctx: Context, poolSize: number): Promise<Direct
 async function latencyPhase(ctx: Context, from: number): Promise<LatencyResult> {
   const { db, opts, listenerUrl, worker } = ctx;
   const spooledBefore = await spooledSoFar(listenerUrl);
-  const { result, cpu } = await openLoop(listenerUrl, opts, from, ctx.pids);
+  // Phase 2's generator: CPU over its measured window.
+  const { result, cpu } = await runOpenLoop<CpuUse>({
+    url: listenerUrl,
+    rate: opts.rate,
+    durationS: opts.seconds,
+    warmupS: OPEN_WARMUP_S,
+    idBase: from,
+    meter: (generator) => newMeter({ ...ctx.pids, generator }),
+  });
   const acknowledged = result.all.ok2xx - result.all.notQueued;
   await waitForRows(db, db.events, acknowledged, opts.waitS, worker, 'phase 2 (fixed rate)');
   const firstMeasured = from + Math.round(opts.rate * OPEN_WARMUP_S);
@@ -754,7 +661,7 @@ export async function runPipelineBenchmark(
   opts: PipelineOptions,
 ): Promise<{ result: PipelineResult; report: string[] }> {
   if (!existsSync(join(ROOT, 'dist/src/cli.js'))) throw new Error('dist/src/cli.js is missing: run npm run build');
-  const busyBeforePct = await waitForQuiet(opts.quietWaitS);
+  const busyBeforePct = (await waitForQuiet(opts.quietWaitS)).busy;
   // Redis first: lib.ts's exit hook (SIGKILL to every child) is then installed before openDb's (DROP SCHEMA), and runs
   // first, so the schema is dropped after the worker is gone.
   const redis = await startPrivateRedis();
@@ -941,18 +848,6 @@ function report(r: PipelineResult): string[] {
 
 // ---------------------------------------------------------------------------------------------------------------
 
-function machine() {
-  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
-  const cpuModel = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1]?.trim() ?? 'unknown';
-  let commit = 'unknown';
-  try {
-    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-  } catch {
-    // not a git checkout
-  }
-  return { node: process.version, nproc: availableParallelism(), cpuModel, commit, date: new Date().toISOString() };
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { 'skip-build': { type: 'boolean' } } });
   const opts = pipelineOptionsFromEnv();
@@ -962,12 +857,7 @@ async function main(): Promise<void> {
     const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8' });
     if (build.status !== 0) throw new Error(`npm run build failed:\n${build.stdout}\n${build.stderr}`);
   }
-  try {
-    setClockTicks(Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()));
-  } catch {
-    // assume 100
-  }
-  const env = machine();
+  const env = machineInfo();
   const startedAt = performance.now();
   const { result, report: lines } = await runPipelineBenchmark(opts);
   const wallTimeS = (performance.now() - startedAt) / 1000;

@@ -22,8 +22,8 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import {
@@ -31,6 +31,8 @@ import {
   f,
   freePort,
   type LatencySummary,
+  ROOT,
+  runOpenLoop,
   sleep,
   startPrivateRedis,
   stopChild,
@@ -40,8 +42,6 @@ import {
   waitForHttp200,
 } from './lib.ts';
 import type { OpenLoopResult } from './open-loop.ts';
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
 export interface FreezeOptions {
   rate: number;
@@ -93,24 +93,18 @@ async function runOnce(target: FreezeRun['target'], round: number, opts: FreezeO
   try {
     await waitForHttp200(`${url}/readyz`, server, 20_000, () => `${target} stderr:\n${serverErr()}`);
     const windowS = opts.beforeS + opts.freezeS + opts.afterS;
-    const generator = track(
-      spawn(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          join(ROOT, 'benchmarks/open-loop.ts'),
-          '--url',
-          url,
-          '--rate',
-          String(opts.rate),
-          '--warmup',
-          '2',
-          '--duration',
-          String(windowS),
-          // Enough connections that the generator never queues requests itself while the naive server hangs.
-          '--connections',
-          String(Math.ceil(opts.rate * (opts.freezeS + 2))),
+    // Frozen from `beforeS` to `beforeS + freezeS` into the measured window.
+    const timers: NodeJS.Timeout[] = [];
+    let result: OpenLoopResult;
+    try {
+      ({ result } = await runOpenLoop({
+        url,
+        rate: opts.rate,
+        durationS: windowS,
+        warmupS: 2,
+        // Enough connections that the generator never queues requests itself while the naive server hangs.
+        connections: Math.ceil(opts.rate * (opts.freezeS + 2)),
+        extraArgs: [
           '--timeout',
           '60',
           '--mark-from',
@@ -118,33 +112,25 @@ async function runOnce(target: FreezeRun['target'], round: number, opts: FreezeO
           '--mark-to',
           String(opts.beforeS + opts.freezeS),
         ],
-        { cwd: ROOT, env: baseEnv(), stdio: ['pipe', 'pipe', 'pipe'] },
-      ),
-    );
-    const genErr = tail(generator.stderr);
-    let stdout = '';
-    generator.stdout?.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString('utf8');
-    });
-    const timers: NodeJS.Timeout[] = [];
-    generator.stderr?.on('data', (chunk: Buffer) => {
-      if (timers.length > 0 || !chunk.toString('utf8').includes('@window')) return;
-      timers.push(
-        setTimeout(() => redis.signal('SIGSTOP'), opts.beforeS * 1000),
-        setTimeout(
-          () => {
-            redis.signal('SIGCONT');
-            thawedAt = performance.now();
-          },
-          (opts.beforeS + opts.freezeS) * 1000,
-        ),
-      );
-    });
-    const code = await new Promise<number | null>((r) => generator.once('exit', (c) => r(c)));
-    for (const t of timers) clearTimeout(t);
-    redis.signal('SIGCONT');
-    if (code !== 0) throw new Error(`open-loop generator failed (exit ${code}) against ${target}:\n${genErr()}`);
-    const result = JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as OpenLoopResult;
+        label: target,
+        limitS: 2 + windowS + 120,
+        onWindow: () => {
+          timers.push(
+            setTimeout(() => redis.signal('SIGSTOP'), opts.beforeS * 1000),
+            setTimeout(
+              () => {
+                redis.signal('SIGCONT');
+                thawedAt = performance.now();
+              },
+              (opts.beforeS + opts.freezeS) * 1000,
+            ),
+          );
+        },
+      }));
+    } finally {
+      for (const t of timers) clearTimeout(t);
+      redis.signal('SIGCONT');
+    }
     const acknowledged = result.all.ok2xx - result.all.notQueued;
 
     // Wait until the jobs stop changing (the listener's spool drains in the background), at most 60 s.
