@@ -193,7 +193,13 @@ async function main(argv: string[]): Promise<void> {
   }
 
   closeWithGrace(
-    { delay: config.shutdownTimeoutMs, logger: { error: (m: string) => logger.error(m) } },
+    {
+      delay: config.shutdownTimeoutMs,
+      logger: { error: (m: string) => logger.error(m) },
+      // A fault is not a request to stop: an abort caught here (Node aborts on exit when its terminal is gone) would
+      // restart the graceful close in a loop, on a dead terminal, using a core. These end the process as usual.
+      skip: ['SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGSEGV'],
+    },
     async ({ signal, err }) => {
       if (err) logger.error({ err }, 'closing after an unexpected error');
       else logger.info({ signal }, 'shutting down: finishing in-flight requests and jobs');

@@ -165,3 +165,34 @@ test('log lines are readable on a terminal and JSON otherwise', async () => {
     .find((l) => l.msg === 'worker started');
   assert.equal(started?.level, 30);
 });
+
+test('a service whose terminal closes stops by itself (regression: it looped on the dead terminal, using a core)', async () => {
+  const env = { ...process.env, REDIS_URL: `redis://127.0.0.1:${await freePort()}`, LOG_LEVEL: 'info' };
+  const command = `${process.execPath} --import tsx src/cli.ts work`;
+  const terminal = spawn('script', ['-qec', command, '/dev/null'], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let text = '';
+  terminal.stdout.on('data', (chunk: Buffer) => {
+    text += chunk.toString('utf8');
+  });
+  await waitFor(() => text.includes('worker started'), 60_000, 'the worker started');
+  const pid = Number(/\((\d+)\)/.exec(stripVTControlCharacters(text))?.[1]);
+  assert.ok(pid > 0, 'the service logged its pid');
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  terminal.kill('SIGKILL'); // the terminal goes away: the service gets SIGHUP
+  try {
+    await waitFor(() => !alive(), 20_000, 'the service to stop');
+  } finally {
+    if (alive()) process.kill(pid, 'SIGKILL');
+  }
+});
