@@ -129,6 +129,11 @@ test('a job that exhausts its attempts stays in the failed set with its reason a
     const job = await settled(listener, await deliver(listener, recordBody('3', 1)), 'failed');
     assert.equal(job.attemptsMade, 3);
     assert.match(job.failedReason, /\[user invoice\.\*\] always down/);
+    // Kept as a dead letter for JOB_KEEP_FAILED_SECONDS (30 days), not evicted by a count; retried with jittered
+    // exponential backoff; completed jobs go after JOB_KEEP_COMPLETED_SECONDS (1 day).
+    assert.deepEqual(job.opts.removeOnFail, { age: 30 * 24 * 3600 });
+    assert.deepEqual(job.opts.removeOnComplete, { age: 24 * 3600 });
+    assert.deepEqual(job.opts.backoff, { type: 'exponential', delay: 10, jitter: 0.5 });
     assert.deepEqual(await listener.queue.getFailed().then((jobs) => jobs.map((j) => j.id)), [job.id]);
     await waitFor(
       () => worker.logs.some((l) => l.jobId === job.id && l.outcome === 'dead_letter'),
