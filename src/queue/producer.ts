@@ -303,6 +303,16 @@ export class BullmqProducer implements Producer {
   private readonly sendTurn = (queue: Queue): void => {
     const turn = this.turn;
     this.turn = [];
+    // ioredis writes each command to the socket on its own: one system call per delivery. Corked, the commands of
+    // the turn leave in one writev, and Redis reads them in one go. BullMQ sends each command a few promise steps
+    // after `add` is called: the uncork waits for the microtask queue to drain (a nextTick scheduled from a
+    // microtask runs once the queue is empty). Measured (npm run bench:cost, 50 concurrent deliveries): listener
+    // CPU per delivery 121 → 99 µs, Redis 56 → 44 µs.
+    const stream = turn.length > 1 ? this.client.stream : undefined;
+    if (stream) {
+      stream.cork();
+      void Promise.resolve().then(() => process.nextTick(() => stream.uncork()));
+    }
     for (const { name, data, opts, resolve, reject } of turn) {
       // Silence is counted from the first write Redis did not answer: a write sent while Redis is silent does not
       // make it look alive.
