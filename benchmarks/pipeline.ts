@@ -34,7 +34,9 @@
  * BENCH_PIPELINE_RATE (500 deliveries/s), BENCH_PIPELINE_SECONDS (10), BENCH_WORKER_CONCURRENCY (50),
  * BENCH_PIPELINE_WAIT (120 s: at most, for the rows of a phase), BENCH_QUIET_WAIT (120 s: at most, before starting,
  * for foreign CPU load to drop below 25% of a core), BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/test),
- * BENCH_SKIP_BUILD=1 or --skip-build (dist/ is built anyway if missing).
+ * BENCH_SKIP_BUILD=1 or --skip-build (dist/ is built anyway if missing), BENCH_PIPELINE_MODE (`split`: the listener and
+ * the worker as two processes, `listen` and `work`, as the README advises for production; `start`: both in one
+ * process, `sellsy-webhooks start`, what `npm start` runs — its CPU is then reported as the listener's).
  * A default run takes about a minute (plus the build and any wait for a quiet machine). Prints tables and each
  * phase's CPU use per process (PostgreSQL's included; `other` shows foreign load); writes
  * bench-results/pipeline-<timestamp>.json; exits 1 when a check fails.
@@ -91,6 +93,8 @@ export interface PipelineOptions {
   /** Seconds to wait at most, before starting, for foreign load to drop below QUIET_PCT. */
   quietWaitS: number;
   databaseUrl: string;
+  /** `split`: `listen` and `work`, two processes; `start`: one process running both. */
+  mode: 'split' | 'start';
 }
 
 export function pipelineOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): PipelineOptions {
@@ -110,7 +114,10 @@ export function pipelineOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Pi
   // The benchmark creates and drops a schema and loads the server: never anywhere but this machine.
   if (!['127.0.0.1', 'localhost', '[::1]'].includes(host))
     throw new Error(`BENCH_DATABASE_URL must point to 127.0.0.1 (got host "${host}")`);
+  const mode = env.BENCH_PIPELINE_MODE || 'split';
+  if (mode !== 'split' && mode !== 'start') throw new Error(`BENCH_PIPELINE_MODE must be split or start (got ${mode})`);
   return {
+    mode,
     events: Math.round(num('BENCH_PIPELINE_EVENTS', 20_000, 1)),
     connections: Math.round(num('BENCH_PIPELINE_CONNECTIONS', 50, 1)),
     rate: num('BENCH_PIPELINE_RATE', 500, 1),
@@ -379,9 +386,9 @@ interface Service {
   output(): string;
 }
 
-function startService(command: 'listen' | 'work', env: NodeJS.ProcessEnv): Service {
+function startService(command: 'listen' | 'work' | 'start', env: NodeJS.ProcessEnv): Service {
   // The listener logs one line per delivery at info (as in production): its stdout is discarded. The worker runs
-  // at warn, so its few lines are kept for error messages.
+  // at warn, so its few lines are kept for error messages. `start` logs both at info, discarded.
   const child = track(
     spawn(process.execPath, [join(ROOT, 'dist/src/cli.js'), command], {
       cwd: ROOT,
@@ -685,19 +692,27 @@ export async function runPipelineBenchmark(
     const queueName = `bench-pipeline-${randomBytes(4).toString('hex')}`;
     const common = { ...baseEnv(), REDIS_URL: redis.url, QUEUE_NAME: queueName };
 
-    process.stderr.write(`bench: pipeline, schema ${db.schema}: starting the worker and the listener\n`);
-    worker = startService('work', {
-      ...common,
+    const workerEnv = {
       DATABASE_URL: opts.databaseUrl,
       DATABASE_SCHEMA: db.schema,
       WORKER_CONCURRENCY: String(opts.workerConcurrency),
-      LOG_LEVEL: 'warn',
       PGAPPNAME: workerAppName(db.schema),
-    });
-    await waitForTable(db, worker, 20_000);
+    };
     const port = await freePort();
     const listenerUrl = `http://127.0.0.1:${port}`;
-    listener = startService('listen', { ...common, PORT: String(port), HOST: '127.0.0.1', SPOOL_DIR: spoolDir });
+    const listenerEnv = { PORT: String(port), HOST: '127.0.0.1', SPOOL_DIR: spoolDir };
+    if (opts.mode === 'start') {
+      process.stderr.write(
+        `bench: pipeline, schema ${db.schema}: starting the service (listener and worker, one process)\n`,
+      );
+      worker = listener = startService('start', { ...common, ...workerEnv, ...listenerEnv });
+      await waitForTable(db, worker, 20_000);
+    } else {
+      process.stderr.write(`bench: pipeline, schema ${db.schema}: starting the worker and the listener\n`);
+      worker = startService('work', { ...common, ...workerEnv, LOG_LEVEL: 'warn' });
+      await waitForTable(db, worker, 20_000);
+      listener = startService('listen', { ...common, ...listenerEnv });
+    }
     const started = listener;
     await waitForHttp200(`${listenerUrl}/readyz`, started.child, 20_000, () => `listener:\n${started.output()}`);
     const ctx: Context = {
@@ -705,7 +720,13 @@ export async function runPipelineBenchmark(
       db,
       listenerUrl,
       worker,
-      pids: { listener: listener.child.pid, worker: worker.child.pid, redis: redis.pid, generator: process.pid },
+      pids: {
+        listener: listener.child.pid,
+        // With `start`, one process: its CPU is counted once, as the listener's.
+        worker: worker === listener ? undefined : worker.child.pid,
+        redis: redis.pid,
+        generator: process.pid,
+      },
     };
 
     process.stderr.write(`bench: pipeline warm-up, ${WARMUP_EVENTS} deliveries\n`);
@@ -744,7 +765,7 @@ export async function runPipelineBenchmark(
     return { result, report: report(result) };
   } finally {
     if (listener) await stopChild(listener.child, 5000);
-    if (worker) await stopChild(worker.child, 5000);
+    if (worker && worker !== listener) await stopChild(worker.child, 5000);
     await redis.destroy();
     // On failure the exit hook tries again.
     await db.drop().catch((err: unknown) => process.stderr.write(`bench: DROP SCHEMA ${db.schema}: ${err}\n`));
@@ -775,6 +796,7 @@ function report(r: PipelineResult): string[] {
   const disturbed = phases.filter(([, c]) => c.other > QUIET_PCT);
   return [
     `Pipeline: listener → Redis → worker (WORKER_CONCURRENCY ${o.workerConcurrency}) → postgres handler (pool of ${t.workerPoolSize} seen); ` +
+      `${o.mode === 'start' ? 'listener and worker in one process (start)' : 'listener and worker as two processes (listen, work)'}; ` +
       `PostgreSQL ${r.postgresVersion} (synchronous_commit ${r.synchronousCommit}), redis ${r.redisVersion}, ` +
       `machine busy before start ${f(r.busyBeforePct, 0)}% of a core`,
     `Throughput: ${o.events} unique deliveries posted ${o.connections} at a time (undici, this process), until every one was a row`,
