@@ -5,8 +5,8 @@
  */
 import { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
+import { recordQueueName } from '../queue/records.ts';
 import { redactUrl } from '../redact.ts';
-import { recordQueueName } from '../worker/worker.ts';
 
 /**
  * Connects with a deadline covering the TCP connection and Redis's first answer (a Redis that accepts the connection

@@ -9,9 +9,8 @@ import { parseArgs } from 'node:util';
 import { type Job, Queue } from 'bullmq';
 import type { Config } from '../config/config.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
-import { jobOptionsOf } from '../queue/producer.ts';
+import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { isPattern, matches } from '../worker/handler.ts';
-import { recordKeyOf, recordQueueName } from '../worker/worker.ts';
 import { connectOrFail } from './operator.ts';
 
 export const REPLAY_USAGE =
@@ -138,10 +137,10 @@ export async function replay(
 async function requeueRecordJob(config: Config, records: Queue<WebhookJobData>, job: Job<WebhookJobData>) {
   const record = recordKeyOf(job.data);
   if ((await job.getState()) !== 'failed') throw new Error('no longer a dead letter');
-  await records.add(job.name, job.data, {
-    ...jobOptionsOf(config),
-    jobId: `${job.data.deliveryId}-replay-${Date.now()}`,
-    ...(record === null ? {} : { deduplication: { id: record, keepLastIfActive: true } }),
-  });
+  await records.add(
+    job.name,
+    job.data,
+    recordJobOptions(config, record, `${job.data.deliveryId}-replay-${Date.now()}`),
+  );
   await job.remove();
 }

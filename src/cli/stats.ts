@@ -18,9 +18,9 @@ import { type Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { readQueue } from '../metrics/queue-stats.ts';
+import { recordQueueName } from '../queue/records.ts';
 import { redactUrl } from '../redact.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/spool.ts';
-import { recordQueueName } from '../worker/worker.ts';
 import { connectOrFail, formatAge, formatBytes, oneLine, recordQueueInUse, scrubbing } from './operator.ts';
 
 export interface StatsOptions {

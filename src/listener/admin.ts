@@ -26,7 +26,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
-import { recordQueueName } from '../worker/worker.ts';
+import { recordQueueName } from '../queue/records.ts';
 
 export interface AdminDeps {
   config: Config;

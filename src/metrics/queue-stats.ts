@@ -9,8 +9,8 @@
 import { type Job, Queue } from 'bullmq';
 import { Gauge } from 'prom-client';
 import type { Config } from '../config/config.ts';
+import { recordQueueName } from '../queue/records.ts';
 import { createFailFastConnection } from '../queue/redis.ts';
-import { recordQueueName } from '../worker/worker.ts';
 import type { Metrics } from './metrics.ts';
 
 /** A scrape waits this long at most for the queue figures. */

@@ -17,8 +17,7 @@
  * Shutdown: `close()` lets active jobs finish; past `SHUTDOWN_TIMEOUT_MS` minus a margin it aborts their signal and
  * hands them back to the queue (no attempt used), so another worker takes them at once.
  */
-import { hash } from 'node:crypto';
-import { type Job, type JobsOptions, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
+import { type Job, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
@@ -27,7 +26,7 @@ import { HttpErrors } from '../errors.ts';
 import { checkSignature } from '../listener/verify.ts';
 import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
 import { rawBytesOf, type WebhookJobData } from '../queue/contract.ts';
-import { jobOptionsOf } from '../queue/producer.ts';
+import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { createWorkerConnection } from '../queue/redis.ts';
 import { parseDelivery } from '../sellsy/payload.ts';
 import { type HandlerContext, handlersFor, PermanentError, type Registration, RetryLaterError } from './handler.ts';
@@ -62,16 +61,6 @@ function attributed(err: unknown, label: string): unknown {
   return out;
 }
 
-export const recordQueueName = (queueName: string): string => `${queueName}-records`;
-
-/** The record a delivery is about, or null (unparsed, or no related id). */
-export function recordKeyOf(data: WebhookJobData): string | null {
-  const e = data.event;
-  if (!e?.relatedType || !e.relatedId) return null;
-  const key = `${data.account ?? ''}:${e.relatedType}:${e.relatedId}`;
-  return key.length <= 200 ? key : hash('sha256', key, 'hex');
-}
-
 /** Deferred signature mode: the check the listener left to the worker. Throws PermanentError when it fails. */
 export function verifyDeferredSignature(config: Config, data: WebhookJobData): void {
   if (data.signature.status !== 'unchecked') return;
@@ -104,7 +93,6 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     const ttlMs = Math.max(config.jobs.keepFailedSeconds, 24 * 3600) * 1000;
     latest = new LatestDeliveries(client, `${config.queuePrefix}:${name}`, ttlMs);
   }
-  const recordJobOptions: JobsOptions = jobOptionsOf(config);
   const api = pipeline.sellsyApi;
   const metrics = options.registry ? createWorkerMetrics(options.registry, api ? { sellsyApi: () => api } : {}) : null;
   const queueLabel = (stage: 'delivery' | 'record'): JobQueueLabel => (stage === 'record' ? 'records' : 'ingest');
@@ -216,11 +204,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     await run(chain, contextOf(job.name, job.data, job, signal));
     if (record !== null && recordQueue && latest) {
       await latest.offer(record, job.name, job.data);
-      await recordQueue.add(job.name, job.data, {
-        ...recordJobOptions,
-        jobId: job.data.deliveryId,
-        deduplication: { id: record, keepLastIfActive: true },
-      });
+      await recordQueue.add(job.name, job.data, recordJobOptions(config, record, job.data.deliveryId));
       return 'completed: record job queued';
     }
     return 'completed';

@@ -5,7 +5,7 @@ import { type Job, Queue, Worker } from 'bullmq';
 import { type StatsReport, stats } from '../../src/cli/stats.ts';
 import { type Config, loadConfig } from '../../src/config/config.ts';
 import { jobOptionsOf } from '../../src/queue/producer.ts';
-import { recordQueueName } from '../../src/worker/worker.ts';
+import { recordQueueName } from '../../src/queue/records.ts';
 import { tempSpoolDir, waitFor } from '../helpers/cli.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';

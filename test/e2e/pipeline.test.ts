@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
-import { recordQueueName } from '../../src/worker/worker.ts';
+import { recordQueueName } from '../../src/queue/records.ts';
 import { runCli, spawnCli, waitFor } from '../helpers/cli.ts';
 import { startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Queue } from 'bullmq';
-import { recordQueueName } from '../../src/worker/worker.ts';
+import { recordQueueName } from '../../src/queue/records.ts';
 import { waitFor } from '../helpers/cli.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
