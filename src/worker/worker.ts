@@ -190,13 +190,19 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     };
   }
 
+  // The chains, in the order they run. `postgres` before `sellsy-fetch`: a delivery is stored even when its object
+  // cannot be fetched. A delivery with a record (RECORD_ORDER=latest) runs only `store` here; the rest runs on the
+  // record stage.
+  const recordChain = [...pipeline.fetch, ...pipeline.handlers];
+  const fullChain = [...pipeline.store, ...recordChain];
+  // An `unknown` job has no record: it always meets the full chain.
+  const unknownHandled = handlersFor(fullChain, 'unknown').length > 0;
+
   const deliveryStage = processor('delivery', async (job, signal) => {
     verifyDeferredSignature(config, job.data);
     const record = recordQueue ? recordKeyOf(job.data) : null;
-    const { fetch, store, handlers } = pipeline;
-    // `postgres` before `sellsy-fetch`: a delivery is stored even when its object cannot be fetched.
-    const chain = record === null ? [...store, ...fetch, ...handlers] : store;
-    if (job.name === 'unknown' && handlersFor(chain, 'unknown').length === 0) {
+    const chain = record === null ? fullChain : pipeline.store;
+    if (job.name === 'unknown' && !unknownHandled) {
       throw new UnrecoverableError(
         `not a Sellsy event (${job.data.parseProblem ?? 'no relatedtype/event'}) and no handler for "unknown": kept as a dead letter`,
       );
@@ -215,7 +221,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     const newest = record !== null && latest ? await latest.get(record) : null;
     if (newest?.done) return 'completed: the latest delivery of this record was already handled';
     const ctx = contextOf(newest?.name ?? job.name, newest?.data ?? job.data, job, signal);
-    await run([...pipeline.fetch, ...pipeline.handlers], ctx);
+    await run(recordChain, ctx);
     if (record !== null && latest) await latest.markDone(record, ctx.deliveryId);
     return ctx.deliveryId === job.data.deliveryId
       ? 'completed'
@@ -275,7 +281,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       queue: config.queueName,
       recordQueue: recordQueue?.name ?? null,
       concurrency: config.worker.concurrency,
-      handlers: [...pipeline.fetch, ...pipeline.store, ...pipeline.handlers].map((r) => `${r.source}:${r.pattern}`),
+      handlers: fullChain.map((r) => `${r.source}:${r.pattern}`),
     },
     'worker started',
   );
