@@ -25,7 +25,7 @@ import { type Config, signatureEnabled } from '../config/config.ts';
 import { recordQueueName } from '../queue/records.ts';
 import { inspectDurability } from '../queue/redis.ts';
 import { redactUrl } from '../redact.ts';
-import { SellsyApi } from '../sellsy/api.ts';
+import { SellsyApi, statusOf } from '../sellsy/api.ts';
 import { inspectSpool } from '../spool/spool.ts';
 import { PermanentError, RetryLaterError } from '../worker/handler.ts';
 import { connectOrFail, formatAge, formatBytes, oneLine, recordQueueInUse, scrubbing } from './operator.ts';
@@ -634,8 +634,7 @@ async function sellsyCheck(sellsy: NonNullable<Config['sellsyApi']>): Promise<Ch
         ),
       ];
     }
-    // The API call's status, from the message SellsyApi documents (`… answered <status>…`).
-    const status = Number(/ answered (\d{3})/.exec(message)?.[1] ?? 0);
+    const status = statusOf(err);
     if (status === 404) {
       return [ok('sellsy api', 'client credentials accepted: a token was issued and the API answered a test look-up')];
     }

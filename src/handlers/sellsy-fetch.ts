@@ -5,10 +5,11 @@
  * - `deleted` events: nothing left to fetch; `object` stays undefined.
  * - a related type without a look-up by id, or an event without `relatedtype`/`relatedid`: `object` stays undefined.
  * - an unparsed delivery (event null): `PermanentError`, as there is nothing to look up.
- * - a `relatedid` that is not a plain id: `PermanentError` (it would otherwise be put in a URL path).
+ * - a `relatedid` that is not a plain id: `PermanentError` from `SellsyApi.getObject`, before any request (it would
+ *   otherwise be put in a URL path).
  * API failures propagate as the client raises them (see `src/sellsy/api.ts`).
  */
-import { collectionOf, objectPath, type SellsyApi } from '../sellsy/api.ts';
+import { collectionOf, type SellsyApi } from '../sellsy/api.ts';
 import { type Handler, PermanentError } from '../worker/handler.ts';
 
 export function createSellsyFetchHandler(api: SellsyApi): Handler {
@@ -26,9 +27,6 @@ export function createSellsyFetchHandler(api: SellsyApi): Handler {
     if (collectionOf(relatedType) === null) {
       context.log.debug({ relatedType, relatedId }, 'sellsy-fetch: no API look-up for this related type');
       return;
-    }
-    if (objectPath(relatedType, relatedId) === null) {
-      throw new PermanentError(`sellsy-fetch: relatedid ${JSON.stringify(relatedId.slice(0, 80))} is not a valid id`);
     }
     context.object = await api.getObject(relatedType, relatedId, { signal: context.signal });
   };

@@ -69,15 +69,24 @@ export function collectionOf(relatedType: string): string | null {
   return COLLECTIONS.get(relatedType.toLowerCase()) ?? null;
 }
 
-/** Whether `id` can be put in a look-up path as is. */
-export function isSafeId(id: string): boolean {
-  return SAFE_ID.test(id);
+/**
+ * The error of a failed answer: permanent for a 4xx (the same request would fail again), retried for a 5xx. It
+ * carries the HTTP status (`statusOf`) for callers that tell answers apart.
+ */
+function answerError(status: number, message: string): Error {
+  return Object.assign(status < 500 ? new PermanentError(message) : new Error(message), { status });
+}
+
+/** The HTTP status Sellsy answered, on an error of this client; null for any other failure (network, timeout…). */
+export function statusOf(err: unknown): number | null {
+  const status = (err as { status?: unknown } | null)?.status;
+  return typeof status === 'number' ? status : null;
 }
 
 /** The API path of an object (`/invoices/42`); null for a type without a look-up or an id unsafe in a path. */
 export function objectPath(relatedType: string, id: string): string | null {
   const collection = collectionOf(relatedType);
-  if (collection === null || !isSafeId(id)) return null;
+  if (collection === null || !SAFE_ID.test(id)) return null;
   return `/${collection}/${id}`;
 }
 
@@ -172,20 +181,21 @@ export class SellsyApi {
     return response;
   }
 
+  /** A 429: counted, and the wait Sellsy asks for (Retry-After, quota headers) carried by the error. */
+  async #rateLimited(what: string, response: Response): Promise<RetryLaterError> {
+    this.rateLimited++;
+    await response.body?.cancel();
+    const delayMs = this.#retryDelay(response.headers);
+    return new RetryLaterError(`${what} answered 429 (rate limited); retry in ${delayMs} ms`, delayMs);
+  }
+
   /** Turns an answer other than 401 into its JSON body or the error the worker expects. */
   async #read<T>(method: string, path: string, response: Response): Promise<T> {
     const what = `Sellsy API ${method} ${path}`;
-    if (response.status === 429) {
-      this.rateLimited++;
-      await response.body?.cancel();
-      const delayMs = this.#retryDelay(response.headers);
-      throw new RetryLaterError(`${what} answered 429 (rate limited); retry in ${delayMs} ms`, delayMs);
-    }
+    if (response.status === 429) throw await this.#rateLimited(what, response);
     if (response.status >= 400) {
       const detail = await this.#errorDetail(response);
-      const message = `${what} answered ${response.status}${detail}`;
-      if (response.status < 500) throw new PermanentError(message);
-      throw new Error(message);
+      throw answerError(response.status, `${what} answered ${response.status}${detail}`);
     }
     let text: string;
     try {
@@ -264,21 +274,16 @@ export class SellsyApi {
       body: JSON.stringify({ grant_type: 'client_credentials', client_id: clientId, client_secret: clientSecret }),
       signal: AbortSignal.timeout(this.#options.timeoutMs),
     });
-    if (response.status === 429) {
-      this.rateLimited++;
-      await response.body?.cancel();
-      const delayMs = this.#retryDelay(response.headers);
-      throw new RetryLaterError(`Sellsy token endpoint answered 429 (rate limited); retry in ${delayMs} ms`, delayMs);
-    }
+    if (response.status === 429) throw await this.#rateLimited('Sellsy token endpoint', response);
     if (response.status >= 400) {
       const detail = await this.#errorDetail(response);
-      if (response.status < 500) {
-        throw new PermanentError(
-          `Sellsy rejected the client credentials (token endpoint answered ${response.status}${detail}); ` +
-            'check SELLSY_CLIENT_ID and SELLSY_CLIENT_SECRET',
-        );
-      }
-      throw new Error(`Sellsy token endpoint answered ${response.status}${detail}`);
+      throw answerError(
+        response.status,
+        response.status < 500
+          ? `Sellsy rejected the client credentials (token endpoint answered ${response.status}${detail}); ` +
+              'check SELLSY_CLIENT_ID and SELLSY_CLIENT_SECRET'
+          : `Sellsy token endpoint answered ${response.status}${detail}`,
+      );
     }
     let parsed: { access_token?: unknown; expires_in?: unknown };
     try {

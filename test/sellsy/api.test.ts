@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
-import { objectPath, SellsyApi, type SellsyApiOptions } from '../../src/sellsy/api.ts';
+import { objectPath, SellsyApi, type SellsyApiOptions, statusOf } from '../../src/sellsy/api.ts';
 import { PermanentError, RetryLaterError } from '../../src/worker/handler.ts';
 import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 
@@ -200,6 +200,7 @@ test('a 404 is a PermanentError naming the status, the path and Sellsy’s error
     assert.ok(err instanceof PermanentError);
     assert.match(err.message, /GET \/invoices\/404404 answered 404/);
     assert.match(err.message, /"invoices 404404 not found", code 404/);
+    assert.equal(statusOf(err), 404);
     return true;
   });
 });
@@ -208,7 +209,10 @@ test('a 402 plan limit and a 403 missing scope are PermanentErrors', async () =>
   const api = new SellsyApi(options());
   for (const status of [402, 403]) {
     fake.failNext(1, status);
-    await assert.rejects(api.getObject('invoice', '42'), PermanentError);
+    await assert.rejects(
+      api.getObject('invoice', '42'),
+      (err: unknown) => err instanceof PermanentError && statusOf(err) === status,
+    );
   }
 });
 
@@ -220,6 +224,7 @@ test('a 500 is an ordinary error, retried by the worker', async () => {
     assert.ok(!(err instanceof PermanentError));
     assert.ok(!(err instanceof RetryLaterError));
     assert.match(err.message, /answered 500/);
+    assert.equal(statusOf(err), 500);
     return true;
   });
 });
@@ -232,6 +237,7 @@ test('a call slower than timeoutMs is an ordinary error', async () => {
     assert.ok(err instanceof Error);
     assert.ok(!(err instanceof PermanentError));
     assert.match(err.message, /timed out after 100 ms/);
+    assert.equal(statusOf(err), null, 'no answer, no status');
     return true;
   });
 });
