@@ -37,9 +37,9 @@ Commands:
             PostgreSQL, the Sellsy API credentials and FORWARD_URL; ok/warn/fail with the fix; exit 1 on a fail
   stats [--json]
             one screen: jobs by state, throughput of the last 1/5/15 minutes, oldest waiting, dead letters, spool
-  sellsy connect --url https://HOST/webhook/sellsy [--events client.created,invoice.*] [--name NAME]
+  sellsy connect --url https://HOST/webhook/sellsy [--events client.created,invoice.*] [--name NAME] [--sign-key KEY]
             creates or updates (matched by endpoint) the webhook in Sellsy through API v2, JSON bodies, a fresh
-            sign key (printed: put it in SELLSY_SIGN_KEY), all events unless --events
+            sign key (printed: put it in SELLSY_SIGN_KEY) unless --sign-key, all events unless --events
   sellsy status [--url URL]
             Sellsy's view of its webhooks: enabled, events, failures, last failure and success
   help      this text
@@ -119,12 +119,12 @@ function oneShot(command: string, args: string[]): ((config: Config) => Promise<
       if (args[0] === 'connect') {
         const parsed = parseConnectArgs(args.slice(1));
         if (typeof parsed === 'string') return parsed;
-        return (config) => sellsyConnect(config, args.slice(1), out, err);
+        return (config) => sellsyConnect(config, parsed, out, err);
       }
       if (args[0] === 'status') {
         const parsed = parseStatusArgs(args.slice(1));
         if (typeof parsed === 'string') return parsed;
-        return (config) => sellsyStatus(config, out, { url: parsed.url, err });
+        return (config) => sellsyStatus(config, parsed, out, err);
       }
       return `unknown sellsy command "${args[0] ?? ''}": use "sellsy connect" or "sellsy status"`;
     default:
@@ -154,17 +154,8 @@ async function main(argv: string[]): Promise<void> {
     return;
   }
 
-  let config: Config;
-  try {
-    config = loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`sellsy-webhooks: ${err.message}\n`);
-      process.exitCode = 78;
-      return;
-    }
-    throw err;
-  }
+  // A ConfigError ends the process with 78 (the catch at the end of this file).
+  const config = loadConfig();
   if (once) {
     process.exitCode = await once(config);
     return;

@@ -3,6 +3,7 @@
  * Redis forever, addresses shown with their password masked, and an output writer that never lets a configured
  * secret through (defence in depth: messages from Redis, PostgreSQL or an HTTP server could echo one).
  */
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { recordQueueName } from '../queue/records.ts';
@@ -108,4 +109,21 @@ export async function recordQueueInUse(config: Config, client: Redis): Promise<b
 export function oneLine(text: string, max = 160): string {
   const line = text.replace(/\s*[\r\n]+\s*/g, ' ').trim();
   return line.length <= max ? line : `${line.slice(0, max - 1)}…`;
+}
+
+type FlagOptions = NonNullable<ParseArgsConfig['options']>;
+type Flags<O extends FlagOptions> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>
+>['values'];
+
+/**
+ * An operator command's flags (node:util `parseArgs`: strict, no positional arguments): their values, or the
+ * usage error to print (parseArgs' message, then `usage`).
+ */
+export function parseFlags<const O extends FlagOptions>(args: string[], options: O, usage: string): Flags<O> | string {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    return `${(err as Error).message}\n${usage}`;
+  }
 }

@@ -5,13 +5,12 @@
  * `--since`/`--until` (ISO 8601) bound the time the job failed. `--dry-run` lists what it would replay.
  * Exit codes: 0 done (even when nothing matched), 1 Redis unreachable, 2 usage error.
  */
-import { parseArgs } from 'node:util';
 import { type Job, Queue } from 'bullmq';
 import type { Config } from '../config/config.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { isPattern, matches } from '../worker/handler.ts';
-import { connectOrFail } from './operator.ts';
+import { connectOrFail, parseFlags } from './operator.ts';
 
 export const REPLAY_USAGE =
   'Usage: sellsy-webhooks replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]';
@@ -25,23 +24,18 @@ export interface ReplayFilter {
 
 /** Parses the arguments; a string is a usage error to print. */
 export function parseReplayArgs(args: string[]): { filter: ReplayFilter; dryRun: boolean } | string {
-  let values: { id?: string[]; name?: string; since?: string; until?: string; 'dry-run'?: boolean };
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        id: { type: 'string', multiple: true },
-        name: { type: 'string' },
-        since: { type: 'string' },
-        until: { type: 'string' },
-        'dry-run': { type: 'boolean' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    return `${(err as Error).message}\n${REPLAY_USAGE}`;
-  }
+  const values = parseFlags(
+    args,
+    {
+      id: { type: 'string', multiple: true },
+      name: { type: 'string' },
+      since: { type: 'string' },
+      until: { type: 'string' },
+      'dry-run': { type: 'boolean' },
+    },
+    REPLAY_USAGE,
+  );
+  if (typeof values === 'string') return values;
   if (values.name !== undefined && !isPattern(values.name)) {
     return `--name ${JSON.stringify(values.name)} is not a pattern (use "invoice.step", "invoice.*", "*.deleted", "*" or "unknown")`;
   }

@@ -14,11 +14,11 @@
  * an event outside the catalogue), 78 no Sellsy API credentials.
  */
 import { randomBytes } from 'node:crypto';
-import { parseArgs } from 'node:util';
 import type { Config } from '../config/config.ts';
 import { WEBHOOK_PATH } from '../listener/webhook.ts';
 import { SellsyApi } from '../sellsy/api.ts';
 import { isPattern, matches } from '../worker/handler.ts';
+import { parseFlags } from './operator.ts';
 
 export const CONNECT_USAGE =
   'Usage: sellsy-webhooks sellsy connect --url https://HOST/webhook/sellsy[/ACCOUNT] [--events client.created,invoice.*] [--name NAME] [--sign-key KEY]';
@@ -68,22 +68,12 @@ interface SellsyWebhook {
 
 /** Parses `sellsy connect` arguments; a string is a usage error to print. */
 export function parseConnectArgs(args: string[]): ConnectArgs | string {
-  let values: { url?: string; events?: string; name?: string; 'sign-key'?: string };
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        url: { type: 'string' },
-        events: { type: 'string' },
-        name: { type: 'string' },
-        'sign-key': { type: 'string' },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (err) {
-    return `${(err as Error).message}\n${CONNECT_USAGE}`;
-  }
+  const values = parseFlags(
+    args,
+    { url: { type: 'string' }, events: { type: 'string' }, name: { type: 'string' }, 'sign-key': { type: 'string' } },
+    CONNECT_USAGE,
+  );
+  if (typeof values === 'string') return values;
   if (values.url === undefined) return `--url is required\n${CONNECT_USAGE}`;
   const url = checkEndpoint(values.url);
   if (!url.ok) return url.problem;
@@ -110,12 +100,8 @@ export function parseConnectArgs(args: string[]): ConnectArgs | string {
 
 /** Parses `sellsy status` arguments; a string is a usage error to print. */
 export function parseStatusArgs(args: string[]): { url: string | null } | string {
-  let values: { url?: string };
-  try {
-    ({ values } = parseArgs({ args, options: { url: { type: 'string' } }, strict: true, allowPositionals: false }));
-  } catch (err) {
-    return `${(err as Error).message}\n${STATUS_USAGE}`;
-  }
+  const values = parseFlags(args, { url: { type: 'string' } }, STATUS_USAGE);
+  if (typeof values === 'string') return values;
   if (values.url === undefined) return { url: null };
   // Any URL: status also has to show a webhook that `connect` would refuse to create.
   if (!URL.canParse(values.url)) return `--url ${JSON.stringify(values.url)} is not a URL\n${STATUS_USAGE}`;
@@ -157,13 +143,16 @@ function accountOfEndpoint(href: string): string | null {
   return path.startsWith(`${WEBHOOK_PATH}/`) ? path.slice(WEBHOOK_PATH.length + 1) : null;
 }
 
-/** `sellsy connect`: creates or updates the webhook posting to `--url`; see the header for exit codes. */
-export async function sellsyConnect(config: Config, args: string[], out: Print, err: Print = out): Promise<number> {
-  const parsed = parseConnectArgs(args);
-  if (typeof parsed === 'string') {
-    err(`sellsy connect: ${parsed}`);
-    return EXIT_USAGE;
-  }
+/**
+ * `sellsy connect`: creates or updates the webhook posting to `parsed.url` (arguments checked by `parseConnectArgs`);
+ * see the header for exit codes.
+ */
+export async function sellsyConnect(
+  config: Config,
+  parsed: ConnectArgs,
+  out: Print,
+  err: Print = out,
+): Promise<number> {
   const api = apiOf(config, 'sellsy connect', err);
   if (api === null) return EXIT_CONFIG;
   try {
@@ -237,21 +226,16 @@ export async function sellsyConnect(config: Config, args: string[], out: Print, 
   }
 }
 
-/** `sellsy status`: Sellsy's view of its webhooks, or of the one posting to `options.url`. */
+/**
+ * `sellsy status`: Sellsy's view of its webhooks, or of the one posting to `url` (arguments checked by
+ * `parseStatusArgs`).
+ */
 export async function sellsyStatus(
   config: Config,
+  { url }: { url: string | null },
   out: Print,
-  options: { url?: string | null; err?: Print } = {},
+  err: Print = out,
 ): Promise<number> {
-  const err = options.err ?? out;
-  let url: string | null = null;
-  if (options.url !== undefined && options.url !== null) {
-    if (!URL.canParse(options.url)) {
-      err(`sellsy status: --url ${JSON.stringify(options.url)} is not a URL\n${STATUS_USAGE}`);
-      return EXIT_USAGE;
-    }
-    url = new URL(options.url).href;
-  }
   const api = apiOf(config, 'sellsy status', err);
   if (api === null) return EXIT_CONFIG;
   let webhooks: SellsyWebhook[];

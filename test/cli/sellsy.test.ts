@@ -38,8 +38,15 @@ async function run(command: (out: (line: string) => void) => Promise<number>) {
   return { code, lines, text: lines.join('\n') };
 }
 
-const connect = (args: string[], cfg: Config = config) => run((out) => sellsyConnect(cfg, args, out));
-const status = (url?: string, cfg: Config = config) => run((out) => sellsyStatus(cfg, out, url ? { url } : {}));
+/** As the CLI runs it: arguments checked first, a usage error exits 2. */
+const connect = (args: string[], cfg: Config = config) =>
+  run(async (out) => {
+    const parsed = parseConnectArgs(args);
+    if (typeof parsed !== 'string') return sellsyConnect(cfg, parsed, out);
+    out(`sellsy connect: ${parsed}`);
+    return 2;
+  });
+const status = (url?: string, cfg: Config = config) => run((out) => sellsyStatus(cfg, { url: url ?? null }, out));
 
 function keyOf(lines: string[]): string {
   const keys = lines.filter((l) => l.startsWith('SELLSY_SIGN_KEY='));
