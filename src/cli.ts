@@ -164,7 +164,7 @@ async function main(argv: string[]): Promise<void> {
   const closers: (() => Promise<void>)[] = [];
   // One registry per process: in `start`, /metrics reports the listener, the worker and the queues. A `work`-only
   // process has metrics when METRICS_PORT gives it a port.
-  const metrics = createMetrics();
+  const metrics = createMetrics({ listener: command !== 'work' });
   const servesMetrics = command !== 'work' || config.metricsPort !== null;
   if (servesMetrics) closers.push(watchQueues(metrics, config).close);
   if (command === 'listen' || command === 'start') closers.push((await startListener(config, logger, metrics)).close);

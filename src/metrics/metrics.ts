@@ -36,58 +36,64 @@ export interface Metrics {
   scrape(): Promise<string>;
 }
 
-export function createMetrics(options: { processMetrics?: boolean } = {}): Metrics {
+/**
+ * `listener: false` (a `work`-only process): the listener's metrics (deliveries, acknowledgements, Redis, spool) are
+ * kept out of the exposition, as nothing in the process sets them; a `sellsy_webhooks_redis_up` left at 0 would
+ * raise the Redis-down alert for ever.
+ */
+export function createMetrics(options: { processMetrics?: boolean; listener?: boolean } = {}): Metrics {
   const registry = new Registry();
   if (options.processMetrics !== false) collectDefaultMetrics({ register: registry });
+  const listenerRegisters = options.listener === false ? [] : [registry];
   const deliveries = new Counter({
     name: 'sellsy_webhooks_deliveries_total',
     help: 'Webhook deliveries received, by outcome.',
     labelNames: ['outcome'] as const,
-    registers: [registry],
+    registers: listenerRegisters,
   });
   for (const outcome of DELIVERY_OUTCOMES) deliveries.inc({ outcome }, 0);
   const ackSeconds = new Histogram({
     name: 'sellsy_webhooks_ack_seconds',
     help: 'Time from request start to the answer to a webhook delivery that passed the checks (queued, spooled, duplicate, lost or refused).',
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
-    registers: [registry],
+    registers: listenerRegisters,
   });
   const enqueueErrors = new Counter({
     name: 'sellsy_webhooks_enqueue_errors_total',
     help: 'Failed writes of a delivery to the queue, by reason.',
     labelNames: ['reason'] as const,
-    registers: [registry],
+    registers: listenerRegisters,
   });
   const redisUp = new Gauge({
     name: 'sellsy_webhooks_redis_up',
     help: '1 when the listener can write to the queue, else 0.',
-    registers: [registry],
+    registers: listenerRegisters,
   });
   const spoolDepth = new Gauge({
     name: 'sellsy_webhooks_spool_deliveries',
     help: 'Deliveries in the local spool, waiting for Redis.',
-    registers: [registry],
+    registers: listenerRegisters,
   });
   const spoolBytes = new Gauge({
     name: 'sellsy_webhooks_spool_bytes',
     help: 'Size of the local spool files.',
-    registers: [registry],
+    registers: listenerRegisters,
   });
   const spoolOldestAge = new Gauge({
     name: 'sellsy_webhooks_spool_oldest_age_seconds',
     help: 'Age of the oldest delivery in the local spool (0 when empty).',
-    registers: [registry],
+    registers: listenerRegisters,
   });
   const spoolMaxBytes = new Gauge({
     name: 'sellsy_webhooks_spool_max_bytes',
     help: 'SPOOL_MAX_BYTES: the size the spool may reach; past it deliveries are lost or refused.',
-    registers: [registry],
+    registers: listenerRegisters,
   });
   const spoolDrained = new Counter({
     name: 'sellsy_webhooks_spool_drained_total',
     help: 'Spooled deliveries moved to the queue: queued (as their own job), or duplicate (an earlier delivery with the same bytes had a job).',
     labelNames: ['result'] as const,
-    registers: [registry],
+    registers: listenerRegisters,
   });
   for (const result of ['queued', 'duplicate'] as const) spoolDrained.inc({ result }, 0);
   const beforeScrape: (() => void | Promise<void>)[] = [];
