@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import type { Metrics } from '../metrics/metrics.ts';
+import { metricsRoute } from '../metrics/server.ts';
 import type { Producer } from '../queue/producer.ts';
 import { adminRoutes } from './admin.ts';
 import { webhookRoutes } from './webhook.ts';
@@ -67,11 +68,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics.beforeScrape.splice(metrics.beforeScrape.indexOf(refresh), 1);
   });
   // With METRICS_PORT, /metrics is served there instead (src/metrics/server.ts), not beside the webhook.
-  if (config.metricsPort === null) {
-    app.get('/metrics', async (_request, reply) =>
-      reply.type(metrics.registry.contentType).send(await metrics.scrape()),
-    );
-  }
+  if (config.metricsPort === null) metricsRoute(app, metrics);
 
   return app;
 }
