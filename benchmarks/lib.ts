@@ -174,7 +174,7 @@ export async function waitForHttp200(
 // CPU time of a process (Linux /proc), to tell who used the machine's cores during a run.
 
 let clockTicks = 100;
-export function setClockTicks(ticks: number): void {
+function setClockTicks(ticks: number): void {
   if (Number.isFinite(ticks) && ticks > 0) clockTicks = ticks;
 }
 
@@ -192,7 +192,7 @@ export function cpuSeconds(pid: number | undefined): number {
 }
 
 /** CPU seconds the whole machine spent busy so far (all cores; /proc/stat), or NaN. */
-export function machineBusySeconds(): number {
+function machineBusySeconds(): number {
   try {
     const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] ?? '';
     // cpu  user nice system idle iowait irq softirq steal guest guest_nice

@@ -14,7 +14,6 @@
  *
  * Options: BENCH_REQUESTS per measurement (5000), BENCH_REPEAT (5), LOG_LEVEL of the app (info).
  */
-import { readFileSync } from 'node:fs';
 import Fastify from 'fastify';
 import { pino } from 'pino';
 import { type LogLevel, loadConfig } from '../src/config/config.ts';
@@ -23,7 +22,7 @@ import { createLogger } from '../src/logger.ts';
 import { createMetrics } from '../src/metrics/metrics.ts';
 import type { Producer } from '../src/queue/producer.ts';
 import { BullmqProducer, producerOptionsFrom } from '../src/queue/producer.ts';
-import { sellsyBody, startPrivateRedis, WEBHOOK_PATH } from './lib.ts';
+import { cpuSeconds, sellsyBody, startPrivateRedis, WEBHOOK_PATH } from './lib.ts';
 
 type Injector = Awaited<ReturnType<typeof Fastify>>;
 
@@ -50,27 +49,17 @@ async function drive(app: Injector, requests: number, concurrency: number): Prom
   );
 }
 
-function redisCpuSeconds(pid: number | undefined): number {
-  if (pid === undefined) return Number.NaN;
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return Number.NaN;
-  }
-}
-
 async function measure(app: Injector, concurrency: number, redisPid?: number) {
   await drive(app, Math.min(REQUESTS, 2000), concurrency);
   let best = Number.POSITIVE_INFINITY;
   let redisBest = Number.POSITIVE_INFINITY;
   for (let i = 0; i < REPEAT; i++) {
     const cpu = process.cpuUsage();
-    const redis0 = redisCpuSeconds(redisPid);
+    const redis0 = cpuSeconds(redisPid);
     await drive(app, REQUESTS, concurrency);
     const used = process.cpuUsage(cpu);
     best = Math.min(best, (used.user + used.system) / REQUESTS);
-    redisBest = Math.min(redisBest, ((redisCpuSeconds(redisPid) - redis0) * 1e6) / REQUESTS);
+    redisBest = Math.min(redisBest, ((cpuSeconds(redisPid) - redis0) * 1e6) / REQUESTS);
   }
   return { cpuUs: best, redisUs: redisBest };
 }

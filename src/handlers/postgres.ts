@@ -24,7 +24,6 @@ export interface EventStore {
   migrate(): Promise<void>;
   /** Ends the pool; later calls do nothing. */
   close(): Promise<void>;
-  pool: pg.Pool;
 }
 
 /**
@@ -113,7 +112,7 @@ export async function openEventStore(
     }
     if (result.rowCount === 0) context.log.debug({ deliveryId: context.deliveryId }, 'postgres: already stored');
   };
-  return { handler, migrate, close, pool };
+  return { handler, migrate, close };
 }
 
 async function runMigrations(pool: pg.Pool, schemaName: string, log: Logger): Promise<void> {

@@ -62,7 +62,7 @@ function attributed(err: unknown, label: string): unknown {
 }
 
 /** Deferred signature mode: the check the listener left to the worker. Throws PermanentError when it fails. */
-export function verifyDeferredSignature(config: Config, data: WebhookJobData): void {
+function verifyDeferredSignature(config: Config, data: WebhookJobData): void {
   if (data.signature.status !== 'unchecked') return;
   const raw = rawBytesOf(data);
   const signed =
