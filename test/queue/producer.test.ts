@@ -45,8 +45,41 @@ test('the deliveries of one event-loop turn reach Redis in one socket write, and
     Array.from({ length: 20 }, (_, i) => jobFixture(i).data.deliveryId),
   );
   assert.deepEqual(calls, { write: 0, writev: 1, chunks: 20 }, 'twenty commands, one writev');
+  assert.equal(producer.client.stream.writableCorked, 0, 'the socket is left uncorked');
 
   const queue = new Queue('turns', { connection: { url: redis.url } });
   cleanup.push(() => queue.close());
   assert.equal(await queue.count(), 21);
+});
+
+test('a connection lost in the middle of a corked turn fails that turn only; the next deliveries are queued', async () => {
+  const redis = await startRedis();
+  cleanup.push(() => redis.destroy());
+  const config = loadConfig({ REDIS_URL: redis.url, QUEUE_NAME: 'lost-turn', PORT: '0' });
+  const producer = new BullmqProducer(producerOptionsFrom(config));
+  cleanup.push(() => producer.close());
+  const ready = async () => {
+    while (!producer.health().ready) await new Promise((resolve) => setTimeout(resolve, 10));
+  };
+  await ready();
+  await producer.enqueue(jobFixture(900));
+
+  const stream = producer.client.stream;
+  const turn = Array.from({ length: 5 }, (_, i) =>
+    producer.enqueue(jobFixture(i)).then(
+      () => 'queued',
+      () => 'failed',
+    ),
+  );
+  setImmediate(() => stream.destroy());
+  assert.deepEqual(await Promise.all(turn), Array(5).fill('failed'));
+  assert.equal(stream.writableCorked, 0, 'the lost socket was uncorked too');
+
+  await ready();
+  const results = await Promise.all(Array.from({ length: 5 }, (_, i) => producer.enqueue(jobFixture(10 + i))));
+  assert.equal(results.length, 5);
+  assert.equal(producer.client.stream.writableCorked, 0);
+  const queue = new Queue('lost-turn', { connection: { url: redis.url } });
+  cleanup.push(() => queue.close());
+  for (let i = 10; i < 15; i++) assert.ok(await queue.getJob(jobFixture(i).data.deliveryId), `delivery ${i} queued`);
 });
