@@ -25,8 +25,8 @@
  * Phase 2, latency at a fixed rate: open loop (benchmarks/open-loop.ts, 1 s at the rate, then `seconds`), `rate`
  *   deliveries/s. End to end per row = `stored_at − received_at`, from SQL, for the rows of the measured window;
  *   HTTP acknowledgement latency from each request's intended start for the same requests. Every acknowledged
- *   delivery must be exactly one row: `missing` (acknowledged, no row) and `duplicates` (rows beyond one per body)
- *   must be 0. The deliveries the listener answered from its spool (Redis slower than ACK_BUDGET_MS) are counted.
+ *   delivery must be exactly one job and one row: `missing` (acknowledged, no row) and `duplicates` (jobs beyond one
+ *   per acknowledged delivery, from the queue's counts: the table's unique key would absorb a second row) must be 0. The deliveries the listener answered from its spool (Redis slower than ACK_BUDGET_MS) are counted.
  * `received_at` is the listener's clock when the request arrived (ms precision); `stored_at` is PostgreSQL's `now()`
  * for the INSERT (statement start, before its commit); both clocks are this machine's.
  *
@@ -49,6 +49,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { Queue } from 'bullmq';
 import pg from 'pg';
 import { Pool } from 'undici';
 import {
@@ -147,7 +148,10 @@ export interface Integrity {
   rows: number;
   /** Acknowledged deliveries without a row. */
   missing: number;
-  /** Rows beyond one per delivery. */
+  /** Jobs the listener created during the phase (from the queue's counts). */
+  jobs: number;
+  /** Jobs beyond one per acknowledged delivery. (Rows cannot repeat: the table's unique key absorbs a second
+   * insert of a delivery, so a duplicate shows in the queue, not in the table.) */
   duplicates: number;
   non2xx: number;
   errors: number;
@@ -352,7 +356,7 @@ async function waitForRows(
 async function integrity(
   db: Db,
   range: { from: number; to: number },
-  answers: { acknowledged: number; non2xx: number; errors: number; spooled: number },
+  answers: { acknowledged: number; jobs: number; non2xx: number; errors: number; spooled: number },
 ): Promise<Integrity> {
   const [r] = await db.query<{ rows: number; distinct: number; inside: number }>(
     `SELECT count(*)::int AS rows, count(DISTINCT related_id)::int AS distinct,
@@ -362,13 +366,17 @@ async function integrity(
   );
   const rows = r?.rows ?? 0;
   const missing = Math.max(0, answers.acknowledged - (r?.inside ?? 0));
-  const duplicates = rows - (r?.distinct ?? 0);
+  const duplicates = Math.max(0, answers.jobs - answers.acknowledged);
   return {
     ...answers,
     rows,
     missing,
     duplicates,
-    ok: missing === 0 && duplicates === 0 && rows === answers.acknowledged && answers.non2xx + answers.errors === 0,
+    ok:
+      missing === 0 &&
+      answers.jobs === answers.acknowledged &&
+      rows === answers.acknowledged &&
+      answers.non2xx + answers.errors === 0,
   };
 }
 
@@ -495,6 +503,7 @@ async function throughputPhase(
 ): Promise<{ result: ThroughputResult; range: { from: number; to: number } }> {
   const { db, opts, listenerUrl, worker } = ctx;
   const spooledBefore = await spooledSoFar(listenerUrl);
+  const jobsBefore = await ctx.jobsSoFar();
   // The worker's pool size, as PostgreSQL sees it: its most connections at once while it works flat out.
   let workerPoolSize = 0;
   let sampling = true;
@@ -539,6 +548,7 @@ async function throughputPhase(
       cpu,
       integrity: await integrity(db, range, {
         acknowledged: posted.ok2xx,
+        jobs: (await ctx.jobsSoFar()) - jobsBefore,
         non2xx: posted.non2xx,
         errors: posted.errors,
         spooled: (await spooledSoFar(listenerUrl)) - spooledBefore,
@@ -608,6 +618,7 @@ async function directInsertPhase(ctx: Context, poolSize: number): Promise<Direct
 async function latencyPhase(ctx: Context, from: number): Promise<LatencyResult> {
   const { db, opts, listenerUrl, worker } = ctx;
   const spooledBefore = await spooledSoFar(listenerUrl);
+  const jobsBefore = await ctx.jobsSoFar();
   // Phase 2's generator: CPU over its measured window.
   const { result, cpu } = await runOpenLoop<CpuUse>({
     url: listenerUrl,
@@ -645,6 +656,7 @@ async function latencyPhase(ctx: Context, from: number): Promise<LatencyResult> 
       { from, to: from + result.all.sent },
       {
         acknowledged,
+        jobs: (await ctx.jobsSoFar()) - jobsBefore,
         non2xx: result.all.non2xx + result.all.notQueued,
         errors: result.all.errors + result.all.unfinished,
         spooled: (await spooledSoFar(listenerUrl)) - spooledBefore,
@@ -661,6 +673,8 @@ interface Context {
   listenerUrl: string;
   worker: Service;
   pids: Pids;
+  /** Jobs in the ingest queue, every state: what the listener has created so far. */
+  jobsSoFar(): Promise<number>;
 }
 
 /** Runs the warm-up, phase 1, the reference and phase 2; stops everything it started on every path. */
@@ -681,6 +695,7 @@ export async function runPipelineBenchmark(
   }
   let listener: Service | undefined;
   let worker: Service | undefined;
+  let queue: Queue | undefined;
   const spoolDir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-bench-spool-'));
   const removeSpool = () => rmSync(spoolDir, { recursive: true, force: true });
   process.on('exit', removeSpool);
@@ -691,6 +706,8 @@ export async function runPipelineBenchmark(
     const redisVersion = /redis_version:(\S+)/.exec(await redis.client.info('server'))?.[1] ?? 'unknown';
     const queueName = `bench-pipeline-${randomBytes(4).toString('hex')}`;
     const common = { ...baseEnv(), REDIS_URL: redis.url, QUEUE_NAME: queueName };
+    const jobQueue = new Queue(queueName, { connection: { url: redis.url } });
+    queue = jobQueue;
 
     const workerEnv = {
       DATABASE_URL: opts.databaseUrl,
@@ -726,6 +743,10 @@ export async function runPipelineBenchmark(
         worker: worker === listener ? undefined : worker.child.pid,
         redis: redis.pid,
         generator: process.pid,
+      },
+      async jobsSoFar() {
+        const counts = await jobQueue.getJobCounts();
+        return Object.values(counts).reduce((a, b) => a + b, 0);
       },
     };
 
@@ -764,6 +785,7 @@ export async function runPipelineBenchmark(
     };
     return { result, report: report(result) };
   } finally {
+    await queue?.close();
     if (listener) await stopChild(listener.child, 5000);
     if (worker && worker !== listener) await stopChild(worker.child, 5000);
     await redis.destroy();
@@ -782,7 +804,7 @@ const cpuLine = (label: string, c: CpuUse) =>
   `generator ${f(c.generator, 0)}, postgres ${f(c.postgres, 0)}, other ${f(c.other, 0)}`;
 
 const checkCell = (i: Integrity) =>
-  `${i.ok ? 'ok' : 'FAILED'}: ${i.rows} rows for ${i.acknowledged} acknowledged, ${i.missing} missing, ` +
+  `${i.ok ? 'ok' : 'FAILED'}: ${i.jobs} jobs and ${i.rows} rows for ${i.acknowledged} acknowledged, ${i.missing} missing, ` +
   `${i.duplicates} duplicates, ${i.non2xx} non-2xx, ${i.errors} errors ` +
   `(${i.spooled} answered from the listener's spool, queued later)`;
 
