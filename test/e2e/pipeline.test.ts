@@ -240,6 +240,34 @@ test('sellsy-fetch: the Sellsy API answers 429 three times; the worker slows dow
   }
 });
 
+test('RECORD_ORDER=off: an object Sellsy cannot return fails the job, and the delivery is stored all the same', async () => {
+  const fake = await startFakeSellsy();
+  cleanup.push(() => fake.close());
+  const { listener, target, db, workerEnv } = await setup();
+  const worker = await startTestWorker(listener, {
+    ...workerEnv,
+    RECORD_ORDER: 'off',
+    SELLSY_CLIENT_ID: fake.clientId,
+    SELLSY_CLIENT_SECRET: fake.clientSecret,
+    SELLSY_API_URL: fake.apiUrl,
+    SELLSY_TOKEN_URL: fake.tokenUrl,
+  });
+  try {
+    // No invoice 1007 in the fake: the look-up answers 404, a permanent failure.
+    const jobId = (await post(listener.url, recordBody('1007', 1), json)).body.jobId as string;
+    await waitFor(async () => (await state(listener, jobId)) === 'failed', 20_000, 'the job became a dead letter');
+    assert.match((await listener.queue.getJob(jobId))?.failedReason ?? '', /^\[sellsy-fetch \*\] .*answered 404/);
+    assert.deepEqual(
+      (await rows(db)).map((r) => r.related_id),
+      ['1007'],
+      'postgres ran before sellsy-fetch',
+    );
+    assert.equal(target.received.length, 0, 'forward, after sellsy-fetch, did not run');
+  } finally {
+    await worker.close();
+  }
+});
+
 test('no log line of the listener or the worker holds a key, a signature, a secret or a token', async () => {
   const fake = await startFakeSellsy({ clientSecret: 'sellsy-client-secret-value-123' });
   cleanup.push(() => fake.close());
