@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { after, before, beforeEach, test } from 'node:test';
 import { createSellsyFetchHandler } from '../../src/handlers/sellsy-fetch.ts';
 import { createLogger } from '../../src/logger.ts';
@@ -8,6 +7,7 @@ import type { SellsyEvent } from '../../src/sellsy/payload.ts';
 import { type HandlerContext, PermanentError } from '../../src/worker/handler.ts';
 import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { jobFixture } from '../helpers/jobs.ts';
+import { LogCapture } from '../helpers/listener.ts';
 
 let fake: FakeSellsy;
 let api: SellsyApi;
@@ -33,15 +33,11 @@ beforeEach(() => {
   fake.requests.length = 0;
 });
 
-class LogLines extends Writable {
-  readonly lines: Record<string, unknown>[] = [];
-  override _write(chunk: Buffer, _encoding: string, callback: () => void): void {
-    for (const line of chunk.toString('utf8').split('\n')) if (line) this.lines.push(JSON.parse(line));
-    callback();
-  }
-}
-
-function contextFor(event: SellsyEvent | null, logs?: LogLines, signal = new AbortController().signal): HandlerContext {
+function contextFor(
+  event: SellsyEvent | null,
+  logs?: LogCapture,
+  signal = new AbortController().signal,
+): HandlerContext {
   const { data } = jobFixture(1);
   return {
     deliveryId: data.deliveryId,
@@ -91,7 +87,7 @@ test('a third event fetches the company', async () => {
 
 test('a deleted event is not fetched and leaves context.object undefined', async () => {
   const event = sellsyEvent({ event: 'deleted' });
-  const logs = new LogLines();
+  const logs = new LogCapture();
   const context = contextFor(event, logs);
   await handler()(event, context);
   assert.equal(context.object, undefined);
@@ -110,7 +106,7 @@ test('an unparsed event is refused with a PermanentError', async () => {
 
 test('a related type without a look-up leaves context.object undefined without an error', async () => {
   const event = sellsyEvent({ relatedType: 'proforma' });
-  const logs = new LogLines();
+  const logs = new LogCapture();
   const context = contextFor(event, logs);
   await handler()(event, context);
   assert.equal(context.object, undefined);

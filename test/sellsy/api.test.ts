@@ -315,11 +315,3 @@ test('request sends a JSON body and returns the parsed answer', async () => {
   const api = new SellsyApi(options());
   assert.deepEqual(await api.request('POST', '/echo', { name: 'hook' }), { received: { name: 'hook' } });
 });
-
-test('calls counts every API call, including the one retried after a 401', async () => {
-  const api = new SellsyApi(options());
-  await api.getObject('invoice', '42');
-  fake.failNext(1, 401);
-  await api.getObject('invoice', '42');
-  assert.equal(api.calls, 3);
-});
