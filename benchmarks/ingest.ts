@@ -55,8 +55,7 @@
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
@@ -71,9 +70,11 @@ import {
   isRunning,
   type LatencySummary,
   machineInfo,
+  makeTempDir,
   type PrivateRedis,
   QUIET_PCT,
   ROOT,
+  removeTempDir,
   runOpenLoop,
   Samples,
   sellsyBody,
@@ -200,7 +201,7 @@ async function startTarget(name: TargetName, redis: PrivateRedis): Promise<Targe
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   // Each listener gets its own spool directory (the default ./spool is locked by one process at a time).
-  const spoolDir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-bench-spool-'));
+  const spoolDir = makeTempDir('sellsy-webhooks-bench-spool-');
   const env = { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redis.url, SPOOL_DIR: spoolDir };
   let child: ChildProcess;
   let queueName: string | undefined;
@@ -258,7 +259,7 @@ async function startTarget(name: TargetName, redis: PrivateRedis): Promise<Targe
         ? null
         : `${name} died during the run (${child.exitCode ?? child.signalCode}): ${stderr().trim().slice(-1500)}`;
       await stopChild(child, 5000);
-      rmSync(spoolDir, { recursive: true, force: true });
+      removeTempDir(spoolDir);
       return died;
     },
   };

@@ -115,6 +115,19 @@ function installExitHook(): void {
   }
 }
 
+/** A fresh directory under the system's temporary one, removed at exit whatever the reason (or by removeTempDir). */
+export function makeTempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.add(dir);
+  installExitHook();
+  return dir;
+}
+
+export function removeTempDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  tempDirs.delete(dir);
+}
+
 export function track(child: ChildProcess): ChildProcess {
   installExitHook();
   children.add(child);
@@ -225,9 +238,7 @@ export interface PrivateRedis {
  */
 export async function startPrivateRedis(bin = process.env.REDIS_SERVER_BIN ?? 'redis-server'): Promise<PrivateRedis> {
   const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-bench-redis-'));
-  tempDirs.add(dir);
-  installExitHook();
+  const dir = makeTempDir('sellsy-webhooks-bench-redis-');
   const child = track(
     spawn(
       bin,
@@ -295,8 +306,7 @@ export async function startPrivateRedis(bin = process.env.REDIS_SERVER_BIN ?? 'r
     async destroy() {
       client.disconnect();
       await stopChild(child, 3000);
-      rmSync(dir, { recursive: true, force: true });
-      tempDirs.delete(dir);
+      removeTempDir(dir);
     },
   };
 }

@@ -44,8 +44,7 @@
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -60,8 +59,10 @@ import {
   freePort,
   isRunning,
   machineInfo,
+  makeTempDir,
   QUIET_PCT,
   ROOT,
+  removeTempDir,
   runOpenLoop,
   sellsyBody,
   sleep,
@@ -696,9 +697,7 @@ export async function runPipelineBenchmark(
   let listener: Service | undefined;
   let worker: Service | undefined;
   let queue: Queue | undefined;
-  const spoolDir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-bench-spool-'));
-  const removeSpool = () => rmSync(spoolDir, { recursive: true, force: true });
-  process.on('exit', removeSpool);
+  const spoolDir = makeTempDir('sellsy-webhooks-bench-spool-');
   try {
     const [version] = await db.query<{ v: string; sc: string }>(
       "SELECT current_setting('server_version') AS v, current_setting('synchronous_commit') AS sc",
@@ -791,8 +790,7 @@ export async function runPipelineBenchmark(
     await redis.destroy();
     // On failure the exit hook tries again.
     await db.drop().catch((err: unknown) => process.stderr.write(`bench: DROP SCHEMA ${db.schema}: ${err}\n`));
-    removeSpool();
-    process.off('exit', removeSpool);
+    removeTempDir(spoolDir);
   }
 }
 

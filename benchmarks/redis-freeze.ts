@@ -20,8 +20,7 @@
  */
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -31,7 +30,9 @@ import {
   f,
   freePort,
   type LatencySummary,
+  makeTempDir,
   ROOT,
+  removeTempDir,
   runOpenLoop,
   sleep,
   startPrivateRedis,
@@ -70,7 +71,7 @@ export interface FreezeRun {
 
 async function runOnce(target: FreezeRun['target'], round: number, opts: FreezeOptions): Promise<FreezeRun> {
   const redis = await startPrivateRedis();
-  const spoolDir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-bench-spool-'));
+  const spoolDir = makeTempDir('sellsy-webhooks-bench-spool-');
   const queueName = `freeze-${target}`;
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -168,7 +169,7 @@ async function runOnce(target: FreezeRun['target'], round: number, opts: FreezeO
     redis.signal('SIGCONT');
     await stopChild(server, 5000);
     await redis.destroy();
-    rmSync(spoolDir, { recursive: true, force: true });
+    removeTempDir(spoolDir);
   }
 }
 
