@@ -15,15 +15,27 @@ after(async () => {
   for (const fn of cleanup.reverse()) await fn();
 });
 
-test('the deliveries of one event-loop turn reach Redis in one socket write, and each gets its job', async () => {
+const untilReady = async (producer: BullmqProducer) => {
+  while (!producer.health().ready) await new Promise((resolve) => setTimeout(resolve, 10));
+};
+
+/** A producer on a private Redis, ready, after one delivery alone (BullMQ's first add may load its script). */
+async function startProducer(queueName: string) {
   const redis = await startRedis();
   cleanup.push(() => redis.destroy());
-  const config = loadConfig({ REDIS_URL: redis.url, QUEUE_NAME: 'turns', PORT: '0' });
-  const producer = new BullmqProducer(producerOptionsFrom(config));
+  const producer = new BullmqProducer(
+    producerOptionsFrom(loadConfig({ REDIS_URL: redis.url, QUEUE_NAME: queueName, PORT: '0' })),
+  );
   cleanup.push(() => producer.close());
-  while (!producer.health().ready) await new Promise((resolve) => setTimeout(resolve, 10));
-  // One delivery alone first: BullMQ's first add of a connection may load its script.
+  await untilReady(producer);
   await producer.enqueue(jobFixture(999));
+  const queue = new Queue(queueName, { connection: { url: redis.url } });
+  cleanup.push(() => queue.close());
+  return { producer, queue };
+}
+
+test('the deliveries of one event-loop turn reach Redis in one socket write, and each gets its job', async () => {
+  const { producer, queue } = await startProducer('turns');
 
   const stream = producer.client.stream as unknown as Record<'_write' | '_writev', (...args: unknown[]) => void>;
   const calls = { write: 0, writev: 0, chunks: 0 };
@@ -47,22 +59,11 @@ test('the deliveries of one event-loop turn reach Redis in one socket write, and
   assert.deepEqual(calls, { write: 0, writev: 1, chunks: 20 }, 'twenty commands, one writev');
   assert.equal(producer.client.stream.writableCorked, 0, 'the socket is left uncorked');
 
-  const queue = new Queue('turns', { connection: { url: redis.url } });
-  cleanup.push(() => queue.close());
   assert.equal(await queue.count(), 21);
 });
 
 test('a connection lost in the middle of a corked turn fails that turn only; the next deliveries are queued', async () => {
-  const redis = await startRedis();
-  cleanup.push(() => redis.destroy());
-  const config = loadConfig({ REDIS_URL: redis.url, QUEUE_NAME: 'lost-turn', PORT: '0' });
-  const producer = new BullmqProducer(producerOptionsFrom(config));
-  cleanup.push(() => producer.close());
-  const ready = async () => {
-    while (!producer.health().ready) await new Promise((resolve) => setTimeout(resolve, 10));
-  };
-  await ready();
-  await producer.enqueue(jobFixture(900));
+  const { producer, queue } = await startProducer('lost-turn');
 
   const stream = producer.client.stream;
   const turn = Array.from({ length: 5 }, (_, i) =>
@@ -75,11 +76,9 @@ test('a connection lost in the middle of a corked turn fails that turn only; the
   assert.deepEqual(await Promise.all(turn), Array(5).fill('failed'));
   assert.equal(stream.writableCorked, 0, 'the lost socket was uncorked too');
 
-  await ready();
+  await untilReady(producer);
   const results = await Promise.all(Array.from({ length: 5 }, (_, i) => producer.enqueue(jobFixture(10 + i))));
   assert.equal(results.length, 5);
   assert.equal(producer.client.stream.writableCorked, 0);
-  const queue = new Queue('lost-turn', { connection: { url: redis.url } });
-  cleanup.push(() => queue.close());
   for (let i = 10; i < 15; i++) assert.ok(await queue.getJob(jobFixture(i).data.deliveryId), `delivery ${i} queued`);
 });
