@@ -43,12 +43,13 @@ export class EnqueueError extends Error {
 }
 
 /** The spool could not make a delivery durable: `full` (SPOOL_MAX_BYTES reached), `io` (disk full, read-only, I/O
- * error), `closed` (shutting down). */
+ * error), `lock_lost` (another process took the spool directory over: this one stops spooling for good), `closed`
+ * (shutting down). */
 export class SpoolError extends Error {
   readonly code = 'SW_ERR_SPOOL';
   constructor(
     message: string,
-    readonly reason: 'full' | 'io' | 'closed',
+    readonly reason: 'full' | 'io' | 'lock_lost' | 'closed',
     options?: { cause?: unknown },
   ) {
     super(message, options);

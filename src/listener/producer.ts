@@ -29,7 +29,7 @@ export async function openListenerProducer(
   if (config.spool.maxBytes === 0) return { producer: queueProducer, queueProducer, spooling: null, recovery: null };
   let opened: Awaited<ReturnType<typeof Spool.open>>;
   try {
-    opened = await Spool.open({ dir: config.spool.dir, maxBytes: config.spool.maxBytes });
+    opened = await Spool.open({ dir: config.spool.dir, maxBytes: config.spool.maxBytes, logger: deps.logger });
   } catch (err) {
     await queueProducer.close();
     throw err;

@@ -1,82 +1,312 @@
 /**
- * One process per spool directory: a `LOCK` file created exclusively, holding the owner's pid and host name.
+ * One process per spool directory, whatever its pid, pid namespace or host name: a heartbeat lock.
  *
- * A lock left by a process that is gone (same host, pid not running, or our own pid: a container restarted with the
- * same pid 1) is taken over. A lock held by a live process, or by another host (a shared volume), is refused with
- * `SpoolLockedError`, which names the holder. Node has no `flock`; a lock file with the owner's identity is how
- * PostgreSQL's `postmaster.pid` does the same thing, and it survives a `kill -9` without waiting for a timeout.
+ * `LOCK` holds the holder's random token, pid, host name, boot id and pid-namespace inode (JSON, mode 0600). It is
+ * created with `link()` from a complete temporary file, so it never exists half written, and the holder refreshes
+ * its mtime every `HEARTBEAT_MS` (futimes, in libuv's thread pool). Another process:
+ * - takes it at once when the holder can be checked directly and is gone: same boot id (same kernel), same pid
+ *   namespace, and its pid not running (or its pid is ours: two live processes of one namespace never share a pid);
+ * - otherwise watches the heartbeat: refused with `SpoolLockedError` (naming the holder) as soon as it moves, taken
+ *   over once it has not moved for `STALE_MS` (the holder was killed, its container or pod is gone). A new container
+ *   that is PID 1 again, a pod with a new host name, a host sharing the volume: all are judged by the heartbeat.
+ * A takeover replaces `LOCK` with `rename()` under a `LOCK.takeover` directory (mkdir is atomic), after checking
+ * that `LOCK` is still the stale one it judged: two contenders never both take it.
+ *
+ * The holder checks `stillHeld()` (its `LOCK` inode still in place, its heartbeat not late) before it acknowledges
+ * anything from the spool; a lock lost (its heartbeat late past `STALE_MS`, `LOCK` replaced or removed) is lost for
+ * good: the spool stops taking deliveries. A `LOCK` from an earlier version (pid and host name only, never
+ * refreshed) is judged by its mtime like any other: stop the earlier listener before starting this one.
+ *
+ * Why not `proper-lockfile`: its takeover removes the stale lock then creates a new one, so two contenders that both
+ * saw it stale can both end up holding it until the next refresh; and its lock directory names no holder, which an
+ * operator needs in the refusal. The takeover here is one atomic rename under a mutex and the file names its holder.
  */
-import { open, readFile, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readFile, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { SpoolLockedError } from '../errors.ts';
 
 export const LOCK_FILE = 'LOCK';
+/** How often the holder refreshes the lock's mtime. */
+export const HEARTBEAT_MS = 1_000;
+/** A lock whose heartbeat has not moved for this long is taken over (documented in the README, "The spool"). */
+export const STALE_MS = 10_000;
 
-interface LockOwner {
+export interface LockHolder {
+  token?: string;
   pid: number;
   hostname: string;
+  /** `/proc/sys/kernel/random/boot_id`: the same kernel (and boot), whatever the container. */
+  bootId?: string | null;
+  /** Inode of `/proc/self/ns/pid`: pids can be compared only within one pid namespace. */
+  pidNs?: number | null;
   since: string;
 }
 
 export interface SpoolLock {
   path: string;
+  /** False once the lock was lost: `LOCK` replaced or removed, or the heartbeat late past `STALE_MS`. */
+  stillHeld(): Promise<boolean>;
+  /** Why the lock was lost, or null. */
+  readonly lost: string | null;
   release(): Promise<void>;
 }
 
-/** Lock files this process holds: its own pid in a lock file is stale only if this process did not write it. */
+export interface LockOptions {
+  /** Default `STALE_MS`; shorter in tests of the takeover. */
+  staleMs?: number;
+  heartbeatMs?: number;
+  /** Called once when the heartbeat finds the lock lost. */
+  onLost?: (reason: string) => void;
+}
+
+/** Tokens of the locks this process holds: a lock with our pid is stale only if this process did not write it. */
 const heldHere = new Set<string>();
 
-export async function lockSpoolDir(dir: string): Promise<SpoolLock> {
+interface Observed {
+  holder: LockHolder | null;
+  raw: string;
+  ino: number;
+  mtimeMs: number;
+}
+
+export async function lockSpoolDir(dir: string, options: LockOptions = {}): Promise<SpoolLock> {
+  const staleMs = options.staleMs ?? STALE_MS;
+  const heartbeatMs = options.heartbeatMs ?? Math.min(HEARTBEAT_MS, staleMs / 4);
   const path = resolve(dir, LOCK_FILE);
-  const me: LockOwner = { pid: process.pid, hostname: hostname(), since: new Date().toISOString() };
-  for (let attempt = 0; attempt < 2; attempt++) {
+  const me: LockHolder = {
+    token: randomBytes(16).toString('hex'),
+    pid: process.pid,
+    hostname: hostname(),
+    bootId: await readFile('/proc/sys/kernel/random/boot_id', 'utf8').then(
+      (s) => s.trim(),
+      () => null,
+    ),
+    pidNs: await stat('/proc/self/ns/pid').then(
+      (s) => s.ino,
+      () => null,
+    ),
+    since: new Date().toISOString(),
+  };
+  const tmp = `${path}.${me.token}`;
+  const created = await open(tmp, 'wx', 0o600);
+  try {
+    await created.writeFile(`${JSON.stringify(me)}\n`);
+    await created.datasync();
+  } finally {
+    await created.close();
+  }
+  try {
+    await acquire(dir, path, tmp, me, staleMs);
+  } finally {
+    await unlink(tmp).catch(() => undefined);
+  }
+  // Held open for the heartbeat (futimes) and to know our inode: a takeover renames another file over `LOCK`.
+  const handle = await open(path, 'r');
+  const ino = (await handle.stat()).ino;
+  heldHere.add(me.token as string);
+  return new HeldLock(path, handle, ino, me.token as string, staleMs, heartbeatMs, options.onLost);
+}
+
+class HeldLock implements SpoolLock {
+  lost: string | null = null;
+  private lastBeat = Date.now();
+  private readonly timer: NodeJS.Timeout;
+  private beating: Promise<void> = Promise.resolve();
+  private released = false;
+
+  constructor(
+    readonly path: string,
+    private readonly handle: FileHandle,
+    private readonly ino: number,
+    private readonly token: string,
+    private readonly staleMs: number,
+    heartbeatMs: number,
+    private readonly onLost?: (reason: string) => void,
+  ) {
+    this.timer = setInterval(() => {
+      this.beating = this.beat();
+    }, heartbeatMs);
+    this.timer.unref();
+  }
+
+  private async beat(): Promise<void> {
+    if (!(await this.stillHeld())) return;
     try {
-      const handle = await open(path, 'wx', 0o644);
-      await handle.writeFile(`${JSON.stringify(me)}\n`);
-      await handle.close();
-      heldHere.add(path);
-      return {
-        path,
-        async release() {
-          heldHere.delete(path);
-          const owner = await readOwner(path);
-          if (owner?.pid === me.pid && owner.hostname === me.hostname) await unlink(path).catch(() => undefined);
-        },
-      };
+      const now = new Date();
+      await this.handle.utimes(now, now);
+      this.lastBeat = Date.now();
+    } catch {
+      // A refresh that failed is retried on the next beat; `stillHeld` turns false if none succeeds for `staleMs`.
+    }
+  }
+
+  async stillHeld(): Promise<boolean> {
+    if (this.lost !== null) return false;
+    let reason: string | null = null;
+    if (Date.now() - this.lastBeat > this.staleMs) {
+      reason = `its heartbeat was not refreshed for ${Date.now() - this.lastBeat} ms (another process may take it over after ${this.staleMs} ms)`;
+    } else {
+      try {
+        if ((await stat(this.path)).ino !== this.ino) reason = `${this.path} was replaced by another process`;
+      } catch (err) {
+        reason = `${this.path} cannot be read (${(err as NodeJS.ErrnoException).code}): removed by another process?`;
+      }
+    }
+    if (reason === null || this.lost !== null) return this.lost === null;
+    this.lost = `the spool lock was lost: ${reason}`;
+    clearInterval(this.timer);
+    if (!this.released) this.onLost?.(this.lost);
+    return false;
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    heldHere.delete(this.token);
+    clearInterval(this.timer);
+    await this.beating;
+    try {
+      // Under the takeover mutex, so that a process taking a stale lock over cannot slip in between the check and
+      // the unlink and lose its fresh lock.
+      if (this.lost === null && (await withMutex(this.path, async () => (await stat(this.path)).ino === this.ino))) {
+        await unlink(this.path).catch(() => undefined);
+        await rmdir(`${this.path}.takeover`).catch(() => undefined);
+      }
+    } catch {
+      // Not ours any more, or the mutex is busy: whoever holds it now keeps it.
+    } finally {
+      await this.handle.close().catch(() => undefined);
+    }
+  }
+}
+
+async function acquire(dir: string, path: string, tmp: string, me: LockHolder, staleMs: number): Promise<void> {
+  const deadline = Date.now() + staleMs * 2 + 5_000;
+  let watched: Observed | null = null;
+  let watchedSince = 0;
+  while (Date.now() < deadline) {
+    try {
+      await link(tmp, path);
+      return;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const owner = await readOwner(path);
-    if (owner !== null && (heldHere.has(path) || !isStale(owner, me))) {
-      throw new SpoolLockedError(
-        `SPOOL_DIR ${dir} is in use by process ${owner.pid} on host ${owner.hostname} (since ${owner.since}); ` +
-          'each listener needs its own SPOOL_DIR. If that process is gone, delete ' +
-          `${path} and start again.`,
-      );
+    const seen = await observe(path);
+    if (seen === null) continue;
+    if (watched !== null && (seen.raw !== watched.raw || seen.ino !== watched.ino)) {
+      // Someone else took it while we watched: judge the new holder from the start.
+      watched = null;
     }
-    // Left by a process that no longer runs (or unreadable: a crash while it was being written).
-    await unlink(path).catch(() => undefined);
+    if (watched === null) {
+      watched = seen;
+      watchedSince = Date.now();
+    } else if (seen.mtimeMs !== watched.mtimeMs) {
+      throw lockedError(dir, path, seen, staleMs, 'its heartbeat is moving');
+    }
+    const direct = checkDirectly(seen.holder, me);
+    const age = Date.now() - seen.mtimeMs;
+    const watchedFor = Date.now() - watchedSince;
+    if (direct === 'running' && age <= staleMs) throw lockedError(dir, path, seen, staleMs, 'it is running');
+    // An mtime older than the stale delay is trusted only once we saw it stand still for a few heartbeats: the
+    // holder's clock (another host on a shared volume) may run behind ours.
+    if (
+      direct === 'gone' ||
+      watchedFor > staleMs ||
+      (watchedFor > Math.min(2.5 * HEARTBEAT_MS, staleMs / 2) && age > staleMs)
+    ) {
+      if (await takeOver(path, tmp, seen)) return;
+      watched = null;
+      continue;
+    }
+    await new Promise((r) => setTimeout(r, Math.min(250, staleMs / 10)));
   }
-  throw new SpoolLockedError(`SPOOL_DIR ${dir}: another process took the lock ${path} at the same time`);
+  throw new SpoolLockedError(`SPOOL_DIR ${dir}: the lock ${path} kept changing hands; try again`);
 }
 
-async function readOwner(path: string): Promise<LockOwner | null> {
+/**
+ * 'gone' or 'running' when the holder was on this kernel in our pid namespace; null when only the heartbeat tells.
+ * 'running' may be a reused pid: it refuses only while the heartbeat is recent.
+ */
+function checkDirectly(holder: LockHolder | null, me: LockHolder): 'gone' | 'running' | null {
+  if (holder === null || !holder.bootId || !holder.pidNs || holder.bootId !== me.bootId || holder.pidNs !== me.pidNs) {
+    return null;
+  }
+  if (holder.pid === me.pid) return holder.token !== undefined && heldHere.has(holder.token) ? 'running' : 'gone';
   try {
-    const owner = JSON.parse(await readFile(path, 'utf8')) as LockOwner;
-    return typeof owner.pid === 'number' && typeof owner.hostname === 'string' ? owner : null;
+    process.kill(holder.pid, 0);
+    return 'running';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH' ? 'gone' : 'running';
+  }
+}
+
+/** Replaces the stale lock `seen` with ours, if it is still the one in place. False if someone else got there. */
+async function takeOver(path: string, tmp: string, seen: Observed): Promise<boolean> {
+  try {
+    return await withMutex(path, async () => {
+      const now = await observe(path);
+      if (now === null) {
+        await link(tmp, path);
+        return true;
+      }
+      if (now.raw !== seen.raw || now.ino !== seen.ino || now.mtimeMs !== seen.mtimeMs) return false;
+      await rename(tmp, path);
+      return true;
+    });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+}
+
+/**
+ * Runs `fn` holding `LOCK.takeover` (a directory: mkdir is atomic). One left by a process killed in the middle of a
+ * takeover is removed once older than `STALE_MS`. Rejects with EEXIST while another process holds it.
+ */
+async function withMutex<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  const mutex = `${path}.takeover`;
+  try {
+    await mkdir(mutex, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    const left = await stat(mutex).catch(() => null);
+    if (left !== null && Date.now() - left.mtimeMs > STALE_MS) await rmdir(mutex).catch(() => undefined);
+    throw err;
+  }
+  try {
+    return await fn();
+  } finally {
+    await rmdir(mutex).catch(() => undefined);
+  }
+}
+
+async function observe(path: string): Promise<Observed | null> {
+  try {
+    const [raw, st] = await Promise.all([readFile(path, 'utf8'), stat(path)]);
+    return { holder: parseHolder(raw), raw, ino: st.ino, mtimeMs: st.mtimeMs };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+function parseHolder(raw: string): LockHolder | null {
+  try {
+    const holder = JSON.parse(raw) as LockHolder;
+    return typeof holder.pid === 'number' && typeof holder.hostname === 'string' ? holder : null;
   } catch {
     return null;
   }
 }
 
-function isStale(owner: LockOwner, me: LockOwner): boolean {
-  if (owner.hostname !== me.hostname) return false;
-  if (owner.pid === me.pid) return true;
-  try {
-    process.kill(owner.pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
-  }
+function lockedError(dir: string, path: string, seen: Observed, staleMs: number, why: string): SpoolLockedError {
+  const h = seen.holder;
+  const who = h === null ? 'an unknown process' : `process ${h.pid} on host ${h.hostname} (since ${h.since})`;
+  return new SpoolLockedError(
+    `SPOOL_DIR ${dir} is in use by ${who}: ${why}. Each listener needs its own SPOOL_DIR; ${path} is taken over ` +
+      `automatically ${staleMs / 1000} s after its holder stops.`,
+  );
 }

@@ -8,16 +8,22 @@
  * in `segment-<n>.done` (the byte offset drained so far); losing that file (a power loss) only means re-sending
  * records that Redis already holds, which the queue's deduplication turns into no-ops.
  *
- * Files in `SPOOL_DIR`: `LOCK` (the owning process, see lock.ts), `segment-<n>.log` (format.ts), `segment-<n>.done`,
- * and `segment-<n>.corrupt` (a drained segment that had damaged records, kept for inspection).
+ * Files in `SPOOL_DIR` (mode 0700; files 0600: they hold whole bodies and signature headers): `LOCK` (the owning
+ * process, see lock.ts), `segment-<n>.log` (format.ts), `segment-<n>.done`, and `segment-<n>.corrupt` (a drained
+ * segment that had damaged records, kept for inspection).
+ *
+ * Before a group commit is acknowledged, the spool checks that its lock is still its own and that the segment was
+ * not deleted (another process took the directory over); if not, the batch and every later append fail with
+ * `lock_lost`, for good: a file another process may drain and delete is never answered from.
  *
  * Failure codes: `SpoolError` with reason `full` (SPOOL_MAX_BYTES reached), `io` (disk full, read-only file system,
- * I/O error; the segment is cut back to its last good record), `closed`.
+ * I/O error; the segment is cut back to its last good record), `lock_lost`, `closed`.
  */
 
 import type { FileHandle } from 'node:fs/promises';
-import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Logger } from 'pino';
 import { SpoolError } from '../errors.ts';
 import type { WebhookJob } from '../queue/contract.ts';
 import { encodeRecord, FILE_HEADER, scanRecords } from './format.ts';
@@ -29,6 +35,10 @@ export interface SpoolOptions {
   maxBytes: number;
   /** A new segment file starts once the current one is past this size. Default 16 MiB. */
   segmentBytes?: number;
+  /** A lock whose holder stopped refreshing it is taken over after this long. Default `STALE_MS` (lock.ts). */
+  lockStaleMs?: number;
+  /** Told (at error level, once) when the lock is lost. */
+  logger?: Pick<Logger, 'error'>;
 }
 
 export interface SpoolStatus {
@@ -86,6 +96,9 @@ const SEGMENT_FILE = /^segment-(\d{16})\.log$/;
 const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
 const RETRY_AFTER_FAILURE_MS = 5_000;
 
+const FILE_MODE = 0o600;
+const DIR_MODE = 0o700;
+
 const segmentPath = (dir: string, seq: number) => join(dir, `segment-${String(seq).padStart(16, '0')}.log`);
 const cursorPath = (segment: Segment) => segment.path.replace(/\.log$/, '.done');
 
@@ -103,9 +116,11 @@ export class Spool {
   private lastFailure: { error: SpoolError; at: number } | null = null;
   private nextSeq: number;
   private writes = 0;
+  /** Set once the lock was lost: every append fails with it from then on. */
+  private lost: SpoolError | null = null;
 
   private constructor(
-    private readonly opts: Required<SpoolOptions>,
+    private readonly opts: SpoolOptions & { segmentBytes: number },
     private readonly lock: SpoolLock | null,
     segments: Segment[],
   ) {
@@ -113,21 +128,35 @@ export class Spool {
     this.nextSeq = (segments.at(-1)?.seq ?? 0) + 1;
   }
 
+  /** Stops the spool from acknowledging anything: another process holds (or held) the directory. */
+  private loseLock(message: string): SpoolError {
+    if (this.lost === null) {
+      this.lost = new SpoolError(`${message}; deliveries are no longer spooled by this process`, 'lock_lost');
+      this.opts.logger?.error({ err: this.lost.message, dir: this.opts.dir }, 'spool lock lost');
+    }
+    return this.lost;
+  }
+
   /** Takes the directory's lock, repairs torn tails, and loads what an earlier process left. */
   static async open(options: SpoolOptions): Promise<{ spool: Spool; recovery: SpoolRecovery }> {
     const opts = { segmentBytes: DEFAULT_SEGMENT_BYTES, ...options };
     try {
-      await mkdir(opts.dir, { recursive: true });
+      await mkdir(opts.dir, { recursive: true, mode: DIR_MODE });
     } catch (err) {
       throw new SpoolError(`SPOOL_DIR ${opts.dir} cannot be created: ${(err as Error).message}`, 'io', { cause: err });
     }
-    const lock = await lockSpoolDir(opts.dir).catch((err: NodeJS.ErrnoException) => {
+    let spool: Spool | null = null;
+    const lock = await lockSpoolDir(opts.dir, {
+      staleMs: opts.lockStaleMs,
+      onLost: (reason) => spool?.loseLock(reason),
+    }).catch((err: NodeJS.ErrnoException) => {
       if (err.code === undefined || err.code.startsWith('SW_ERR')) throw err;
       throw new SpoolError(`SPOOL_DIR ${opts.dir} is not writable: ${err.message}`, 'io', { cause: err });
     });
     try {
+      await tightenModes(opts.dir);
       const { segments, recovery } = await loadSegments(opts.dir, true);
-      const spool = new Spool(opts, lock, segments);
+      spool = new Spool(opts, lock, segments);
       // The first spooled delivery should not also pay for creating a file and syncing its directory.
       await spool.createSegment(false).catch(() => undefined);
       return { spool, recovery };
@@ -140,6 +169,7 @@ export class Spool {
   /** Makes one delivery durable. Rejects with `SpoolError`. */
   append(job: WebhookJob): Promise<void> {
     if (this.closed) return Promise.reject(new SpoolError('the spool is closed', 'closed'));
+    if (this.lost !== null) return Promise.reject(this.lost);
     const record = encodeRecord(job);
     if (this.bytes() + this.pendingBytes + record.length > this.opts.maxBytes) {
       const error = new SpoolError(
@@ -183,6 +213,7 @@ export class Spool {
         written += bytesWritten;
       }
       await handle.datasync();
+      await this.checkStillOurs(handle);
       this.writes++;
       segment.size += bytes.length;
       if (segment.records === 0) segment.oldestMs = (batch[0] as PendingAppend).receivedMs;
@@ -190,6 +221,12 @@ export class Spool {
       this.lastFailure = null;
       for (const p of batch) p.resolve();
     } catch (err) {
+      if (err instanceof SpoolError && err.reason === 'lock_lost') {
+        // The file may be another process's to drain now: leave it as it is.
+        await this.sealActive().catch(() => undefined);
+        for (const p of batch) p.reject(err);
+        return;
+      }
       const error = new SpoolError(`the spool could not write the delivery: ${(err as Error).message}`, 'io', {
         cause: err,
       });
@@ -205,13 +242,24 @@ export class Spool {
   };
 
   /**
+   * The lock still ours and the segment still in the directory, once per group commit (two stats in the thread
+   * pool). Throws `SpoolError('lock_lost')` otherwise.
+   */
+  private async checkStillOurs(handle: FileHandle): Promise<void> {
+    if (this.lost !== null) throw this.lost;
+    const [held, file] = await Promise.all([this.lock?.stillHeld() ?? true, handle.stat()]);
+    if (!held) throw this.loseLock(this.lock?.lost ?? 'the spool lock was lost');
+    if (file.nlink === 0) throw this.loseLock('the spool segment being written was deleted by another process');
+  }
+
+  /**
    * Starts the next segment file (header written and synced, directory synced). Created ahead of need (`keepOpen`
    * false), the file is closed until a delivery is spooled: an idle spool holds no open file.
    */
   private async createSegment(keepOpen = true): Promise<{ segment: Segment; handle: FileHandle | null }> {
     const seq = this.nextSeq++;
     const path = segmentPath(this.opts.dir, seq);
-    const handle = await open(path, 'wx');
+    const handle = await open(path, 'wx', FILE_MODE);
     try {
       await handle.write(FILE_HEADER, 0, FILE_HEADER.length, 0);
       await handle.datasync();
@@ -242,7 +290,8 @@ export class Spool {
     if (active === null) return;
     this.active = null;
     await active.handle?.close().catch(() => undefined);
-    if (active.segment.records === 0) await this.removeSegment(active.segment);
+    // A lost lock leaves the files to their new owner.
+    if (active.segment.records === 0 && this.lost === null) await this.removeSegment(active.segment);
   }
 
   /**
@@ -251,6 +300,7 @@ export class Spool {
    * Returns the number of records drained. One drain at a time (the caller's job).
    */
   async drain(sink: (jobs: WebhookJob[]) => Promise<void>, batchSize = 100): Promise<number> {
+    if (this.lost !== null) throw this.lost;
     // Records still being written are left for the next drain; the segment holding them is sealed so that this
     // drain reads files nobody appends to.
     const sealed = new Promise<void>((resolve) => {
@@ -277,7 +327,7 @@ export class Spool {
         segment.records = Math.max(0, segment.records - batch.length);
         segment.oldestMs = next ? Date.parse(next.job.data.receivedAt) : null;
         drained += batch.length;
-        await writeFile(`${cursorPath(segment)}.tmp`, String(segment.drainedOffset));
+        await writeFile(`${cursorPath(segment)}.tmp`, String(segment.drainedOffset), { mode: FILE_MODE });
         await rename(`${cursorPath(segment)}.tmp`, cursorPath(segment));
       }
       await this.removeSegment(segment);
@@ -297,7 +347,9 @@ export class Spool {
   status(): SpoolStatus {
     const failure = this.lastFailure;
     const status = statusOf(this.segments, this.opts.maxBytes, failure?.error.message ?? null, this.writes);
-    status.healthy &&= !this.closed && (failure === null || Date.now() - failure.at > RETRY_AFTER_FAILURE_MS);
+    if (this.lost !== null) status.lastError = this.lost.message;
+    status.healthy &&=
+      !this.closed && this.lost === null && (failure === null || Date.now() - failure.at > RETRY_AFTER_FAILURE_MS);
     return status;
   }
 
@@ -406,6 +458,17 @@ async function loadSegments(dir: string, repair: boolean): Promise<{ segments: S
   }
   recovery.segments = segments.length;
   return { segments, recovery };
+}
+
+/** Spool files hold whole deliveries: directories from earlier versions were 0755 with 0644 files. */
+async function tightenModes(dir: string): Promise<void> {
+  const dirStat = await lstat(dir);
+  if ((dirStat.mode & 0o777) !== DIR_MODE) await chmod(dir, DIR_MODE);
+  for (const name of await readdir(dir)) {
+    const path = join(dir, name);
+    const file = await lstat(path).catch(() => null);
+    if (file?.isFile() && (file.mode & 0o077) !== 0) await chmod(path, FILE_MODE);
+  }
 }
 
 /** Makes a new file's directory entry durable (a file fsync does not cover its name). */
