@@ -551,11 +551,9 @@ function statusOf(
   let depth = 0;
   let bytes = 0;
   let quarantined = 0;
-  let cleanupPending = 0;
   for (const s of segments) {
     depth += s.records;
     bytes += s.size;
-    if (s.records === 0) cleanupPending++;
   }
   for (const q of quarantine) {
     quarantined += q.records;
@@ -574,7 +572,8 @@ function statusOf(
     writes,
     quarantined,
     quarantineFiles: quarantine.length,
-    cleanupPending,
+    // Known to the running spool only: read from the files, an idle listener's empty segment would look pending.
+    cleanupPending: 0,
   };
 }
 
