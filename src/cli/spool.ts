@@ -1,14 +1,14 @@
 /**
  * `sellsy-webhooks spool status [--json]`: what the spool in SPOOL_DIR holds, read without disturbing a running
- * listener. `sellsy-webhooks spool drain`: moves everything it holds into the queue once, then exits (after an
- * outage, with no listener running on that directory). Exit codes: 0 done, 1 failure (Redis unreachable, directory
- * in use).
+ * listener. `sellsy-webhooks spool drain`: moves everything it holds into the queue once, quarantined deliveries
+ * included, then exits (after an outage, with no listener running on that directory). Exit codes: 0 done, 1 failure
+ * (Redis unreachable, directory in use, deliveries left in the spool or quarantined again).
  */
 import type { Config } from '../config/config.ts';
 import { BullmqProducer, producerOptionsFrom } from '../queue/producer.ts';
 import { redactUrl } from '../redact.ts';
 import { inspectSpool, Spool } from '../spool/spool.ts';
-import { type DrainCounts, drainSpool } from '../spool/spooling-producer.ts';
+import { DRAIN_MAX_BACKOFF_MS, drainCommandTimeoutMs, SpoolDrainer } from '../spool/spooling-producer.ts';
 import { formatAge } from './operator.ts';
 
 const MiB = 1024 * 1024;
@@ -26,6 +26,11 @@ export async function spoolStatus(config: Config, json: boolean): Promise<number
     `segments     ${status.segments}`,
     `oldest       ${status.oldestReceivedAt === null ? '-' : `${status.oldestReceivedAt} (${formatAge(status.oldestAgeSeconds)} ago)`}`,
   ];
+  if (status.quarantined > 0 || status.quarantineFiles > 0) {
+    lines.push(
+      `quarantined  ${status.quarantined} (Redis could not take them; \`spool drain\` moves them into the queue)`,
+    );
+  }
   if (status.tornBytes > 0) lines.push(`torn tail    ${status.tornBytes} bytes (cut off when a listener opens it)`);
   if (status.corruptBytes > 0 || status.badFiles.length > 0) {
     lines.push(`damaged      ${status.corruptBytes} bytes skipped; ${status.badFiles.length} unreadable files`);
@@ -36,10 +41,19 @@ export async function spoolStatus(config: Config, json: boolean): Promise<number
 
 export async function spoolDrain(config: Config, waitMs = 30_000): Promise<number> {
   const { spool, recovery } = await Spool.open({ dir: config.spool.dir, maxBytes: config.spool.maxBytes });
-  const queue = new BullmqProducer(producerOptionsFrom(config));
+  const options = producerOptionsFrom(config);
+  const queue = new BullmqProducer({
+    ...options,
+    role: 'drain',
+    commandTimeoutMs: drainCommandTimeoutMs(options.timeoutMs),
+  });
   try {
-    process.stdout.write(`spool ${config.spool.dir}: ${recovery.depth} deliveries to move\n`);
-    if (recovery.depth === 0) return 0;
+    const requeued = await spool.requeueQuarantined();
+    const total = recovery.depth + requeued;
+    process.stdout.write(
+      `spool ${config.spool.dir}: ${total} deliveries to move${requeued > 0 ? ` (${requeued} from the quarantine)` : ''}\n`,
+    );
+    if (total === 0) return 0;
     const deadline = Date.now() + waitMs;
     while (!queue.health().ready) {
       if (Date.now() > deadline) {
@@ -49,21 +63,47 @@ export async function spoolDrain(config: Config, waitMs = 30_000): Promise<numbe
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    try {
-      // On a terminal, one line rewritten after each batch; in a log, the summary only.
-      const total = recovery.depth;
-      const progress = process.stdout.isTTY
-        ? (c: DrainCounts) => process.stdout.write(`\rmoved ${c.queued + c.duplicate} of ${total}`)
-        : undefined;
-      const counts = await drainSpool(spool, queue, 100, progress);
-      if (progress) process.stdout.write('\n');
-      process.stdout.write(`moved ${counts.queued + counts.duplicate} deliveries to queue ${config.queueName}\n`);
-      return 0;
-    } catch (err) {
-      const left = spool.status().depth;
-      process.stderr.write(`sellsy-webhooks: drain stopped (${(err as Error).message}); ${left} deliveries left\n`);
-      return 1;
+    // On a terminal, one line rewritten after each batch; in a log, the summary only.
+    const progress = process.stdout.isTTY
+      ? () => process.stdout.write(`\rmoved ${drainer.total.queued + drainer.total.duplicate} of ${total}`)
+      : undefined;
+    const drainer: SpoolDrainer = new SpoolDrainer(spool, queue, { onBatch: progress });
+    const moved = drainer.total;
+    // Passes until the spool is empty: a pass stopped by a record that fails is followed by another (it is retried
+    // alone, then quarantined), with a growing pause; a Redis gone for longer than `waitMs` ends the command.
+    let backoffMs = 250;
+    let lastError: Error | null = null;
+    let failedSince = Date.now();
+    while (spool.status().depth > 0) {
+      try {
+        await drainer.pass();
+      } catch (err) {
+        const before = lastError;
+        lastError = err as Error;
+        if (before === null) failedSince = Date.now();
+        if (Date.now() - failedSince > waitMs) break;
+        await new Promise((r) => setTimeout(r, backoffMs));
+        backoffMs = Math.min(DRAIN_MAX_BACKOFF_MS, backoffMs * 2);
+        continue;
+      }
+      lastError = null;
+      backoffMs = 250;
     }
+    await spool.cleanup();
+    if (progress) process.stdout.write('\n');
+    process.stdout.write(`moved ${moved.queued + moved.duplicate} deliveries to queue ${config.queueName}\n`);
+    const left = spool.status();
+    if (left.quarantined > 0) {
+      process.stderr.write(
+        `sellsy-webhooks: ${left.quarantined} deliveries Redis could not take are still quarantined in ${config.spool.dir}\n`,
+      );
+    }
+    if (left.depth > 0) {
+      process.stderr.write(
+        `sellsy-webhooks: drain stopped (${lastError?.message ?? 'unknown error'}); ${left.depth} deliveries left\n`,
+      );
+    }
+    return left.depth > 0 || left.quarantined > 0 ? 1 : 0;
   } finally {
     await spool.close();
     await queue.close();

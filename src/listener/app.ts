@@ -61,6 +61,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       metrics.spoolBytes.set(spool.bytes);
       metrics.spoolOldestAge.set(spool.oldestAgeSeconds);
       metrics.spoolMaxBytes.set(spool.maxBytes);
+      metrics.spoolQuarantined.set(spool.quarantined);
     }
   };
   metrics.beforeScrape.push(refresh);

@@ -7,7 +7,7 @@ import type { Config } from '../config/config.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { BullmqProducer, type BullmqProducerOptions, type Producer, producerOptionsFrom } from '../queue/producer.ts';
 import { Spool, type SpoolRecovery } from '../spool/spool.ts';
-import { SpoolingProducer } from '../spool/spooling-producer.ts';
+import { drainCommandTimeoutMs, SpoolingProducer } from '../spool/spooling-producer.ts';
 
 export interface ListenerProducer {
   /** What the listener calls. */
@@ -34,8 +34,17 @@ export async function openListenerProducer(
     await queueProducer.close();
     throw err;
   }
+  const options = { ...producerOptionsFrom(config), ...overrides };
+  // The drain's own connection: its large batches must not hold up the live deliveries' writes.
+  const drainQueue = new BullmqProducer({
+    ...options,
+    role: 'drain',
+    commandTimeoutMs: drainCommandTimeoutMs(options.timeoutMs),
+    onReady: undefined,
+  });
   const spooling = new SpoolingProducer(queueProducer, opened.spool, {
     ackBudgetMs: config.spool.ackBudgetMs,
+    drainQueue,
     logger: deps.logger,
     onDrained: (counts) => {
       deps.metrics.spoolDrained.inc({ result: 'queued' }, counts.queued);

@@ -29,6 +29,7 @@ export interface Metrics {
   spoolBytes: Gauge;
   spoolOldestAge: Gauge;
   spoolMaxBytes: Gauge;
+  spoolQuarantined: Gauge;
   spoolDrained: Counter<'result'>;
   /** Run before each scrape: gauges read from live objects (the producer, the spool, the queues). */
   beforeScrape: (() => void | Promise<void>)[];
@@ -89,6 +90,11 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
     help: 'SPOOL_MAX_BYTES: the size the spool may reach; past it deliveries are lost or refused.',
     registers: listenerRegisters,
   });
+  const spoolQuarantined = new Gauge({
+    name: 'sellsy_webhooks_spool_quarantined',
+    help: 'Spooled deliveries Redis could not take, moved aside to quarantine-<n>.log in SPOOL_DIR (kept; `sellsy-webhooks spool drain` requeues them).',
+    registers: listenerRegisters,
+  });
   const spoolDrained = new Counter({
     name: 'sellsy_webhooks_spool_drained_total',
     help: 'Spooled deliveries moved to the queue: queued (as their own job), or duplicate (an earlier delivery with the same bytes had a job).',
@@ -112,6 +118,7 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
     spoolBytes,
     spoolOldestAge,
     spoolMaxBytes,
+    spoolQuarantined,
     spoolDrained,
   };
 }

@@ -60,6 +60,13 @@ export interface BullmqProducerOptions {
   /** Default `MAX_PENDING_COMMANDS`. */
   maxPendingCommands?: number;
   /**
+   * The connection's deadline for any command, when it must be longer than `timeoutMs`: the spool's drain gives each
+   * batch a deadline that grows with its size (src/spool/spooling-producer.ts). Default `timeoutMs`.
+   */
+  commandTimeoutMs?: number;
+  /** Suffix of the Redis connection name (`<queue>:<role>`, shown by CLIENT LIST). Default `producer`. */
+  role?: string;
+  /**
    * `REDIS_WAIT_AOF`: a job counts as confirmed only once Redis has fsynced it to its append-only file (`WAITAOF 1 0`,
    * Redis ≥ 7.2 or Valkey ≥ 8, AOF on). One WAITAOF covers every write sent before it on the connection, so
    * concurrent deliveries share it (group commit).
@@ -121,7 +128,11 @@ export class BullmqProducer implements Producer {
 
   constructor(private readonly opts: BullmqProducerOptions) {
     this.baseOpts = jobOptionsOf(opts);
-    this.client = createFailFastConnection(opts.redisUrl, opts.timeoutMs, `${opts.queueName}:producer`);
+    this.client = createFailFastConnection(
+      opts.redisUrl,
+      Math.max(opts.timeoutMs, opts.commandTimeoutMs ?? 0),
+      `${opts.queueName}:${opts.role ?? 'producer'}`,
+    );
     this.client.on('error', (err: Error) => {
       this.lastError = err.message;
       opts.onError?.(err);
@@ -190,6 +201,11 @@ export class BullmqProducer implements Producer {
     );
   }
 
+  /** `ENQUEUE_TIMEOUT_MS`: the deadline of a write, unless the caller gives its own. */
+  get timeoutMs(): number {
+    return this.opts.timeoutMs;
+  }
+
   /**
    * Redis has been sitting on writes for longer than `ms` without answering any: frozen, overloaded or cut off.
    * A caller with a tighter budget than the command deadline can go elsewhere at once instead of waiting. Once a
@@ -229,8 +245,11 @@ export class BullmqProducer implements Producer {
    * nothing at all for that long: Redis is stuck, not busy. While Redis keeps answering other writes (a busy moment,
    * a burst queued behind a pipeline), the write keeps waiting, up to `ENQUEUE_TIMEOUT_MS`: ordinary jitter does not
    * send deliveries to the spool.
+   *
+   * `timeoutMs` replaces `ENQUEUE_TIMEOUT_MS` for this write (the drain's batches of large records need longer; the
+   * connection's own deadline, `commandTimeoutMs`, must be at least as long).
    */
-  async enqueue(job: WebhookJob, silenceMs?: number): Promise<EnqueueResult> {
+  async enqueue(job: WebhookJob, silenceMs?: number, timeoutMs = this.opts.timeoutMs): Promise<EnqueueResult> {
     const queue = this.queue;
     if (queue === null || !this.queueReady || this.client.status !== 'ready') {
       throw new EnqueueError(`Redis is not connected (${this.client.status})`, 'not_connected');
@@ -250,7 +269,7 @@ export class BullmqProducer implements Producer {
     }
     let timer: NodeJS.Timeout | undefined;
     const started = Date.now();
-    const limit = this.opts.timeoutMs;
+    const limit = timeoutMs;
     const step = silenceMs !== undefined && silenceMs < limit ? silenceMs : limit;
     const deadline = new Promise<never>((_, reject) => {
       const check = () => {
@@ -381,6 +400,25 @@ export class BullmqProducer implements Producer {
       ready: this.queueReady && this.client.status === 'ready',
       lastError: this.lastError,
     };
+  }
+
+  /**
+   * Whether Redis takes a write now: waits up to `ENQUEUE_TIMEOUT_MS` for the connection, then sets a key that
+   * expires within a second. A Redis that answers PING but refuses writes (out of memory, read-only replica, failed
+   * snapshot) fails this; the drain uses it to tell a record Redis cannot take from a Redis that takes nothing.
+   */
+  async probeWrite(): Promise<boolean> {
+    const deadline = Date.now() + this.opts.timeoutMs;
+    while (this.client.status !== 'ready') {
+      if (this.closed || Date.now() > deadline) return false;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    try {
+      const key = `${this.opts.prefix}:${this.opts.queueName}:write-probe`;
+      return (await this.client.set(key, '1', 'PX', 1000)) === 'OK';
+    } catch {
+      return false;
+    }
   }
 
   async ping(): Promise<boolean> {

@@ -6,11 +6,18 @@
  * disk, not one per request. `drain` hands records to a sink, oldest first, and forgets them only once the sink
  * resolved: a record is removed after Redis confirmed it, never before. What was drained is remembered per segment
  * in `segment-<n>.done` (the byte offset drained so far); losing that file (a power loss) only means re-sending
- * records that Redis already holds, which the queue's deduplication turns into no-ops.
+ * records that Redis already holds, which the queue's deduplication turns into no-ops. A segment whose records are
+ * all in Redis is removed without writing its cursor; a cursor write or a removal that fails (disk full, read-only)
+ * is retried by `cleanup`, which needs no Redis, so a spool whose depth is 0 still gives its space back.
+ *
+ * A record the sink can never take (Redis refuses it, or cannot confirm it alone, again and again) would block every
+ * record behind it: the caller may have it moved aside (`quarantine`), copied byte for byte and fsynced into
+ * `quarantine-<n>.log` (same format as a segment) before it is dropped from its segment. Quarantined records are
+ * never deleted by the spool; `requeueQuarantined` turns their files back into segments (`spool drain`).
  *
  * Files in `SPOOL_DIR` (mode 0700; files 0600: they hold whole bodies and signature headers): `LOCK` (the owning
- * process, see lock.ts), `segment-<n>.log` (format.ts), `segment-<n>.done`, and `segment-<n>.corrupt` (a drained
- * segment that had damaged records, kept for inspection).
+ * process, see lock.ts), `segment-<n>.log` (format.ts), `segment-<n>.done`, `segment-<n>.corrupt` (a drained
+ * segment that had damaged records, kept for inspection) and `quarantine-<n>.log`.
  *
  * Before a group commit is acknowledged, the spool checks that its lock is still its own and that the segment was
  * not deleted (another process took the directory over); if not, the batch and every later append fail with
@@ -56,6 +63,11 @@ export interface SpoolStatus {
   lastError: string | null;
   /** Disk writes (each one fsync) since the spool was opened: appends share them (group commit). */
   writes: number;
+  /** Deliveries moved aside because Redis could not take them (`quarantine-<n>.log`); `spool drain` requeues them. */
+  quarantined: number;
+  quarantineFiles: number;
+  /** Drained segments whose cursor or removal failed, waiting for `cleanup`. */
+  cleanupPending: number;
 }
 
 /** What opening found: records left by an earlier process, and damage it repaired. */
@@ -83,7 +95,38 @@ interface Segment {
   oldestMs: number | null;
   /** Had damaged records: kept as `*.corrupt` once drained. */
   corrupt: boolean;
+  /** `segment-<n>.done` is behind `drainedOffset` (its write failed): `cleanup` writes it again. */
+  cursorStale?: boolean;
 }
+
+/** A quarantine file: records moved aside, kept until an operator requeues them. */
+interface QuarantineFile {
+  seq: number;
+  path: string;
+  size: number;
+  records: number;
+}
+
+/** Sizes the next batch; read before each batch, so that the caller can shrink it after a failure. */
+export interface DrainLimits {
+  records: number;
+  bytes: number;
+}
+
+/**
+ * What to do with a batch the sink rejected: `retry` it at once (the caller shrank `limits`), `stop` the drain
+ * (the error is rethrown), or `quarantine` it (one record only: moved to the quarantine file, then skipped).
+ */
+export type DrainVerdict = 'retry' | 'stop' | 'quarantine';
+
+export interface DrainOptions {
+  limits?: () => DrainLimits;
+  onFailure?: (jobs: WebhookJob[], bytes: number, err: unknown) => DrainVerdict | Promise<DrainVerdict>;
+}
+
+/** Default batch bounds: a batch is at most this many records and this many bytes (at least one record). */
+export const DRAIN_BATCH_RECORDS = 100;
+export const DRAIN_BATCH_BYTES = 8 * 1024 * 1024;
 
 interface PendingAppend {
   record: Buffer;
@@ -93,6 +136,7 @@ interface PendingAppend {
 }
 
 const SEGMENT_FILE = /^segment-(\d{16})\.log$/;
+const QUARANTINE_FILE = /^quarantine-(\d{16})\.log$/;
 const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
 const RETRY_AFTER_FAILURE_MS = 5_000;
 
@@ -101,6 +145,7 @@ const DIR_MODE = 0o700;
 
 const segmentPath = (dir: string, seq: number) => join(dir, `segment-${String(seq).padStart(16, '0')}.log`);
 const cursorPath = (segment: Segment) => segment.path.replace(/\.log$/, '.done');
+const quarantinePath = (dir: string, seq: number) => join(dir, `quarantine-${String(seq).padStart(16, '0')}.log`);
 
 export class Spool {
   private readonly segments: Segment[];
@@ -118,13 +163,18 @@ export class Spool {
   private writes = 0;
   /** Set once the lock was lost: every append fails with it from then on. */
   private lost: SpoolError | null = null;
+  private readonly quarantine: QuarantineFile[];
+  /** The quarantine file records are appended to, open (null until the first one of this process). */
+  private quarantineHandle: { file: QuarantineFile; handle: FileHandle } | null = null;
 
   private constructor(
     private readonly opts: SpoolOptions & { segmentBytes: number },
     private readonly lock: SpoolLock | null,
     segments: Segment[],
+    quarantine: QuarantineFile[],
   ) {
     this.segments = segments;
+    this.quarantine = quarantine;
     this.nextSeq = (segments.at(-1)?.seq ?? 0) + 1;
   }
 
@@ -156,7 +206,7 @@ export class Spool {
     try {
       await tightenModes(opts.dir);
       const { segments, recovery } = await loadSegments(opts.dir, true);
-      spool = new Spool(opts, lock, segments);
+      spool = new Spool(opts, lock, segments, await loadQuarantine(opts.dir));
       // The first spooled delivery should not also pay for creating a file and syncing its directory.
       await spool.createSegment(false).catch(() => undefined);
       return { spool, recovery };
@@ -295,58 +345,221 @@ export class Spool {
   }
 
   /**
-   * Sends every record to `sink`, oldest first, in batches of `batchSize`, and removes each batch once `sink`
-   * resolved. Stops at the first rejection, which it rethrows; what was not confirmed stays in the spool.
-   * Returns the number of records drained. One drain at a time (the caller's job).
+   * Sends every record to `sink`, oldest first, in batches bounded by `limits` (records and bytes, at least one
+   * record; default 100 and 8 MiB), and forgets each batch once `sink` resolved: a record is removed after Redis
+   * confirmed it, never before. When `sink` rejects, `onFailure` decides (default `stop`: the error is rethrown, what
+   * was not confirmed stays in the spool). Returns the number of records drained (quarantined ones included).
+   * One drain at a time (the caller's job).
    */
-  async drain(sink: (jobs: WebhookJob[]) => Promise<void>, batchSize = 100): Promise<number> {
+  async drain(
+    sink: (jobs: WebhookJob[], bytes: number) => Promise<void>,
+    options: number | DrainOptions = {},
+  ): Promise<number> {
     if (this.lost !== null) throw this.lost;
+    const { limits, onFailure } =
+      typeof options === 'number'
+        ? { limits: () => ({ records: options, bytes: DRAIN_BATCH_BYTES }), onFailure: undefined }
+        : options;
+    const limitsOf = limits ?? (() => ({ records: DRAIN_BATCH_RECORDS, bytes: DRAIN_BATCH_BYTES }));
     // Records still being written are left for the next drain; the segment holding them is sealed so that this
     // drain reads files nobody appends to.
-    const sealed = new Promise<void>((resolve) => {
-      this.chain = this.chain.then(async () => {
-        if (this.active !== null && this.active.segment.records > 0) {
-          await this.sealActive();
-          // Ready for the next delivery Redis cannot take; if this fails, the next append tries again.
-          await this.createSegment(false).catch(() => undefined);
-        }
-        resolve();
-      });
+    await this.inChain(async () => {
+      if (this.active !== null && this.active.segment.records > 0) {
+        await this.sealActive();
+        // Ready for the next delivery Redis cannot take; if this fails, the next append tries again.
+        await this.createSegment(false).catch(() => undefined);
+      }
     });
-    await sealed;
     let drained = 0;
     for (const segment of this.segments.slice()) {
-      if (this.active?.segment === segment) break;
+      if (this.active?.segment === segment) continue;
       const buf = await readFile(segment.path);
       const { records } = scanRecords(buf, segment.drainedOffset);
-      for (let i = 0; i < records.length; i += batchSize) {
-        const batch = records.slice(i, i + batchSize);
-        await sink(batch.map((r) => r.job));
-        const next = records[i + batch.length];
+      let i = 0;
+      while (i < records.length) {
+        const limit = limitsOf();
+        const first = records[i] as (typeof records)[number];
+        let bytes = first.end - first.offset;
+        let n = 1;
+        for (; n < limit.records && i + n < records.length; n++) {
+          const next = records[i + n] as (typeof records)[number];
+          if (bytes + next.end - next.offset > limit.bytes) break;
+          bytes += next.end - next.offset;
+        }
+        const batch = records.slice(i, i + n);
+        try {
+          await sink(
+            batch.map((r) => r.job),
+            bytes,
+          );
+        } catch (err) {
+          const verdict = onFailure
+            ? await onFailure(
+                batch.map((r) => r.job),
+                bytes,
+                err,
+              )
+            : 'stop';
+          if (verdict === 'retry') continue;
+          if (verdict !== 'quarantine' || n !== 1) throw err;
+          await this.quarantineRecord(buf.subarray(first.offset, first.end));
+        }
+        i += n;
+        const next = records[i];
         segment.drainedOffset = (batch.at(-1) as (typeof batch)[number]).end;
-        segment.records = Math.max(0, segment.records - batch.length);
+        segment.records = Math.max(0, segment.records - n);
         segment.oldestMs = next ? Date.parse(next.job.data.receivedAt) : null;
-        drained += batch.length;
-        await writeFile(`${cursorPath(segment)}.tmp`, String(segment.drainedOffset), { mode: FILE_MODE });
-        await rename(`${cursorPath(segment)}.tmp`, cursorPath(segment));
+        drained += n;
+        // The last batch of a segment needs no cursor: the segment goes. A cursor that cannot be written is only
+        // behind (a reopen resends records Redis holds, which it answers as duplicates): the drain goes on.
+        if (i < records.length) await this.writeCursor(segment);
       }
-      await this.removeSegment(segment);
+      await this.tryRemove(segment);
     }
     return drained;
   }
 
+  /** Runs `task` in the chain of writes, seals and closes, and waits for it. */
+  private inChain(task: () => Promise<void>): Promise<void> {
+    const done = this.chain.then(task);
+    this.chain = done.catch(() => undefined);
+    return done;
+  }
+
+  private async writeCursor(segment: Segment): Promise<boolean> {
+    try {
+      await writeFile(`${cursorPath(segment)}.tmp`, String(segment.drainedOffset), { mode: FILE_MODE });
+      await rename(`${cursorPath(segment)}.tmp`, cursorPath(segment));
+      segment.cursorStale = false;
+      return true;
+    } catch {
+      segment.cursorStale = true;
+      return false;
+    }
+  }
+
+  /** Removes a drained segment; if that fails, it stays listed (and counted) for `cleanup` to try again. */
+  private async tryRemove(segment: Segment): Promise<boolean> {
+    if (segment.records > 0 || this.active?.segment === segment) return false;
+    try {
+      await this.removeSegment(segment);
+      return true;
+    } catch {
+      // Until it goes, its cursor says it was drained: a restart does not resend it all.
+      if (segment.drainedOffset < segment.size) await this.writeCursor(segment);
+      return false;
+    }
+  }
+
+  /** Drained segments not removed yet, or whose cursor is behind: what `cleanup` has to do. */
+  cleanupPending(): number {
+    return this.segments.filter((s) => this.active?.segment !== s && (s.records === 0 || s.cursorStale === true))
+      .length;
+  }
+
+  /**
+   * Retries what a drain could not finish on disk: removes segments whose records are all in Redis, writes cursors
+   * that are behind. Needs no Redis. Returns what is still pending. Not while a drain runs (the caller's job).
+   */
+  async cleanup(): Promise<number> {
+    for (const segment of this.segments.slice()) {
+      if (this.active?.segment === segment) continue;
+      if (segment.records === 0) await this.tryRemove(segment);
+      else if (segment.cursorStale) await this.writeCursor(segment);
+    }
+    return this.cleanupPending();
+  }
+
+  /** Appends one record, as it is, to the quarantine file, and waits for the fsync. */
+  private quarantineRecord(record: Buffer): Promise<void> {
+    return this.inChain(async () => {
+      if (this.quarantineHandle === null) {
+        const seq = (this.quarantine.reduce((max, q) => Math.max(max, q.seq), 0) || 0) + 1;
+        const path = quarantinePath(this.opts.dir, seq);
+        const handle = await open(path, 'wx', FILE_MODE);
+        try {
+          await handle.write(FILE_HEADER, 0, FILE_HEADER.length, 0);
+          await handle.datasync();
+          await syncDir(this.opts.dir);
+        } catch (err) {
+          await handle.close().catch(() => undefined);
+          await unlink(path).catch(() => undefined);
+          throw err;
+        }
+        const file = { seq, path, size: FILE_HEADER.length, records: 0 };
+        this.quarantine.push(file);
+        this.quarantineHandle = { file, handle };
+      }
+      const { file, handle } = this.quarantineHandle;
+      let written = 0;
+      try {
+        while (written < record.length) {
+          const { bytesWritten } = await handle.write(record, written, record.length - written, file.size + written);
+          written += bytesWritten;
+        }
+        await handle.datasync();
+      } catch (err) {
+        await handle.truncate(file.size).catch(() => undefined);
+        throw err;
+      }
+      file.size += record.length;
+      file.records++;
+    });
+  }
+
+  /**
+   * Turns every quarantine file back into a segment (the newest ones), so that the next drain sends its records to
+   * Redis again. Returns the number of records requeued.
+   */
+  requeueQuarantined(): Promise<number> {
+    let requeued = 0;
+    return this.inChain(async () => {
+      await this.quarantineHandle?.handle.close().catch(() => undefined);
+      this.quarantineHandle = null;
+      for (const file of this.quarantine.slice()) {
+        const seq = this.nextSeq++;
+        const path = segmentPath(this.opts.dir, seq);
+        await rename(file.path, path);
+        this.quarantine.splice(this.quarantine.indexOf(file), 1);
+        const { records } = scanRecords(await readFile(path));
+        this.segments.push({
+          seq,
+          path,
+          size: file.size,
+          records: records.length,
+          drainedOffset: FILE_HEADER.length,
+          oldestMs: records[0] ? Date.parse(records[0].job.data.receivedAt) : null,
+          corrupt: false,
+        });
+        requeued += records.length;
+      }
+      await syncDir(this.opts.dir);
+    }).then(() => requeued);
+  }
+
   private async removeSegment(segment: Segment): Promise<void> {
+    try {
+      if (segment.corrupt) await rename(segment.path, segment.path.replace(/\.log$/, '.corrupt'));
+      else await unlink(segment.path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
     const index = this.segments.indexOf(segment);
     if (index !== -1) this.segments.splice(index, 1);
-    if (segment.corrupt) await rename(segment.path, segment.path.replace(/\.log$/, '.corrupt'));
-    else await unlink(segment.path);
     await unlink(cursorPath(segment)).catch(() => undefined);
     if (this.lastFailure?.error.reason === 'full') this.lastFailure = null;
   }
 
   status(): SpoolStatus {
     const failure = this.lastFailure;
-    const status = statusOf(this.segments, this.opts.maxBytes, failure?.error.message ?? null, this.writes);
+    const status = statusOf(
+      this.segments,
+      this.quarantine,
+      this.opts.maxBytes,
+      failure?.error.message ?? null,
+      this.writes,
+    );
+    status.cleanupPending = this.cleanupPending();
     if (this.lost !== null) status.lastError = this.lost.message;
     status.healthy &&=
       !this.closed && this.lost === null && (failure === null || Date.now() - failure.at > RETRY_AFTER_FAILURE_MS);
@@ -356,6 +569,7 @@ export class Spool {
   private bytes(): number {
     let total = 0;
     for (const s of this.segments) total += s.size;
+    for (const q of this.quarantine) total += q.size;
     return total;
   }
 
@@ -363,7 +577,10 @@ export class Spool {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.chain = this.chain.then(this.flush).then(() => this.sealActive());
+    this.chain = this.chain
+      .then(this.flush)
+      .then(() => this.sealActive())
+      .then(() => this.quarantineHandle?.handle.close());
     await this.chain;
     await this.lock?.release();
   }
@@ -372,16 +589,27 @@ export class Spool {
 /** The spool's state read from its files, without taking the lock and changing nothing (`spool status`). */
 export async function inspectSpool(dir: string, maxBytes: number): Promise<SpoolStatus & SpoolRecovery> {
   const { segments, recovery } = await loadSegments(dir, false);
-  return { ...recovery, ...statusOf(segments, maxBytes, null, 0) };
+  return { ...recovery, ...statusOf(segments, await loadQuarantine(dir), maxBytes, null, 0) };
 }
 
 /** Depth, size and oldest delivery of a set of segments; `healthy` here only means "below SPOOL_MAX_BYTES". */
-function statusOf(segments: Segment[], maxBytes: number, lastError: string | null, writes: number): SpoolStatus {
+function statusOf(
+  segments: Segment[],
+  quarantine: QuarantineFile[],
+  maxBytes: number,
+  lastError: string | null,
+  writes: number,
+): SpoolStatus {
   let depth = 0;
   let bytes = 0;
+  let quarantined = 0;
   for (const s of segments) {
     depth += s.records;
     bytes += s.size;
+  }
+  for (const q of quarantine) {
+    quarantined += q.records;
+    bytes += q.size;
   }
   const oldestMs = segments.find((s) => s.records > 0)?.oldestMs ?? null;
   return {
@@ -394,7 +622,25 @@ function statusOf(segments: Segment[], maxBytes: number, lastError: string | nul
     healthy: bytes < maxBytes,
     lastError,
     writes,
+    quarantined,
+    quarantineFiles: quarantine.length,
+    // Known to the running spool only: read from the files, an idle listener's empty segment would look pending.
+    cleanupPending: 0,
   };
+}
+
+/** The quarantine files in `dir` and the records they hold. */
+async function loadQuarantine(dir: string): Promise<QuarantineFile[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const files: QuarantineFile[] = [];
+  for (const name of names.sort()) {
+    const seq = QUARANTINE_FILE.exec(name)?.[1];
+    if (seq === undefined) continue;
+    const path = join(dir, name);
+    const buf = await readFile(path);
+    files.push({ seq: Number(seq), path, size: buf.length, records: scanRecords(buf).records.length });
+  }
+  return files;
 }
 
 async function loadSegments(dir: string, repair: boolean): Promise<{ segments: Segment[]; recovery: SpoolRecovery }> {

@@ -6,19 +6,61 @@
  * spool — and rejects with `EnqueueError` (`spool_full`, `spool_error`) only when both failed. A delivery spooled
  * after its Redis write timed out may still land in Redis through that write; the drain then writes it again with
  * the same job id and deduplication id, which Redis answers as a duplicate: one job either way.
+ *
+ * The drain always progresses: its batches are bounded in records and in bytes, each batch gets a deadline that grows
+ * with its size, a batch that fails is retried smaller (down to one record), and a record that fails alone
+ * `QUARANTINE_AFTER_FAILURES` times while Redis takes other writes is moved to the spool's quarantine (kept, counted,
+ * requeued by `spool drain`) instead of blocking the records behind it. Failed passes back off exponentially. The
+ * drain writes on its own Redis connection: megabytes of drained records do not delay the live deliveries' writes,
+ * nor make Redis look stalled to them.
  */
 import type { Logger } from 'pino';
 import { EnqueueError, SpoolError } from '../errors.ts';
 import type { WebhookJob } from '../queue/contract.ts';
 import type { BullmqProducer, EnqueueResult, Producer, RedisHealth } from '../queue/producer.ts';
-import type { Spool, SpoolStatus } from './spool.ts';
+import { MAX_RECORD_BYTES } from './format.ts';
+import {
+  DRAIN_BATCH_BYTES,
+  DRAIN_BATCH_RECORDS,
+  type DrainLimits,
+  type DrainVerdict,
+  type Spool,
+  type SpoolStatus,
+} from './spool.ts';
+
+const MiB = 1024 * 1024;
+/**
+ * Time a drain batch gets per MiB it holds, on top of `ENQUEUE_TIMEOUT_MS`: Redis is expected to take at least
+ * 10 MiB/s of drained records (it took over 100 MB/s on a 2-vCPU machine). Without it a batch of large records could
+ * never be confirmed in time, and the drain would send it again and again.
+ */
+export const DRAIN_MS_PER_MIB = 100;
+/** Times a record must fail alone, Redis taking other writes, before it is quarantined. */
+export const QUARANTINE_AFTER_FAILURES = 3;
+/** Longest wait between failed drain passes (the first waits `drainIntervalMs`, each next one twice as long). */
+export const DRAIN_MAX_BACKOFF_MS = 10_000;
+
+/** The deadline of a drain batch of `bytes`. */
+export function drainDeadlineMs(timeoutMs: number, bytes: number): number {
+  return timeoutMs + Math.ceil(bytes / MiB) * DRAIN_MS_PER_MIB;
+}
+
+/** The command deadline of the drain's connection: that of a batch of the largest record. */
+export function drainCommandTimeoutMs(timeoutMs: number): number {
+  return drainDeadlineMs(timeoutMs, MAX_RECORD_BYTES);
+}
 
 export interface SpoolingProducerOptions {
   /** How long a delivery waits for Redis before it goes to the spool (`ACK_BUDGET_MS`). */
   ackBudgetMs: number;
-  /** Spooled deliveries written to Redis per pipeline while draining. Default 100. */
-  drainBatch?: number;
-  /** How often the drain checks for work. Default 250 ms. */
+  /**
+   * The producer the drain writes with, on its own connection (command deadline `drainCommandTimeoutMs`). Default:
+   * the listener's producer.
+   */
+  drainQueue?: BullmqProducer;
+  /** Largest drain batch. Default 100 records and 8 MiB. */
+  drainBatch?: Partial<DrainLimits>;
+  /** How often the drain checks for work, and the first backoff after a failed pass. Default 250 ms. */
   drainIntervalMs?: number;
   logger?: Logger;
   /** Called after each drain pass that moved deliveries. */
@@ -27,27 +69,94 @@ export interface SpoolingProducerOptions {
 
 /**
  * `queued`: the job now in Redis is this delivery's (new, or written by Redis late after its ack budget ran out:
- * same job id); `duplicate`: an earlier delivery with the same bytes had a job already.
+ * same job id); `duplicate`: an earlier delivery with the same bytes had a job already; `quarantined`: Redis could
+ * not take it, moved to the spool's quarantine.
  */
 export interface DrainCounts {
   queued: number;
   duplicate: number;
+  quarantined: number;
 }
 
-/** Moves every spooled delivery into the queue, oldest first. Rejects if Redis fails on the way. */
-export async function drainSpool(
-  spool: Spool,
-  queue: BullmqProducer,
-  batchSize = 100,
-  onBatch?: (counts: DrainCounts) => void,
-): Promise<DrainCounts> {
-  const counts = { queued: 0, duplicate: 0 };
-  await spool.drain(async (jobs) => {
-    const results = await Promise.all(jobs.map((job) => queue.enqueue(job)));
-    for (const result of results) counts[result.duplicate ? 'duplicate' : 'queued']++;
-    onBatch?.(counts);
-  }, batchSize);
-  return counts;
+export interface SpoolDrainerOptions {
+  batch?: Partial<DrainLimits>;
+  logger?: Logger;
+  /** After each confirmed batch, with the pass's counts so far. */
+  onBatch?: (counts: DrainCounts) => void;
+}
+
+/**
+ * Drain passes over a spool: the batch size that last worked and the failures of each record carry over from one
+ * pass to the next, so a pass that failed on a record starts again from where the previous one left off.
+ */
+export class SpoolDrainer {
+  private readonly max: DrainLimits;
+  private limits: DrainLimits;
+  /** Failures of a record sent alone, by delivery id. */
+  private readonly failures = new Map<string, number>();
+  /** What every pass moved, those that stopped on an error included. */
+  readonly total: DrainCounts = { queued: 0, duplicate: 0, quarantined: 0 };
+
+  constructor(
+    private readonly spool: Spool,
+    private readonly queue: BullmqProducer,
+    private readonly opts: SpoolDrainerOptions = {},
+  ) {
+    this.max = { records: DRAIN_BATCH_RECORDS, bytes: DRAIN_BATCH_BYTES, ...opts.batch };
+    this.limits = { ...this.max };
+  }
+
+  /** Moves every spooled delivery into the queue, oldest first. Rejects if Redis fails on the way. */
+  async pass(): Promise<DrainCounts> {
+    const counts: DrainCounts = { queued: 0, duplicate: 0, quarantined: 0 };
+    await this.spool.drain(
+      async (jobs, bytes) => {
+        const timeoutMs = drainDeadlineMs(this.queue.timeoutMs, bytes);
+        // Settled, not raced: a retry is not sent while writes of the failed batch are still being answered.
+        const results = await Promise.allSettled(jobs.map((job) => this.queue.enqueue(job, undefined, timeoutMs)));
+        const failed = results.find((r) => r.status === 'rejected');
+        if (failed) throw failed.reason;
+        for (const result of results) {
+          if (result.status !== 'fulfilled') continue;
+          const key = result.value.duplicate ? 'duplicate' : 'queued';
+          counts[key]++;
+          this.total[key]++;
+        }
+        for (const job of jobs) this.failures.delete(job.data.deliveryId);
+        this.limits = {
+          records: Math.min(this.max.records, this.limits.records * 2),
+          bytes: Math.min(this.max.bytes, this.limits.bytes * 2),
+        };
+        this.opts.onBatch?.(counts);
+      },
+      { limits: () => this.limits, onFailure: (jobs, bytes, err) => this.failed(jobs, bytes, err, counts) },
+    );
+    return counts;
+  }
+
+  private async failed(jobs: WebhookJob[], bytes: number, err: unknown, counts: DrainCounts): Promise<DrainVerdict> {
+    // Redis down or stuck says nothing about the records: wait for it (the next pass).
+    if (!(err instanceof EnqueueError) || (err.reason !== 'timeout' && err.reason !== 'redis_error')) return 'stop';
+    if (jobs.length > 1) {
+      this.limits = { records: Math.ceil(jobs.length / 2), bytes: Math.max(1, Math.floor(bytes / 2)) };
+      return 'retry';
+    }
+    this.limits = { records: 1, bytes: 1 };
+    const job = jobs[0] as WebhookJob;
+    const failures = (this.failures.get(job.data.deliveryId) ?? 0) + 1;
+    this.failures.set(job.data.deliveryId, failures);
+    if (failures < QUARANTINE_AFTER_FAILURES) return 'stop';
+    // A Redis that refuses every write (out of memory, read-only) is not this record's fault.
+    if (!(await this.queue.probeWrite())) return 'stop';
+    this.failures.delete(job.data.deliveryId);
+    counts.quarantined++;
+    this.total.quarantined++;
+    this.opts.logger?.error(
+      { deliveryId: job.data.deliveryId, receivedAt: job.data.receivedAt, bytes, err: err.message, failures },
+      'a spooled delivery Redis cannot take was moved to the quarantine; `sellsy-webhooks spool drain` requeues it',
+    );
+    return 'quarantine';
+  }
 }
 
 export class SpoolingProducer implements Producer {
@@ -55,13 +164,22 @@ export class SpoolingProducer implements Producer {
   private closed = false;
   private readonly timer: NodeJS.Timeout;
   private lastDrainError: string | null = null;
+  private readonly drainQueue: BullmqProducer;
+  private readonly drainer: SpoolDrainer;
+  private readonly intervalMs: number;
+  /** No drain pass before this time (backoff after a failed one), and the current backoff. */
+  private retryAt = 0;
+  private backoffMs = 0;
 
   constructor(
     readonly queue: BullmqProducer,
     readonly spool: Spool,
     private readonly opts: SpoolingProducerOptions,
   ) {
-    this.timer = setInterval(() => this.kick(), opts.drainIntervalMs ?? 250);
+    this.drainQueue = opts.drainQueue ?? queue;
+    this.drainer = new SpoolDrainer(spool, this.drainQueue, { batch: opts.drainBatch, logger: opts.logger });
+    this.intervalMs = opts.drainIntervalMs ?? 250;
+    this.timer = setInterval(() => this.kick(), this.intervalMs);
     this.timer.unref();
   }
 
@@ -90,31 +208,61 @@ export class SpoolingProducer implements Producer {
     return { jobId: job.data.deliveryId, duplicate: false, spooled: true, spoolReason: reason };
   }
 
-  /** Starts a drain pass if there is something to drain and Redis is answering. */
+  /**
+   * Starts a drain pass if there is something to drain and Redis is answering; else, if drained segments are still
+   * on disk (their removal or cursor write failed), a cleanup, which needs no Redis. Not before the backoff is over.
+   */
   kick(): void {
-    if (this.draining !== null || this.closed) return;
-    if (this.spool.status().depth === 0 || !this.queue.health().ready || this.queue.stalled(this.opts.ackBudgetMs)) {
-      return;
-    }
-    this.draining = this.drainOnce().then(
-      (counts) => {
-        this.lastDrainError = null;
-        if (counts.queued + counts.duplicate > 0) this.opts.onDrained?.(counts);
-      },
-      (err: Error) => {
-        if (err.message !== this.lastDrainError) {
-          this.opts.logger?.warn({ err: err.message }, 'spool drain stopped; it resumes when Redis answers');
-        }
-        this.lastDrainError = err.message;
-      },
-    );
+    if (this.draining !== null || this.closed || Date.now() < this.retryAt) return;
+    const redisAnswers = this.drainQueue.health().ready && !this.drainQueue.stalled(this.opts.ackBudgetMs);
+    if (this.spool.status().depth > 0 && redisAnswers) {
+      const before = { ...this.drainer.total };
+      const report = () => {
+        const { queued, duplicate, quarantined } = this.drainer.total;
+        const counts = {
+          queued: queued - before.queued,
+          duplicate: duplicate - before.duplicate,
+          quarantined: quarantined - before.quarantined,
+        };
+        if (counts.queued + counts.duplicate + counts.quarantined > 0) this.opts.onDrained?.(counts);
+      };
+      this.draining = this.drainOnce().then(
+        () => {
+          this.passed(true);
+          this.lastDrainError = null;
+          report();
+        },
+        (err: Error) => {
+          this.passed(false);
+          report();
+          if (err.message !== this.lastDrainError) {
+            this.opts.logger?.warn({ err: err.message }, 'spool drain stopped; it resumes when Redis answers');
+          }
+          this.lastDrainError = err.message;
+        },
+      );
+    } else if (this.spool.cleanupPending() > 0) {
+      this.draining = this.spool.cleanup().then((pending) => this.passed(pending === 0));
+    } else return;
     void this.draining.finally(() => {
       this.draining = null;
     });
   }
 
-  drainOnce(): Promise<DrainCounts> {
-    return drainSpool(this.spool, this.queue, this.opts.drainBatch);
+  /** Backoff: reset by a pass that worked, doubled (capped) by one that did not. */
+  private passed(ok: boolean): void {
+    this.backoffMs = ok ? 0 : Math.min(DRAIN_MAX_BACKOFF_MS, Math.max(this.intervalMs, this.backoffMs * 2));
+    this.retryAt = Date.now() + this.backoffMs;
+  }
+
+  async drainOnce(): Promise<DrainCounts> {
+    const depth = this.spool.status().depth;
+    try {
+      return await this.drainer.pass();
+    } finally {
+      // A pass that moved records made progress, even if it stopped later: no long wait before the next.
+      if (this.spool.status().depth < depth) this.backoffMs = 0;
+    }
   }
 
   /** Resolves once the spool is empty, or rejects after `timeoutMs`. */
@@ -144,10 +292,15 @@ export class SpoolingProducer implements Producer {
     this.closed = true;
     clearInterval(this.timer);
     await this.draining;
-    if (this.spool.status().depth > 0 && this.queue.health().ready && !this.queue.stalled(this.opts.ackBudgetMs)) {
+    if (
+      this.spool.status().depth > 0 &&
+      this.drainQueue.health().ready &&
+      !this.drainQueue.stalled(this.opts.ackBudgetMs)
+    ) {
       await this.drainOnce().catch(() => undefined);
     }
     await this.spool.close();
     await this.queue.close();
+    if (this.drainQueue !== this.queue) await this.drainQueue.close();
   }
 }
