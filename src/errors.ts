@@ -7,6 +7,14 @@ export const HttpErrors = {
   bad_signature: { status: 401, message: 'X-Webhook-Signature does not match any configured key' },
   unknown_account: { status: 401, message: 'no signing key is configured for this account' },
   account_mismatch: { status: 401, message: 'the account in the URL is not the corpid of the payload' },
+  bad_account: {
+    status: 401,
+    message: 'the account is not a Sellsy account id (corpid: a decimal number; URL segment: [A-Za-z0-9_-]{1,64})',
+  },
+  forbidden_bytes: {
+    status: 401,
+    message: 'the signed bytes hold bytes Sellsy never sends (invalid UTF-8 or NUL), as a forged extension does',
+  },
   payload_too_large: { status: 413, message: 'request body is larger than BODY_LIMIT_BYTES' },
   enqueue_failed: { status: 503, message: 'the event could not be written to the queue; retry later' },
 } as const;

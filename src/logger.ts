@@ -28,3 +28,15 @@ export function createLogger(level: LogLevel, destination?: pino.DestinationStre
   }
   return pino(options, destination ?? pino.destination({ dest: 1, sync: true }));
 }
+
+/** The longest a value taken from an unauthenticated request is logged (characters). */
+export const LOGGED_VALUE_MAX = 128;
+
+/**
+ * A value from an unauthenticated request (corpid, path, content type, user agent…) as a log line may carry it: cut
+ * to `LOGGED_VALUE_MAX` characters with the length it had, so that a 1 MiB `corpid` does not make a 1 MiB line.
+ */
+export function clipped<T extends string | null | undefined>(value: T): T | string {
+  if (typeof value !== 'string' || value.length <= LOGGED_VALUE_MAX) return value;
+  return `${value.slice(0, LOGGED_VALUE_MAX)}… (${value.length} characters)`;
+}

@@ -24,6 +24,8 @@ export interface Config {
     keys: readonly string[];
     /** Per-account keys (Sellsy `corpid` or the `/webhook/sellsy/<account>` path segment). */
     accountKeys: ReadonlyMap<string, readonly string[]>;
+    /** SIGNATURE_CHECK=worker: how long a job the worker refused for its signature stays a dead letter. */
+    badSignatureKeepSeconds: number;
   };
   bodyLimitBytes: number;
   dedupWindowSeconds: number;
@@ -155,6 +157,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       formScope: parsed.SIGNATURE_FORM_SCOPE,
       keys,
       accountKeys,
+      badSignatureKeepSeconds: parsed.BAD_SIGNATURE_KEEP_SECONDS,
     },
     bodyLimitBytes: parsed.BODY_LIMIT_BYTES,
     dedupWindowSeconds: parsed.DEDUP_WINDOW_SECONDS,

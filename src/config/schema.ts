@@ -17,6 +17,7 @@ export const EnvSchema = Type.Object({
   SELLSY_ACCOUNT_KEYS: Type.Optional(Type.String()),
   SIGNATURE_CHECK: Type.Union([Type.Literal('listener'), Type.Literal('worker')], { default: 'listener' }),
   SIGNATURE_FORM_SCOPE: Type.Union([Type.Literal('body'), Type.Literal('notif')], { default: 'body' }),
+  BAD_SIGNATURE_KEEP_SECONDS: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600, default: 24 * 3600 }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 1024 * 1024 }),
   DEDUP_WINDOW_SECONDS: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600, default: 72 * 3600 }),
   ENQUEUE_TIMEOUT_MS: Millis(1000),

@@ -26,6 +26,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
+import { clipped } from '../logger.ts';
 import { recordQueueName } from '../queue/records.ts';
 
 export interface AdminDeps {
@@ -105,7 +106,7 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
   app.addHook('onRequest', async (request, reply) => {
     const outcome = authorized(request.headers.authorization);
     if (outcome !== 'ok') {
-      if (outcome === 'wrong') log.warn({ ip: request.ip, url: request.url }, 'dashboard: wrong credentials');
+      if (outcome === 'wrong') log.warn({ ip: request.ip, url: clipped(request.url) }, 'dashboard: wrong credentials');
       return reply
         .code(401)
         .header('www-authenticate', challenge)

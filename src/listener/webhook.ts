@@ -3,7 +3,8 @@
  *
  * Answers: 200 `{"ok":true,"deliveryId","jobId","duplicate"}` once Redis holds the job, or with `"spooled":true` once
  * the local spool holds it (Redis down or slower than ACK_BUDGET_MS); 401 `{"ok":false,"error"}` on a missing or
- * wrong signature (nothing queued); 413 over `BODY_LIMIT_BYTES`; when neither Redis nor the spool can take it,
+ * wrong signature, a signed body holding bytes Sellsy never sends, or an account that is not an account id (nothing
+ * queued); 413 over `BODY_LIMIT_BYTES`; when neither Redis nor the spool can take it,
  * `ENQUEUE_FAILURE_STATUS` (200 `{"ok":true,"queued":false}` or 503) and the raw delivery logged at error level.
  * Any body that passes the signature check is queued, parsed or not (`unknown` jobs).
  * `GET`/`HEAD` on the same paths answer 200 and do nothing (Sellsy or an operator probing the URL).
@@ -12,6 +13,7 @@ import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { EnqueueError, type HttpErrorCode, HttpErrors } from '../errors.ts';
+import { clipped } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { dedupKeyOf, newDeliveryId, rawBodyFields, type WebhookJobData } from '../queue/contract.ts';
 import type { Producer } from '../queue/producer.ts';
@@ -51,7 +53,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE' || err.statusCode === 413) {
       metrics.deliveries.inc({ outcome: 'too_large' });
       log.warn(
-        { reqId: request.id, outcome: 'too_large', contentLength: request.headers['content-length'] },
+        { reqId: request.id, outcome: 'too_large', contentLength: clipped(request.headers['content-length']) },
         'delivery refused: body too large',
       );
       return sendError(reply, 'payload_too_large');
@@ -67,11 +69,20 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     app.post<{ Params: Params }>(url, { onRequest: keepMalformedContentType }, handleDelivery);
   }
 
-  /** A delivery refused for its signature or account: counted, logged, answered 401, nothing queued. */
+  /**
+   * A delivery refused for its signature or account: counted, logged, answered 401, nothing queued. What the request
+   * claims (account, path) is logged clipped: nothing in it is authenticated.
+   */
   function refuse(request: FastifyRequest, reply: FastifyReply, error: HttpErrorCode, account: string | null) {
     metrics.deliveries.inc({ outcome: 'bad_signature' });
     log.warn(
-      { reqId: request.id, outcome: error, account, path: request.url, ackMs: reply.elapsedTime },
+      {
+        reqId: request.id,
+        outcome: error,
+        account: clipped(account),
+        path: clipped(request.url),
+        ackMs: reply.elapsedTime,
+      },
       'delivery refused',
     );
     return sendError(reply, error);
@@ -82,8 +93,8 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const raw = Buffer.isBuffer(request.body) ? request.body : EMPTY;
     const contentType = originalContentType.get(request.raw) ?? request.headers['content-type'];
     const parsed = parseDelivery(raw, contentType);
-    const owner = accountOf(request.params.account, parsed.event?.corpId);
-    if (!owner.ok) return refuse(request, reply, owner.error, null);
+    const owner = accountOf(config, request.params.account, parsed.event?.corpId);
+    if (!owner.ok) return refuse(request, reply, owner.error, parsed.event?.corpId ?? request.params.account ?? null);
     const account = owner.account;
     const header = request.headers[SIGNATURE_HEADER];
     const signatureHeader = typeof header === 'string' ? header : undefined;
@@ -117,9 +128,10 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const logFields = {
       reqId: request.id,
       deliveryId: data.deliveryId,
-      account,
+      // Unauthenticated when no key is configured or with SIGNATURE_CHECK=worker.
+      account: clipped(account),
       event: name,
-      relatedId: parsed.event?.relatedId ?? null,
+      relatedId: clipped(parsed.event?.relatedId ?? null),
       parseProblem: parsed.problem ?? undefined,
     };
 

@@ -5,8 +5,8 @@
  * - `application/x-www-form-urlencoded`: the field `notif` holds the event as a JSON string (Sellsy's default);
  * - `application/json`: the event is the whole body (webhooks with `json_content_type`).
  * Output: `{ event, problem, notif }`. `event` is null and `problem` names the reason when the body is not a
- * Sellsy event (`unsupported_content_type`, `form_without_notif`, `invalid_json`, `not_an_object`); the caller
- * still keeps the delivery (it becomes an `unknown` job). Sellsy's value sets are open: unknown event types and
+ * Sellsy event (`unsupported_content_type`, `form_without_notif`, `ambiguous_notif`, `invalid_json`,
+ * `not_an_object`); the caller still keeps the delivery (it becomes an `unknown` job). Sellsy's value sets are open: unknown event types and
  * extra keys are kept, never rejected.
  */
 
@@ -31,7 +31,13 @@ export interface SellsyEvent {
   extra: Record<string, unknown>;
 }
 
-export type ParseProblem = 'unsupported_content_type' | 'form_without_notif' | 'invalid_json' | 'not_an_object';
+export type ParseProblem =
+  | 'unsupported_content_type'
+  | 'form_without_notif'
+  /** A form body with more than one `notif` field: form parsers disagree on which one counts (first or last). */
+  | 'ambiguous_notif'
+  | 'invalid_json'
+  | 'not_an_object';
 
 export type BodyFormat = 'form' | 'json' | 'other';
 
@@ -74,9 +80,12 @@ export function parseDelivery(raw: Buffer, contentType: string | undefined): Par
   let json: string;
   let notif: string | null = null;
   if (format === 'form') {
-    const value = new URLSearchParams(raw.toString('utf8')).get('notif');
-    if (value === null) return { format, event: null, problem: 'form_without_notif', notif: null };
-    json = notif = value;
+    const values = new URLSearchParams(raw.toString('utf8')).getAll('notif');
+    if (values.length === 0) return { format, event: null, problem: 'form_without_notif', notif: null };
+    // Sellsy sends one. With two, this reader would take the first and a consumer's parser maybe the last: neither
+    // is read, and no single notif is what the signature covers.
+    if (values.length > 1) return { format, event: null, problem: 'ambiguous_notif', notif: null };
+    json = notif = values[0] as string;
   } else {
     json = raw.toString('utf8');
   }

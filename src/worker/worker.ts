@@ -14,6 +14,10 @@
  *   therefore never run at the same time. A record job runs on the record's latest delivery (src/worker/latest.ts),
  *   so the deliveries whose job was folded away are not lost: the newest of them is the one handled.
  *
+ * Deferred signatures (`SIGNATURE_CHECK=worker`): a job the listener queued `unchecked` is verified before any
+ * handler. A refused one releases the deduplication key it took (a genuine delivery with the same bytes then makes a
+ * job of its own) and fails for good; it is kept `BAD_SIGNATURE_KEEP_SECONDS` (src/worker/refused.ts).
+ *
  * Shutdown: `close()` lets active jobs finish; past `SHUTDOWN_TIMEOUT_MS` minus a margin it aborts their signal and
  * hands them back to the queue (no attempt used), so another worker takes them at once.
  */
@@ -22,8 +26,9 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/config.ts';
-import { HttpErrors } from '../errors.ts';
-import { checkSignature } from '../listener/verify.ts';
+import { type HttpErrorCode, HttpErrors } from '../errors.ts';
+import { accountOf, checkSignature } from '../listener/verify.ts';
+import { clipped } from '../logger.ts';
 import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
 import { rawBytesOf, type WebhookJobData } from '../queue/contract.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
@@ -32,6 +37,7 @@ import { parseDelivery } from '../sellsy/payload.ts';
 import { type HandlerContext, handlersFor, PermanentError, type Registration, RetryLaterError } from './handler.ts';
 import { LatestDeliveries } from './latest.ts';
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
+import { RefusedDeadLetters } from './refused.ts';
 
 export interface RunningWorker {
   /** The ingest-queue worker. */
@@ -61,14 +67,25 @@ function attributed(err: unknown, label: string): unknown {
   return out;
 }
 
-/** Deferred signature mode: the check the listener left to the worker. Throws PermanentError when it fails. */
-function verifyDeferredSignature(config: Config, data: WebhookJobData): void {
-  if (data.signature.status !== 'unchecked') return;
+/** A job refused by the deferred signature check: a dead letter at once, kept `BAD_SIGNATURE_KEEP_SECONDS`. */
+class RefusedSignatureError extends PermanentError {
+  constructor(readonly reason: HttpErrorCode) {
+    super(`signature: ${reason}: ${HttpErrors[reason].message}`);
+  }
+}
+
+/** Deferred signature mode: the checks the listener left to the worker (account, signature, bytes), or null. */
+function deferredRefusal(config: Config, data: WebhookJobData): HttpErrorCode | null {
+  if (data.signature.status !== 'unchecked') return null;
+  // The job's account is its corpid when the payload has one, else the URL's account segment.
+  const corpId = data.event?.corpId ?? null;
+  const owner = accountOf(config, corpId === null || corpId === '' ? data.account : null, corpId);
+  if (!owner.ok) return owner.error;
   const raw = rawBytesOf(data);
   const signed =
     data.signature.scope === 'notif' ? (parseDelivery(raw, data.contentType ?? undefined).notif ?? raw) : raw;
-  const verdict = checkSignature(config, data.account, signed, data.signature.header ?? undefined);
-  if (!verdict.ok) throw new PermanentError(`signature: ${verdict.error}: ${HttpErrors[verdict.error].message}`);
+  const verdict = checkSignature(config, owner.account, signed, data.signature.header ?? undefined);
+  return verdict.ok ? null : verdict.error;
 }
 
 export interface WorkerOptions extends PipelineOptions {
@@ -92,6 +109,23 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     recordQueue.on('error', () => undefined);
     const ttlMs = Math.max(config.jobs.keepFailedSeconds, 24 * 3600) * 1000;
     latest = new LatestDeliveries(client, `${config.queuePrefix}:${name}`, ttlMs);
+  }
+  let refused: RefusedDeadLetters | null = null;
+  let sweepTimer: NodeJS.Timeout | null = null;
+  if (config.signature.check === 'worker') {
+    const client = createWorkerConnection(config.redisUrl, `${config.queueName}:refused`);
+    client.on('error', () => undefined); // reported by the workers' own connections
+    connections.push(client);
+    const queue = new Queue(config.queueName, { connection: client, prefix: config.queuePrefix });
+    queue.on('error', () => undefined);
+    refused = new RefusedDeadLetters(client, queue, config.signature.badSignatureKeepSeconds);
+    const sweep = () => {
+      refused?.sweep().catch((err: Error) => log.warn({ err: err.message }, 'refused dead letters: sweep failed'));
+    };
+    // Refusals sweep as they happen; the timer covers the ones that expire while none comes.
+    sweepTimer = setInterval(sweep, Math.min(Math.max(config.signature.badSignatureKeepSeconds, 1), 60) * 1000);
+    sweepTimer.unref();
+    sweep();
   }
   const api = pipeline.sellsyApi;
   const metrics = options.registry ? createWorkerMetrics(options.registry, api ? { sellsyApi: () => api } : {}) : null;
@@ -178,8 +212,8 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
           deliveryId: job.data.deliveryId,
           event: job.name,
           stage,
-          account: job.data.account,
-          relatedId: job.data.event?.relatedId ?? null,
+          account: clipped(job.data.account),
+          relatedId: clipped(job.data.event?.relatedId ?? null),
           signature: job.data.signature.status,
           attempt: job.attemptsMade + 1,
           ms: Math.round((performance.now() - started) * 100) / 100,
@@ -199,7 +233,13 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
   const unknownHandled = handlersFor(fullChain, 'unknown').length > 0;
 
   const deliveryStage = processor('delivery', async (job, signal) => {
-    verifyDeferredSignature(config, job.data);
+    const refusal = deferredRefusal(config, job.data);
+    if (refusal !== null) {
+      // Anyone could have posted it: it must not keep the key a genuine delivery of the same bytes would take.
+      await job.removeDeduplicationKey();
+      if (job.id !== undefined) await refused?.add(job.id);
+      throw new RefusedSignatureError(refusal);
+    }
     const record = recordQueue ? recordKeyOf(job.data) : null;
     const chain = record === null ? fullChain : pipeline.store;
     if (job.name === 'unknown' && !unknownHandled) {
@@ -258,14 +298,17 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       const final = err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
       metrics?.jobs.inc({ queue, outcome: final ? 'dead_letter' : 'retry' });
       if (final) metrics?.jobAttempts.observe({ queue, outcome: 'dead_letter' }, job.attemptsMade);
+      if (err instanceof RefusedSignatureError) {
+        refused?.sweep().catch((e: Error) => log.warn({ err: e.message }, 'refused dead letters: sweep failed'));
+      }
       log[final ? 'error' : 'warn'](
         {
           reqId: job.data.request.id,
           jobId: job.id,
           deliveryId: job.data.deliveryId,
           event: job.name,
-          account: job.data.account,
-          relatedId: job.data.event?.relatedId ?? null,
+          account: clipped(job.data.account),
+          relatedId: clipped(job.data.event?.relatedId ?? null),
           queue: w.name,
           attempt: job.attemptsMade,
           attempts: job.opts.attempts ?? 1,
@@ -307,6 +350,8 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       } finally {
         clearTimeout(timer);
       }
+      if (sweepTimer) clearInterval(sweepTimer);
+      await refused?.close();
       await recordQueue?.close();
       await pipeline.close();
       for (const c of connections) c.disconnect();

@@ -111,3 +111,21 @@ test('regression: keys named after Object members are kept as data (constructor,
   assert.equal(({} as Record<string, unknown>).polluted, undefined);
   assert.match(JSON.stringify(parsed.event), /"__proto__":\{"polluted":true\}/);
 });
+
+test('regression: a form body with two notif fields is ambiguous_notif, read as neither event', () => {
+  const other = encodeURIComponent('{"relatedtype":"invoice","event":"deleted","relatedid":"1","corpid":"138"}');
+  for (const body of [
+    `${VECTORS.form.body}&notif=${other}`,
+    `notif=${other}&${VECTORS.form.body}`,
+    // The field name is percent-decoded like its value: `n%6Ftif` is `notif` to every form parser.
+    `${VECTORS.form.body}&n%6Ftif=${other}`,
+  ]) {
+    const parsed = parseDelivery(Buffer.from(body), FORM);
+    assert.deepEqual(
+      [parsed.format, parsed.event, parsed.problem, parsed.notif],
+      ['form', null, 'ambiguous_notif', null],
+      body,
+    );
+    assert.equal(jobNameOf(parsed.event), 'unknown');
+  }
+});

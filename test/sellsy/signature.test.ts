@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
-import { matchSignature, sign } from '../../src/sellsy/signature.ts';
+import { hasForbiddenBytes, matchSignature, sign } from '../../src/sellsy/signature.ts';
+import { extend, sha1Padding } from '../helpers/length-extension.ts';
 import { KEY, VECTORS } from '../helpers/vectors.ts';
 
 test('vector 1 (JSON, 163 bytes) signs to the published digest', () => {
@@ -52,4 +53,29 @@ test('rotation: any configured key matches and the index of the matching key is 
 
 test('upper-case hex and surrounding spaces in the header are accepted', () => {
   assert.equal(matchSignature([KEY], VECTORS.json.body, ` ${VECTORS.json.signature.toUpperCase()} `), 0);
+});
+
+test('a length extension of vector 1 made without the key carries a signature that matches under the key', () => {
+  const forged = extend(VECTORS.json.body, VECTORS.json.signature, KEY.length, '}');
+  // The forger only knew the key's length; node:crypto with the key agrees with the forged signature.
+  assert.equal(sign(KEY, forged.body), forged.signature);
+  assert.equal(matchSignature([KEY], forged.body, forged.signature), 0);
+  assert.equal(forged.body[VECTORS.json.body.length], 0x80);
+});
+
+test('a length extension holds bytes Sellsy never sends; the test vectors and escaped JSON do not', () => {
+  for (const vector of Object.values(VECTORS)) {
+    assert.equal(hasForbiddenBytes(vector.body), false);
+    assert.equal(hasForbiddenBytes(extend(vector.body, vector.signature, KEY.length, 'x').body), true);
+    // Whatever the length of key and body, the padding holds a NUL (the high bytes of the bit length).
+    for (let keyLength = 0; keyLength < 70; keyLength++) {
+      assert.equal(hasForbiddenBytes(sha1Padding(keyLength + vector.body.length)), true);
+    }
+  }
+  assert.equal(hasForbiddenBytes(Buffer.from('{"subject":"d\\u00e9cembre \\u0000 \\ud83d\\ude00","x":"é€😀"}')), false);
+  assert.equal(hasForbiddenBytes(Buffer.from([0x7b, 0x80, 0x7d])), true, 'a lone continuation byte');
+  assert.equal(hasForbiddenBytes(Buffer.from('{"a":"\0"}')), true, 'a NUL');
+  // The decoded notif value (SIGNATURE_FORM_SCOPE=notif) is a string.
+  assert.equal(hasForbiddenBytes('{"a":"b\0"}'), true);
+  assert.equal(hasForbiddenBytes('{"a":"é"}'), false);
 });
