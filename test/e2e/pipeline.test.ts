@@ -268,6 +268,27 @@ test('RECORD_ORDER=off: an object Sellsy cannot return fails the job, and the de
   }
 });
 
+test('regression: a NUL in the account and a lone surrogate in the event are stored, and the forward after postgres runs', async () => {
+  const { listener, target, db, workerEnv } = await setup();
+  const worker = await startTestWorker(listener, { ...workerEnv, RECORD_ORDER: 'off' });
+  try {
+    const body =
+      '{"event":"step","relatedtype":"invoice","relatedid":"10\\u000008","corpid":"92\\u00009","note":"\\ud800"}';
+    const jobId = (await post(listener.url, body, json)).body.jobId as string;
+    await waitFor(
+      async () => ['completed', 'failed'].includes((await state(listener, jobId)) ?? ''),
+      15_000,
+      'the job ended',
+    );
+    assert.equal((await listener.queue.getJob(jobId))?.failedReason ?? '', '');
+    assert.equal(await state(listener, jobId), 'completed');
+    assert.deepEqual(await rows(db), [{ delivery_id: jobId, related_id: '10\uFFFD08', raw_body: body }]);
+    assert.equal(verified(target, 0).account, '92\u00009', 'forward sends the account as received');
+  } finally {
+    await worker.close();
+  }
+});
+
 test('no log line of the listener or the worker holds a key, a signature, a secret or a token', async () => {
   const fake = await startFakeSellsy({ clientSecret: 'sellsy-client-secret-value-123' });
   cleanup.push(() => fake.close());
