@@ -11,7 +11,7 @@
  * - `QUEUE_NAME-records` (only with `RECORD_ORDER=latest`): one job per record at a time. Its deduplication id is the
  *   record (`account:relatedtype:relatedid`) with BullMQ's `keepLastIfActive`: while a record's job waits, later
  *   deliveries for it add no job; while it runs, one more is queued for when it ends. Two jobs of one record
- *   therefore never run at the same time. A record job runs on the record's latest delivery (src/worker/latest.ts),
+ *   therefore never run at the same time. A record job runs on the record's latest delivery (src/queue/latest.ts),
  *   so the deliveries whose job was folded away are not lost: the newest of them is the one handled.
  *
  * Shutdown: `close()` lets active jobs finish; past `SHUTDOWN_TIMEOUT_MS` minus a margin it aborts their signal and
@@ -26,11 +26,12 @@ import { HttpErrors } from '../errors.ts';
 import { checkSignature } from '../listener/verify.ts';
 import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
 import { rawBytesOf, type WebhookJobData } from '../queue/contract.ts';
+import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { createWorkerConnection } from '../queue/redis.ts';
 import { parseDelivery } from '../sellsy/payload.ts';
 import { type HandlerContext, handlersFor, PermanentError, type Registration, RetryLaterError } from './handler.ts';
-import { LatestDeliveries } from './latest.ts';
+
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 
 export interface RunningWorker {
@@ -90,8 +91,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     const name = recordQueueName(config.queueName);
     recordQueue = new Queue<WebhookJobData>(name, { connection: client, prefix: config.queuePrefix });
     recordQueue.on('error', () => undefined);
-    const ttlMs = Math.max(config.jobs.keepFailedSeconds, 24 * 3600) * 1000;
-    latest = new LatestDeliveries(client, `${config.queuePrefix}:${name}`, ttlMs);
+    latest = new LatestDeliveries(client, `${config.queuePrefix}:${name}`, latestTtlMs(config));
   }
   const api = pipeline.sellsyApi;
   const metrics = options.registry ? createWorkerMetrics(options.registry, api ? { sellsyApi: () => api } : {}) : null;

@@ -12,7 +12,7 @@ import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { recordQueueName } from '../../src/queue/records.ts';
 import { runCli, spawnCli, waitFor } from '../helpers/cli.ts';
-import { startFakeSellsy } from '../helpers/fake-sellsy.ts';
+import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type TempSchema, tempSchema } from '../helpers/postgres.ts';
 import { answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
@@ -235,6 +235,49 @@ test('sellsy-fetch: the Sellsy API answers 429 three times; the worker slows dow
     assert.match(scrape, /^sellsy_webhooks_sellsy_api_calls_total 4$/m);
     assert.match(scrape, /^sellsy_webhooks_jobs_total\{queue="records",outcome="rate_limited"\} 3$/m);
     assert.match(scrape, /^sellsy_webhooks_sellsy_api_quota_remaining\{window="second"\} \d+$/m);
+  } finally {
+    await worker.close();
+  }
+});
+
+/** A worker with sellsy-fetch on the fake and RECORD_ORDER=latest, wired to a fresh setup. */
+async function fetchingWorker(fake: FakeSellsy, listenerEnv: Record<string, string> = {}) {
+  const s = await setup(listenerEnv);
+  const worker = await startTestWorker(s.listener, {
+    ...s.workerEnv,
+    RECORD_ORDER: 'latest',
+    SELLSY_CLIENT_ID: fake.clientId,
+    SELLSY_CLIENT_SECRET: fake.clientSecret,
+    SELLSY_API_URL: fake.apiUrl,
+    SELLSY_TOKEN_URL: fake.tokenUrl,
+  });
+  const records = new Queue(recordQueueName(s.listener.config.queueName), { connection: { url: redis.url } });
+  cleanup.push(() => records.close());
+  return { ...s, worker, records };
+}
+
+test('regression: a byte-identical delivery after its record ran (a second change within the same second) fetches and forwards the new state under its own webhook-id', async () => {
+  const fake = await startFakeSellsy();
+  cleanup.push(() => fake.close());
+  const { listener, target, db, worker, records } = await fetchingWorker(fake);
+  try {
+    fake.put('invoices', '1010', { id: 1010, step: 'draft' });
+    const body = recordBody('1010', 1);
+    const first = (await post(listener.url, body, json)).body;
+    await waitFor(async () => (await records.getJobState(first.jobId as string)) === 'completed', 15_000, 'record ran');
+    assert.deepEqual(verified(target, 0).object, { id: 1010, step: 'draft' });
+
+    fake.put('invoices', '1010', { id: 1010, step: 'sent' });
+    const second = (await post(listener.url, body, json)).body;
+    assert.equal(second.duplicate, true, 'the delivery queue still folds it');
+    assert.equal(second.jobId, first.jobId);
+    await waitFor(async () => target.received.length >= 2, 15_000, 'the record ran again and forwarded');
+    const payload = verified(target, 1);
+    assert.deepEqual(payload.object, { id: 1010, step: 'sent' });
+    assert.equal(target.received[1]?.headers['webhook-id'], second.deliveryId);
+    assert.notEqual(second.deliveryId, first.deliveryId);
+    assert.equal((await rows(db)).length, 1, 'the folded delivery adds no row');
+    assert.equal(await listener.queue.getJob(second.deliveryId as string), undefined, 'nor an ingest job');
   } finally {
     await worker.close();
   }
