@@ -283,6 +283,44 @@ test('regression: a byte-identical delivery after its record ran (a second chang
   }
 });
 
+test("regression: with two Sellsy accounts, each record is fetched with its own account's client, and an account without credentials is a dead letter", async () => {
+  const fake = await startFakeSellsy();
+  cleanup.push(() => fake.close());
+  fake.put('invoices', '42', { id: 42, account: '929' });
+  fake.addAccount('client-138', 'secret-138').put('invoices', '42', { id: 42, account: '138' });
+  const { listener, target, workerEnv } = await setup();
+  const worker = await startTestWorker(listener, {
+    ...workerEnv,
+    RECORD_ORDER: 'latest',
+    SELLSY_CLIENT_ID: fake.clientId,
+    SELLSY_CLIENT_SECRET: fake.clientSecret,
+    SELLSY_ACCOUNT_ID: '929',
+    SELLSY_ACCOUNT_CREDENTIALS: JSON.stringify({ 138: { clientId: 'client-138', clientSecret: 'secret-138' } }),
+    SELLSY_API_URL: fake.apiUrl,
+    SELLSY_TOKEN_URL: fake.tokenUrl,
+  });
+  const records = new Queue(recordQueueName(listener.config.queueName), { connection: { url: redis.url } });
+  cleanup.push(() => records.close());
+  try {
+    const ids: string[] = [];
+    for (const account of ['138', '929', '777']) {
+      ids.push((await post(listener.url, recordBody('42', 1, account), json)).body.jobId as string);
+    }
+    const ended = async (id: string) => ['completed', 'failed'].includes((await records.getJobState(id)) ?? '');
+    await waitFor(async () => (await Promise.all(ids.map(ended))).every(Boolean), 20_000, 'the record jobs ended');
+    const forwarded = target.received.map((_, i) => verified(target, i));
+    assert.deepEqual(Object.fromEntries(forwarded.map((p) => [p.account, p.object])), {
+      138: { id: 42, account: '138' },
+      929: { id: 42, account: '929' },
+    });
+    const unknown = await records.getJob(ids[2] as string);
+    assert.equal(await unknown?.getState(), 'failed');
+    assert.match(unknown?.failedReason ?? '', /no Sellsy API credentials for account "777"/);
+  } finally {
+    await worker.close();
+  }
+});
+
 test('RECORD_ORDER=off: an object Sellsy cannot return fails the job, and the delivery is stored all the same', async () => {
   const fake = await startFakeSellsy();
   cleanup.push(() => fake.close());
