@@ -13,6 +13,8 @@
  *   deliveries for it add no job; while it runs, one more is queued for when it ends. Two jobs of one record
  *   therefore never run at the same time. A record job runs on the record's latest delivery (src/queue/latest.ts),
  *   so the deliveries whose job was folded away are not lost: the newest of them is the one handled.
+ *   A delivery the ingest queue folded as a duplicate reaches this stage too: the listener offers it and adds a
+ *   record job (src/queue/records.ts, `RecordReruns`).
  *
  * Shutdown: `close()` lets active jobs finish; past `SHUTDOWN_TIMEOUT_MS` minus a margin it aborts their signal and
  * hands them back to the queue (no attempt used), so another worker takes them at once.

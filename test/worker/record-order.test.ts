@@ -219,3 +219,37 @@ test('RECORD_ORDER=off: a folded delivery adds nothing to the record queue', asy
     await close();
   }
 });
+
+test('RECORD_ORDER=latest: a delivery folded while its record runs on the first one gets one more run, on the folded one', async () => {
+  const listener = await startTestListener(redis.url);
+  await untilReady(listener);
+  const runs: string[] = [];
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const worker = await startTestWorker(
+    listener,
+    { RECORD_ORDER: 'latest' },
+    {
+      'invoice.*': async (_event, ctx) => {
+        runs.push(ctx.deliveryId);
+        if (runs.length === 1) await gate;
+      },
+    },
+  );
+  try {
+    const body = recordBody('F5', 1);
+    const first = (await post(listener.url, body, json)).body;
+    await waitFor(() => runs.length === 1, 10_000, 'the first run started');
+    const again = (await post(listener.url, body, json)).body;
+    assert.equal(again.duplicate, true);
+    release();
+    await waitFor(() => runs.length === 2, 10_000, 'one more run');
+    assert.deepEqual(runs, [first.deliveryId, again.deliveryId]);
+  } finally {
+    release();
+    await worker.close();
+    await listener.close();
+  }
+});
