@@ -51,6 +51,7 @@ export function secretsOf(config: Config): string[] {
     ...[...config.signature.accountKeys.values()].flat(),
     config.forward?.secret,
     config.sellsyApi?.clientSecret,
+    ...[...(config.sellsyFetch?.credentials.values() ?? [])].map((c) => c.clientSecret),
     config.admin?.password,
     config.admin?.token,
     ...passwordsOf(config.redisUrl),

@@ -60,10 +60,27 @@ export interface Config {
   postgres: { url: string; schema: string } | null;
   /** Built-in `sellsy-fetch`: the full object from the Sellsy API v2. Null: off. */
   sellsyApi: { clientId: string; clientSecret: string; apiUrl: string; tokenUrl: string; timeoutMs: number } | null;
+  /**
+   * Which API credentials fetch each account's records (`sellsy-fetch` is on when this is not null). `accountId`:
+   * the account of the single `SELLSY_CLIENT_ID`/`SELLSY_CLIENT_SECRET` (null: they serve every account without its
+   * own); `credentials`: `SELLSY_ACCOUNT_CREDENTIALS`, by account.
+   */
+  sellsyFetch: {
+    accountId: string | null;
+    credentials: ReadonlyMap<string, SellsyCredentials>;
+    apiUrl: string;
+    tokenUrl: string;
+    timeoutMs: number;
+  } | null;
   /** Where `GET /metrics` is served: null = on the listener's port; a port = there only (and for `work` too). */
   metricsPort: number | null;
   /** The Bull Board dashboard at `/admin`: null = off (no credentials configured). */
   admin: { user: string | null; password: string | null; token: string | null; allowRetries: boolean } | null;
+}
+
+export interface SellsyCredentials {
+  clientId: string;
+  clientSecret: string;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -126,6 +143,26 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if ((parsed.SELLSY_CLIENT_ID === undefined) !== (parsed.SELLSY_CLIENT_SECRET === undefined)) {
     problems.push('SELLSY_CLIENT_ID and SELLSY_CLIENT_SECRET: set both (sellsy-fetch on) or neither (off)');
   }
+  const credentials = parseAccountCredentials(parsed.SELLSY_ACCOUNT_CREDENTIALS, problems);
+  const single = parsed.SELLSY_CLIENT_ID !== undefined && parsed.SELLSY_CLIENT_SECRET !== undefined;
+  if (parsed.SELLSY_ACCOUNT_ID !== undefined && !single) {
+    problems.push(
+      'SELLSY_ACCOUNT_ID: names the account of SELLSY_CLIENT_ID and SELLSY_CLIENT_SECRET; set those too, or unset it',
+    );
+  }
+  if ((single || credentials.size > 0) && accountKeys.size >= 2) {
+    // Record ids are per account: one client answering for several accounts would fetch another account's record.
+    const missing = [...accountKeys.keys()].filter(
+      (a) => !credentials.has(a) && !(single && a === parsed.SELLSY_ACCOUNT_ID),
+    );
+    if (missing.length > 0) {
+      problems.push(
+        `SELLSY_ACCOUNT_CREDENTIALS: sellsy-fetch is on and SELLSY_ACCOUNT_KEYS names ${accountKeys.size} accounts; ` +
+          `no API credentials for ${missing.map((a) => JSON.stringify(a)).join(', ')} (add them here, or name the ` +
+          'account of SELLSY_CLIENT_ID with SELLSY_ACCOUNT_ID)',
+      );
+    }
+  }
   if (parsed.SIGNATURE_CHECK === 'worker' && keys.length === 0 && accountKeys.size === 0) {
     problems.push(
       'SIGNATURE_CHECK: "worker" needs SELLSY_SIGN_KEY or SELLSY_ACCOUNT_KEYS (the worker verifies with them)',
@@ -140,6 +177,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ? {
           clientId: parsed.SELLSY_CLIENT_ID,
           clientSecret: parsed.SELLSY_CLIENT_SECRET,
+          apiUrl: parsed.SELLSY_API_URL.replace(/\/+$/, ''),
+          tokenUrl: parsed.SELLSY_TOKEN_URL,
+          timeoutMs: parsed.SELLSY_API_TIMEOUT_MS,
+        }
+      : null;
+  const sellsyFetch =
+    sellsyApi !== null || credentials.size > 0
+      ? {
+          accountId: parsed.SELLSY_ACCOUNT_ID ?? null,
+          credentials,
           apiUrl: parsed.SELLSY_API_URL.replace(/\/+$/, ''),
           tokenUrl: parsed.SELLSY_TOKEN_URL,
           timeoutMs: parsed.SELLSY_API_TIMEOUT_MS,
@@ -178,7 +225,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       concurrency: parsed.WORKER_CONCURRENCY,
       lockMs: parsed.WORKER_LOCK_MS,
       handlersModule: parsed.HANDLERS ?? null,
-      recordOrder: parsed.RECORD_ORDER === 'auto' ? (sellsyApi ? 'latest' : 'off') : parsed.RECORD_ORDER,
+      recordOrder: parsed.RECORD_ORDER === 'auto' ? (sellsyFetch ? 'latest' : 'off') : parsed.RECORD_ORDER,
     },
     forward:
       parsed.FORWARD_URL !== undefined && parsed.FORWARD_SECRET !== undefined
@@ -186,6 +233,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         : null,
     postgres: parsed.DATABASE_URL !== undefined ? { url: parsed.DATABASE_URL, schema: parsed.DATABASE_SCHEMA } : null,
     sellsyApi,
+    sellsyFetch,
     metricsPort: parsed.METRICS_PORT ?? null,
     admin:
       parsed.ADMIN_PASSWORD !== undefined || parsed.ADMIN_TOKEN !== undefined
@@ -229,6 +277,7 @@ const SECRETS = new Set([
   'SELLSY_ACCOUNT_KEYS',
   'FORWARD_SECRET',
   'SELLSY_CLIENT_SECRET',
+  'SELLSY_ACCOUNT_CREDENTIALS',
   'ADMIN_PASSWORD',
   'ADMIN_TOKEN',
 ]);
@@ -272,6 +321,35 @@ function parseAccountKeys(value: string | undefined, problems: string[]): Map<st
       continue;
     }
     map.set(account, list as string[]);
+  }
+  return map;
+}
+
+/** `SELLSY_ACCOUNT_CREDENTIALS`: `{"<corpid>": {"clientId": "…", "clientSecret": "…"}}`. */
+function parseAccountCredentials(value: string | undefined, problems: string[]): Map<string, SellsyCredentials> {
+  const map = new Map<string, SellsyCredentials>();
+  if (value === undefined) return map;
+  const usage = 'must be a JSON object such as {"929":{"clientId":"…","clientSecret":"…"}}';
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    problems.push(`SELLSY_ACCOUNT_CREDENTIALS: ${usage} (it is not valid JSON)`);
+    return map;
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    problems.push(`SELLSY_ACCOUNT_CREDENTIALS: ${usage}`);
+    return map;
+  }
+  for (const [account, entry] of Object.entries(parsed)) {
+    const { clientId, clientSecret } = (entry ?? {}) as Record<string, unknown>;
+    if (typeof clientId !== 'string' || clientId === '' || typeof clientSecret !== 'string' || clientSecret === '') {
+      problems.push(
+        `SELLSY_ACCOUNT_CREDENTIALS: account ${JSON.stringify(account)} needs a non-empty "clientId" and "clientSecret"`,
+      );
+      continue;
+    }
+    map.set(account, { clientId, clientSecret });
   }
   return map;
 }

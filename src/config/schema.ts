@@ -47,6 +47,8 @@ export const EnvSchema = Type.Object({
   DATABASE_SCHEMA: Type.String({ pattern: '^[a-z_][a-z0-9_]{0,62}$', default: 'public' }),
   SELLSY_CLIENT_ID: Type.Optional(Type.String({ minLength: 1 })),
   SELLSY_CLIENT_SECRET: Type.Optional(Type.String({ minLength: 1 })),
+  SELLSY_ACCOUNT_ID: Type.Optional(Type.String({ minLength: 1 })),
+  SELLSY_ACCOUNT_CREDENTIALS: Type.Optional(Type.String()),
   SELLSY_API_URL: Type.String({ pattern: '^https?://', default: 'https://api.sellsy.com/v2' }),
   SELLSY_TOKEN_URL: Type.String({ pattern: '^https?://', default: 'https://login.sellsy.com/oauth2/access-tokens' }),
   SELLSY_API_TIMEOUT_MS: Millis(10_000),

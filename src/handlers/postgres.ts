@@ -5,7 +5,8 @@
  * is stored even when its object cannot be fetched; the object is not stored (it is the record's current state, not
  * part of the delivery).
  * Output: one row keyed by the delivery id, the raw body exact (`raw_body`, or `raw_body_base64` for bytes that are not
- * UTF-8 text PostgreSQL can hold), and the parsed event as jsonb.
+ * UTF-8 text PostgreSQL can hold), and the parsed event as jsonb. A NUL or a lone surrogate in a parsed field (which
+ * text and jsonb refuse) is stored as U+FFFD: anything the body holds is stored, the raw body exact.
  * Guarantee: a delivery is stored at most once: `INSERT … ON CONFLICT DO NOTHING` on the delivery id and on the dedup
  * key, so a retried job, or the same delivery received twice, never adds a second row.
  * Failures: a connection or server error is an ordinary Error (the job is retried); a data error that no retry can fix
@@ -168,17 +169,17 @@ function rowOf(event: Parameters<Handler>[0], context: HandlerContext): unknown[
   return [
     context.deliveryId,
     data.dedupKey,
-    context.name,
-    data.account,
-    event?.eventType ?? null,
-    event?.event ?? null,
-    event?.relatedType ?? null,
-    event?.relatedId ?? null,
-    event?.ownerType ?? null,
-    event?.ownerId ?? null,
+    text(context.name),
+    text(data.account),
+    text(event?.eventType ?? null),
+    text(event?.event ?? null),
+    text(event?.relatedType ?? null),
+    text(event?.relatedId ?? null),
+    text(event?.ownerType ?? null),
+    text(event?.ownerId ?? null),
     eventTimestamp(event?.timestamp ?? null),
     data.receivedAt,
-    data.contentType,
+    text(data.contentType),
     rawBody,
     rawBodyBase64,
     jsonb(event),
@@ -199,19 +200,29 @@ function eventTimestamp(value: string | null): Date | null {
 }
 
 /**
- * A value as jsonb text, or null when absent. Always stringified here: pg would send a JS array as a PostgreSQL array.
- * jsonb rejects U+0000 (`\u0000`) in strings and keys, so it becomes U+FFFD; `raw_body` keeps the exact text.
+ * A parsed string as PostgreSQL text can hold it: text and jsonb reject U+0000, and jsonb rejects a lone surrogate
+ * (`\ud800`, which JSON.parse lets through from an escape); both become U+FFFD. These fields come from the body,
+ * which anyone can make hold them: failing the delivery for good would lose it and skip the handlers after this one.
+ * `raw_body` (or `raw_body_base64`) keeps what was received.
  */
+function text<T extends string | null>(value: T): T {
+  return (value === null ? value : value.replace(UNSTORABLE, '\uFFFD')) as T;
+}
+
+/** U+0000 and lone surrogates (with the `u` flag, a surrogate pair is one code point, not `\p{Cs}`). */
+const UNSTORABLE = /[\0\p{Cs}]/gu;
+
+/** A value as jsonb text, or null when absent. Always stringified here: pg would send a JS array as a PostgreSQL array. */
 function jsonb(value: unknown): string | null {
   if (value === undefined || value === null) return null;
-  const text = JSON.stringify(value, (_key, v: unknown) => {
-    if (typeof v === 'string') return v.replaceAll('\0', '\uFFFD');
-    if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).some((k) => k.includes('\0'))) {
-      return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.replaceAll('\0', '\uFFFD'), x]));
+  const json = JSON.stringify(value, (_key, v: unknown) => {
+    if (typeof v === 'string') return text(v);
+    if (v !== null && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).some((k) => text(k) !== k)) {
+      return Object.fromEntries(Object.entries(v).map(([k, x]) => [text(k), x]));
     }
     return v;
   });
-  return text === undefined ? null : text;
+  return json === undefined ? null : json;
 }
 
 /** A data error no retry can fix becomes a PermanentError; anything else is returned as is (retried). */

@@ -7,12 +7,14 @@
  * - an unparsed delivery (event null): `PermanentError`, as there is nothing to look up.
  * - a `relatedid` that is not a plain id: `PermanentError` from `SellsyApi.getObject`, before any request (it would
  *   otherwise be put in a URL path).
+ * - several accounts (`SellsyAccounts`): each job is fetched with its account's client (`data.account`; record ids are
+ *   per account); a job whose account has none is a `PermanentError`, before any request.
  * API failures propagate as the client raises them (see `src/sellsy/api.ts`).
  */
-import { collectionOf, type SellsyApi } from '../sellsy/api.ts';
+import { collectionOf, type SellsyAccounts, SellsyApi } from '../sellsy/api.ts';
 import { type Handler, PermanentError } from '../worker/handler.ts';
 
-export function createSellsyFetchHandler(api: SellsyApi): Handler {
+export function createSellsyFetchHandler(clients: SellsyApi | SellsyAccounts): Handler {
   return async function sellsyFetch(event, context) {
     if (event === null) throw new PermanentError('unparsed event: nothing to fetch');
     const { relatedType, relatedId } = event;
@@ -27,6 +29,13 @@ export function createSellsyFetchHandler(api: SellsyApi): Handler {
     if (collectionOf(relatedType) === null) {
       context.log.debug({ relatedType, relatedId }, 'sellsy-fetch: no API look-up for this related type');
       return;
+    }
+    const { account } = context.data;
+    const api = clients instanceof SellsyApi ? clients : clients.clientFor(account);
+    if (api === null) {
+      throw new PermanentError(
+        `no Sellsy API credentials for account ${JSON.stringify(account)}: add them to SELLSY_ACCOUNT_CREDENTIALS`,
+      );
     }
     context.object = await api.getObject(relatedType, relatedId, { signal: context.signal });
   };

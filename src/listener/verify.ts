@@ -15,7 +15,8 @@
  */
 import type { Config } from '../config/config.ts';
 import type { HttpErrorCode } from '../errors.ts';
-import type { SignatureStatus } from '../queue/contract.ts';
+import { rawBytesOf, type SignatureStatus, type WebhookJobData } from '../queue/contract.ts';
+import { parseDelivery } from '../sellsy/payload.ts';
 import { hasForbiddenBytes, matchSignature } from '../sellsy/signature.ts';
 
 export type Verdict = { ok: true; status: SignatureStatus } | { ok: false; error: HttpErrorCode };
@@ -78,4 +79,18 @@ export function checkSignature(
   // as `bad_signature` whatever its bytes.
   if (hasForbiddenBytes(signedBytes)) return { ok: false, error: 'forbidden_bytes' };
   return { ok: true, status: 'verified' };
+}
+
+/** Deferred signature mode: the checks the listener left to the worker (account, signature, bytes), or null. */
+export function deferredRefusal(config: Config, data: WebhookJobData): HttpErrorCode | null {
+  if (data.signature.status !== 'unchecked') return null;
+  // The job's account is its corpid when the payload has one, else the URL's account segment.
+  const corpId = data.event?.corpId ?? null;
+  const owner = accountOf(config, corpId === null || corpId === '' ? data.account : null, corpId);
+  if (!owner.ok) return owner.error;
+  const raw = rawBytesOf(data);
+  const signed =
+    data.signature.scope === 'notif' ? (parseDelivery(raw, data.contentType ?? undefined).notif ?? raw) : raw;
+  const verdict = checkSignature(config, owner.account, signed, data.signature.header ?? undefined);
+  return verdict.ok ? null : verdict.error;
 }

@@ -72,6 +72,12 @@ export interface BullmqProducerOptions {
    * concurrent deliveries share it (group commit).
    */
   waitAof?: boolean;
+  /**
+   * Called when Redis folded a delivery into an earlier job (a duplicate), before `enqueue` resolves, within
+   * `ENQUEUE_TIMEOUT_MS`; if it fails, so does `enqueue` (and the spool keeps the delivery to try again). Never
+   * called for a delivery that made a job.
+   */
+  onDuplicate?: (job: WebhookJob, client: Redis) => Promise<void>;
 }
 
 /**
@@ -295,12 +301,35 @@ export class BullmqProducer implements Producer {
     const write = this.write(queue, job.name, data, opts);
     try {
       const jobId = await Promise.race([write, deadline]);
-      return { jobId, duplicate: jobId !== data.deliveryId };
+      const duplicate = jobId !== data.deliveryId;
+      if (duplicate && this.opts.onDuplicate)
+        await this.within(this.opts.onDuplicate(job, this.client), started, limit);
+      return { jobId, duplicate };
     } catch (err) {
       if (err instanceof EnqueueError) throw err;
       const message = (err as Error).message;
       const reason = /timed out/i.test(message) ? 'timeout' : 'redis_error';
       throw new EnqueueError(`Redis refused the job: ${message}`, reason, { cause: err });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Settles as `work` does, or rejects once `limit` ms from `started` ran out (the write's own deadline). Redis has
+   * just answered the write: the silence budget does not apply.
+   */
+  private async within<T>(work: Promise<T>, started: number, limit: number): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const left = Math.max(limit - (Date.now() - started), 1);
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new EnqueueError(`Redis did not confirm the job within ${limit} ms`, 'timeout')),
+        left,
+      );
+    });
+    try {
+      return await Promise.race([work, deadline]);
     } finally {
       clearTimeout(timer);
     }

@@ -4,8 +4,10 @@
  * the worker and its handlers.
  */
 import { hash } from 'node:crypto';
-import type { JobsOptions } from 'bullmq';
-import type { WebhookJobData } from './contract.ts';
+import { type JobsOptions, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { WebhookJob, WebhookJobData } from './contract.ts';
+import { LatestDeliveries, latestTtlMs } from './latest.ts';
 import { type BullmqProducerOptions, jobOptionsOf } from './producer.ts';
 
 export const recordQueueName = (queueName: string): string => `${queueName}-records`;
@@ -33,4 +35,46 @@ export function recordJobOptions(
     jobId,
     ...(record === null ? {} : { deduplication: { id: record, keepLastIfActive: true } }),
   };
+}
+
+/**
+ * A delivery the ingest queue folded as a duplicate still makes its record run again. Sellsy bodies name the record
+ * and a timestamp in seconds, not its state: two changes of one record within a second send identical bytes, and
+ * the second one is folded. Its record's run may already be over, having fetched the first state; so the folded
+ * delivery is offered as the record's latest delivery (its own id and receipt time) and a record job is added
+ * (deduplicated as the worker's): a waiting job takes it in, a running one gets one more run, a finished one runs
+ * again. The new run forwards under the folded delivery's id, so a receiver that deduplicates on `webhook-id`
+ * takes the new state.
+ *
+ * Only for a record the delivery stage of a `RECORD_ORDER=latest` worker has offered (its latest-delivery hash
+ * exists): with `RECORD_ORDER=off` there is no record stage, and a record whose first delivery has not reached the
+ * delivery stage yet gets its run from that delivery, which starts after the folded one arrived.
+ */
+export class RecordReruns {
+  private readonly latest: LatestDeliveries;
+  private queue: Queue<WebhookJobData> | null = null;
+
+  constructor(
+    private readonly client: Redis,
+    private readonly opts: Pick<BullmqProducerOptions, 'queueName' | 'prefix' | 'jobs' | 'dedupWindowSeconds'>,
+  ) {
+    const ttlMs = latestTtlMs({ jobs: opts.jobs, dedupWindowSeconds: opts.dedupWindowSeconds });
+    this.latest = new LatestDeliveries(client, `${opts.prefix}:${recordQueueName(opts.queueName)}`, ttlMs);
+  }
+
+  /** Schedules one more run of the folded delivery's record; false when its record is not tracked (or it has none). */
+  async folded(job: WebhookJob): Promise<boolean> {
+    const record = recordKeyOf(job.data);
+    if (record === null) return false;
+    if ((await this.latest.offer(record, job.name, job.data, { trackedOnly: true })) === 'untracked') return false;
+    if (this.queue === null) {
+      this.queue = new Queue<WebhookJobData>(recordQueueName(this.opts.queueName), {
+        connection: this.client,
+        prefix: this.opts.prefix,
+      });
+      this.queue.on('error', () => undefined); // the producer reports its connection's errors
+    }
+    await this.queue.add(job.name, job.data, recordJobOptions(this.opts, record, job.data.deliveryId));
+    return true;
+  }
 }

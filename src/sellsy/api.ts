@@ -380,3 +380,60 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
     );
   });
 }
+
+/**
+ * One client per Sellsy account (record ids are per account), each with its own token. `fallback` serves the
+ * accounts without their own client: the single `SELLSY_CLIENT_ID` when `SELLSY_ACCOUNT_ID` does not name its
+ * account (one account, the quick start); else null, and such an account has no client. The counters and the quota
+ * add up every client's, for the metrics (the quota shown is the one Sellsy sent last).
+ */
+export class SellsyAccounts {
+  constructor(
+    private readonly byAccount: ReadonlyMap<string, SellsyApi>,
+    private readonly fallback: SellsyApi | null,
+  ) {}
+
+  static fromConfig(settings: {
+    accountId: string | null;
+    credentials: ReadonlyMap<string, { clientId: string; clientSecret: string }>;
+    single: { clientId: string; clientSecret: string } | null;
+    apiUrl: string;
+    tokenUrl: string;
+    timeoutMs: number;
+  }): SellsyAccounts {
+    const { apiUrl, tokenUrl, timeoutMs } = settings;
+    const clients = new Map<string, SellsyApi>();
+    for (const [account, c] of settings.credentials)
+      clients.set(account, new SellsyApi({ ...c, apiUrl, tokenUrl, timeoutMs }));
+    const single = settings.single ? new SellsyApi({ ...settings.single, apiUrl, tokenUrl, timeoutMs }) : null;
+    if (single !== null && settings.accountId !== null && !clients.has(settings.accountId)) {
+      clients.set(settings.accountId, single);
+    }
+    return new SellsyAccounts(clients, settings.accountId === null ? single : null);
+  }
+
+  /** The client of an account's records, or null when none is configured for it. */
+  clientFor(account: string | null): SellsyApi | null {
+    return (account === null ? undefined : this.byAccount.get(account)) ?? this.fallback;
+  }
+
+  private all(): SellsyApi[] {
+    return [...new Set([...this.byAccount.values(), ...(this.fallback ? [this.fallback] : [])])];
+  }
+
+  get calls(): number {
+    return this.all().reduce((n, c) => n + c.calls, 0);
+  }
+
+  get rateLimited(): number {
+    return this.all().reduce((n, c) => n + c.rateLimited, 0);
+  }
+
+  get quota(): SellsyQuota {
+    const latest = this.all().reduce<SellsyQuota | null>(
+      (q, c) => (c.quota.at !== null && (q === null || (q.at ?? 0) < c.quota.at) ? c.quota : q),
+      null,
+    );
+    return latest ?? { bySecond: null, byMinute: null, byDay: null, byMonth: null, at: null };
+  }
+}

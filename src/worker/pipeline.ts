@@ -14,7 +14,7 @@ import { ConfigError } from '../errors.ts';
 import { createForwardHandler } from '../handlers/forward.ts';
 import { openEventStore } from '../handlers/postgres.ts';
 import { createSellsyFetchHandler } from '../handlers/sellsy-fetch.ts';
-import { SellsyApi } from '../sellsy/api.ts';
+import { SellsyAccounts } from '../sellsy/api.ts';
 import { type Handler, type HandlerMap, isPattern, type Registration } from './handler.ts';
 
 export interface Pipeline {
@@ -24,8 +24,8 @@ export interface Pipeline {
   store: readonly Registration[];
   /** `forward`, then the user handlers. */
   handlers: readonly Registration[];
-  /** The Sellsy API client when sellsy-fetch is on (its counters feed the metrics). */
-  sellsyApi: SellsyApi | null;
+  /** The Sellsy API clients, by account, when sellsy-fetch is on (their counters feed the metrics). */
+  sellsyApi: SellsyAccounts | null;
   close(): Promise<void>;
 }
 
@@ -45,7 +45,7 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
   const fetch: Registration[] = [];
   const store: Registration[] = [];
   const handlers: Registration[] = [];
-  let sellsyApi: SellsyApi | null = null;
+  let sellsyApi: SellsyAccounts | null = null;
   try {
     if (config.postgres) {
       const poolSize = Math.min(config.worker.concurrency, 20);
@@ -53,8 +53,12 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
       closers.push(() => events.close());
       for (const pattern of ['*', 'unknown']) store.push({ pattern, handler: events.handler, source: 'postgres' });
     }
-    if (config.sellsyApi) {
-      sellsyApi = new SellsyApi(config.sellsyApi);
+    if (config.sellsyFetch) {
+      const single = config.sellsyApi;
+      sellsyApi = SellsyAccounts.fromConfig({
+        ...config.sellsyFetch,
+        single: single && { clientId: single.clientId, clientSecret: single.clientSecret },
+      });
       fetch.push({ pattern: '*', handler: createSellsyFetchHandler(sellsyApi), source: 'sellsy-fetch' });
     }
     if (config.forward) {

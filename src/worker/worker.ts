@@ -11,8 +11,10 @@
  * - `QUEUE_NAME-records` (only with `RECORD_ORDER=latest`): one job per record at a time. Its deduplication id is the
  *   record (`account:relatedtype:relatedid`) with BullMQ's `keepLastIfActive`: while a record's job waits, later
  *   deliveries for it add no job; while it runs, one more is queued for when it ends. Two jobs of one record
- *   therefore never run at the same time. A record job runs on the record's latest delivery (src/worker/latest.ts),
+ *   therefore never run at the same time. A record job runs on the record's latest delivery (src/queue/latest.ts),
  *   so the deliveries whose job was folded away are not lost: the newest of them is the one handled.
+ *   A delivery the ingest queue folded as a duplicate reaches this stage too: the listener offers it and adds a
+ *   record job (src/queue/records.ts, `RecordReruns`).
  *
  * Deferred signatures (`SIGNATURE_CHECK=worker`): a job the listener queued `unchecked` is verified before any
  * handler. A refused one releases the deduplication key it took (a genuine delivery with the same bytes then makes a
@@ -27,15 +29,15 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/config.ts';
 import { type HttpErrorCode, HttpErrors } from '../errors.ts';
-import { accountOf, checkSignature } from '../listener/verify.ts';
+import { deferredRefusal } from '../listener/verify.ts';
 import { clipped } from '../logger.ts';
 import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
-import { rawBytesOf, type WebhookJobData } from '../queue/contract.ts';
+import type { WebhookJobData } from '../queue/contract.ts';
+import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { createWorkerConnection } from '../queue/redis.ts';
-import { parseDelivery } from '../sellsy/payload.ts';
 import { type HandlerContext, handlersFor, PermanentError, type Registration, RetryLaterError } from './handler.ts';
-import { LatestDeliveries } from './latest.ts';
+
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';
 
@@ -74,20 +76,6 @@ class RefusedSignatureError extends PermanentError {
   }
 }
 
-/** Deferred signature mode: the checks the listener left to the worker (account, signature, bytes), or null. */
-function deferredRefusal(config: Config, data: WebhookJobData): HttpErrorCode | null {
-  if (data.signature.status !== 'unchecked') return null;
-  // The job's account is its corpid when the payload has one, else the URL's account segment.
-  const corpId = data.event?.corpId ?? null;
-  const owner = accountOf(config, corpId === null || corpId === '' ? data.account : null, corpId);
-  if (!owner.ok) return owner.error;
-  const raw = rawBytesOf(data);
-  const signed =
-    data.signature.scope === 'notif' ? (parseDelivery(raw, data.contentType ?? undefined).notif ?? raw) : raw;
-  const verdict = checkSignature(config, owner.account, signed, data.signature.header ?? undefined);
-  return verdict.ok ? null : verdict.error;
-}
-
 export interface WorkerOptions extends PipelineOptions {
   /** Registers the worker's metrics there (the listener's registry in `start`). */
   registry?: Registry;
@@ -107,8 +95,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     const name = recordQueueName(config.queueName);
     recordQueue = new Queue<WebhookJobData>(name, { connection: client, prefix: config.queuePrefix });
     recordQueue.on('error', () => undefined);
-    const ttlMs = Math.max(config.jobs.keepFailedSeconds, 24 * 3600) * 1000;
-    latest = new LatestDeliveries(client, `${config.queuePrefix}:${name}`, ttlMs);
+    latest = new LatestDeliveries(client, `${config.queuePrefix}:${name}`, latestTtlMs(config));
   }
   let refused: RefusedDeadLetters | null = null;
   let sweepTimer: NodeJS.Timeout | null = null;

@@ -37,6 +37,60 @@ test('per-account keys accept a key or a list of keys', () => {
   assert.deepEqual(config.signature.accountKeys.get('138'), ['k2', 'k3']);
 });
 
+test('sellsy-fetch with several accounts in SELLSY_ACCOUNT_KEYS and one without API credentials is refused at start', () => {
+  const env = {
+    SELLSY_ACCOUNT_KEYS: '{"929":"k1","138":"k2"}',
+    SELLSY_CLIENT_ID: 'id',
+    SELLSY_CLIENT_SECRET: 'secret',
+  };
+  assert.throws(
+    () => loadConfig(env),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /SELLSY_ACCOUNT_CREDENTIALS: .*no API credentials for "138", "929"/);
+      return true;
+    },
+  );
+  assert.throws(() => loadConfig({ ...env, SELLSY_ACCOUNT_ID: '929' }), /no API credentials for "138"/);
+  const both = loadConfig({
+    ...env,
+    SELLSY_ACCOUNT_ID: '929',
+    SELLSY_ACCOUNT_CREDENTIALS: '{"138":{"clientId":"id-138","clientSecret":"secret-138"}}',
+  });
+  assert.deepEqual(both.sellsyFetch?.credentials.get('138'), { clientId: 'id-138', clientSecret: 'secret-138' });
+  assert.equal(both.sellsyFetch?.accountId, '929');
+  assert.equal(both.worker.recordOrder, 'latest');
+});
+
+test('one account key and one API client (the quick start) is valid as it is', () => {
+  const config = loadConfig({ SELLSY_ACCOUNT_KEYS: '{"929":"k1"}', SELLSY_CLIENT_ID: 'id', SELLSY_CLIENT_SECRET: 's' });
+  assert.equal(config.sellsyFetch?.accountId, null);
+  assert.equal(config.sellsyFetch?.credentials.size, 0);
+});
+
+test('SELLSY_ACCOUNT_CREDENTIALS that is not a map of clientId and clientSecret is named, its value not shown', () => {
+  assert.throws(
+    () => loadConfig({ SELLSY_ACCOUNT_CREDENTIALS: '{"138":{"clientId":"id-138","secret":"top-secret-value"}}' }),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(
+        err.message,
+        /SELLSY_ACCOUNT_CREDENTIALS: account "138" needs a non-empty "clientId" and "clientSecret"/,
+      );
+      assert.doesNotMatch(err.message, /top-secret-value/);
+      return true;
+    },
+  );
+  assert.throws(
+    () => loadConfig({ SELLSY_ACCOUNT_CREDENTIALS: 'nope' }),
+    /SELLSY_ACCOUNT_CREDENTIALS: must be a JSON object/,
+  );
+  assert.throws(
+    () => loadConfig({ SELLSY_ACCOUNT_ID: '929' }),
+    /SELLSY_ACCOUNT_ID: names the account of SELLSY_CLIENT_ID/,
+  );
+});
+
 test('every bad value is reported at once', () => {
   try {
     loadConfig({ PORT: '70000', QUEUE_NAME: 'a:b', LOG_LEVEL: 'loud', BODY_LIMIT_BYTES: '10' });

@@ -12,7 +12,7 @@ import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { recordQueueName } from '../../src/queue/records.ts';
 import { runCli, spawnCli, waitFor } from '../helpers/cli.ts';
-import { startFakeSellsy } from '../helpers/fake-sellsy.ts';
+import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type TempSchema, tempSchema } from '../helpers/postgres.ts';
 import { answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
@@ -240,6 +240,87 @@ test('sellsy-fetch: the Sellsy API answers 429 three times; the worker slows dow
   }
 });
 
+/** A worker with sellsy-fetch on the fake and RECORD_ORDER=latest, wired to a fresh setup. */
+async function fetchingWorker(fake: FakeSellsy, listenerEnv: Record<string, string> = {}) {
+  const s = await setup(listenerEnv);
+  const worker = await startTestWorker(s.listener, {
+    ...s.workerEnv,
+    RECORD_ORDER: 'latest',
+    SELLSY_CLIENT_ID: fake.clientId,
+    SELLSY_CLIENT_SECRET: fake.clientSecret,
+    SELLSY_API_URL: fake.apiUrl,
+    SELLSY_TOKEN_URL: fake.tokenUrl,
+  });
+  const records = new Queue(recordQueueName(s.listener.config.queueName), { connection: { url: redis.url } });
+  cleanup.push(() => records.close());
+  return { ...s, worker, records };
+}
+
+test('regression: a byte-identical delivery after its record ran (a second change within the same second) fetches and forwards the new state under its own webhook-id', async () => {
+  const fake = await startFakeSellsy();
+  cleanup.push(() => fake.close());
+  const { listener, target, db, worker, records } = await fetchingWorker(fake);
+  try {
+    fake.put('invoices', '1010', { id: 1010, step: 'draft' });
+    const body = recordBody('1010', 1);
+    const first = (await post(listener.url, body, json)).body;
+    await waitFor(async () => (await records.getJobState(first.jobId as string)) === 'completed', 15_000, 'record ran');
+    assert.deepEqual(verified(target, 0).object, { id: 1010, step: 'draft' });
+
+    fake.put('invoices', '1010', { id: 1010, step: 'sent' });
+    const second = (await post(listener.url, body, json)).body;
+    assert.equal(second.duplicate, true, 'the delivery queue still folds it');
+    assert.equal(second.jobId, first.jobId);
+    await waitFor(async () => target.received.length >= 2, 15_000, 'the record ran again and forwarded');
+    const payload = verified(target, 1);
+    assert.deepEqual(payload.object, { id: 1010, step: 'sent' });
+    assert.equal(target.received[1]?.headers['webhook-id'], second.deliveryId);
+    assert.notEqual(second.deliveryId, first.deliveryId);
+    assert.equal((await rows(db)).length, 1, 'the folded delivery adds no row');
+    assert.equal(await listener.queue.getJob(second.deliveryId as string), undefined, 'nor an ingest job');
+  } finally {
+    await worker.close();
+  }
+});
+
+test("regression: with two Sellsy accounts, each record is fetched with its own account's client, and an account without credentials is a dead letter", async () => {
+  const fake = await startFakeSellsy();
+  cleanup.push(() => fake.close());
+  fake.put('invoices', '42', { id: 42, account: '929' });
+  fake.addAccount('client-138', 'secret-138').put('invoices', '42', { id: 42, account: '138' });
+  const { listener, target, workerEnv } = await setup();
+  const worker = await startTestWorker(listener, {
+    ...workerEnv,
+    RECORD_ORDER: 'latest',
+    SELLSY_CLIENT_ID: fake.clientId,
+    SELLSY_CLIENT_SECRET: fake.clientSecret,
+    SELLSY_ACCOUNT_ID: '929',
+    SELLSY_ACCOUNT_CREDENTIALS: JSON.stringify({ 138: { clientId: 'client-138', clientSecret: 'secret-138' } }),
+    SELLSY_API_URL: fake.apiUrl,
+    SELLSY_TOKEN_URL: fake.tokenUrl,
+  });
+  const records = new Queue(recordQueueName(listener.config.queueName), { connection: { url: redis.url } });
+  cleanup.push(() => records.close());
+  try {
+    const ids: string[] = [];
+    for (const account of ['138', '929', '777']) {
+      ids.push((await post(listener.url, recordBody('42', 1, account), json)).body.jobId as string);
+    }
+    const ended = async (id: string) => ['completed', 'failed'].includes((await records.getJobState(id)) ?? '');
+    await waitFor(async () => (await Promise.all(ids.map(ended))).every(Boolean), 20_000, 'the record jobs ended');
+    const forwarded = target.received.map((_, i) => verified(target, i));
+    assert.deepEqual(Object.fromEntries(forwarded.map((p) => [p.account, p.object])), {
+      138: { id: 42, account: '138' },
+      929: { id: 42, account: '929' },
+    });
+    const unknown = await records.getJob(ids[2] as string);
+    assert.equal(await unknown?.getState(), 'failed');
+    assert.match(unknown?.failedReason ?? '', /no Sellsy API credentials for account "777"/);
+  } finally {
+    await worker.close();
+  }
+});
+
 test('RECORD_ORDER=off: an object Sellsy cannot return fails the job, and the delivery is stored all the same', async () => {
   const fake = await startFakeSellsy();
   cleanup.push(() => fake.close());
@@ -263,6 +344,27 @@ test('RECORD_ORDER=off: an object Sellsy cannot return fails the job, and the de
       'postgres ran before sellsy-fetch',
     );
     assert.equal(target.received.length, 0, 'forward, after sellsy-fetch, did not run');
+  } finally {
+    await worker.close();
+  }
+});
+
+test('regression: a NUL in the account and a lone surrogate in the event are stored, and the forward after postgres runs', async () => {
+  const { listener, target, db, workerEnv } = await setup();
+  const worker = await startTestWorker(listener, { ...workerEnv, RECORD_ORDER: 'off' });
+  try {
+    const body =
+      '{"event":"step","relatedtype":"invoice","relatedid":"10\\u000008","corpid":"92\\u00009","note":"\\ud800"}';
+    const jobId = (await post(listener.url, body, json)).body.jobId as string;
+    await waitFor(
+      async () => ['completed', 'failed'].includes((await state(listener, jobId)) ?? ''),
+      15_000,
+      'the job ended',
+    );
+    assert.equal((await listener.queue.getJob(jobId))?.failedReason ?? '', '');
+    assert.equal(await state(listener, jobId), 'completed');
+    assert.deepEqual(await rows(db), [{ delivery_id: jobId, related_id: '10\uFFFD08', raw_body: body }]);
+    assert.equal(verified(target, 0).account, '92\u00009', 'forward sends the account as received');
   } finally {
     await worker.close();
   }

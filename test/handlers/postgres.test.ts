@@ -217,6 +217,37 @@ test('regression: a NUL in the body or in a parsed string is stored, not failed 
   assert.deepEqual(Buffer.from(String(second.raw_body_base64), 'base64'), raw);
 });
 
+test('regression: a NUL or a lone surrogate in account, related_id or the parsed event is stored sanitised, not failed for good', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const body =
+    '{"relatedtype":"invoice","event":"step","relatedid":"4\\u00005","corpid":"9\\u00002","note":"a\\ud800b","\\udc00k":"v"}';
+  const job = delivery(1, body);
+  assert.equal(job.data.account, '9\u00002');
+  assert.equal(job.data.event?.relatedId, '4\u00005');
+  await store(s, job);
+  const row = await only(db);
+  assert.equal(row.account, '9\uFFFD2');
+  assert.equal(row.related_id, '4\uFFFD5');
+  assert.equal(row.job_name, 'invoice.step');
+  assert.deepEqual((row.event_json as { extra: unknown }).extra, { note: 'a\uFFFDb', '\uFFFDk': 'v' });
+  assert.equal(row.raw_body, body, 'the raw body is kept exactly');
+  assert.equal(row.raw_body_base64, null);
+});
+
+test('a NUL or a lone surrogate in the other parsed fields (type, event, owner) is stored sanitised', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const job = delivery(
+    1,
+    '{"relatedtype":"inv\\u0000oice","event":"st\\u0000ep","relatedid":"1","ownertype":"\\ud83d"}',
+  );
+  await store(s, job);
+  const row = await only(db);
+  assert.equal(row.job_name, 'unknown');
+  assert.equal(row.related_type, 'inv\uFFFDoice');
+  assert.equal(row.event, 'st\uFFFDep');
+  assert.equal(row.owner_type, '\uFFFD');
+});
+
 test('a timestamp that is not unix seconds in range is stored as null', async (t) => {
   const { db, store: s } = await withStore(t);
   const values = ['yesterday', '', '0x10', '1e30', '99999999999999'];

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import { createSellsyFetchHandler } from '../../src/handlers/sellsy-fetch.ts';
 import { createLogger } from '../../src/logger.ts';
-import { SellsyApi } from '../../src/sellsy/api.ts';
+import { SellsyAccounts, SellsyApi } from '../../src/sellsy/api.ts';
 import type { SellsyEvent } from '../../src/sellsy/payload.ts';
 import { type HandlerContext, PermanentError } from '../../src/worker/handler.ts';
 import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
@@ -145,4 +145,31 @@ test('the handler passes context.signal to the API call', async () => {
   });
   assert.equal(context.object, undefined);
   assert.equal(fake.apiRequests().length, 0);
+});
+
+test("with several accounts, each job is fetched with its account's client, and the counters add up every client", async () => {
+  fake.addAccount('client-138', 'secret-138').put('invoices', '42', { id: 42, owner: '138' });
+  const accounts = SellsyAccounts.fromConfig({
+    accountId: '929',
+    credentials: new Map([['138', { clientId: 'client-138', clientSecret: 'secret-138' }]]),
+    single: { clientId: fake.clientId, clientSecret: fake.clientSecret },
+    apiUrl: fake.apiUrl,
+    tokenUrl: fake.tokenUrl,
+    timeoutMs: 5000,
+  });
+  const fetchFor = async (account: string) => {
+    const base = contextFor(sellsyEvent({ corpId: account }));
+    const ctx: HandlerContext = { ...base, data: { ...base.data, account } };
+    await createSellsyFetchHandler(accounts)(ctx.data.event, ctx);
+    return ctx.object;
+  };
+  assert.deepEqual(await fetchFor('138'), { id: 42, owner: '138' });
+  assert.deepEqual(await fetchFor('929'), { id: 42, status: 'paid' });
+  assert.equal(accounts.calls, 2);
+  await assert.rejects(fetchFor('777'), (err: unknown) => {
+    assert.ok(err instanceof PermanentError);
+    assert.match(err.message, /no Sellsy API credentials for account "777"/);
+    return true;
+  });
+  assert.equal(accounts.calls, 2, 'nothing was sent for the account without credentials');
 });

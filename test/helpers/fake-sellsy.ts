@@ -3,6 +3,8 @@
  *
  * - `POST /oauth2/access-tokens`: JSON `{grant_type: 'client_credentials', client_id, client_secret}` checked against
  *   `clientId`/`clientSecret`; answers tokens `tok-1`, `tok-2`… valid `expiresIn` seconds.
+ * - `addAccount(clientId, clientSecret)`: another Sellsy account, with its own credentials and objects (ids are per
+ *   account): a token of those credentials reads that account's objects only.
  * - `GET /v2/<collection>/<id>`: the object `put` there, or a 404 in Sellsy's error shape. Bearer token required: 401
  *   for a missing, unknown or expired token (`expireTokens()` expires every token given so far).
  * - `failNext(n, status, headers?)`: the next n API calls (paths under `/v2`) answer that status instead;
@@ -91,6 +93,8 @@ export interface FakeSellsy {
   /** Requests received under `/v2`. */
   apiRequests(): FakeRequest[];
   put(collection: string, id: string, object: unknown): void;
+  /** Another account, reached with these credentials; `put` stores its objects. */
+  addAccount(clientId: string, clientSecret: string): { put(collection: string, id: string, object: unknown): void };
   remove(collection: string, id: string): void;
   failNext(n: number, status: number, headers?: Record<string, string>, body?: unknown): void;
   delayNext(n: number, ms: number): void;
@@ -150,6 +154,14 @@ export async function startFakeSellsy(
   options: { clientId?: string; clientSecret?: string; expiresIn?: number } = {},
 ): Promise<FakeSellsy> {
   const objects = new Map<string, Map<string, unknown>>();
+  /** The other accounts: client id → secret and objects; token → the account it was given to. */
+  const accounts = new Map<string, { secret: string; objects: Map<string, Map<string, unknown>> }>();
+  const tokenAccount = new Map<string, string>();
+  const store = (into: Map<string, Map<string, unknown>>, collection: string, id: string, object: unknown) => {
+    const map = into.get(collection) ?? new Map<string, unknown>();
+    into.set(collection, map);
+    map.set(id, object);
+  };
   /** Token → Date.now() after which it is refused. */
   const tokens = new Map<string, number>();
   const failures: FakeAnswer[] = [];
@@ -179,9 +191,12 @@ export async function startFakeSellsy(
     tokenRequests: () => fake.requests.filter((r) => r.path === TOKEN_PATH),
     apiRequests: () => fake.requests.filter((r) => r.path.startsWith('/v2/')),
     put(collection, id, object) {
-      const map = objects.get(collection) ?? new Map<string, unknown>();
-      objects.set(collection, map);
-      map.set(id, object);
+      store(objects, collection, id, object);
+    },
+    addAccount(clientId, clientSecret) {
+      const account = { secret: clientSecret, objects: new Map<string, Map<string, unknown>>() };
+      accounts.set(clientId, account);
+      return { put: (collection, id, object) => store(account.objects, collection, id, object) };
     },
     remove(collection, id) {
       objects.get(collection)?.delete(id);
@@ -238,17 +253,24 @@ export async function startFakeSellsy(
       if (body === null || typeof body !== 'object' || body.grant_type !== 'client_credentials') {
         return { status: 400, body: { error: 'unsupported_grant_type', error_description: 'grant_type is invalid' } };
       }
-      if (body.client_id !== fake.clientId || body.client_secret !== fake.clientSecret) {
+      const other = typeof body.client_id === 'string' ? accounts.get(body.client_id) : undefined;
+      const known =
+        (body.client_id === fake.clientId && body.client_secret === fake.clientSecret) ||
+        (other !== undefined && body.client_secret === other.secret);
+      if (!known) {
         return { status: 401, body: { error: 'invalid_client', error_description: 'Client authentication failed' } };
       }
       const token = `tok-${++tokenCount}`;
+      if (other !== undefined) tokenAccount.set(token, body.client_id as string);
       tokens.set(token, Date.now() + fake.expiresIn * 1000);
       return { status: 200, body: { token_type: 'Bearer', expires_in: fake.expiresIn, access_token: token } };
     },
     { auth: false },
   );
-  fake.route('GET', /^\/v2\/([a-z-]+)\/([^/?]+)$/, ({ params: [collection = '', id = ''] }) => {
-    const object = objects.get(collection)?.get(decodeURIComponent(id));
+  fake.route('GET', /^\/v2\/([a-z-]+)\/([^/?]+)$/, ({ params: [collection = '', id = ''], token }) => {
+    const account = token === null ? undefined : tokenAccount.get(token);
+    const from = account === undefined ? objects : (accounts.get(account)?.objects ?? objects);
+    const object = from.get(collection)?.get(decodeURIComponent(id));
     return object === undefined ? sellsyError(404, `${collection} ${id} not found`) : { status: 200, body: object };
   });
 

@@ -1,5 +1,6 @@
 /**
- * The latest delivery of each record, for the record stage (`RECORD_ORDER=latest`).
+ * The latest delivery of each record, for the record stage (`RECORD_ORDER=latest`). Written by the worker's delivery
+ * stage and, for a delivery the ingest queue folded as a duplicate, by the listener (src/queue/records.ts).
  *
  * BullMQ's deduplication keeps one record job waiting and drops later adds for the same record while it waits; the
  * dropped delivery may be newer (an `updated` followed by a `deleted`). So the delivery stage also offers every
@@ -14,7 +15,9 @@
 import type { Redis } from 'ioredis';
 import type { WebhookJobData } from '../queue/contract.ts';
 
+// ARGV[5] = '1': only if the record is tracked already (its hash exists), else -1.
 const OFFER = `
+if ARGV[5] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local at = redis.call('HGET', KEYS[1], 'at')
 if at and tonumber(at) > tonumber(ARGV[1]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -32,8 +35,27 @@ export interface Latest {
 }
 
 type WithOffer = Redis & {
-  sellsyLatestOffer(key: string, at: number, name: string, data: string, ttlMs: number): Promise<number>;
+  sellsyLatestOffer(
+    key: string,
+    at: number,
+    name: string,
+    data: string,
+    ttlMs: number,
+    trackedOnly: '0' | '1',
+  ): Promise<number>;
 };
+
+/**
+ * How long a record's hash lives without offers: at least a day, as long as a dead letter is kept (a replay runs on
+ * it), and as long as the deduplication window (a delivery folded within it must still find its record tracked).
+ */
+export function latestTtlMs(config: { jobs: { keepFailedSeconds: number }; dedupWindowSeconds: number }): number {
+  return Math.max(config.jobs.keepFailedSeconds, config.dedupWindowSeconds, 24 * 3600) * 1000;
+}
+
+/** What `offer` did: `stored`, `older` (a later-received delivery is kept), `untracked` (`trackedOnly`, no hash). */
+export type OfferOutcome = 'stored' | 'older' | 'untracked';
+const OUTCOMES: Record<number, OfferOutcome> = { 1: 'stored', 0: 'older', [-1]: 'untracked' };
 
 export class LatestDeliveries {
   private readonly client: WithOffer;
@@ -51,16 +73,26 @@ export class LatestDeliveries {
     return `${this.keyPrefix}:latest:${record}`;
   }
 
-  /** Keeps `data` as the record's latest delivery unless a later-received one is stored. */
-  async offer(record: string, name: string, data: WebhookJobData): Promise<void> {
+  /**
+   * Keeps `data` as the record's latest delivery unless a later-received one is stored. With `trackedOnly`, only
+   * for a record that has a hash already: one the delivery stage of a `RECORD_ORDER=latest` worker offered before.
+   */
+  async offer(
+    record: string,
+    name: string,
+    data: WebhookJobData,
+    { trackedOnly = false }: { trackedOnly?: boolean } = {},
+  ): Promise<OfferOutcome> {
     const at = Date.parse(data.receivedAt);
-    await this.client.sellsyLatestOffer(
+    const reply = await this.client.sellsyLatestOffer(
       this.key(record),
       Number.isNaN(at) ? 0 : at,
       name,
       JSON.stringify(data),
       this.ttlMs,
+      trackedOnly ? '1' : '0',
     );
+    return OUTCOMES[reply] ?? 'stored';
   }
 
   /** The record's latest delivery, or null when none is stored (expired). */

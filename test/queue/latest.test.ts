@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { Redis } from 'ioredis';
-import { LatestDeliveries } from '../../src/worker/latest.ts';
+import { LatestDeliveries } from '../../src/queue/latest.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
 
@@ -40,4 +40,16 @@ test('a record is done once its latest delivery was handled, and not done again 
   assert.equal((await latest.get('r'))?.done, false);
   const ttl = await client.pttl('test:done:latest:r');
   assert.ok(ttl > 0 && ttl <= 60_000, `the hash expires (${ttl} ms left)`);
+});
+
+test('an offer for tracked records only stores nothing for a record without a hash', async () => {
+  const latest = new LatestDeliveries(client, 'test:tracked', 60_000);
+  const first = jobFixture(5, '2026-11-28T10:00:00.000Z');
+  assert.equal(await latest.offer('r', 'invoice.step', first.data, { trackedOnly: true }), 'untracked');
+  assert.equal(await latest.get('r'), null);
+  assert.equal(await latest.offer('r', 'invoice.step', first.data), 'stored');
+  const folded = jobFixture(6, '2026-11-28T10:00:01.000Z');
+  assert.equal(await latest.offer('r', 'invoice.step', folded.data, { trackedOnly: true }), 'stored');
+  assert.equal((await latest.get('r'))?.data.deliveryId, folded.data.deliveryId);
+  assert.equal(await latest.offer('r', 'invoice.step', first.data, { trackedOnly: true }), 'older');
 });
