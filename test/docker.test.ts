@@ -9,6 +9,8 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { parse } from 'yaml';
+import { loadConfig } from '../src/config/config.ts';
 import { ROOT } from './helpers/cli.ts';
 
 const compose = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
@@ -33,6 +35,23 @@ test('Compose runs Redis as redis-sellsy with AOF and noeviction, and health che
   assert.equal(compose.match(/healthcheck:/g)?.length, 2);
   assert.match(compose, /\/readyz/);
   assert.match(compose, /condition: service_healthy/);
+});
+
+/** A Compose value with the variables unset: `${NAME:-default}` becomes `default`. */
+const unsetValue = (value: string) => value.replace(/\$\{[A-Z_]+:-([^}]*)\}/g, '$1');
+
+test('Compose serves /metrics on METRICS_PORT, a port it does not publish, so not beside the published webhook', () => {
+  const service = (
+    parse(compose) as {
+      services: Record<string, { environment: Record<string, string>; ports?: string[]; expose?: string[] }>;
+    }
+  ).services['sellsy-webhooks'];
+  assert.ok(service);
+  const config = loadConfig({ METRICS_PORT: unsetValue(service.environment.METRICS_PORT ?? '') });
+  assert.ok(config.metricsPort !== null, 'METRICS_PORT is set, so /metrics leaves the webhook port');
+  const published = (service.ports ?? []).map((p) => Number(unsetValue(p).split(':').at(-1)));
+  assert.deepEqual(published, [3000], 'only the webhook port is published');
+  assert.ok(!published.includes(config.metricsPort), `METRICS_PORT ${config.metricsPort} is not published`);
 });
 
 test('the Dockerfile is multi-stage, runs as a non-root user and starts the CLI', () => {

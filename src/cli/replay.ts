@@ -8,7 +8,7 @@
 import { type Job, Queue } from 'bullmq';
 import type { Config } from '../config/config.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
-import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
+import { recordQueueName, requeueRecordJob } from '../queue/records.ts';
 import { isPattern, matches } from '../worker/handler.ts';
 import { connectOrFail, parseFlags } from './operator.ts';
 
@@ -122,19 +122,4 @@ export async function replay(
     connection.disconnect();
   }
   return result;
-}
-
-/**
- * A failed record job released its record's deduplication key: retried in place it could run beside a newer job of
- * the same record. It is added again like the worker adds one (keyed on the record), then the dead letter removed.
- */
-async function requeueRecordJob(config: Config, records: Queue<WebhookJobData>, job: Job<WebhookJobData>) {
-  const record = recordKeyOf(job.data);
-  if ((await job.getState()) !== 'failed') throw new Error('no longer a dead letter');
-  await records.add(
-    job.name,
-    job.data,
-    recordJobOptions(config, record, `${job.data.deliveryId}-replay-${Date.now()}`),
-  );
-  await job.remove();
 }

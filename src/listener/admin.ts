@@ -9,9 +9,22 @@
  * One hook of a few lines instead of @fastify/basic-auth plus @fastify/bearer-auth: either credential opens the
  * same routes, which two plugins (each answering 401 on its own) would need extra glue for.
  *
+ * Guessing: `LOGIN_FAILURES_ALLOWED` wrong credentials from one client address (`request.ip`, so the proxy's own
+ * address unless `TRUST_PROXY`) within `LOGIN_FAILURE_WINDOW_MS` close the dashboard to that address until the window
+ * ends: `429 {"error":"too_many_failed_logins"}` with `Retry-After`, whatever credentials it sends meanwhile. Counted
+ * by @fastify/rate-limit's store, in this process's memory; a request without credentials (a browser's first) and a
+ * successful login are not counted.
+ *
+ * Framing: every answer under `/admin` says `Content-Security-Policy: frame-ancestors 'none'` and
+ * `X-Frame-Options: DENY` (older browsers), so no other site can embed the dashboard and trick a logged-in operator
+ * into clicking its buttons. An onSend hook rather than @fastify/helmet: these two headers are the whole need, and
+ * helmet's default policy (scripts, styles, fonts) would have to be tuned to Bull Board's bundle and kept in step.
+ *
  * Writes: read-only by default (Bull Board's `readOnlyMode`: every action answers 405). `ADMIN_ALLOW_RETRIES`
  * turns read-only off so that dead letters (failed jobs) can be retried, and only that: Bull Board itself would then
  * allow every action (empty, obliterate, add, edit, retrying completed jobs…), so any other write answers 405 here.
+ * A dead letter of the record queue is not retried in place (it could then run beside a newer job of its record):
+ * like `replay`, it is added again keyed on its record and the dead letter removed (`requeueRecordJob`).
  *
  * Redis: the dashboard has its own connection, never the producer's. A BullMQ queue waits for Redis to be ready
  * before its first command, so while the dashboard's connection is not ready its API answers 503 within
@@ -21,13 +34,15 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { FastifyAdapter } from '@bull-board/fastify';
-import { Queue } from 'bullmq';
+import rateLimit from '@fastify/rate-limit';
+import { type Job, Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { clipped } from '../logger.ts';
-import { recordQueueName } from '../queue/records.ts';
+import type { WebhookJobData } from '../queue/contract.ts';
+import { recordQueueName, requeueRecordJob } from '../queue/records.ts';
 
 export interface AdminDeps {
   config: Config;
@@ -39,6 +54,9 @@ export const ADMIN_REALM = 'sellsy-webhooks';
 const COMMAND_TIMEOUT_MS = 5000;
 /** How long an API request waits for a dashboard connection that is not ready before its 503. */
 const READY_WAIT_MS = 1000;
+/** Wrong credentials one client address may send within `LOGIN_FAILURE_WINDOW_MS` before it gets 429s. */
+export const LOGIN_FAILURES_ALLOWED = 10;
+export const LOGIN_FAILURE_WINDOW_MS = 15 * 60_000;
 
 const SAFE_METHODS = new Set(['GET', 'HEAD']);
 
@@ -54,8 +72,19 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
   const admin = config.admin;
   if (!admin) return;
   const log = logger.child({ component: 'admin' });
+  if (!config.trustProxy) {
+    log.warn(
+      'the admin dashboard is on and TRUST_PROXY is false: unless a TLS proxy is in front, its login or token ' +
+        "travels in clear with every request, and the failed-login limit counts per connecting address (a proxy's " +
+        'own, shared by every client). Serve /admin through a TLS reverse proxy and set TRUST_PROXY=true',
+    );
+  }
   const authorized = credentialsCheck(admin);
   const challenge = admin.password !== null ? `Basic realm="${ADMIN_REALM}"` : `Bearer realm="${ADMIN_REALM}"`;
+
+  // Scoped to this plugin (global: false): it only counts what `failedLogins` is called for, nothing else of the app.
+  await app.register(rateLimit, { global: false });
+  const failedLogins = app.createRateLimit({ max: LOGIN_FAILURES_ALLOWED, timeWindow: LOGIN_FAILURE_WINDOW_MS });
 
   const client = new Redis(config.redisUrl, {
     connectionName: `${config.queueName}:dashboard`,
@@ -73,14 +102,16 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
   client.on('ready', () => {
     lastError = '';
   });
+  const recordQueue = recordQueueName(config.queueName);
   const queues = [
     { name: config.queueName, description: 'one job per delivery (the listener writes here)' },
-    { name: recordQueueName(config.queueName), description: 'one job per record at a time (RECORD_ORDER=latest)' },
+    { name: recordQueue, description: 'one job per record at a time (RECORD_ORDER=latest)' },
   ].map(({ name, description }) => {
-    const queue = new Queue(name, { connection: client, prefix: config.queuePrefix });
+    const queue = new Queue<WebhookJobData>(name, { connection: client, prefix: config.queuePrefix });
     queue.on('error', () => undefined); // reported once by the connection
     return { queue, description };
   });
+  const records = queues[1]?.queue as Queue<WebhookJobData>;
   // A request that comes while the connection is (re)connecting waits for it a moment, shared by all such requests.
   let waiting: Promise<boolean> | null = null;
   const redisReady = (): Promise<boolean> => {
@@ -103,10 +134,35 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
     client.disconnect();
   });
 
+  app.addHook('onSend', async (_request, reply) => {
+    reply.header('content-security-policy', "frame-ancestors 'none'").header('x-frame-options', 'DENY');
+  });
+
   app.addHook('onRequest', async (request, reply) => {
+    // Checked before the credentials: once closed to an address, even the right password gets the 429, so guessing
+    // on learns nothing.
+    const failures = await failedLogins(request, { increment: false });
+    if (!failures.isAllowed && failures.remaining === 0) {
+      return reply
+        .code(429)
+        .header('retry-after', failures.ttlInSeconds)
+        .send({
+          error: 'too_many_failed_logins',
+          message: `too many failed logins from this address; retry in ${failures.ttlInSeconds} s`,
+        });
+    }
     const outcome = authorized(request.headers.authorization);
     if (outcome !== 'ok') {
-      if (outcome === 'wrong') log.warn({ ip: request.ip, url: clipped(request.url) }, 'dashboard: wrong credentials');
+      if (outcome === 'wrong') {
+        const counted = await failedLogins(request);
+        const closed = !counted.isAllowed && counted.remaining === 0;
+        log.warn(
+          { ip: request.ip, url: clipped(request.url), ...(closed ? { closedForSeconds: counted.ttlInSeconds } : {}) },
+          closed
+            ? 'dashboard: wrong credentials; too many, the address is refused for a while'
+            : 'dashboard: wrong credentials',
+        );
+      }
       return reply
         .code(401)
         .header('www-authenticate', challenge)
@@ -129,6 +185,24 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
         const state = queue && params.jobId ? await queue.getJobState(params.jobId) : 'unknown';
         if (state !== 'failed') return refuse(reply, 405, 'ERRORS.ONLY_FAILED_JOBS_CAN_BE_RETRIED');
       }
+      // Bull Board would retry a record job in place: answered here the way `replay` does it instead.
+      if (write && params.queueName === recordQueue) {
+        if (route === RETRY_JOB) {
+          const job = await records.getJob(params.jobId ?? '');
+          try {
+            if (!job) throw new Error('gone');
+            await requeueRecordJob(config, records, job);
+          } catch {
+            // Left the failed set since the check above (retried, removed or expired).
+            return refuse(reply, 405, 'ERRORS.ONLY_FAILED_JOBS_CAN_BE_RETRIED');
+          }
+          log.info({ queue: recordQueue, jobId: params.jobId }, 'dashboard: record dead letter added again');
+          return reply.code(204).send();
+        }
+        const { retried, skipped } = await requeueAllRecordJobs(config, records);
+        log.info({ queue: recordQueue, retried, skipped }, 'dashboard: record dead letters added again');
+        return reply.code(200).send({ retried, skipped });
+      }
     }
     return undefined;
   });
@@ -149,6 +223,31 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
     options: { uiConfig: { boardTitle: 'Sellsy webhooks' } },
   });
   await app.register(serverAdapter.registerPlugin());
+}
+
+/** Every dead letter of the record queue, added again keyed on its record; Bull Board's `{retried, skipped}`. */
+async function requeueAllRecordJobs(
+  config: Config,
+  records: Queue<WebhookJobData>,
+): Promise<{ retried: number; skipped: number }> {
+  // Collected first: each requeued job leaves the failed set, which would shift the pages read by position.
+  const failed: Job<WebhookJobData>[] = [];
+  const total = await records.getFailedCount();
+  for (let start = 0; start < total; start += 500) {
+    const page = await records.getFailed(start, start + 499);
+    failed.push(...page);
+    if (page.length < 500) break;
+  }
+  let retried = 0;
+  for (const job of failed) {
+    try {
+      await requeueRecordJob(config, records, job);
+      retried++;
+    } catch {
+      // Left the failed set meanwhile (retried, removed or expired): counted as skipped, like Bull Board does.
+    }
+  }
+  return { retried, skipped: failed.length - retried };
 }
 
 /** Bull Board's error shape (`{error: {key}}`), which its UI shows. */

@@ -44,13 +44,41 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   app.get('/healthz', async () => ({ ok: true }));
 
-  // Ready while a delivery can be made durable: Redis answers, or the spool can take it.
+  // Ready while a delivery can be made durable: Redis answers, or the spool can take it. The answer holds states and
+  // figures only: whoever can reach the port (a load balancer, the internet when it is published) reads it, and error
+  // texts carry internal addresses and paths. Those go to the log, once each time they change, not once per probe.
+  const readyLog = deps.logger.child({ component: 'readyz' });
+  let reported = '';
   app.get('/readyz', async (_request, reply) => {
     const redis = producer.health();
     const ping = redis.ready ? await producer.ping() : false;
     const spool = producer.spoolStatus?.() ?? null;
     const ready = (redis.ready && ping) || spool?.healthy === true;
-    return reply.code(ready ? 200 : 503).send({ ok: ready, redis: { ...redis, ping }, spool });
+    const details = {
+      ready,
+      redis: { status: redis.status, ping, lastError: redis.lastError },
+      spool: spool && { healthy: spool.healthy, lastError: spool.lastError },
+    };
+    // Without the connection status, which cycles while ioredis reconnects.
+    const key = JSON.stringify([ready, ping, redis.lastError, spool?.healthy, spool?.lastError]);
+    if (key !== reported) {
+      reported = key;
+      if (ready && (redis.lastError ?? spool?.lastError ?? null) === null) readyLog.info(details, 'readiness: ready');
+      else readyLog.warn(details, ready ? 'readiness: ready, with errors' : 'readiness: NOT ready');
+    }
+    return reply.code(ready ? 200 : 503).send({
+      ok: ready,
+      redis: { status: redis.status, ready: redis.ready, ping },
+      spool: spool && {
+        healthy: spool.healthy,
+        depth: spool.depth,
+        bytes: spool.bytes,
+        maxBytes: spool.maxBytes,
+        segments: spool.segments,
+        oldestReceivedAt: spool.oldestReceivedAt,
+        oldestAgeSeconds: spool.oldestAgeSeconds,
+      },
+    });
   });
 
   const refresh = () => {

@@ -4,7 +4,7 @@
  * the worker and its handlers.
  */
 import { hash } from 'node:crypto';
-import { type JobsOptions, Queue } from 'bullmq';
+import { type Job, type JobsOptions, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { LatestDeliveries, latestTtlMs } from './latest.ts';
@@ -77,4 +77,25 @@ export class RecordReruns {
     await this.queue.add(job.name, job.data, recordJobOptions(this.opts, record, job.data.deliveryId));
     return true;
   }
+}
+
+/**
+ * Puts a dead letter of the record queue back to wait. A failed record job released its record's deduplication key:
+ * retried in place it could run beside a newer job of the same record. It is added again like the worker adds one
+ * (keyed on the record), then the dead letter removed. `replay` and the dashboard's retry both go through here.
+ * Throws when the job is no longer a dead letter (retried, removed or expired meanwhile).
+ */
+export async function requeueRecordJob(
+  config: Pick<BullmqProducerOptions, 'jobs'>,
+  records: Queue<WebhookJobData>,
+  job: Job<WebhookJobData>,
+): Promise<void> {
+  const record = recordKeyOf(job.data);
+  if ((await job.getState()) !== 'failed') throw new Error('no longer a dead letter');
+  await records.add(
+    job.name,
+    job.data,
+    recordJobOptions(config, record, `${job.data.deliveryId}-replay-${Date.now()}`),
+  );
+  await job.remove();
 }

@@ -10,13 +10,16 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { Queue } from 'bullmq';
 import { chromium } from 'playwright-core';
-import { recordQueueName } from '../../src/queue/records.ts';
+import { LOGIN_FAILURE_WINDOW_MS, LOGIN_FAILURES_ALLOWED } from '../../src/listener/admin.ts';
+import type { WebhookJobData } from '../../src/queue/contract.ts';
+import { recordJobOptions, recordKeyOf, recordQueueName } from '../../src/queue/records.ts';
 import { PermanentError } from '../../src/worker/handler.ts';
 import { waitFor } from '../helpers/cli.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
-import { json, startTestWorker } from '../helpers/worker.ts';
+import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 const USER = 'admin';
 const PASSWORD = 'correct horse battery staple';
@@ -195,6 +198,157 @@ test('with ADMIN_ALLOW_RETRIES a failed job can be retried, and nothing else can
     const res = await get(listener, `/admin/api/queues/${name}/${jobId}/retry`, auth, 'PUT');
     assert.equal(res.status, 204);
     assert.equal(await listener.queue.getJobState(jobId), 'waiting');
+  });
+});
+
+/** A request as if from `address` (inject sets the socket's remote address; no network involved). */
+function injectFrom(listener: TestListener, address: string, authorization?: string) {
+  return listener.app.inject({
+    method: 'GET',
+    url: '/admin',
+    remoteAddress: address,
+    headers: authorization ? { authorization } : {},
+  });
+}
+
+test('after too many wrong logins an address gets 429 with Retry-After, even with the right password; another address is unaffected', async () => {
+  await withListener(LOGIN, async (listener) => {
+    const attacker = '203.0.113.7';
+    for (let i = 0; i < LOGIN_FAILURES_ALLOWED; i++) {
+      assert.equal((await injectFrom(listener, attacker, basic(USER, `guess-${i}`))).statusCode, 401, `guess ${i}`);
+    }
+    const refused = await injectFrom(listener, attacker, basic(USER, PASSWORD));
+    assert.equal(refused.statusCode, 429);
+    assert.equal(refused.json().error, 'too_many_failed_logins');
+    const retryAfter = Number(refused.headers['retry-after']);
+    assert.ok(retryAfter > 0 && retryAfter <= LOGIN_FAILURE_WINDOW_MS / 1000, `Retry-After: ${retryAfter}`);
+    assert.equal((await injectFrom(listener, attacker)).statusCode, 429, 'without credentials too');
+    assert.equal((await injectFrom(listener, '198.51.100.2', basic(USER, PASSWORD))).statusCode, 200);
+    assert.ok(
+      listener.logs.some((l) => l.msg === 'dashboard: wrong credentials; too many, the address is refused for a while'),
+    );
+  });
+});
+
+test('requests without credentials and successful logins are not counted as failed logins', async () => {
+  await withListener(LOGIN, async (listener) => {
+    const operator = '198.51.100.9';
+    for (let i = 0; i < LOGIN_FAILURES_ALLOWED * 2; i++) {
+      assert.equal((await injectFrom(listener, operator)).statusCode, 401);
+      assert.equal((await injectFrom(listener, operator, basic(USER, PASSWORD))).statusCode, 200);
+    }
+    for (let i = 0; i < LOGIN_FAILURES_ALLOWED - 1; i++) {
+      assert.equal((await injectFrom(listener, operator, basic(USER, 'typo'))).statusCode, 401);
+    }
+    assert.equal((await injectFrom(listener, operator, basic(USER, PASSWORD))).statusCode, 200);
+  });
+});
+
+test('every answer under /admin forbids framing (CSP frame-ancestors and X-Frame-Options)', async () => {
+  await withListener(LOGIN, async (listener) => {
+    const auth = basic(USER, PASSWORD);
+    const page = await get(listener, '/admin', auth);
+    const script = /src="(static\/[^"]+\.js)"/.exec(await page.text())?.[1];
+    const answers = [
+      ['page', page],
+      ['asset', await get(listener, `/admin/${script}`, auth)],
+      ['api', await get(listener, '/admin/api/queues', auth)],
+      ['unknown path', await get(listener, '/admin/no-such-page', auth)],
+      ['401', await get(listener, '/admin')],
+      ['405', await get(listener, `/admin/api/queues/${listener.config.queueName}/empty`, auth, 'PUT')],
+    ] as const;
+    for (const [what, res] of answers) {
+      assert.equal(res.headers.get('content-security-policy'), "frame-ancestors 'none'", what);
+      assert.equal(res.headers.get('x-frame-options'), 'DENY', what);
+    }
+    assert.deepEqual(
+      answers.map(([, res]) => res.status),
+      [200, 200, 200, 404, 401, 405],
+    );
+    for (let i = 0; i < LOGIN_FAILURES_ALLOWED; i++) await injectFrom(listener, '203.0.113.8', basic(USER, 'x'));
+    const limited = await injectFrom(listener, '203.0.113.8', auth);
+    assert.equal(limited.statusCode, 429);
+    assert.equal(limited.headers['x-frame-options'], 'DENY');
+  });
+});
+
+test("the anti-framing headers are the dashboard's only: the probes do not get them", async () => {
+  await withListener(LOGIN, async (listener) => {
+    const res = await get(listener, '/healthz');
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-frame-options'), null);
+  });
+});
+
+test('with the dashboard on and TRUST_PROXY=false, the start-up log warns that its credentials travel in clear without a TLS proxy', async () => {
+  const warning = (logs: Record<string, unknown>[]) =>
+    logs.find((l) => l.level === 40 && String(l.msg).startsWith('the admin dashboard is on and TRUST_PROXY is false'));
+  await withListener(LOGIN, async (listener) => {
+    const line = warning(listener.logs);
+    assert.ok(line, 'warned');
+    assert.match(String(line.msg), /in clear/);
+    assert.match(String(line.msg), /TRUST_PROXY=true/);
+  });
+  await withListener({ ...LOGIN, TRUST_PROXY: 'true' }, async (listener) => {
+    assert.equal(warning(listener.logs), undefined, 'behind a proxy: no warning');
+  });
+  await withListener({}, async (listener) => {
+    assert.equal(warning(listener.logs), undefined, 'dashboard off: no warning');
+  });
+});
+
+test('retrying a record dead letter from the dashboard adds it again keyed on its record, never beside a newer job of that record', async () => {
+  await withListener({ ...LOGIN, JOB_ATTEMPTS: '1', ADMIN_ALLOW_RETRIES: 'true' }, async (listener) => {
+    const auth = basic(USER, PASSWORD);
+    const name = recordQueueName(listener.config.queueName);
+    const records = new Queue<WebhookJobData>(name, { connection: { url: redis.url } });
+    try {
+      const worker = await startTestWorker(
+        listener,
+        { RECORD_ORDER: 'latest' },
+        {
+          '*': async () => {
+            throw new PermanentError('downstream refused');
+          },
+        },
+      );
+      try {
+        await deliver(listener, recordBody('77', 1));
+        await deliver(listener, recordBody('78', 1));
+        await waitFor(async () => (await records.getFailedCount()) === 2, 15_000, 'two record dead letters');
+      } finally {
+        await worker.close();
+      }
+      const [first, second] = await records.getFailed();
+      assert.ok(first?.id && second?.id);
+      // A newer delivery of the first record waits meanwhile, added as the worker adds one (no worker runs now).
+      const newer = await records.add(
+        first.name,
+        { ...first.data, deliveryId: 'newer' },
+        recordJobOptions(listener.config, recordKeyOf(first.data), 'newer-job'),
+      );
+      assert.equal(await newer.getState(), 'waiting');
+
+      const res = await get(listener, `/admin/api/queues/${name}/${first.id}/retry`, auth, 'PUT');
+      assert.equal(res.status, 204);
+      assert.equal(await records.getJobState(first.id), 'unknown', 'the dead letter is gone, not retried in place');
+      const waiting = (await records.getWaiting()).filter((job) => recordKeyOf(job.data) === recordKeyOf(first.data));
+      assert.deepEqual(
+        waiting.map((job) => job.id),
+        ['newer-job'],
+        'one waiting job for the record: the newer delivery, which the dead letter joins',
+      );
+
+      const all = await get(listener, `/admin/api/queues/${name}/retry/failed`, auth, 'PUT');
+      assert.equal(all.status, 200);
+      assert.deepEqual(await all.json(), { retried: 1, skipped: 0 });
+      assert.equal(await records.getJobState(second.id), 'unknown');
+      assert.equal(await records.getFailedCount(), 0);
+      const requeued = (await records.getWaiting()).filter((job) => recordKeyOf(job.data) === recordKeyOf(second.data));
+      assert.equal(requeued.length, 1, 'the second record waits again, once');
+    } finally {
+      await records.close();
+    }
   });
 });
 

@@ -413,6 +413,44 @@ test('healthz, readyz and metrics answer', async () => {
   assert.match(metrics, /^sellsy_webhooks_ack_seconds_count 1$/m);
 });
 
+test('readyz answers states and figures, not the Redis error text with its address nor the spool path; the log has them once', async () => {
+  const port = await freePort();
+  const l = await startTestListener(`redis://127.0.0.1:${port}`);
+  listeners.push(l);
+  const deadline = Date.now() + 5000;
+  while (l.queueProducer.health().lastError === null && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const bodies: string[] = [];
+  for (let i = 0; i < 5; i++) {
+    const ready = await fetch(`${l.url}/readyz`);
+    assert.equal(ready.status, 200, 'ready through the spool');
+    bodies.push(await ready.text());
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  for (const body of bodies) {
+    assert.ok(!body.includes(String(port)), `no Redis address in ${body}`);
+    assert.ok(!body.includes(l.config.spool.dir), `no spool path in ${body}`);
+    assert.ok(!body.includes('lastError'), body);
+  }
+  const answer = JSON.parse(bodies[0] ?? '{}') as {
+    ok: boolean;
+    redis: { ready: boolean; ping: boolean; status: string };
+    spool: { healthy: boolean; depth: number };
+  };
+  assert.equal(answer.ok, true);
+  assert.deepEqual([answer.redis.ready, answer.redis.ping], [false, false]);
+  assert.equal(typeof answer.redis.status, 'string');
+  assert.deepEqual([answer.spool.healthy, answer.spool.depth], [true, 0]);
+  const lines = l.logs.filter((line) => String(line.msg).startsWith('readiness:'));
+  assert.equal(lines.length, 1, 'one line for five probes of the same state');
+  assert.equal(lines[0]?.msg, 'readiness: ready, with errors');
+  assert.match(
+    String((lines[0]?.redis as { lastError?: string } | undefined)?.lastError),
+    new RegExp(`127\\.0\\.0\\.1:${port}`),
+  );
+});
+
 test('no log line ever contains a configured signing key, even when the whole delivery is logged', async () => {
   const secret = 'sk-very-secret-sign-key-42';
   const accountSecret = 'acct-secret-key-99';
