@@ -1,0 +1,316 @@
+/**
+ * The memory benchmark: how much memory does the listener take per byte of body in flight, and does it give it back?
+ *
+ *   npm run bench:memory [-- --concurrency 100 --bursts 3 --size 1040000 --idle 10 --skip-build]
+ *
+ * Starts a private redis-server (AOF everysec) and the real listener (`node dist/src/cli.js listen`, default settings
+ * but for a signing key, the port and a temporary spool directory; INFLIGHT_BYTES_LIMIT etc. from this process's
+ * environment when set), then sends `bursts` bursts of `concurrency` concurrent Sellsy-shaped deliveries of about
+ * `size` bytes each (just under BODY_LIMIT_BYTES' default 1 MiB): half `application/x-www-form-urlencoded` with a
+ * `notif=` field, half JSON, each with a large `relatedobject` (an invoice with many rows), every body unique and
+ * signed. Redis is healthy; many deliveries are spooled all the same, as Redis cannot confirm 1 MB within the 10 ms
+ * ack budget.
+ *
+ * The listener's RSS is read from /proc/<pid>/status (VmRSS sampled every 10 ms, VmHWM: the kernel's peak) before the
+ * load, at its peak, and after `idle` seconds without requests once every delivery is a job. Printed: those figures,
+ * the bytes in flight (concurrency × body size), peak RSS over bytes in flight, and the check that every 200 answer
+ * is a job in Redis (spool drained).
+ */
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  baseEnv,
+  f,
+  freePort,
+  machineInfo,
+  makeTempDir,
+  ROOT,
+  sellsySignature,
+  sleep,
+  startPrivateRedis,
+  stopChild,
+  table,
+  tail,
+  track,
+  waitForHttp200,
+} from './lib.ts';
+
+const SIGN_KEY = 'bench-memory-sign-key';
+const QUEUE = 'bench-memory';
+const MB = 1024 * 1024;
+
+interface Options {
+  concurrency: number;
+  bursts: number;
+  size: number;
+  idleS: number;
+  build: boolean;
+}
+
+function readOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      concurrency: { type: 'string' },
+      bursts: { type: 'string' },
+      size: { type: 'string' },
+      idle: { type: 'string' },
+      'skip-build': { type: 'boolean' },
+    },
+  });
+  const num = (name: string, raw: string | undefined, def: number, min: number) => {
+    const value = raw === undefined ? def : Number(raw);
+    if (!Number.isInteger(value) || value < min) throw new Error(`--${name} must be an integer ≥ ${min} (got ${raw})`);
+    return value;
+  };
+  return {
+    concurrency: num('concurrency', values.concurrency, 100, 1),
+    bursts: num('bursts', values.bursts, 3, 1),
+    // Under the default BODY_LIMIT_BYTES (1 MiB) with room for the per-request id digits.
+    size: num('size', values.size, 1_040_000, 1024),
+    idleS: num('idle', values.idle, 10, 0),
+    build: !(values['skip-build'] || process.env.BENCH_SKIP_BUILD === '1'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Bodies
+
+/** A Sellsy invoice snapshot with enough rows that the body reaches `size` bytes once encoded. */
+function invoiceJson(size: number, form: boolean): string {
+  const rows: unknown[] = [];
+  const encodedSize = (s: string) => Buffer.byteLength(form ? `notif=${encodeURIComponent(s)}` : s);
+  const build = () =>
+    JSON.stringify({
+      eventType: 'docslog',
+      event: 'step',
+      relatedtype: 'invoice',
+      relatedid: '__ID__',
+      ownertype: 'staff',
+      ownerid: '1084',
+      corpid: '929',
+      timestamp: '__TS__',
+      relatedobject: {
+        id: '__ID__',
+        ident: 'FAC-__ID__',
+        status: 'due',
+        thirdname: 'Société Générale des Ateliers «Dupont & Fils»',
+        currency: 'EUR',
+        rows,
+      },
+    });
+  const rowOf = (i: number) => ({
+    id: String(100000 + i),
+    type: 'item',
+    name: `Article ${i} — maintenance préventive`,
+    notes: `Intervention n°${i} : contrôle, réglage et remplacement des pièces d'usure; "garantie" 12 mois.`,
+    qt: '2.000',
+    unitAmount: '149.90',
+    taxrate: '20.00',
+    discount: { type: 'percent', value: '5' },
+  });
+  // Rows are about the same size: estimate their number from one row, then trim.
+  const base = encodedSize(build());
+  rows.push(rowOf(0));
+  const perRow = encodedSize(build()) - base;
+  while (rows.length < Math.floor((size - base) / perRow)) rows.push(rowOf(rows.length));
+  while (rows.length > 0 && encodedSize(build()) > size) rows.pop();
+  return build();
+}
+
+interface Templates {
+  form: string;
+  json: string;
+}
+
+function templates(size: number): Templates {
+  // The id and timestamp placeholders are replaced by values of the same order of length (≤ 12 characters).
+  return { form: invoiceJson(size - 40, true), json: invoiceJson(size - 40, false) };
+}
+
+function bodyOf(t: Templates, n: number): { body: string; contentType: string } {
+  const id = String(50_000_000 + n);
+  const ts = String(Math.floor(Date.now() / 1000));
+  if (n % 2 === 0) {
+    const json = t.form.replaceAll('__ID__', id).replace('__TS__', ts);
+    return { body: `notif=${encodeURIComponent(json)}`, contentType: 'application/x-www-form-urlencoded' };
+  }
+  return { body: t.json.replaceAll('__ID__', id).replace('__TS__', ts), contentType: 'application/json' };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Memory of a process
+
+function statusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+const mb = (kb: number) => kb / 1024;
+
+// ---------------------------------------------------------------------------------------------------------------
+
+interface Answer {
+  status: number;
+  jobId?: string;
+  spooled?: boolean;
+  queued?: boolean;
+}
+
+async function post(url: string, body: string, contentType: string): Promise<Answer> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': contentType, 'x-webhook-signature': sellsySignature(SIGN_KEY, body) },
+    body,
+  });
+  const text = await res.text();
+  try {
+    return { status: res.status, ...(JSON.parse(text) as Omit<Answer, 'status'>) };
+  } catch {
+    return { status: res.status };
+  }
+}
+
+async function main(): Promise<void> {
+  const opts = readOptions();
+  const env = machineInfo();
+  if (opts.build) {
+    process.stderr.write('bench: npm run build\n');
+    const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8' });
+    if (build.status !== 0) throw new Error(`npm run build failed:\n${build.stdout}\n${build.stderr}`);
+  }
+  if (!existsSync(join(ROOT, 'dist/src/cli.js'))) throw new Error('dist/src/cli.js is missing: run npm run build');
+
+  const t = templates(opts.size);
+  const sample = [bodyOf(t, 0), bodyOf(t, 1)];
+  const bodyBytes = Math.round(sample.reduce((sum, b) => sum + Buffer.byteLength(b.body), 0) / sample.length);
+  const inflightMb = (bodyBytes * opts.concurrency) / MB;
+
+  const redis = await startPrivateRedis();
+  const spoolDir = makeTempDir('sellsy-webhooks-bench-spool-');
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const passThrough: NodeJS.ProcessEnv = {};
+  for (const name of ['INFLIGHT_BYTES_LIMIT', 'MALLOC_ARENA_MAX', 'NODE_OPTIONS', 'ACK_BUDGET_MS'])
+    if (process.env[name] !== undefined) passThrough[name] = process.env[name];
+  const listener: ChildProcess = track(
+    spawn(process.execPath, [join(ROOT, 'dist/src/cli.js'), 'listen'], {
+      cwd: ROOT,
+      env: {
+        ...baseEnv(),
+        ...passThrough,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        REDIS_URL: redis.url,
+        QUEUE_NAME: QUEUE,
+        SPOOL_DIR: spoolDir,
+        SELLSY_SIGN_KEY: SIGN_KEY,
+        LOG_LEVEL: 'warn',
+      },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    }),
+  );
+  const listenerErr = tail(listener.stderr);
+  const pid = listener.pid as number;
+  let peakSampledKb = 0;
+  const sampler = setInterval(() => {
+    const rss = statusKb(pid, 'VmRSS');
+    if (rss > peakSampledKb) peakSampledKb = rss;
+  }, 10);
+  try {
+    await waitForHttp200(`${url}/readyz`, listener, 20_000, () => `listener stderr:\n${listenerErr()}`);
+    await sleep(500);
+    const startKb = statusKb(pid, 'VmRSS');
+    process.stderr.write(
+      `bench: ${opts.bursts} burst(s) of ${opts.concurrency} concurrent deliveries of ${bodyBytes} bytes\n`,
+    );
+
+    const answers: Answer[] = [];
+    const burstPeaks: number[] = [];
+    let n = 0;
+    const started = performance.now();
+    for (let burst = 0; burst < opts.bursts; burst++) {
+      const bodies = Array.from({ length: opts.concurrency }, () => bodyOf(t, n++));
+      answers.push(...(await Promise.all(bodies.map((b) => post(`${url}/webhook/sellsy`, b.body, b.contentType)))));
+      burstPeaks.push(statusKb(pid, 'VmHWM'));
+    }
+    const loadS = (performance.now() - started) / 1000;
+
+    // Every 200 must become a job: wait for the spool to drain into Redis.
+    const ok = answers.filter((a) => a.status === 200 && a.queued !== false && typeof a.jobId === 'string');
+    const ids = ok.map((a) => a.jobId as string);
+    const deadline = Date.now() + 120_000;
+    let missing = ids.length;
+    for (;;) {
+      const pipeline = redis.client.pipeline();
+      for (const id of ids) pipeline.exists(`bull:${QUEUE}:${id}`);
+      const results = (await pipeline.exec()) ?? [];
+      missing = results.filter(([err, v]) => err !== null || v !== 1).length;
+      if (missing === 0 || Date.now() > deadline) break;
+      await sleep(200);
+    }
+    const drainedKb = statusKb(pid, 'VmRSS');
+    await sleep(opts.idleS * 1000);
+    const idleKb = statusKb(pid, 'VmRSS');
+    const hwmKb = statusKb(pid, 'VmHWM');
+    const peakKb = Math.max(hwmKb, peakSampledKb);
+    const jobs = await redis.client.eval(
+      `return #redis.call('keys', ARGV[1])`,
+      0,
+      `bull:${QUEUE}:????????-????-????-????-????????????`,
+    );
+
+    const spooled = ok.filter((a) => a.spooled).length;
+    const other = answers.length - ok.length;
+    process.stdout.write(
+      `\nmemory benchmark — Node ${env.node}, ${env.nproc} vCPU (${env.cpuModel}), commit ${env.commit}${env.srcDirty ? ' (src modified)' : ''}, ${env.date}\n` +
+        `listener env: ${
+          Object.entries(passThrough)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ') || 'defaults'
+        }\n\n`,
+    );
+    process.stdout.write(
+      `${table(
+        ['figure', 'value'],
+        [
+          ['deliveries sent', String(answers.length)],
+          ['body size (bytes, mean of form and JSON)', String(bodyBytes)],
+          ['bytes in flight (MB, concurrency × body)', f(inflightMb, 1)],
+          ['load time (s)', f(loadS, 1)],
+          ['answered 200 (acknowledged)', String(ok.length)],
+          ['  of which spooled', String(spooled)],
+          ['other answers (not 200 or queued:false)', String(other)],
+          ['acknowledged without a job in Redis', String(missing)],
+          ['job keys in Redis', String(jobs)],
+          ['RSS before the load (MB)', f(mb(startKb), 0)],
+          ['peak RSS (MB, VmHWM)', f(mb(peakKb), 0)],
+          ['peak RSS after each burst (MB)', burstPeaks.map((k) => f(mb(k), 0)).join(' / ')],
+          ['peak RSS / bytes in flight', f(mb(peakKb) / inflightMb, 1)],
+          ['(peak − before) / bytes in flight', f((mb(peakKb) - mb(startKb)) / inflightMb, 1)],
+          ['RSS once drained (MB)', f(mb(drainedKb), 0)],
+          [`RSS after ${opts.idleS} s idle (MB)`, f(mb(idleKb), 0)],
+        ],
+      )}\n`,
+    );
+    if (other > 0 || missing > 0) {
+      process.stdout.write(`\nlistener stderr (last lines):\n${listenerErr()}\n`);
+      process.exitCode = 1;
+    }
+  } finally {
+    clearInterval(sampler);
+    await stopChild(listener, 10_000);
+    await redis.destroy();
+  }
+}
+
+main().catch((err: Error) => {
+  process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});
