@@ -15,7 +15,7 @@ import type { Config } from '../config/config.ts';
 import { EnqueueError, type HttpErrorCode, HttpErrors } from '../errors.ts';
 import { clipped } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
-import { dedupKeyOf, newDeliveryId, rawBodyFields, type WebhookJobData } from '../queue/contract.ts';
+import { bindRawBody, dedupKeyOf, newDeliveryId, rawBodyFields, type WebhookJobData } from '../queue/contract.ts';
 import type { Producer } from '../queue/producer.ts';
 import { jobNameOf, parseDelivery } from '../sellsy/payload.ts';
 import { SIGNATURE_HEADER } from '../sellsy/signature.ts';
@@ -125,6 +125,8 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
         userAgent: request.headers['user-agent'] ?? null,
       },
     };
+    // The spool then stores the body's bytes once instead of the job's JSON (see src/spool/format.ts).
+    bindRawBody(data, raw);
     const logFields = {
       reqId: request.id,
       deliveryId: data.deliveryId,

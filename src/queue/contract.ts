@@ -8,7 +8,7 @@
  */
 
 import { isUtf8 } from 'node:buffer';
-import { hash, randomUUID } from 'node:crypto';
+import { createHash, hash, randomUUID } from 'node:crypto';
 import type { ParseProblem, SellsyEvent } from '../sellsy/payload.ts';
 
 export type SignatureStatus =
@@ -56,15 +56,38 @@ export interface WebhookJob {
   data: WebhookJobData;
 }
 
+/** Past this size a body is hashed in place (a Hash object) instead of being copied behind the account first. */
+const ONE_SHOT_HASH_BYTES = 64 * 1024;
+
 export function dedupKeyOf(account: string | null, bytes: Buffer | string): string {
+  const prefix = `${account ?? ''}\n`;
+  if (bytes.length > ONE_SHOT_HASH_BYTES) {
+    return createHash('sha256').update(prefix, 'utf8').update(bytes).digest('hex');
+  }
   // One-shot hashing: several times cheaper than a Hash object for bodies of a few hundred bytes.
   const body = typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes;
-  return hash('sha256', Buffer.concat([Buffer.from(`${account ?? ''}\n`), body]), 'hex');
+  return hash('sha256', Buffer.concat([Buffer.from(prefix), body]), 'hex');
 }
+
+/**
+ * The exact bytes each job's `rawBody` was decoded from, when the listener built the job from them (its `event` and
+ * `parseProblem` are then `parseDelivery` of these bytes). The spool stores such jobs as the bytes themselves.
+ */
+const rawBodies = new WeakMap<object, Buffer>();
 
 export function rawBodyFields(raw: Buffer): Pick<WebhookJobData, 'rawBody' | 'rawBodyBase64'> {
   const rawBody = raw.toString('utf8');
   return isUtf8(raw) ? { rawBody } : { rawBody, rawBodyBase64: raw.toString('base64') };
+}
+
+/** Records that `data` (its body fields, event and parse problem) was derived from `raw` by the listener. */
+export function bindRawBody(data: WebhookJobData, raw: Buffer): void {
+  rawBodies.set(data, raw);
+}
+
+/** The bytes `data` was built from by the listener, or undefined for a job built any other way. */
+export function boundRawBody(data: WebhookJobData): Buffer | undefined {
+  return rawBodies.get(data);
 }
 
 /** The exact bytes of a job's body, whatever its encoding. */

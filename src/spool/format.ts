@@ -9,6 +9,20 @@
  *   offset 8  u32 LE  CRC-32 (zlib) of the 4 length bytes followed by the payload
  *   offset 12 payload: UTF-8 JSON `{"name": <job name>, "data": <WebhookJobData>}` (the queue contract)
  *
+ * or, for a job the listener built from a body (most records, and the only large ones), a record of about the size
+ * of that body:
+ *
+ *   offset 0  u32 LE  magic 0x32525753 (the ASCII bytes `SWR2`)
+ *   offset 4  u32 LE  payload length in bytes (at most MAX_RECORD_BYTES)
+ *   offset 8  u32 LE  CRC-32 (zlib) of the 4 length bytes followed by the payload
+ *   offset 12 payload: u32 LE length H of a UTF-8 JSON header `{"name", "data"}`, where `data` is the job's data
+ *             without `rawBody`, `rawBodyBase64`, `event` and `parseProblem`; then the body's bytes, exactly as received.
+ *
+ * Reading an `SWR2` record derives the missing fields from the bytes as the listener did (`rawBodyFields`, then
+ * `parseDelivery` with the record's `contentType`; both are deterministic), so the job drained equals the job that
+ * was spooled. Both kinds are read; records are written as `SWR2` when the job carries its body's bytes (see
+ * `bindRawBody` in the queue contract), as `SWR1` otherwise.
+ *
  * A record is valid only when its magic, length and checksum agree. A crash while appending leaves at most a torn
  * record at the end of the segment being written: `scanRecords` reports it (`tornBytes`) and the spool truncates it
  * away on open, so it is never replayed. A damaged record elsewhere (`corruptBytes`) is skipped by searching for the
@@ -19,15 +33,21 @@
  * stall every request for the length of each fsync; this format is the few lines below.
  */
 import { crc32 } from 'node:zlib';
-import type { WebhookJob } from '../queue/contract.ts';
+import { boundRawBody, rawBodyFields, type WebhookJob, type WebhookJobData } from '../queue/contract.ts';
+import { parseDelivery } from '../sellsy/payload.ts';
 
 export const FILE_HEADER = Buffer.from('SWSPOOL1', 'ascii');
+/** `SWR1`: the job as JSON. */
 export const RECORD_MAGIC = 0x31525753;
+/** `SWR2`: a small JSON header, then the body's bytes. */
+export const BODY_RECORD_MAGIC = 0x32525753;
 export const RECORD_HEADER_BYTES = 12;
 /** Far above any delivery (BODY_LIMIT_BYTES is at most 64 MiB, and the JSON at most ~3× that when escaped). */
 export const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 
 export function encodeRecord(job: WebhookJob): Buffer {
+  const raw = boundRawBody(job.data);
+  if (raw !== undefined) return encodeBodyRecord(job, raw);
   const payload = Buffer.from(JSON.stringify({ name: job.name, data: job.data }), 'utf8');
   const record = Buffer.allocUnsafe(RECORD_HEADER_BYTES + payload.length);
   record.writeUInt32LE(RECORD_MAGIC, 0);
@@ -35,6 +55,39 @@ export function encodeRecord(job: WebhookJob): Buffer {
   record.writeUInt32LE(crc32(payload, crc32(record.subarray(4, 8))), 8);
   payload.copy(record, RECORD_HEADER_BYTES);
   return record;
+}
+
+function encodeBodyRecord(job: WebhookJob, raw: Buffer): Buffer {
+  const { rawBody: _rawBody, rawBodyBase64: _base64, event: _event, parseProblem: _problem, ...rest } = job.data;
+  const header = Buffer.from(JSON.stringify({ name: job.name, data: rest }), 'utf8');
+  const length = 4 + header.length + raw.length;
+  const record = Buffer.allocUnsafe(RECORD_HEADER_BYTES + length);
+  record.writeUInt32LE(BODY_RECORD_MAGIC, 0);
+  record.writeUInt32LE(length, 4);
+  record.writeUInt32LE(header.length, RECORD_HEADER_BYTES);
+  header.copy(record, RECORD_HEADER_BYTES + 4);
+  raw.copy(record, RECORD_HEADER_BYTES + 4 + header.length);
+  record.writeUInt32LE(crc32(record.subarray(RECORD_HEADER_BYTES), crc32(record.subarray(4, 8))), 8);
+  return record;
+}
+
+/** The job of an `SWR2` payload: the header's fields, and those the listener derived from the body. */
+function decodeBodyPayload(payload: Buffer): WebhookJob | null {
+  if (payload.length < 4) return null;
+  const headerLength = payload.readUInt32LE(0);
+  if (4 + headerLength > payload.length) return null;
+  const header = JSON.parse(payload.toString('utf8', 4, 4 + headerLength)) as WebhookJob;
+  if (typeof header?.name !== 'string' || typeof header.data !== 'object' || header.data === null) return null;
+  // A copy: the job must not keep the whole segment's buffer alive.
+  const raw = Buffer.from(payload.subarray(4 + headerLength));
+  const parsed = parseDelivery(raw, header.data.contentType ?? undefined);
+  const data: WebhookJobData = {
+    ...header.data,
+    ...rawBodyFields(raw),
+    event: parsed.event,
+    parseProblem: parsed.problem,
+  };
+  return { name: header.name, data };
 }
 
 export interface ScannedRecord {
@@ -80,13 +133,19 @@ export function scanRecords(buf: Buffer, from = FILE_HEADER.length): ScanResult 
 }
 
 function readRecordAt(buf: Buffer, pos: number): ScannedRecord | null {
-  if (pos + RECORD_HEADER_BYTES > buf.length || buf.readUInt32LE(pos) !== RECORD_MAGIC) return null;
+  if (pos + RECORD_HEADER_BYTES > buf.length) return null;
+  const magic = buf.readUInt32LE(pos);
+  if (magic !== RECORD_MAGIC && magic !== BODY_RECORD_MAGIC) return null;
   const length = buf.readUInt32LE(pos + 4);
   const end = pos + RECORD_HEADER_BYTES + length;
   if (length > MAX_RECORD_BYTES || end > buf.length) return null;
   const payload = buf.subarray(pos + RECORD_HEADER_BYTES, end);
   if (crc32(payload, crc32(buf.subarray(pos + 4, pos + 8))) !== buf.readUInt32LE(pos + 8)) return null;
   try {
+    if (magic === BODY_RECORD_MAGIC) {
+      const job = decodeBodyPayload(payload);
+      return job === null ? null : { offset: pos, end, job };
+    }
     const job = JSON.parse(payload.toString('utf8')) as WebhookJob;
     if (typeof job?.name !== 'string' || typeof job.data !== 'object' || job.data === null) return null;
     return { offset: pos, end, job };
@@ -95,10 +154,18 @@ function readRecordAt(buf: Buffer, pos: number): ScannedRecord | null {
   }
 }
 
-const MAGIC_BYTES = Buffer.alloc(4);
-MAGIC_BYTES.writeUInt32LE(RECORD_MAGIC, 0);
+const MAGICS = [RECORD_MAGIC, BODY_RECORD_MAGIC].map((magic) => {
+  const bytes = Buffer.alloc(4);
+  bytes.writeUInt32LE(magic, 0);
+  return bytes;
+});
 
+/** The next offset where either kind of record could start. */
 function nextMagic(buf: Buffer, from: number): number {
-  const found = buf.indexOf(MAGIC_BYTES, from);
-  return found === -1 ? buf.length : found;
+  let next = buf.length;
+  for (const magic of MAGICS) {
+    const found = buf.indexOf(magic, from);
+    if (found !== -1 && found < next) next = found;
+  }
+  return next;
 }

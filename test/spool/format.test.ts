@@ -1,0 +1,133 @@
+/**
+ * The spool's record format: a delivery's record is about the size of its body, drains back to the very job that was
+ * spooled whatever the body, and records of the earlier format (`SWR1`, the job as JSON) are still read.
+ */
+
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { bindRawBody, dedupKeyOf, rawBodyFields, type WebhookJob } from '../../src/queue/contract.ts';
+import { jobNameOf, parseDelivery } from '../../src/sellsy/payload.ts';
+import { encodeRecord, FILE_HEADER, RECORD_HEADER_BYTES, scanRecords } from '../../src/spool/format.ts';
+import { Spool } from '../../src/spool/spool.ts';
+import { jobFixture } from '../helpers/jobs.ts';
+
+const dirs: string[] = [];
+after(async () => {
+  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
+});
+
+async function tempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'spool-format-test-'));
+  dirs.push(dir);
+  return dir;
+}
+
+/** A job built from `raw` the way the listener builds it (src/listener/webhook.ts). */
+function listenerJob(i: number, raw: Buffer, contentType: string | null): WebhookJob {
+  const parsed = parseDelivery(raw, contentType ?? undefined);
+  const job: WebhookJob = {
+    name: jobNameOf(parsed.event),
+    data: {
+      v: 1,
+      deliveryId: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+      receivedAt: new Date(Date.UTC(2026, 0, 1, 0, 0, i)).toISOString(),
+      contentType,
+      ...rawBodyFields(raw),
+      account: '929',
+      signature: { status: 'verified', header: 'abc', scope: 'body' },
+      event: parsed.event,
+      parseProblem: parsed.problem,
+      dedupKey: dedupKeyOf('929', raw),
+      request: { id: `req-${i}`, path: '/webhook/sellsy', ip: '127.0.0.1', userAgent: 'Sellsy' },
+    },
+  };
+  bindRawBody(job.data, raw);
+  return job;
+}
+
+/** An invoice event with a `relatedobject` of `rows` rows, non-ASCII text included. */
+function invoiceJson(rows: number): string {
+  return JSON.stringify({
+    eventType: 'docslog',
+    event: 'step',
+    relatedtype: 'invoice',
+    relatedid: '4521',
+    ownertype: 'staff',
+    ownerid: '1084',
+    corpid: '929',
+    timestamp: '1767225600',
+    relatedobject: {
+      id: 4521,
+      thirdname: 'Société «Dupont & Fils»',
+      rows: Array.from({ length: rows }, (_, n) => ({ id: n, name: `Article ${n} — révision`, qt: '2.000' })),
+    },
+  });
+}
+
+const bodies: [string, Buffer, string | null][] = [
+  ['a JSON event', Buffer.from(invoiceJson(20)), 'application/json'],
+  [
+    'a form event (notif=)',
+    Buffer.from(`notif=${encodeURIComponent(invoiceJson(20))}&extra=1`),
+    'application/x-www-form-urlencoded',
+  ],
+  ['an unknown body (text/plain)', Buffer.from('hello'), 'text/plain'],
+  ['a body without a Content-Type', Buffer.from('{"event":"x"}'), null],
+  ['invalid JSON', Buffer.from('{"event":'), 'application/json'],
+  ['a body that is not UTF-8', Buffer.from([0x7b, 0xff, 0xfe, 0x22, 0x7d, 0x00]), 'application/json'],
+  ['an empty body', Buffer.alloc(0), 'application/x-www-form-urlencoded'],
+];
+
+for (const [what, raw, contentType] of bodies) {
+  test(`a spooled delivery with ${what} drains as the job the listener built`, async () => {
+    const dir = await tempDir();
+    const { spool } = await Spool.open({ dir, maxBytes: 1 << 24 });
+    const job = listenerJob(1, raw, contentType);
+    await spool.append(job);
+    const seen: WebhookJob[] = [];
+    await spool.drain(async (jobs) => {
+      seen.push(...jobs);
+    });
+    await spool.close();
+    assert.deepStrictEqual(seen, [JSON.parse(JSON.stringify(job))]);
+  });
+}
+
+test('the spool record of a 1 MB delivery is about the size of its body, not twice it', () => {
+  const raw = Buffer.from(invoiceJson(20_000));
+  assert.ok(raw.length > 1_000_000);
+  const record = encodeRecord(listenerJob(1, raw, 'application/json'));
+  // The job's other fields (ids, dates, the signature header, the request) take well under a kilobyte.
+  assert.ok(record.length - raw.length < 1024, `record ${record.length} bytes for a body of ${raw.length}`);
+  const { records } = scanRecords(Buffer.concat([FILE_HEADER, record]));
+  assert.equal(records[0]?.job.data.rawBody, raw.toString('utf8'));
+});
+
+test('records of the earlier format (the job as JSON) are still drained, beside the new ones', async () => {
+  const dir = await tempDir();
+  // A segment as an earlier version left it: `SWR1` records only.
+  const old = [jobFixture(0), jobFixture(1)];
+  const oldRecords = old.map(encodeRecord);
+  assert.equal(oldRecords[0]?.readUInt32LE(0), 0x31525753);
+  await writeFile(join(dir, 'segment-0000000000000001.log'), Buffer.concat([FILE_HEADER, ...oldRecords]));
+  const { spool, recovery } = await Spool.open({ dir, maxBytes: 1 << 24 });
+  assert.equal(recovery.depth, 2);
+  const fresh = listenerJob(2, Buffer.from(invoiceJson(3)), 'application/json');
+  await spool.append(fresh);
+  const segments = (await readdir(dir)).filter((f) => f.endsWith('.log')).sort();
+  const newest = await readFile(join(dir, segments.at(-1) as string));
+  assert.equal(newest.readUInt32LE(FILE_HEADER.length), 0x32525753, 'new records are written in the new format');
+  assert.ok(newest.length > FILE_HEADER.length + RECORD_HEADER_BYTES);
+  const seen: WebhookJob[] = [];
+  await spool.drain(async (jobs) => {
+    seen.push(...jobs);
+  });
+  await spool.close();
+  assert.deepStrictEqual(
+    seen,
+    [...old, fresh].map((j) => JSON.parse(JSON.stringify(j))),
+  );
+});
