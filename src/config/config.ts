@@ -28,6 +28,8 @@ export interface Config {
     badSignatureKeepSeconds: number;
   };
   bodyLimitBytes: number;
+  /** Bodies being read or handled at once, in bytes, past which the listener waits before reading more; null: no limit. */
+  inflightBytesLimit: number | null;
   dedupWindowSeconds: number;
   enqueueTimeoutMs: number;
   enqueueFailureStatus: 200 | 503;
@@ -207,6 +209,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       badSignatureKeepSeconds: parsed.BAD_SIGNATURE_KEEP_SECONDS,
     },
     bodyLimitBytes: parsed.BODY_LIMIT_BYTES,
+    inflightBytesLimit: parsed.INFLIGHT_BYTES_LIMIT ?? null,
     dedupWindowSeconds: parsed.DEDUP_WINDOW_SECONDS,
     enqueueTimeoutMs: parsed.ENQUEUE_TIMEOUT_MS,
     enqueueFailureStatus: parsed.ENQUEUE_FAILURE_STATUS,

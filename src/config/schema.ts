@@ -19,6 +19,7 @@ export const EnvSchema = Type.Object({
   SIGNATURE_FORM_SCOPE: Type.Union([Type.Literal('body'), Type.Literal('notif')], { default: 'body' }),
   BAD_SIGNATURE_KEEP_SECONDS: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600, default: 24 * 3600 }),
   BODY_LIMIT_BYTES: Type.Integer({ minimum: 1024, maximum: 64 * 1024 * 1024, default: 1024 * 1024 }),
+  INFLIGHT_BYTES_LIMIT: Type.Optional(Type.Integer({ minimum: 1024, maximum: Number.MAX_SAFE_INTEGER })),
   DEDUP_WINDOW_SECONDS: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600, default: 72 * 3600 }),
   ENQUEUE_TIMEOUT_MS: Millis(1000),
   ENQUEUE_FAILURE_STATUS: Type.Union([Type.Literal(200), Type.Literal(503)], { default: 200 }),

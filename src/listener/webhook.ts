@@ -19,6 +19,7 @@ import { bindRawBody, dedupKeyOf, newDeliveryId, rawBodyFields, type WebhookJobD
 import type { Producer } from '../queue/producer.ts';
 import { jobNameOf, parseDelivery } from '../sellsy/payload.ts';
 import { SIGNATURE_HEADER } from '../sellsy/signature.ts';
+import { ByteGate } from './inflight.ts';
 import { accountOf, verifyDelivery } from './verify.ts';
 
 export const WEBHOOK_PATH = '/webhook/sellsy';
@@ -64,9 +65,25 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   });
 
   const probe = async () => ({ ok: true });
+  const gate = config.inflightBytesLimit === null ? null : new ByteGate(config.inflightBytesLimit);
+  const onRequest = gate === null ? [keepMalformedContentType] : [keepMalformedContentType, waitForBodyRoom];
   for (const url of [WEBHOOK_PATH, `${WEBHOOK_PATH}/:account`]) {
     app.get(url, { exposeHeadRoute: true }, probe);
-    app.post<{ Params: Params }>(url, { onRequest: keepMalformedContentType }, handleDelivery);
+    app.post<{ Params: Params }>(url, { onRequest }, handleDelivery);
+  }
+
+  /** INFLIGHT_BYTES_LIMIT: the body is read only once its bytes fit; they are given back when the answer is done. */
+  async function waitForBodyRoom(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (gate === null) return;
+    const declared = Number(request.headers['content-length']);
+    const bytes =
+      Number.isSafeInteger(declared) && declared >= 0
+        ? Math.min(declared, config.bodyLimitBytes)
+        : config.bodyLimitBytes;
+    const release = await gate.acquire(bytes);
+    // 'close' comes once the answer is sent, or the connection is gone (also while waiting: then release at once).
+    if (reply.raw.closed || request.raw.destroyed) release();
+    else reply.raw.once('close', release);
   }
 
   /**
