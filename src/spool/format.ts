@@ -87,15 +87,25 @@ function encodeBodyRecord(job: WebhookJob, raw: Buffer): Buffer[] {
   return [head, raw];
 }
 
-/** The job of an `SWR2` payload: the header's fields, and those the listener derived from the body. */
-function decodeBodyPayload(payload: Buffer): WebhookJob | null {
+interface BodyRecordHeader {
+  name: string;
+  data: Omit<WebhookJobData, 'rawBody' | 'rawBodyBase64' | 'event' | 'parseProblem'>;
+}
+
+/** The JSON header of an `SWR2` payload, or null when it is not one. */
+function bodyPayloadHeader(payload: Buffer): BodyRecordHeader | null {
   if (payload.length < 4) return null;
   const headerLength = payload.readUInt32LE(0);
   if (4 + headerLength > payload.length) return null;
-  const header = JSON.parse(payload.toString('utf8', 4, 4 + headerLength)) as WebhookJob;
+  const header = JSON.parse(payload.toString('utf8', 4, 4 + headerLength)) as BodyRecordHeader;
   if (typeof header?.name !== 'string' || typeof header.data !== 'object' || header.data === null) return null;
+  return header;
+}
+
+/** The job of an `SWR2` payload: the header's fields, and those the listener derived from the body. */
+function decodeBodyPayload(payload: Buffer, header: BodyRecordHeader): WebhookJob {
   // A copy: the job must not keep the whole segment's buffer alive.
-  const raw = Buffer.from(payload.subarray(4 + headerLength));
+  const raw = Buffer.from(payload.subarray(4 + payload.readUInt32LE(0)));
   const parsed = parseDelivery(raw, header.data.contentType ?? undefined);
   const data: WebhookJobData = {
     ...header.data,
@@ -111,7 +121,13 @@ export interface ScannedRecord {
   offset: number;
   /** Offset just past the record. */
   end: number;
-  job: WebhookJob;
+  /** The delivery's `receivedAt`. */
+  receivedAt: string;
+  /**
+   * The job, decoded from the segment's bytes at each read (for an `SWR2` record, its body string and event are
+   * derived then): a segment's records are not all held decoded at once, only the batch being sent.
+   */
+  readonly job: WebhookJob;
 }
 
 export interface ScanResult {
@@ -159,12 +175,20 @@ function readRecordAt(buf: Buffer, pos: number): ScannedRecord | null {
   if (crc32(payload, crc32(buf.subarray(pos + 4, pos + 8))) !== buf.readUInt32LE(pos + 8)) return null;
   try {
     if (magic === BODY_RECORD_MAGIC) {
-      const job = decodeBodyPayload(payload);
-      return job === null ? null : { offset: pos, end, job };
+      const header = bodyPayloadHeader(payload);
+      if (header === null) return null;
+      return {
+        offset: pos,
+        end,
+        receivedAt: header.data.receivedAt,
+        get job() {
+          return decodeBodyPayload(payload, header);
+        },
+      };
     }
     const job = JSON.parse(payload.toString('utf8')) as WebhookJob;
     if (typeof job?.name !== 'string' || typeof job.data !== 'object' || job.data === null) return null;
-    return { offset: pos, end, job };
+    return { offset: pos, end, receivedAt: job.data.receivedAt, job };
   } catch {
     return null;
   }

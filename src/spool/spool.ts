@@ -124,9 +124,14 @@ export interface DrainOptions {
   onFailure?: (jobs: WebhookJob[], bytes: number, err: unknown) => DrainVerdict | Promise<DrainVerdict>;
 }
 
-/** Default batch bounds: a batch is at most this many records and this many bytes (at least one record). */
+/**
+ * Default batch bounds: a batch is at most this many records and this many bytes (at least one record). The bytes
+ * bound is what the listener holds for a batch several times over (each record's body string, parsed event and
+ * BullMQ's JSON of it): 2 MiB keeps that to tens of MB while Redis still gets a batch of small records whole, and
+ * large ones one or two at a time.
+ */
 export const DRAIN_BATCH_RECORDS = 100;
-export const DRAIN_BATCH_BYTES = 8 * 1024 * 1024;
+export const DRAIN_BATCH_BYTES = 2 * 1024 * 1024;
 
 interface PendingAppend {
   /** The record's bytes, in parts (`encodeRecordParts`). */
@@ -349,7 +354,7 @@ export class Spool {
 
   /**
    * Sends every record to `sink`, oldest first, in batches bounded by `limits` (records and bytes, at least one
-   * record; default 100 and 8 MiB), and forgets each batch once `sink` resolved: a record is removed after Redis
+   * record; default 100 and 2 MiB), and forgets each batch once `sink` resolved: a record is removed after Redis
    * confirmed it, never before. When `sink` rejects, `onFailure` decides (default `stop`: the error is rethrown, what
    * was not confirmed stays in the spool). Returns the number of records drained (quarantined ones included).
    * One drain at a time (the caller's job).
@@ -390,6 +395,7 @@ export class Spool {
           bytes += next.end - next.offset;
         }
         const batch = records.slice(i, i + n);
+        // Decoded here, batch by batch (see `ScannedRecord.job`).
         const jobs = batch.map((r) => r.job);
         try {
           await sink(jobs, bytes);
@@ -403,7 +409,7 @@ export class Spool {
         const next = records[i];
         segment.drainedOffset = (batch.at(-1) as (typeof batch)[number]).end;
         segment.records = Math.max(0, segment.records - n);
-        segment.oldestMs = next ? Date.parse(next.job.data.receivedAt) : null;
+        segment.oldestMs = next ? Date.parse(next.receivedAt) : null;
         drained += n;
         // The last batch of a segment needs no cursor: the segment goes. A cursor that cannot be written is only
         // behind (a reopen resends records Redis holds, which it answers as duplicates): the drain goes on.
@@ -523,7 +529,7 @@ export class Spool {
           size: file.size,
           records: records.length,
           drainedOffset: FILE_HEADER.length,
-          oldestMs: records[0] ? Date.parse(records[0].job.data.receivedAt) : null,
+          oldestMs: records[0] ? Date.parse(records[0].receivedAt) : null,
           corrupt: false,
         });
         requeued += records.length;
@@ -696,7 +702,7 @@ async function loadSegments(dir: string, repair: boolean): Promise<{ segments: S
     if (Number.isSafeInteger(cursor) && scan.records.some((r) => r.end === cursor)) segment.drainedOffset = cursor;
     const waiting = scan.records.filter((r) => r.offset >= segment.drainedOffset);
     segment.records = waiting.length;
-    segment.oldestMs = waiting[0] ? Date.parse(waiting[0].job.data.receivedAt) : null;
+    segment.oldestMs = waiting[0] ? Date.parse(waiting[0].receivedAt) : null;
     segment.corrupt = scan.corruptBytes > 0;
     recovery.corruptBytes += scan.corruptBytes;
     recovery.tornBytes += scan.tornBytes;

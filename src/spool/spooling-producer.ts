@@ -73,7 +73,7 @@ export interface SpoolingProducerOptions {
    * the listener's producer.
    */
   drainQueue?: BullmqProducer;
-  /** Largest drain batch. Default 100 records and 8 MiB. */
+  /** Largest drain batch. Default 100 records and 2 MiB. */
   drainBatch?: Partial<DrainLimits>;
   /** How often the drain checks for work, and the first backoff after a failed pass. Default 250 ms. */
   drainIntervalMs?: number;
