@@ -9,16 +9,26 @@
  * Any body that passes the signature check is queued, parsed or not (`unknown` jobs).
  * `GET`/`HEAD` on the same paths answer 200 and do nothing (Sellsy or an operator probing the URL).
  */
+import { isUtf8 } from 'node:buffer';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { EnqueueError, type HttpErrorCode, HttpErrors } from '../errors.ts';
 import { clipped } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
-import { bindRawBody, dedupKeyOf, newDeliveryId, rawBodyFields, type WebhookJobData } from '../queue/contract.ts';
+import {
+  bindRawBody,
+  dedupKeyOf,
+  deriveBodyFieldsLazily,
+  newDeliveryId,
+  rawBodyFields,
+  type WebhookJob,
+  type WebhookJobData,
+} from '../queue/contract.ts';
 import type { Producer } from '../queue/producer.ts';
 import { jobNameOf, parseDelivery } from '../sellsy/payload.ts';
 import { SIGNATURE_HEADER } from '../sellsy/signature.ts';
+import { largeBodyBytes } from '../spool/spooling-producer.ts';
 import { ByteGate } from './inflight.ts';
 import { accountOf, verifyDelivery } from './verify.ts';
 
@@ -65,6 +75,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   });
 
   const probe = async () => ({ ok: true });
+  const largeBytes = largeBodyBytes(config.spool.ackBudgetMs);
   const gate = config.inflightBytesLimit === null ? null : new ByteGate(config.inflightBytesLimit);
   const onRequest = gate === null ? [keepMalformedContentType] : [keepMalformedContentType, waitForBodyRoom];
   for (const url of [WEBHOOK_PATH, `${WEBHOOK_PATH}/:account`]) {
@@ -105,13 +116,23 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     return sendError(reply, error);
   }
 
-  async function handleDelivery(request: FastifyRequest<{ Params: Params }>, reply: FastifyReply) {
-    const receivedAt = new Date();
+  /**
+   * The job of a delivery that passed the checks, or the refusal. Synchronous and separate from `handleDelivery`:
+   * the parse and the signed bytes (for a form body, the decoded `notif`, a string as large as the body) are gone
+   * once it returns, instead of living in the request's frame while the delivery is made durable.
+   */
+  function jobOf(
+    request: FastifyRequest<{ Params: Params }>,
+    reply: FastifyReply,
+    receivedAt: Date,
+  ): { job: WebhookJob; logFields: Record<string, unknown> } | { refused: FastifyReply } {
     const raw = Buffer.isBuffer(request.body) ? request.body : EMPTY;
     const contentType = originalContentType.get(request.raw) ?? request.headers['content-type'];
     const parsed = parseDelivery(raw, contentType);
     const owner = accountOf(config, request.params.account, parsed.event?.corpId);
-    if (!owner.ok) return refuse(request, reply, owner.error, parsed.event?.corpId ?? request.params.account ?? null);
+    if (!owner.ok) {
+      return { refused: refuse(request, reply, owner.error, parsed.event?.corpId ?? request.params.account ?? null) };
+    }
     const account = owner.account;
     const header = request.headers[SIGNATURE_HEADER];
     const signatureHeader = typeof header === 'string' ? header : undefined;
@@ -119,18 +140,20 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const scope = signedBytes === raw ? 'body' : 'notif';
 
     const verdict = verifyDelivery(config, account, signedBytes, signatureHeader);
-    if (!verdict.ok) return refuse(request, reply, verdict.error, account);
+    if (!verdict.ok) return { refused: refuse(request, reply, verdict.error, account) };
 
     const name = jobNameOf(parsed.event);
+    const large = raw.length > largeBytes;
     const data: WebhookJobData = {
       v: 1,
       deliveryId: newDeliveryId(),
       receivedAt: receivedAt.toISOString(),
       contentType: contentType ?? null,
-      ...rawBodyFields(raw),
+      // A large body's string and event are derived when read (see below); these are placeholders for key order.
+      ...(large ? (isUtf8(raw) ? { rawBody: '' } : { rawBody: '', rawBodyBase64: '' }) : rawBodyFields(raw)),
       account,
       signature: { status: verdict.status, header: signatureHeader ?? null, scope },
-      event: parsed.event,
+      event: large ? null : parsed.event,
       parseProblem: parsed.problem,
       // Over what the signature covers: with SIGNATURE_FORM_SCOPE=notif, a signed notif re-sent with extra form
       // fields is the same delivery, not a new one.
@@ -142,8 +165,10 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
         userAgent: request.headers['user-agent'] ?? null,
       },
     };
-    // The spool then stores the body's bytes once instead of the job's JSON (see src/spool/format.ts).
-    bindRawBody(data, raw);
+    // The spool then stores the body's bytes once instead of the job's JSON (see src/spool/format.ts). A large
+    // body goes to the spool without being written to Redis: its string and event tree are built only if read.
+    if (large) deriveBodyFieldsLazily(data, raw, () => parseDelivery(raw, contentType).event);
+    else bindRawBody(data, raw);
     const logFields = {
       reqId: request.id,
       deliveryId: data.deliveryId,
@@ -153,16 +178,28 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       relatedId: clipped(parsed.event?.relatedId ?? null),
       parseProblem: parsed.problem ?? undefined,
     };
+    return { job: { name, data }, logFields };
+  }
+
+  async function handleDelivery(request: FastifyRequest<{ Params: Params }>, reply: FastifyReply) {
+    const prepared = jobOf(request, reply, new Date());
+    if ('refused' in prepared) return prepared.refused;
+    const { job, logFields } = prepared;
+    const { name, data } = job;
 
     try {
-      const result = await producer.enqueue({ name, data });
+      const result = await producer.enqueue(job);
       const outcome = result.spooled ? 'spooled' : result.duplicate ? 'duplicate' : 'accepted';
       metrics.deliveries.inc({ outcome });
       const ackMs = reply.elapsedTime;
       metrics.ackSeconds.observe(ackMs / 1000);
       if (result.spooled) {
         metrics.enqueueErrors.inc({ reason: result.spoolReason ?? 'timeout' });
-        log.warn({ ...logFields, jobId: result.jobId, outcome, reason: result.spoolReason, ackMs }, 'delivery');
+        // A large delivery is spooled by design, not because Redis failed.
+        log[result.spoolReason === 'large' ? 'info' : 'warn'](
+          { ...logFields, jobId: result.jobId, outcome, reason: result.spoolReason, ackMs },
+          'delivery',
+        );
       } else {
         log.info({ ...logFields, jobId: result.jobId, outcome, ackMs }, 'delivery');
       }

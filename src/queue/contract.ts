@@ -80,6 +80,39 @@ export function rawBodyFields(raw: Buffer): Pick<WebhookJobData, 'rawBody' | 'ra
   return isUtf8(raw) ? { rawBody } : { rawBody, rawBodyBase64: raw.toString('base64') };
 }
 
+/**
+ * Makes `data`'s `rawBody`, `rawBodyBase64` (when present) and `event` derived from `raw` on first read, instead of
+ * held from the start: a large delivery that goes to the spool (which stores `raw` itself) never builds its body as
+ * a string (two bytes a character when it is not ASCII) nor keeps its parsed event tree while its record is written.
+ * Read (by JSON.stringify on the way to Redis), they are the values `rawBodyFields` and `parseDelivery` give, cached.
+ * The properties keep their places in `data`'s key order. Also binds `raw` (`bindRawBody`).
+ */
+export function deriveBodyFieldsLazily(data: WebhookJobData, raw: Buffer, parseEvent: () => SellsyEvent | null): void {
+  const lazy = <K extends keyof WebhookJobData>(key: K, compute: () => WebhookJobData[K]) => {
+    let value: WebhookJobData[K] | undefined;
+    let known = false;
+    Object.defineProperty(data, key, {
+      enumerable: true,
+      configurable: true,
+      get() {
+        if (!known) {
+          value = compute();
+          known = true;
+        }
+        return value;
+      },
+      set(next: WebhookJobData[K]) {
+        value = next;
+        known = true;
+      },
+    });
+  };
+  lazy('rawBody', () => raw.toString('utf8'));
+  if (Object.hasOwn(data, 'rawBodyBase64')) lazy('rawBodyBase64', () => raw.toString('base64'));
+  lazy('event', parseEvent);
+  bindRawBody(data, raw);
+}
+
 /** Records that `data` (its body fields, event and parse problem) was derived from `raw` by the listener. */
 export function bindRawBody(data: WebhookJobData, raw: Buffer): void {
   rawBodies.set(data, raw);

@@ -25,8 +25,8 @@ export interface EnqueueResult {
   duplicate: boolean;
   /** Written to the local spool instead (Redis down, failing or slower than the ack budget); queued later. */
   spooled?: boolean;
-  /** Why it was spooled. */
-  spoolReason?: EnqueueError['reason'];
+  /** Why it was spooled: Redis's failure, or `large` (a body too large to be confirmed within the ack budget). */
+  spoolReason?: EnqueueError['reason'] | 'large';
 }
 
 export interface RedisHealth {

@@ -46,6 +46,15 @@ export const RECORD_HEADER_BYTES = 12;
 export const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 
 export function encodeRecord(job: WebhookJob): Buffer {
+  const parts = encodeRecordParts(job);
+  return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts);
+}
+
+/**
+ * A record as the buffers to write one after the other: for an `SWR2` record, its header and the body's own bytes
+ * (not copied, so a spooled body exists once in memory while it is written).
+ */
+export function encodeRecordParts(job: WebhookJob): Buffer[] {
   const raw = boundRawBody(job.data);
   if (raw !== undefined) return encodeBodyRecord(job, raw);
   const payload = Buffer.from(JSON.stringify({ name: job.name, data: job.data }), 'utf8');
@@ -54,32 +63,49 @@ export function encodeRecord(job: WebhookJob): Buffer {
   record.writeUInt32LE(payload.length, 4);
   record.writeUInt32LE(crc32(payload, crc32(record.subarray(4, 8))), 8);
   payload.copy(record, RECORD_HEADER_BYTES);
-  return record;
+  return [record];
 }
 
-function encodeBodyRecord(job: WebhookJob, raw: Buffer): Buffer {
-  const { rawBody: _rawBody, rawBodyBase64: _base64, event: _event, parseProblem: _problem, ...rest } = job.data;
-  const header = Buffer.from(JSON.stringify({ name: job.name, data: rest }), 'utf8');
-  const length = 4 + header.length + raw.length;
-  const record = Buffer.allocUnsafe(RECORD_HEADER_BYTES + length);
-  record.writeUInt32LE(BODY_RECORD_MAGIC, 0);
-  record.writeUInt32LE(length, 4);
-  record.writeUInt32LE(header.length, RECORD_HEADER_BYTES);
-  header.copy(record, RECORD_HEADER_BYTES + 4);
-  raw.copy(record, RECORD_HEADER_BYTES + 4 + header.length);
-  record.writeUInt32LE(crc32(record.subarray(RECORD_HEADER_BYTES), crc32(record.subarray(4, 8))), 8);
-  return record;
+/** The fields an `SWR2` record derives from the body instead of storing. */
+const DERIVED_FIELDS = new Set(['rawBody', 'rawBodyBase64', 'event', 'parseProblem']);
+
+function encodeBodyRecord(job: WebhookJob, raw: Buffer): Buffer[] {
+  // Copied key by key: the derived fields may be computed on read (`deriveBodyFieldsLazily`), and are not read here.
+  const rest: Record<string, unknown> = {};
+  for (const key of Object.keys(job.data)) {
+    if (!DERIVED_FIELDS.has(key)) rest[key] = job.data[key as keyof WebhookJobData];
+  }
+  const json = Buffer.from(JSON.stringify({ name: job.name, data: rest }), 'utf8');
+  const length = 4 + json.length + raw.length;
+  const head = Buffer.allocUnsafe(RECORD_HEADER_BYTES + 4 + json.length);
+  head.writeUInt32LE(BODY_RECORD_MAGIC, 0);
+  head.writeUInt32LE(length, 4);
+  head.writeUInt32LE(json.length, RECORD_HEADER_BYTES);
+  json.copy(head, RECORD_HEADER_BYTES + 4);
+  const crc = crc32(raw, crc32(head.subarray(RECORD_HEADER_BYTES), crc32(head.subarray(4, 8))));
+  head.writeUInt32LE(crc, 8);
+  return [head, raw];
 }
 
-/** The job of an `SWR2` payload: the header's fields, and those the listener derived from the body. */
-function decodeBodyPayload(payload: Buffer): WebhookJob | null {
+interface BodyRecordHeader {
+  name: string;
+  data: Omit<WebhookJobData, 'rawBody' | 'rawBodyBase64' | 'event' | 'parseProblem'>;
+}
+
+/** The JSON header of an `SWR2` payload, or null when it is not one. */
+function bodyPayloadHeader(payload: Buffer): BodyRecordHeader | null {
   if (payload.length < 4) return null;
   const headerLength = payload.readUInt32LE(0);
   if (4 + headerLength > payload.length) return null;
-  const header = JSON.parse(payload.toString('utf8', 4, 4 + headerLength)) as WebhookJob;
+  const header = JSON.parse(payload.toString('utf8', 4, 4 + headerLength)) as BodyRecordHeader;
   if (typeof header?.name !== 'string' || typeof header.data !== 'object' || header.data === null) return null;
+  return header;
+}
+
+/** The job of an `SWR2` payload: the header's fields, and those the listener derived from the body. */
+function decodeBodyPayload(payload: Buffer, header: BodyRecordHeader): WebhookJob {
   // A copy: the job must not keep the whole segment's buffer alive.
-  const raw = Buffer.from(payload.subarray(4 + headerLength));
+  const raw = Buffer.from(payload.subarray(4 + payload.readUInt32LE(0)));
   const parsed = parseDelivery(raw, header.data.contentType ?? undefined);
   const data: WebhookJobData = {
     ...header.data,
@@ -95,7 +121,13 @@ export interface ScannedRecord {
   offset: number;
   /** Offset just past the record. */
   end: number;
-  job: WebhookJob;
+  /** The delivery's `receivedAt`. */
+  receivedAt: string;
+  /**
+   * The job, decoded from the segment's bytes at each read (for an `SWR2` record, its body string and event are
+   * derived then): a segment's records are not all held decoded at once, only the batch being sent.
+   */
+  readonly job: WebhookJob;
 }
 
 export interface ScanResult {
@@ -143,12 +175,20 @@ function readRecordAt(buf: Buffer, pos: number): ScannedRecord | null {
   if (crc32(payload, crc32(buf.subarray(pos + 4, pos + 8))) !== buf.readUInt32LE(pos + 8)) return null;
   try {
     if (magic === BODY_RECORD_MAGIC) {
-      const job = decodeBodyPayload(payload);
-      return job === null ? null : { offset: pos, end, job };
+      const header = bodyPayloadHeader(payload);
+      if (header === null) return null;
+      return {
+        offset: pos,
+        end,
+        receivedAt: header.data.receivedAt,
+        get job() {
+          return decodeBodyPayload(payload, header);
+        },
+      };
     }
     const job = JSON.parse(payload.toString('utf8')) as WebhookJob;
     if (typeof job?.name !== 'string' || typeof job.data !== 'object' || job.data === null) return null;
-    return { offset: pos, end, job };
+    return { offset: pos, end, receivedAt: job.data.receivedAt, job };
   } catch {
     return null;
   }

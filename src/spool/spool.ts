@@ -33,7 +33,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { SpoolError } from '../errors.ts';
 import type { WebhookJob } from '../queue/contract.ts';
-import { encodeRecord, FILE_HEADER, scanRecords } from './format.ts';
+import { encodeRecordParts, FILE_HEADER, scanRecords } from './format.ts';
 import { lockSpoolDir, type SpoolLock } from './lock.ts';
 
 export interface SpoolOptions {
@@ -124,12 +124,19 @@ export interface DrainOptions {
   onFailure?: (jobs: WebhookJob[], bytes: number, err: unknown) => DrainVerdict | Promise<DrainVerdict>;
 }
 
-/** Default batch bounds: a batch is at most this many records and this many bytes (at least one record). */
+/**
+ * Default batch bounds: a batch is at most this many records and this many bytes (at least one record). The bytes
+ * bound is what the listener holds for a batch several times over (each record's body string, parsed event and
+ * BullMQ's JSON of it): 2 MiB keeps that to tens of MB while Redis still gets a batch of small records whole, and
+ * large ones one or two at a time.
+ */
 export const DRAIN_BATCH_RECORDS = 100;
-export const DRAIN_BATCH_BYTES = 8 * 1024 * 1024;
+export const DRAIN_BATCH_BYTES = 2 * 1024 * 1024;
 
 interface PendingAppend {
-  record: Buffer;
+  /** The record's bytes, in parts (`encodeRecordParts`). */
+  record: Buffer[];
+  bytes: number;
   receivedMs: number;
   resolve: () => void;
   reject: (err: Error) => void;
@@ -220,8 +227,10 @@ export class Spool {
   append(job: WebhookJob): Promise<void> {
     if (this.closed) return Promise.reject(new SpoolError('the spool is closed', 'closed'));
     if (this.lost !== null) return Promise.reject(this.lost);
-    const record = encodeRecord(job);
-    if (this.bytes() + this.pendingBytes + record.length > this.opts.maxBytes) {
+    const record = encodeRecordParts(job);
+    let length = 0;
+    for (const part of record) length += part.length;
+    if (this.bytes() + this.pendingBytes + length > this.opts.maxBytes) {
       const error = new SpoolError(
         `the spool is full (SPOOL_MAX_BYTES=${this.opts.maxBytes}, ${this.bytes()} bytes used)`,
         'full',
@@ -230,8 +239,8 @@ export class Spool {
       return Promise.reject(error);
     }
     return new Promise<void>((resolve, reject) => {
-      this.pending.push({ record, receivedMs: Date.parse(job.data.receivedAt), resolve, reject });
-      this.pendingBytes += record.length;
+      this.pending.push({ record, bytes: length, receivedMs: Date.parse(job.data.receivedAt), resolve, reject });
+      this.pendingBytes += length;
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         // Appends of the same event-loop turn join this write.
@@ -248,24 +257,23 @@ export class Spool {
     this.pending = [];
     this.pendingBytes = 0;
     if (batch.length === 0) return;
-    const bytes = batch.length === 1 ? (batch[0] as PendingAppend).record : Buffer.concat(batch.map((p) => p.record));
+    // Written as they are (writev), not concatenated: a group commit of large bodies is not copied once more.
+    const parts = batch.flatMap((p) => p.record);
+    let total = 0;
+    for (const p of batch) total += p.bytes;
     let active: { segment: Segment; handle: FileHandle | null } | null = null;
     try {
-      if (this.active !== null && this.active.segment.size + bytes.length > this.opts.segmentBytes) {
+      if (this.active !== null && this.active.segment.size + total > this.opts.segmentBytes) {
         await this.sealActive();
       }
       active = this.active ?? (await this.createSegment());
       active.handle ??= await open(active.segment.path, 'r+');
       const { segment, handle } = active;
-      let written = 0;
-      while (written < bytes.length) {
-        const { bytesWritten } = await handle.write(bytes, written, bytes.length - written, segment.size + written);
-        written += bytesWritten;
-      }
+      await writeAllAt(handle, parts, segment.size);
       await handle.datasync();
       await this.checkStillOurs(handle);
       this.writes++;
-      segment.size += bytes.length;
+      segment.size += total;
       if (segment.records === 0) segment.oldestMs = (batch[0] as PendingAppend).receivedMs;
       segment.records += batch.length;
       this.lastFailure = null;
@@ -346,7 +354,7 @@ export class Spool {
 
   /**
    * Sends every record to `sink`, oldest first, in batches bounded by `limits` (records and bytes, at least one
-   * record; default 100 and 8 MiB), and forgets each batch once `sink` resolved: a record is removed after Redis
+   * record; default 100 and 2 MiB), and forgets each batch once `sink` resolved: a record is removed after Redis
    * confirmed it, never before. When `sink` rejects, `onFailure` decides (default `stop`: the error is rethrown, what
    * was not confirmed stays in the spool). Returns the number of records drained (quarantined ones included).
    * One drain at a time (the caller's job).
@@ -387,19 +395,12 @@ export class Spool {
           bytes += next.end - next.offset;
         }
         const batch = records.slice(i, i + n);
+        // Decoded here, batch by batch (see `ScannedRecord.job`).
+        const jobs = batch.map((r) => r.job);
         try {
-          await sink(
-            batch.map((r) => r.job),
-            bytes,
-          );
+          await sink(jobs, bytes);
         } catch (err) {
-          const verdict = onFailure
-            ? await onFailure(
-                batch.map((r) => r.job),
-                bytes,
-                err,
-              )
-            : 'stop';
+          const verdict = onFailure ? await onFailure(jobs, bytes, err) : 'stop';
           if (verdict === 'retry') continue;
           if (verdict !== 'quarantine' || n !== 1) throw err;
           await this.quarantineRecord(buf.subarray(first.offset, first.end));
@@ -408,7 +409,7 @@ export class Spool {
         const next = records[i];
         segment.drainedOffset = (batch.at(-1) as (typeof batch)[number]).end;
         segment.records = Math.max(0, segment.records - n);
-        segment.oldestMs = next ? Date.parse(next.job.data.receivedAt) : null;
+        segment.oldestMs = next ? Date.parse(next.receivedAt) : null;
         drained += n;
         // The last batch of a segment needs no cursor: the segment goes. A cursor that cannot be written is only
         // behind (a reopen resends records Redis holds, which it answers as duplicates): the drain goes on.
@@ -528,7 +529,7 @@ export class Spool {
           size: file.size,
           records: records.length,
           drainedOffset: FILE_HEADER.length,
-          oldestMs: records[0] ? Date.parse(records[0].job.data.receivedAt) : null,
+          oldestMs: records[0] ? Date.parse(records[0].receivedAt) : null,
           corrupt: false,
         });
         requeued += records.length;
@@ -583,6 +584,27 @@ export class Spool {
       .then(() => this.quarantineHandle?.handle.close());
     await this.chain;
     await this.lock?.release();
+  }
+}
+
+/** Writes `parts` one after the other at `position`, whatever the kernel takes per call. */
+async function writeAllAt(handle: FileHandle, parts: Buffer[], position: number): Promise<void> {
+  let rest = parts.filter((part) => part.length > 0);
+  let at = position;
+  while (rest.length > 0) {
+    // IOV_MAX (1024 on Linux) bounds the buffers of one writev.
+    const chunk = rest.slice(0, 1024);
+    let { bytesWritten } = await handle.writev(chunk, at);
+    at += bytesWritten;
+    const next: Buffer[] = [];
+    for (const part of rest) {
+      if (bytesWritten >= part.length) bytesWritten -= part.length;
+      else {
+        next.push(bytesWritten > 0 ? part.subarray(bytesWritten) : part);
+        bytesWritten = 0;
+      }
+    }
+    rest = next;
   }
 }
 
@@ -680,7 +702,7 @@ async function loadSegments(dir: string, repair: boolean): Promise<{ segments: S
     if (Number.isSafeInteger(cursor) && scan.records.some((r) => r.end === cursor)) segment.drainedOffset = cursor;
     const waiting = scan.records.filter((r) => r.offset >= segment.drainedOffset);
     segment.records = waiting.length;
-    segment.oldestMs = waiting[0] ? Date.parse(waiting[0].job.data.receivedAt) : null;
+    segment.oldestMs = waiting[0] ? Date.parse(waiting[0].receivedAt) : null;
     segment.corrupt = scan.corruptBytes > 0;
     recovery.corruptBytes += scan.corruptBytes;
     recovery.tornBytes += scan.tornBytes;

@@ -16,7 +16,7 @@
  */
 import type { Logger } from 'pino';
 import { EnqueueError, SpoolError } from '../errors.ts';
-import type { WebhookJob } from '../queue/contract.ts';
+import { boundRawBody, type WebhookJob } from '../queue/contract.ts';
 import type { BullmqProducer, EnqueueResult, Producer, RedisHealth } from '../queue/producer.ts';
 import { MAX_RECORD_BYTES } from './format.ts';
 import {
@@ -40,6 +40,21 @@ export const QUARANTINE_AFTER_FAILURES = 3;
 /** Longest wait between failed drain passes (the first waits `drainIntervalMs`, each next one twice as long). */
 export const DRAIN_MAX_BACKOFF_MS = 10_000;
 
+/**
+ * Bytes of body per ms of `ACK_BUDGET_MS` past which a delivery goes to the spool first, without a write to Redis:
+ * 256 KiB at the default 10 ms. Redis took job writes at about 100 MB/s on a 2-vCPU machine, i.e. 1 MiB per 10 ms
+ * before BullMQ's JSON encoding (about as long again) and the other deliveries in flight: a body above a quarter of
+ * that cannot be confirmed within the budget once a few arrive together, and trying anyway holds its JSON and
+ * Redis's command buffers in the listener's memory while the spool takes it all the same; then the drain sends it
+ * again.
+ */
+export const LARGE_BODY_BYTES_PER_ACK_MS = 26_215;
+
+/** The body size past which a delivery is spooled first, for an ack budget of `ackBudgetMs`. */
+export function largeBodyBytes(ackBudgetMs: number): number {
+  return Math.max(1, ackBudgetMs) * LARGE_BODY_BYTES_PER_ACK_MS;
+}
+
 /** The deadline of a drain batch of `bytes`. */
 export function drainDeadlineMs(timeoutMs: number, bytes: number): number {
   return timeoutMs + Math.ceil(bytes / MiB) * DRAIN_MS_PER_MIB;
@@ -58,7 +73,7 @@ export interface SpoolingProducerOptions {
    * the listener's producer.
    */
   drainQueue?: BullmqProducer;
-  /** Largest drain batch. Default 100 records and 8 MiB. */
+  /** Largest drain batch. Default 100 records and 2 MiB. */
   drainBatch?: Partial<DrainLimits>;
   /** How often the drain checks for work, and the first backoff after a failed pass. Default 250 ms. */
   drainIntervalMs?: number;
@@ -159,6 +174,14 @@ export class SpoolDrainer {
   }
 }
 
+function spoolFailed(redisReason: EnqueueError['reason'], err: SpoolError): EnqueueError {
+  return new EnqueueError(
+    `Redis could not take the job (${redisReason}) and ${err.message}`,
+    err.reason === 'full' ? 'spool_full' : 'spool_error',
+    { cause: err },
+  );
+}
+
 export class SpoolingProducer implements Producer {
   private draining: Promise<void> | null = null;
   private closed = false;
@@ -167,6 +190,7 @@ export class SpoolingProducer implements Producer {
   private readonly drainQueue: BullmqProducer;
   private readonly drainer: SpoolDrainer;
   private readonly intervalMs: number;
+  private readonly largeBytes: number;
   /** No drain pass before this time (backoff after a failed one), and the current backoff. */
   private retryAt = 0;
   private backoffMs = 0;
@@ -179,11 +203,30 @@ export class SpoolingProducer implements Producer {
     this.drainQueue = opts.drainQueue ?? queue;
     this.drainer = new SpoolDrainer(spool, this.drainQueue, { batch: opts.drainBatch, logger: opts.logger });
     this.intervalMs = opts.drainIntervalMs ?? 250;
+    this.largeBytes = largeBodyBytes(opts.ackBudgetMs);
     this.timer = setInterval(() => this.kick(), this.intervalMs);
     this.timer.unref();
   }
 
   async enqueue(job: WebhookJob): Promise<EnqueueResult> {
+    const raw = boundRawBody(job.data);
+    if (raw !== undefined && raw.length > this.largeBytes && this.spool.status().healthy) {
+      // Durable in the spool within a few ms; the drain moves it to Redis a few MiB at a time.
+      try {
+        await this.spool.append(job);
+        return { jobId: job.data.deliveryId, duplicate: false, spooled: true, spoolReason: 'large' };
+      } catch (err) {
+        if (!(err instanceof SpoolError)) throw err;
+        // The spool failed: Redis is all that is left, and gets its whole ENQUEUE_TIMEOUT_MS.
+        if (this.queue.stalled(this.opts.ackBudgetMs)) throw spoolFailed('stalled', err);
+        try {
+          return await this.queue.enqueue(job);
+        } catch (redisErr) {
+          if (!(redisErr instanceof EnqueueError)) throw redisErr;
+          throw spoolFailed(redisErr.reason, err);
+        }
+      }
+    }
     let reason: EnqueueError['reason'] = 'stalled';
     // A Redis that has not answered anything for the whole budget is not asked again: the delivery goes straight
     // to the spool instead of waiting out the budget behind it.
@@ -199,11 +242,7 @@ export class SpoolingProducer implements Producer {
       await this.spool.append(job);
     } catch (err) {
       if (!(err instanceof SpoolError)) throw err;
-      throw new EnqueueError(
-        `Redis could not take the job (${reason}) and ${err.message}`,
-        err.reason === 'full' ? 'spool_full' : 'spool_error',
-        { cause: err },
-      );
+      throw spoolFailed(reason, err);
     }
     return { jobId: job.data.deliveryId, duplicate: false, spooled: true, spoolReason: reason };
   }

@@ -8,7 +8,13 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { bindRawBody, dedupKeyOf, rawBodyFields, type WebhookJob } from '../../src/queue/contract.ts';
+import {
+  bindRawBody,
+  dedupKeyOf,
+  deriveBodyFieldsLazily,
+  rawBodyFields,
+  type WebhookJob,
+} from '../../src/queue/contract.ts';
 import { jobNameOf, parseDelivery } from '../../src/sellsy/payload.ts';
 import { encodeRecord, FILE_HEADER, RECORD_HEADER_BYTES, scanRecords } from '../../src/spool/format.ts';
 import { Spool } from '../../src/spool/spool.ts';
@@ -130,4 +136,57 @@ test('records of the earlier format (the job as JSON) are still drained, beside 
     seen,
     [...old, fresh].map((j) => JSON.parse(JSON.stringify(j))),
   );
+});
+
+test('a large delivery is spooled without its body being decoded into a string or its event rebuilt, and drains as the same job', async () => {
+  const raw = Buffer.from(invoiceJson(5_000));
+  const eager = listenerJob(1, raw, 'application/json');
+  // The listener's large-body job: the same fields, those derived from the body computed only when read.
+  const lazy: WebhookJob = { name: eager.name, data: { ...eager.data } };
+  let reads = 0;
+  deriveBodyFieldsLazily(lazy.data, raw, () => {
+    reads++;
+    return parseDelivery(raw, 'application/json').event;
+  });
+  const rawBodyRead = Object.getOwnPropertyDescriptor(lazy.data, 'rawBody')?.get;
+  assert.ok(rawBodyRead, 'rawBody is derived when read');
+  const dir = await tempDir();
+  const { spool } = await Spool.open({ dir, maxBytes: 1 << 24 });
+  await spool.append(lazy);
+  assert.equal(reads, 0, 'the spool record was written without the parsed event');
+  const seen: WebhookJob[] = [];
+  await spool.drain(async (jobs) => {
+    seen.push(...jobs);
+  });
+  await spool.close();
+  assert.deepStrictEqual(seen, [JSON.parse(JSON.stringify(eager))]);
+  // Read on the way to Redis (JSON.stringify), they are the values the eager job holds, in the same key order.
+  assert.equal(JSON.stringify(lazy), JSON.stringify(eager));
+});
+
+test('a scanned segment holds its records as bytes: each read of a record decodes it again, so a drain holds decoded only the batch it sends', () => {
+  const jobs = [1, 2, 3].map((i) => listenerJob(i, Buffer.from(invoiceJson(50)), 'application/json'));
+  const { records } = scanRecords(Buffer.concat([FILE_HEADER, ...jobs.map(encodeRecord)]));
+  assert.deepStrictEqual(
+    records.map((r) => r.receivedAt),
+    jobs.map((j) => j.data.receivedAt),
+  );
+  const first = records[0];
+  assert.notEqual(first?.job, first?.job, 'not kept decoded by the scan');
+  assert.deepStrictEqual(first?.job, JSON.parse(JSON.stringify(jobs[0])));
+});
+
+test('the drain sends deliveries of about 1 MB one or two at a time (batches of at most 2 MiB)', async () => {
+  const dir = await tempDir();
+  const { spool } = await Spool.open({ dir, maxBytes: 1 << 26 });
+  const raw = Buffer.from(invoiceJson(16_000));
+  assert.ok(raw.length > 900_000 && raw.length < 1_048_576, `${raw.length} bytes`);
+  for (let i = 0; i < 5; i++) await spool.append(listenerJob(i, raw, 'application/json'));
+  const batches: number[] = [];
+  await spool.drain(async (jobs, bytes) => {
+    assert.ok(bytes <= 2 * 1024 * 1024);
+    batches.push(jobs.length);
+  });
+  await spool.close();
+  assert.deepStrictEqual(batches, [2, 2, 1]);
 });
