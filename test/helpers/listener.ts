@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { after, before } from 'node:test';
 import { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import { type Config, loadConfig } from '../../src/config/config.ts';
@@ -16,6 +17,7 @@ import { createLogger } from '../../src/logger.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
 import type { BullmqProducer, BullmqProducerOptions, Producer } from '../../src/queue/producer.ts';
 import type { SpoolingProducer } from '../../src/spool/spooling-producer.ts';
+import { type RedisServer, startRedis } from './redis-server.ts';
 
 export interface TestListener {
   url: string;
@@ -83,6 +85,38 @@ export async function startTestListener(
       await producer.close();
       await queue.close();
       if (tmp !== null) await rm(tmp, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * One Redis for the test file (started before its tests, stopped after them) and a `listener(env)` that starts a
+ * ready listener on it, closed after the file's tests.
+ */
+export function useTestListeners(): {
+  redis: () => RedisServer;
+  listener: (env?: Record<string, string>) => Promise<TestListener>;
+} {
+  let redis: RedisServer | undefined;
+  const started: TestListener[] = [];
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    for (const l of started) await l.close();
+    await redis?.destroy();
+  });
+  const current = () => {
+    if (redis === undefined) throw new Error('useTestListeners: Redis is started in before()');
+    return redis;
+  };
+  return {
+    redis: current,
+    async listener(env = {}) {
+      const l = await startTestListener(current().url, env);
+      started.push(l);
+      await untilReady(l);
+      return l;
     },
   };
 }

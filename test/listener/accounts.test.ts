@@ -3,32 +3,16 @@
  * of the values an unauthenticated request claims.
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { LOGGED_VALUE_MAX } from '../../src/logger.ts';
 import { sign } from '../../src/sellsy/signature.ts';
-import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { post, useTestListeners } from '../helpers/listener.ts';
 import { KEY } from '../helpers/vectors.ts';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const GLOBAL = 'GlobalKey';
 
-let redis: RedisServer;
-const listeners: TestListener[] = [];
-before(async () => {
-  redis = await startRedis();
-});
-after(async () => {
-  for (const l of listeners) await l.close();
-  await redis.destroy();
-});
-
-async function listener(env: Record<string, string>): Promise<TestListener> {
-  const l = await startTestListener(redis.url, env);
-  listeners.push(l);
-  await untilReady(l);
-  return l;
-}
+const { listener } = useTestListeners();
 
 const withAccountKeys = { SELLSY_SIGN_KEY: GLOBAL, SELLSY_ACCOUNT_KEYS: JSON.stringify({ '929': KEY }) };
 

@@ -3,35 +3,19 @@
  * and the bodies that must still pass: whatever Sellsy can send.
  */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import fc from 'fast-check';
 import { request } from 'undici';
 import { rawBytesOf } from '../../src/queue/contract.ts';
 import { sign } from '../../src/sellsy/signature.ts';
 import { extend } from '../helpers/length-extension.ts';
-import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { post, type TestListener, useTestListeners } from '../helpers/listener.ts';
 import { KEY, VECTORS } from '../helpers/vectors.ts';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const FORM_TYPE = { 'content-type': 'application/x-www-form-urlencoded' };
 
-let redis: RedisServer;
-const listeners: TestListener[] = [];
-before(async () => {
-  redis = await startRedis();
-});
-after(async () => {
-  for (const l of listeners) await l.close();
-  await redis.destroy();
-});
-
-async function listener(env: Record<string, string>): Promise<TestListener> {
-  const l = await startTestListener(redis.url, env);
-  listeners.push(l);
-  await untilReady(l);
-  return l;
-}
+const { listener } = useTestListeners();
 
 async function jobCount(l: TestListener): Promise<number> {
   return (await l.queue.getJobs(['waiting', 'active', 'completed', 'failed', 'delayed'])).length;

@@ -4,29 +4,13 @@
 
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { loadConfig } from '../../src/config/config.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { ByteGate } from '../../src/listener/inflight.ts';
-import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { post, useTestListeners } from '../helpers/listener.ts';
 
-let redis: RedisServer;
-const listeners: TestListener[] = [];
-before(async () => {
-  redis = await startRedis();
-});
-after(async () => {
-  for (const l of listeners) await l.close();
-  await redis.destroy();
-});
-
-async function listener(env: Record<string, string>): Promise<TestListener> {
-  const l = await startTestListener(redis.url, env);
-  listeners.push(l);
-  await untilReady(l);
-  return l;
-}
+const { listener } = useTestListeners();
 
 test('the byte gate lets requests in while their bytes fit, then in arrival order as bytes are given back', async () => {
   const gate = new ByteGate(100);

@@ -4,30 +4,19 @@ import { Worker } from 'bullmq';
 import type { WebhookJobData } from '../../src/queue/contract.ts';
 import { rawBytesOf } from '../../src/queue/contract.ts';
 import { sign } from '../../src/sellsy/signature.ts';
-import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
-import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { post, startTestListener, type TestListener, useTestListeners } from '../helpers/listener.ts';
+import { freePort } from '../helpers/redis-server.ts';
 import { KEY, VECTORS } from '../helpers/vectors.ts';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const FORM_TYPE = { 'content-type': 'application/x-www-form-urlencoded' };
 
-let redis: RedisServer;
-const listeners: TestListener[] = [];
-
-before(async () => {
-  redis = await startRedis();
-});
+const { listener, redis } = useTestListeners();
+/** Listeners on a Redis that does not answer, started by the tests themselves. */
+const others: TestListener[] = [];
 after(async () => {
-  for (const l of listeners) await l.close();
-  await redis.destroy();
+  for (const l of others) await l.close();
 });
-
-async function listener(env: Record<string, string> = {}): Promise<TestListener> {
-  const l = await startTestListener(redis.url, env);
-  listeners.push(l);
-  await untilReady(l);
-  return l;
-}
 
 async function jobs(l: TestListener) {
   return l.queue.getJobs(['waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized']);
@@ -336,7 +325,7 @@ describe('with no key configured', () => {
     const body = '{"relatedtype":"order","event":"created","relatedid":"77","corpid":"1"}';
     const first = await post(lr.url, body, JSON_TYPE);
     const worker = new Worker(lr.config.queueName, async () => undefined, {
-      connection: { url: redis.url, maxRetriesPerRequest: null },
+      connection: { url: redis().url, maxRetriesPerRequest: null },
       prefix: lr.config.queuePrefix,
     });
     try {
@@ -416,7 +405,7 @@ test('healthz, readyz and metrics answer', async () => {
 test('readyz answers states and figures, not the Redis error text with its address nor the spool path; the log has them once', async () => {
   const port = await freePort();
   const l = await startTestListener(`redis://127.0.0.1:${port}`);
-  listeners.push(l);
+  others.push(l);
   const deadline = Date.now() + 5000;
   while (l.queueProducer.health().lastError === null && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 20));
@@ -459,7 +448,7 @@ test('no log line ever contains a configured signing key, even when the whole de
     SELLSY_SIGN_KEY: secret,
     SELLSY_ACCOUNT_KEYS: JSON.stringify({ '929': accountSecret }),
   });
-  listeners.push(down);
+  others.push(down);
   const body = '{"relatedtype":"invoice","event":"step","relatedid":"1","corpid":"1"}';
   // Queued attempt with Redis down: the whole job is logged at error level.
   const lost = await post(down.url, body, { ...JSON_TYPE, 'x-webhook-signature': sign(secret, body) });
