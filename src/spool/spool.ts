@@ -317,16 +317,7 @@ export class Spool {
   private async createSegment(keepOpen = true): Promise<{ segment: Segment; handle: FileHandle | null }> {
     const seq = this.nextSeq++;
     const path = segmentPath(this.opts.dir, seq);
-    const handle = await open(path, 'wx', FILE_MODE);
-    try {
-      await handle.write(FILE_HEADER, 0, FILE_HEADER.length, 0);
-      await handle.datasync();
-      await syncDir(this.opts.dir);
-    } catch (err) {
-      await handle.close().catch(() => undefined);
-      await unlink(path).catch(() => undefined);
-      throw err;
-    }
+    const handle = await createSpoolFile(this.opts.dir, path);
     const segment: Segment = {
       seq,
       path,
@@ -477,16 +468,7 @@ export class Spool {
       if (this.quarantineHandle === null) {
         const seq = (this.quarantine.reduce((max, q) => Math.max(max, q.seq), 0) || 0) + 1;
         const path = quarantinePath(this.opts.dir, seq);
-        const handle = await open(path, 'wx', FILE_MODE);
-        try {
-          await handle.write(FILE_HEADER, 0, FILE_HEADER.length, 0);
-          await handle.datasync();
-          await syncDir(this.opts.dir);
-        } catch (err) {
-          await handle.close().catch(() => undefined);
-          await unlink(path).catch(() => undefined);
-          throw err;
-        }
+        const handle = await createSpoolFile(this.opts.dir, path);
         const file = { seq, path, size: FILE_HEADER.length, records: 0 };
         this.quarantine.push(file);
         this.quarantineHandle = { file, handle };
@@ -737,6 +719,24 @@ async function tightenModes(dir: string): Promise<void> {
     const file = await lstat(path).catch(() => null);
     if (file?.isFile() && (file.mode & 0o077) !== 0) await chmod(path, FILE_MODE);
   }
+}
+
+/**
+ * Creates a segment or quarantine file with its header, the header and the directory entry synced: a file that
+ * exists after a crash is a valid, empty one. Removed again if any step fails.
+ */
+async function createSpoolFile(dir: string, path: string): Promise<FileHandle> {
+  const handle = await open(path, 'wx', FILE_MODE);
+  try {
+    await handle.write(FILE_HEADER, 0, FILE_HEADER.length, 0);
+    await handle.datasync();
+    await syncDir(dir);
+  } catch (err) {
+    await handle.close().catch(() => undefined);
+    await unlink(path).catch(() => undefined);
+    throw err;
+  }
+  return handle;
 }
 
 /** Makes a new file's directory entry durable (a file fsync does not cover its name). */
