@@ -2,6 +2,8 @@
  * Stable error codes. Tests and operators match on `code`, never on message text.
  * HTTP answers carry the lower-case `error` value; process-level errors carry the `SW_ERR_*` code.
  */
+import { UnrecoverableError } from 'bullmq';
+
 export const HttpErrors = {
   missing_signature: { status: 401, message: 'X-Webhook-Signature header is missing' },
   bad_signature: { status: 401, message: 'X-Webhook-Signature does not match any configured key' },
@@ -71,5 +73,27 @@ export class SpoolLockedError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'SpoolLockedError';
+  }
+}
+
+/** The job cannot succeed however often it is retried: fail it now, keep it as a dead letter. */
+export class PermanentError extends UnrecoverableError {
+  readonly code = 'SW_ERR_PERMANENT';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message);
+    this.name = 'PermanentError';
+    if (options?.cause !== undefined) this.cause = options.cause;
+  }
+}
+
+/** A downstream asked to slow down: try again after `delayMs` without counting an attempt. */
+export class RetryLaterError extends Error {
+  readonly code = 'SW_ERR_RETRY_LATER';
+  constructor(
+    message: string,
+    readonly delayMs: number,
+  ) {
+    super(message);
+    this.name = 'RetryLaterError';
   }
 }

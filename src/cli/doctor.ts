@@ -22,12 +22,12 @@ import { Queue, RedisConnection } from 'bullmq';
 import type { Redis } from 'ioredis';
 import pg from 'pg';
 import { type Config, signatureEnabled } from '../config/config.ts';
+import { PermanentError, RetryLaterError } from '../errors.ts';
 import { recordQueueName } from '../queue/records.ts';
 import { inspectDurability } from '../queue/redis.ts';
 import { redactUrl } from '../redact.ts';
 import { SellsyApi, statusOf } from '../sellsy/api.ts';
 import { inspectSpool } from '../spool/spool.ts';
-import { PermanentError, RetryLaterError } from '../worker/handler.ts';
 import { connectOrFail, formatAge, formatBytes, oneLine, recordQueueInUse, scrubbing } from './operator.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';

@@ -7,9 +7,9 @@
  */
 import { type Job, Queue } from 'bullmq';
 import type { Config } from '../config/config.ts';
+import { isPattern, matches } from '../handlers/handler.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { recordQueueName, requeueRecordJob } from '../queue/records.ts';
-import { isPattern, matches } from '../worker/handler.ts';
 import { connectOrFail, parseFlags } from './operator.ts';
 
 export const REPLAY_USAGE =

@@ -21,7 +21,7 @@
  *     "signature": "verified" | "unchecked" | "not_configured"   the Sellsy signature status
  *   }
  *
- * Outcomes (see the handler API in `src/worker/handler.ts`):
+ * Outcomes (see the handler API in `src/handlers/handler.ts`):
  * - 2xx: done;
  * - 408, 429, 5xx, network error, timeout (`timeoutMs`), worker shutdown: an ordinary Error, the job is retried with
  *   backoff;
@@ -32,8 +32,9 @@
  * credentials (`user:pass@`) is refused when the handler is created: fetch would refuse it on every request.
  */
 import { createHmac } from 'node:crypto';
+import { PermanentError } from '../errors.ts';
 import type { SellsyEvent } from '../sellsy/payload.ts';
-import { type Handler, type HandlerContext, PermanentError } from '../worker/handler.ts';
+import type { Handler, HandlerContext } from './handler.ts';
 
 export interface ForwardOptions {
   /** Where to POST. */

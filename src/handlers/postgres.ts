@@ -16,7 +16,8 @@
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { type Handler, type HandlerContext, PermanentError } from '../worker/handler.ts';
+import { PermanentError } from '../errors.ts';
+import type { Handler, HandlerContext } from './handler.ts';
 
 export interface EventStore {
   /** The handler to register: stores the delivery, once. */

@@ -11,8 +11,10 @@
  *   per account); a job whose account has none is a `PermanentError`, before any request.
  * API failures propagate as the client raises them (see `src/sellsy/api.ts`).
  */
+
+import { PermanentError } from '../errors.ts';
 import { collectionOf, type SellsyAccounts, SellsyApi } from '../sellsy/api.ts';
-import { type Handler, PermanentError } from '../worker/handler.ts';
+import type { Handler } from './handler.ts';
 
 export function createSellsyFetchHandler(clients: SellsyApi | SellsyAccounts): Handler {
   return async function sellsyFetch(event, context) {

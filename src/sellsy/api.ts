@@ -4,7 +4,7 @@
  * Inputs: `{clientId, clientSecret, apiUrl, tokenUrl, timeoutMs}` (`config.sellsyApi`) and a clock (tests inject one).
  * Outputs: parsed JSON bodies; `quota` holds the latest `X-Quota-Remaining-*` figures, `calls`, `rateLimited` and
  * `tokenRequests` count for metrics.
- * Failures, as the worker reads them (see `src/worker/handler.ts`):
+ * Failures, as the worker reads them (the two errors in `src/errors.ts`, their meaning in `src/handlers/handler.ts`):
  * - `RetryLaterError(ms)`: 429; the delay comes from `Retry-After`, else from the exhausted quota window;
  * - `PermanentError`: any other 4xx (400, 402 plan limit, 403 missing scope, 404…), a 401 that a fresh token does not
  *   cure, a token endpoint that refuses the credentials: retrying cannot help;
@@ -12,7 +12,7 @@
  * The client secret and the tokens never appear in a message (they are scrubbed, should Sellsy ever echo them).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { PermanentError, RetryLaterError } from '../worker/handler.ts';
+import { PermanentError, RetryLaterError } from '../errors.ts';
 
 export interface SellsyApiOptions {
   clientId: string;

@@ -28,7 +28,8 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/config.ts';
-import { type HttpErrorCode, HttpErrors } from '../errors.ts';
+import { type HttpErrorCode, HttpErrors, PermanentError, RetryLaterError } from '../errors.ts';
+import { type HandlerContext, handlersFor, type Registration } from '../handlers/handler.ts';
 import { deferredRefusal } from '../listener/verify.ts';
 import { clipped } from '../logger.ts';
 import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
@@ -36,7 +37,6 @@ import type { WebhookJobData } from '../queue/contract.ts';
 import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { createWorkerConnection } from '../queue/redis.ts';
-import { type HandlerContext, handlersFor, PermanentError, type Registration, RetryLaterError } from './handler.ts';
 
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';

@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, test } from 'node:test';
 import { Webhook } from 'standardwebhooks';
+import { PermanentError } from '../../src/errors.ts';
 import { createForwardHandler, signStandardWebhook } from '../../src/handlers/forward.ts';
+import type { HandlerContext } from '../../src/handlers/handler.ts';
 import { createLogger } from '../../src/logger.ts';
 import type { SellsyEvent } from '../../src/sellsy/payload.ts';
-import { type HandlerContext, PermanentError } from '../../src/worker/handler.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { type Answer, answerWith, type Receiver, startReceiver as startTestReceiver } from '../helpers/receiver.ts';
 

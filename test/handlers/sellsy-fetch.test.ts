@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
+import { PermanentError } from '../../src/errors.ts';
+import type { HandlerContext } from '../../src/handlers/handler.ts';
 import { createSellsyFetchHandler } from '../../src/handlers/sellsy-fetch.ts';
 import { createLogger } from '../../src/logger.ts';
 import { SellsyAccounts, SellsyApi } from '../../src/sellsy/api.ts';
 import type { SellsyEvent } from '../../src/sellsy/payload.ts';
-import { type HandlerContext, PermanentError } from '../../src/worker/handler.ts';
 import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { LogCapture } from '../helpers/listener.ts';

@@ -1,8 +1,8 @@
 /** Starts an in-process worker beside a test listener (same Redis, same queue), with its log lines captured. */
 import type { Registry } from 'prom-client';
 import { loadConfig } from '../../src/config/config.ts';
+import type { HandlerMap } from '../../src/handlers/handler.ts';
 import { createLogger } from '../../src/logger.ts';
-import type { HandlerMap } from '../../src/worker/handler.ts';
 import { type RunningWorker, startWorker } from '../../src/worker/worker.ts';
 import { LogCapture, type TestListener } from './listener.ts';
 

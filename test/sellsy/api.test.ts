@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
+import { PermanentError, RetryLaterError } from '../../src/errors.ts';
 import { objectPath, SellsyApi, type SellsyApiOptions, statusOf } from '../../src/sellsy/api.ts';
-import { PermanentError, RetryLaterError } from '../../src/worker/handler.ts';
 import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 
 let fake: FakeSellsy;

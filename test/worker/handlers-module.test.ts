@@ -6,8 +6,8 @@ import { after, before, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { loadConfig } from '../../src/config/config.ts';
 import { ConfigError } from '../../src/errors.ts';
+import { matches } from '../../src/handlers/handler.ts';
 import { createLogger } from '../../src/logger.ts';
-import { matches } from '../../src/worker/handler.ts';
 import { buildPipeline } from '../../src/worker/pipeline.ts';
 import { ROOT } from '../helpers/cli.ts';
 

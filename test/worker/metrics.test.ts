@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { PermanentError, RetryLaterError } from '../../src/errors.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
 import { watchQueues } from '../../src/metrics/queue-stats.ts';
-import { PermanentError, RetryLaterError } from '../../src/worker/handler.ts';
 import { waitFor } from '../helpers/cli.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';

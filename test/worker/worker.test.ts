@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { PermanentError, RetryLaterError } from '../../src/errors.ts';
+import type { Handler } from '../../src/handlers/handler.ts';
 import { sign } from '../../src/sellsy/signature.ts';
-import { type Handler, PermanentError, RetryLaterError } from '../../src/worker/handler.ts';
 import { waitFor } from '../helpers/cli.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';

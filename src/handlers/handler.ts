@@ -20,7 +20,6 @@
  * then the user module), and a retry runs all of them again: each must be idempotent (`context.deliveryId` is a
  * stable key).
  */
-import { UnrecoverableError } from 'bullmq';
 import type { Logger } from 'pino';
 import type { WebhookJobData } from '../queue/contract.ts';
 import type { SellsyEvent } from '../sellsy/payload.ts';
@@ -51,28 +50,6 @@ export type HandlerMap = Record<string, Handler | readonly Handler[]>;
 /** Identity function that types a handler map: `export default defineHandlers({ 'invoice.*': async (e) => … })`. */
 export function defineHandlers<T extends HandlerMap>(handlers: T): T {
   return handlers;
-}
-
-/** The job cannot succeed however often it is retried: fail it now, keep it as a dead letter. */
-export class PermanentError extends UnrecoverableError {
-  readonly code = 'SW_ERR_PERMANENT';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message);
-    this.name = 'PermanentError';
-    if (options?.cause !== undefined) this.cause = options.cause;
-  }
-}
-
-/** A downstream asked to slow down: try again after `delayMs` without counting an attempt. */
-export class RetryLaterError extends Error {
-  readonly code = 'SW_ERR_RETRY_LATER';
-  constructor(
-    message: string,
-    readonly delayMs: number,
-  ) {
-    super(message);
-    this.name = 'RetryLaterError';
-  }
 }
 
 /** A named handler registered under a pattern; built-ins and user handlers alike. */
