@@ -27,7 +27,7 @@ export async function startListener(
   }
   let lastRedisError = '';
   let lastRedisErrorAt = 0;
-  const { producer, recovery } = await openListenerProducer(
+  const { producer, spooling, recovery } = await openListenerProducer(
     config,
     { logger: log, metrics },
     {
@@ -61,7 +61,7 @@ export async function startListener(
       log.warn({ spool }, 'the spool ended with a torn record (a crash while writing); cut off');
     log.info({ spool }, recovery.depth > 0 ? 'spool opened: draining what an earlier run left' : 'spool opened');
   }
-  const app = await buildApp({ config, producer, metrics, logger: log });
+  const app = await buildApp({ config, producer, spool: spooling?.spool, metrics, logger: log });
   const address = await app.listen({ port: config.port, host: config.host });
   log.info({ address, queue: config.queueName, prefix: config.queuePrefix }, 'listening');
   return {

@@ -8,12 +8,15 @@ import type { Config } from '../config/config.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { metricsRoute } from '../metrics/server.ts';
 import type { Producer } from '../queue/producer.ts';
+import type { Spool } from '../spool/spool.ts';
 import { adminRoutes } from './admin.ts';
 import { webhookRoutes } from './webhook.ts';
 
 export interface AppDeps {
   config: Config;
   producer: Producer;
+  /** The local spool behind the producer (readiness, metrics); absent with `SPOOL_MAX_BYTES=0`. */
+  spool?: Pick<Spool, 'status'> | null;
   metrics: Metrics;
   logger: Logger;
 }
@@ -52,7 +55,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.get('/readyz', async (_request, reply) => {
     const redis = producer.health();
     const ping = redis.ready ? await producer.ping() : false;
-    const spool = producer.spoolStatus?.() ?? null;
+    const spool = deps.spool?.status() ?? null;
     const ready = (redis.ready && ping) || spool?.healthy === true;
     const details = {
       ready,
@@ -83,7 +86,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const refresh = () => {
     metrics.redisUp.set(producer.health().ready ? 1 : 0);
-    const spool = producer.spoolStatus?.();
+    const spool = deps.spool?.status();
     if (spool) {
       metrics.spoolDepth.set(spool.depth);
       metrics.spoolBytes.set(spool.bytes);

@@ -14,7 +14,6 @@ import { type JobsOptions, Queue } from 'bullmq';
 import { type Redis, ReplyError } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { EnqueueError } from '../errors.ts';
-import type { SpoolStatus } from '../spool/spool.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { createFailFastConnection, type DurabilityReport, inspectDurability } from './redis.ts';
 
@@ -40,8 +39,6 @@ export interface RedisHealth {
 export interface Producer {
   enqueue(job: WebhookJob): Promise<EnqueueResult>;
   health(): RedisHealth;
-  /** The local spool's state, when there is one. */
-  spoolStatus?(): SpoolStatus;
   /** A round trip to Redis, bounded by the command deadline. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

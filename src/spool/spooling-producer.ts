@@ -19,14 +19,7 @@ import { EnqueueError, SpoolError } from '../errors.ts';
 import { boundRawBody, type WebhookJob } from '../queue/contract.ts';
 import type { BullmqProducer, EnqueueResult, Producer, RedisHealth } from '../queue/producer.ts';
 import { MAX_RECORD_BYTES } from './format.ts';
-import {
-  DRAIN_BATCH_BYTES,
-  DRAIN_BATCH_RECORDS,
-  type DrainLimits,
-  type DrainVerdict,
-  type Spool,
-  type SpoolStatus,
-} from './spool.ts';
+import { DRAIN_BATCH_BYTES, DRAIN_BATCH_RECORDS, type DrainLimits, type DrainVerdict, type Spool } from './spool.ts';
 
 const MiB = 1024 * 1024;
 /**
@@ -316,10 +309,6 @@ export class SpoolingProducer implements Producer {
 
   health(): RedisHealth {
     return this.queue.health();
-  }
-
-  spoolStatus(): SpoolStatus {
-    return this.spool.status();
   }
 
   ping(): Promise<boolean> {

@@ -66,7 +66,7 @@ export async function startTestListener(
   const metrics = createMetrics({ processMetrics: false });
   const opened = await openListenerProducer(config, { logger, metrics }, producerOptions);
   const { producer } = opened;
-  const app = await buildApp({ config, producer, metrics, logger });
+  const app = await buildApp({ config, producer, spool: opened.spooling?.spool, metrics, logger });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   const queue = new Queue(config.queueName, { connection: { url: redisUrl }, prefix: config.queuePrefix });
   queue.on('error', () => undefined);
