@@ -60,6 +60,7 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { Queue } from 'bullmq';
+import type { OpenLoopResult } from './lib.ts';
 import {
   baseEnv,
   busyPct,
@@ -90,7 +91,6 @@ import {
   waitForHttp200,
   waitForQuiet,
 } from './lib.ts';
-import type { OpenLoopResult } from './open-loop.ts';
 import { pipelineOptionsFromEnv, runPipelineBenchmark } from './pipeline.ts';
 import { runFreezeBenchmark } from './redis-freeze.ts';
 

@@ -21,53 +21,15 @@
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
-import { type LatencySummary, Samples, sellsyBody, sellsySignature, summarize, WEBHOOK_PATH } from './lib.ts';
-
-export interface OpenLoopResult {
-  rate: number;
-  durationS: number;
-  warmupS: number;
-  connections: number;
-  /** Requests due in the measured window. */
-  scheduled: number;
-  /** Measured responses with a 2xx status ÷ (last measured response − window start). */
-  achievedRate: number;
-  /** Latency from the intended start time, 2xx responses of the measured window, ms. */
-  latency: LatencySummary;
-  /** Latency from the moment the request was handed to undici, ms. */
-  serviceTime: LatencySummary;
-  /** Actual dispatch − intended start, ms (the generator's own timer slack). */
-  dispatchLag: LatencySummary;
-  measured: Counts;
-  /** Warm-up and measured window together. */
-  all: Counts;
-  /** With --mark-from/--mark-to: the requests due in that part of the window. */
-  marked?: { latency: LatencySummary; counts: Counts };
-  /** Generator CPU time over the measured window, % of one core. */
-  generatorCpuPct: number;
-  /** Event-loop utilisation of the generator over the measured window (1 = saturated). */
-  generatorElu: number;
-  /**
-   * 2xx answers in 500 ms slices of intended start time, from the start of the warm-up (atS < 0) to the end of the
-   * window (atS from 0): count, mean and max latency (ms). Shows stalls and backlogs.
-   */
-  timeline: { atS: number; answered: number; meanMs: number; maxMs: number }[];
-}
-
-export interface Counts {
-  sent: number;
-  ok2xx: number;
-  non2xx: number;
-  errors: number;
-  /** Requests still unanswered when the generator gave up waiting. */
-  unfinished: number;
-  statusCodes: Record<string, number>;
-  errorCodes: Record<string, number>;
-  /** 200 answers whose body says the delivery was not queued (`"queued":false`). */
-  notQueued: number;
-  /** 200 answers whose body says the delivery was kept in the listener's local spool (`"spooled":true`). */
-  spooled: number;
-}
+import {
+  type Counts,
+  type OpenLoopResult,
+  Samples,
+  sellsyBody,
+  sellsySignature,
+  summarize,
+  WEBHOOK_PATH,
+} from './lib.ts';
 
 const newCounts = (): Counts => ({
   sent: 0,

@@ -25,6 +25,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
+import type { OpenLoopResult } from './lib.ts';
 import {
   baseEnv,
   f,
@@ -42,7 +43,6 @@ import {
   track,
   waitForHttp200,
 } from './lib.ts';
-import type { OpenLoopResult } from './open-loop.ts';
 
 export interface FreezeOptions {
   rate: number;
