@@ -60,7 +60,6 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { Queue } from 'bullmq';
-import type { OpenLoopResult } from './lib.ts';
 import {
   baseEnv,
   busyPct,
@@ -72,6 +71,7 @@ import {
   type LatencySummary,
   machineInfo,
   makeTempDir,
+  type OpenLoopResult,
   type PrivateRedis,
   QUIET_PCT,
   ROOT,

@@ -25,13 +25,13 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
-import type { OpenLoopResult } from './lib.ts';
 import {
   baseEnv,
   f,
   freePort,
   type LatencySummary,
   makeTempDir,
+  type OpenLoopResult,
   ROOT,
   removeTempDir,
   runOpenLoop,
