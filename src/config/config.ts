@@ -301,58 +301,65 @@ function splitKeys(value: string | undefined): string[] {
 
 /** `SELLSY_ACCOUNT_KEYS` is a JSON object: `{"<corpid or path account>": "key" | ["new key", "old key"]}`. */
 function parseAccountKeys(value: string | undefined, problems: string[]): Map<string, readonly string[]> {
-  const map = new Map<string, readonly string[]>();
-  if (value === undefined) return map;
-  const usage = 'must be a JSON object such as {"929":"key","138":["new key","old key"]}';
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(value);
-  } catch {
-    problems.push(`SELLSY_ACCOUNT_KEYS: ${usage} (it is not valid JSON)`);
-    return map;
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    problems.push(`SELLSY_ACCOUNT_KEYS: ${usage}`);
-    return map;
-  }
-  for (const [account, keys] of Object.entries(parsed)) {
-    const list = typeof keys === 'string' ? [keys] : keys;
-    if (!Array.isArray(list) || list.length === 0 || !list.every((k) => typeof k === 'string' && k.length > 0)) {
-      problems.push(
-        `SELLSY_ACCOUNT_KEYS: account ${JSON.stringify(account)} ${usage.replace('must be a JSON object such as', 'needs a non-empty key or list of keys, as in')}`,
-      );
-      continue;
-    }
-    map.set(account, list as string[]);
-  }
-  return map;
+  return parseAccountMap(
+    'SELLSY_ACCOUNT_KEYS',
+    value,
+    '{"929":"key","138":["new key","old key"]}',
+    problems,
+    (keys) => {
+      const list = typeof keys === 'string' ? [keys] : keys;
+      return Array.isArray(list) && list.length > 0 && list.every((k) => typeof k === 'string' && k.length > 0)
+        ? (list as string[])
+        : 'needs a non-empty key or list of keys, as in {"929":"key","138":["new key","old key"]}';
+    },
+  );
 }
 
 /** `SELLSY_ACCOUNT_CREDENTIALS`: `{"<corpid>": {"clientId": "…", "clientSecret": "…"}}`. */
 function parseAccountCredentials(value: string | undefined, problems: string[]): Map<string, SellsyCredentials> {
-  const map = new Map<string, SellsyCredentials>();
+  return parseAccountMap(
+    'SELLSY_ACCOUNT_CREDENTIALS',
+    value,
+    '{"929":{"clientId":"…","clientSecret":"…"}}',
+    problems,
+    (entry) => {
+      const { clientId, clientSecret } = (entry ?? {}) as Record<string, unknown>;
+      return typeof clientId === 'string' && clientId !== '' && typeof clientSecret === 'string' && clientSecret !== ''
+        ? { clientId, clientSecret }
+        : 'needs a non-empty "clientId" and "clientSecret"';
+    },
+  );
+}
+
+/**
+ * A variable holding a JSON object keyed by account. `entryOf` turns one account's value into its entry, or returns
+ * what is wrong with it; every problem is named with the variable (and the account), never with the value.
+ */
+function parseAccountMap<T>(
+  name: string,
+  value: string | undefined,
+  example: string,
+  problems: string[],
+  entryOf: (value: unknown) => T | string,
+): Map<string, T> {
+  const map = new Map<string, T>();
   if (value === undefined) return map;
-  const usage = 'must be a JSON object such as {"929":{"clientId":"…","clientSecret":"…"}}';
+  const usage = `must be a JSON object such as ${example}`;
   let parsed: unknown;
   try {
     parsed = JSON.parse(value);
   } catch {
-    problems.push(`SELLSY_ACCOUNT_CREDENTIALS: ${usage} (it is not valid JSON)`);
+    problems.push(`${name}: ${usage} (it is not valid JSON)`);
     return map;
   }
   if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    problems.push(`SELLSY_ACCOUNT_CREDENTIALS: ${usage}`);
+    problems.push(`${name}: ${usage}`);
     return map;
   }
-  for (const [account, entry] of Object.entries(parsed)) {
-    const { clientId, clientSecret } = (entry ?? {}) as Record<string, unknown>;
-    if (typeof clientId !== 'string' || clientId === '' || typeof clientSecret !== 'string' || clientSecret === '') {
-      problems.push(
-        `SELLSY_ACCOUNT_CREDENTIALS: account ${JSON.stringify(account)} needs a non-empty "clientId" and "clientSecret"`,
-      );
-      continue;
-    }
-    map.set(account, { clientId, clientSecret });
+  for (const [account, raw] of Object.entries(parsed)) {
+    const entry = entryOf(raw);
+    if (typeof entry === 'string') problems.push(`${name}: account ${JSON.stringify(account)} ${entry}`);
+    else map.set(account, entry);
   }
   return map;
 }
