@@ -20,8 +20,8 @@ export function createFailFastConnection(url: string, commandTimeoutMs: number, 
     connectTimeout: 2000,
     // Reconnect quickly: 50 ms, 100 ms, … capped at 1 s.
     retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 5), 1000),
-    // Measured end to end (npm run bench, saturation): 6,900 req/s with automatic pipelining, 9,600 without (each
-    // pipeline copies BullMQ's scripts onto a new object). The producer sends a turn's writes together itself.
+    // Off: automatic pipelining lowers the saturation throughput (each pipeline copies BullMQ's scripts onto a new
+    // object; the figures are in the docs' benchmarks). The producer sends a turn's writes together itself.
     enableAutoPipelining: false,
   } satisfies RedisOptions);
 }
