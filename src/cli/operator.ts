@@ -1,48 +1,11 @@
 /**
- * What the operator commands (`doctor`, `stats`) share: a Redis connection that fails fast instead of waiting for
- * Redis forever, addresses shown with their password masked, and an output writer that never lets a configured
+ * What the operator commands (`doctor`, `stats`) share: an output writer that never lets a configured
  * secret through (defence in depth: messages from Redis, PostgreSQL or an HTTP server could echo one).
  */
 import { type ParseArgsConfig, parseArgs } from 'node:util';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { recordQueueName } from '../queue/records.ts';
-import { redactUrl } from '../redact.ts';
-
-/**
- * Connects with a deadline covering the TCP connection and Redis's first answer (a Redis that accepts the connection
- * but never answers, frozen or overloaded, is reported too), and no reconnection: a command sent after the
- * connection is lost fails at once. Throws an Error naming the masked address.
- */
-export async function connectOrFail(config: Config, name: string, timeoutMs = 3000): Promise<Redis> {
-  const client = new Redis(config.redisUrl, {
-    connectionName: `${config.queueName}:${name}`,
-    lazyConnect: true,
-    connectTimeout: timeoutMs,
-    commandTimeout: 10_000,
-    maxRetriesPerRequest: 1,
-    retryStrategy: () => null,
-  });
-  // connect() itself rejects with "Connection is closed."; the cause (ECONNREFUSED, WRONGPASS…) is in the events.
-  let lastError: Error | null = null;
-  client.on('error', (err: Error) => {
-    lastError = err;
-  });
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs);
-  });
-  try {
-    await Promise.race([client.connect(), deadline]);
-    return client;
-  } catch (err) {
-    client.disconnect();
-    const reason = ((lastError as Error | null) ?? (err as Error)).message.replace(/\.$/, '');
-    throw new Error(`Redis at ${redactUrl(config.redisUrl, 'REDIS_URL')} did not answer: ${reason}`, { cause: err });
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Every secret value of the configuration, longest first (a key that contains another is replaced whole). */
 export function secretsOf(config: Config): string[] {

@@ -37,10 +37,10 @@ import { FastifyAdapter } from '@bull-board/fastify';
 import rateLimit from '@fastify/rate-limit';
 import { type Job, Queue } from 'bullmq';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { clipped } from '../logger.ts';
+import { createConnection, redisSettingsOf } from '../queue/connection.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { recordQueueName, requeueRecordJob } from '../queue/records.ts';
 
@@ -86,13 +86,10 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
   await app.register(rateLimit, { global: false });
   const failedLogins = app.createRateLimit({ max: LOGIN_FAILURES_ALLOWED, timeWindow: LOGIN_FAILURE_WINDOW_MS });
 
-  const client = new Redis(config.redisUrl, {
-    connectionName: `${config.queueName}:dashboard`,
-    maxRetriesPerRequest: 1,
-    enableOfflineQueue: true,
-    commandTimeout: COMMAND_TIMEOUT_MS,
-    connectTimeout: 2000,
-    retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+  const client = createConnection(redisSettingsOf(config), {
+    role: 'dashboard',
+    name: `${config.queueName}:dashboard`,
+    commandTimeoutMs: COMMAND_TIMEOUT_MS,
   });
   let lastError = '';
   client.on('error', (err: Error) => {

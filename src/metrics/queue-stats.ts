@@ -9,8 +9,8 @@
 import { type Job, Queue } from 'bullmq';
 import { Gauge } from 'prom-client';
 import type { Config } from '../config/config.ts';
+import { createConnection, redisSettingsOf } from '../queue/connection.ts';
 import { recordQueueName } from '../queue/records.ts';
-import { createFailFastConnection } from '../queue/redis.ts';
 import type { Metrics } from './metrics.ts';
 
 /** A scrape waits this long at most for the queue figures. */
@@ -40,7 +40,11 @@ export interface QueueStats {
 }
 
 export function watchQueues(metrics: Metrics, config: Config): QueueStats {
-  const connection = createFailFastConnection(config.redisUrl, SCRAPE_DEADLINE_MS, `${config.queueName}:stats`);
+  const connection = createConnection(redisSettingsOf(config), {
+    role: 'fail-fast',
+    name: `${config.queueName}:stats`,
+    commandTimeoutMs: SCRAPE_DEADLINE_MS,
+  });
   connection.on('error', () => undefined);
   const queues = {
     ingest: new Queue(config.queueName, { connection, prefix: config.queuePrefix }),

@@ -14,8 +14,9 @@ import { type JobsOptions, Queue } from 'bullmq';
 import { type Redis, ReplyError } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { EnqueueError } from '../errors.ts';
+import { createFailFastConnection } from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
-import { createFailFastConnection, type DurabilityReport, inspectDurability } from './redis.ts';
+import { type DurabilityReport, inspectDurability } from './redis.ts';
 
 export interface EnqueueResult {
   /** The job that holds this delivery: a new one, or the earlier one when `duplicate`. */

@@ -1,39 +1,7 @@
 /**
- * Redis connections and the start-up durability check.
+ * The start-up durability check. The connections are made in ./connection.ts.
  */
-import { Redis, type RedisOptions } from 'ioredis';
-
-/**
- * A connection that never queues commands while disconnected and never waits longer than `commandTimeoutMs` for an
- * answer, so a dead or frozen Redis cannot hang what uses it: the listener's producer (a webhook request), the queue
- * figures of a `/metrics` scrape.
- */
-export function createFailFastConnection(url: string, commandTimeoutMs: number, name: string): Redis {
-  return new Redis(url, {
-    connectionName: name,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    // Commands cut off by a lost connection are not sent again after reconnecting: their requests were answered
-    // (by their deadline) already, and a burst of resent writes would refill the backlog the reconnection cleared.
-    autoResendUnfulfilledCommands: false,
-    commandTimeout: commandTimeoutMs,
-    connectTimeout: 2000,
-    // Reconnect quickly: 50 ms, 100 ms, … capped at 1 s.
-    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 5), 1000),
-    // Off: automatic pipelining lowers the saturation throughput (each pipeline copies BullMQ's scripts onto a new
-    // object; the figures are in the docs' benchmarks). The producer sends a turn's writes together itself.
-    enableAutoPipelining: false,
-  } satisfies RedisOptions);
-}
-
-/** A connection for BullMQ workers: blocking commands need `maxRetriesPerRequest: null`. */
-export function createWorkerConnection(url: string, name: string): Redis {
-  return new Redis(url, {
-    connectionName: name,
-    maxRetriesPerRequest: null,
-    retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
-  });
-}
+import type { Redis } from 'ioredis';
 
 export interface DurabilityReport {
   version: string | null;

@@ -33,10 +33,10 @@ import { type HandlerContext, handlersFor, type Registration } from '../handlers
 import { deferredRefusal } from '../listener/verify.ts';
 import { clipped } from '../logger.ts';
 import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
+import { createConnection, redisSettingsOf } from '../queue/connection.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
-import { createWorkerConnection } from '../queue/redis.ts';
 
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';
@@ -85,11 +85,13 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
   const log = logger.child({ component: 'worker' });
   const pipeline = await buildPipeline(config, log, options);
   const connections: Redis[] = [];
+  const redis = redisSettingsOf(config);
+  const connect = (name: string) => createConnection(redis, { role: 'worker', name });
   const recordMode = config.worker.recordOrder === 'latest';
   let recordQueue: Queue<WebhookJobData> | null = null;
   let latest: LatestDeliveries | null = null;
   if (recordMode) {
-    const client = createWorkerConnection(config.redisUrl, `${config.queueName}:record-producer`);
+    const client = connect(`${config.queueName}:record-producer`);
     client.on('error', () => undefined); // reported by the workers' own connections
     connections.push(client);
     const name = recordQueueName(config.queueName);
@@ -100,7 +102,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
   let refused: RefusedDeadLetters | null = null;
   let sweepTimer: NodeJS.Timeout | null = null;
   if (config.signature.check === 'worker') {
-    const client = createWorkerConnection(config.redisUrl, `${config.queueName}:refused`);
+    const client = connect(`${config.queueName}:refused`);
     client.on('error', () => undefined); // reported by the workers' own connections
     connections.push(client);
     const queue = new Queue(config.queueName, { connection: client, prefix: config.queuePrefix });
@@ -120,7 +122,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
   let stopping = false;
 
   const workerOptions = (name: string) => {
-    const connection = createWorkerConnection(config.redisUrl, name);
+    const connection = connect(name);
     connections.push(connection);
     return {
       connection,

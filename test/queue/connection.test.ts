@@ -1,0 +1,154 @@
+/**
+ * The connection factory, against a real Redis: each role's options reach the client and behave as promised
+ * (its name in CLIENT LIST, the command deadline, no offline queue, blocking commands, the operator's deadline).
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { Worker } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { loadConfig } from '../../src/config/config.ts';
+import {
+  type ConnectionRole,
+  connectOrFail,
+  createConnection,
+  createFailFastConnection,
+  describeRedis,
+  redisSettingsOf,
+} from '../../src/queue/connection.ts';
+import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
+
+let redis: RedisServer;
+let admin: Redis;
+before(async () => {
+  redis = await startRedis();
+  admin = redis.client();
+});
+after(async () => {
+  admin?.disconnect();
+  await redis?.destroy();
+});
+
+async function ready(client: Redis): Promise<void> {
+  if (client.status === 'ready') return;
+  await new Promise<void>((resolve, reject) => {
+    client.once('ready', resolve);
+    client.once('end', () => reject(new Error('connection ended')));
+  });
+}
+
+async function clientNames(): Promise<string[]> {
+  const list = (await admin.call('CLIENT', 'LIST')) as string;
+  return list
+    .split('\n')
+    .map((line) => /(?:^| )name=(\S*)/.exec(line)?.[1] ?? '')
+    .filter((name) => name !== '');
+}
+
+test('every role names its connection, as CLIENT LIST shows', async () => {
+  const settings = { url: redis.url };
+  const roles: ConnectionRole[] = [
+    { role: 'fail-fast', name: 'hooks:producer', commandTimeoutMs: 1000 },
+    { role: 'worker', name: 'hooks:worker' },
+    { role: 'dashboard', name: 'hooks:dashboard', commandTimeoutMs: 1000 },
+  ];
+  const clients = roles.map((role) => createConnection(settings, role));
+  const operator = await connectOrFail(loadConfig({ REDIS_URL: redis.url, QUEUE_NAME: 'hooks' }), 'doctor');
+  try {
+    await Promise.all(clients.map(ready));
+    const names = await clientNames();
+    for (const name of ['hooks:producer', 'hooks:worker', 'hooks:dashboard', 'hooks:doctor']) {
+      assert.ok(names.includes(name), `${name} in ${names.join(', ')}`);
+    }
+  } finally {
+    for (const client of [...clients, operator]) client.disconnect();
+  }
+});
+
+test('a fail-fast connection gives up on a frozen Redis after its command timeout', async () => {
+  const client = createFailFastConnection(redis.url, 300, 'frozen');
+  client.on('error', () => undefined);
+  try {
+    await ready(client);
+    redis.freeze();
+    const started = Date.now();
+    await assert.rejects(client.ping(), /Command timed out/);
+    const waited = Date.now() - started;
+    assert.ok(waited >= 250 && waited < 2000, `waited ${waited} ms`);
+  } finally {
+    redis.thaw();
+    client.disconnect();
+  }
+});
+
+test('a fail-fast connection rejects a command at once while Redis is unreachable, without retries', async () => {
+  const client = createConnection(
+    { url: `redis://127.0.0.1:${await freePort()}` },
+    { role: 'fail-fast', name: 'down', commandTimeoutMs: 5000 },
+  );
+  client.on('error', () => undefined);
+  try {
+    assert.equal(client.options.maxRetriesPerRequest, 0);
+    assert.equal(client.options.enableOfflineQueue, false);
+    const started = Date.now();
+    await assert.rejects(client.ping(), /enableOfflineQueue/);
+    assert.ok(Date.now() - started < 1000);
+  } finally {
+    client.disconnect();
+  }
+});
+
+test('a worker connection retries without limit, so blocking commands and BullMQ workers can use it', async () => {
+  const client = createConnection({ url: redis.url }, { role: 'worker', name: 'blocking' });
+  try {
+    assert.equal(client.options.maxRetriesPerRequest, null);
+    await ready(client);
+    assert.equal(await client.blpop('connection-test:empty', 0.1), null);
+    // BullMQ refuses a worker connection that would give up on a blocking command after some retries.
+    const worker = new Worker('connection-test', async () => undefined, { connection: client, autorun: false });
+    await worker.close();
+  } finally {
+    client.disconnect();
+  }
+});
+
+test('a dashboard connection holds commands while it connects and bounds each answer', async () => {
+  const client = createConnection({ url: redis.url }, { role: 'dashboard', name: 'dashboard', commandTimeoutMs: 1500 });
+  try {
+    assert.equal(client.options.commandTimeout, 1500);
+    assert.equal(client.options.maxRetriesPerRequest, 1);
+    // Sent before the connection is ready: queued, then answered.
+    assert.equal(await client.ping(), 'PONG');
+  } finally {
+    client.disconnect();
+  }
+});
+
+test('connectOrFail names the masked address when nothing answers, and never reconnects', async () => {
+  const port = await freePort();
+  const config = loadConfig({ REDIS_URL: `redis://:secret-password@127.0.0.1:${port}` });
+  assert.equal(describeRedis(redisSettingsOf(config)), `redis://:***@127.0.0.1:${port}`);
+  await assert.rejects(
+    connectOrFail(config, 'stats', 1000),
+    (err: Error) =>
+      err.message.startsWith(`Redis at redis://:***@127.0.0.1:${port} did not answer: `) &&
+      !err.message.includes('secret-password'),
+  );
+  const client = await connectOrFail(loadConfig({ REDIS_URL: redis.url }), 'stats');
+  try {
+    assert.equal(client.options.retryStrategy?.(1), null);
+  } finally {
+    client.disconnect();
+  }
+});
+
+test('connectOrFail gives up on a Redis that accepts the connection but never answers', async () => {
+  redis.freeze();
+  try {
+    await assert.rejects(
+      connectOrFail(loadConfig({ REDIS_URL: redis.url }), 'doctor', 300),
+      /did not answer: no answer within 0.3 s/,
+    );
+  } finally {
+    redis.thaw();
+  }
+});
