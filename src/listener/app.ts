@@ -5,11 +5,11 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
+import { adminRoutes } from '../dashboard/dashboard.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { metricsRoute } from '../metrics/server.ts';
 import type { Producer } from '../queue/producer.ts';
 import type { Spool } from '../spool/spool.ts';
-import { adminRoutes } from './admin.ts';
 import { webhookRoutes } from './webhook.ts';
 
 export interface AppDeps {
