@@ -24,12 +24,13 @@ import pg from 'pg';
 import { type Config, signatureEnabled } from '../config/config.ts';
 import { PermanentError, RetryLaterError } from '../errors.ts';
 import { connectOrFail } from '../queue/connection.ts';
-import { recordQueueName } from '../queue/records.ts';
+import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
 import { inspectDurability } from '../queue/redis.ts';
 import { redactUrl } from '../redact.ts';
 import { SellsyApi, statusOf } from '../sellsy/api.ts';
 import { inspectSpool } from '../spool/spool.ts';
-import { formatAge, formatBytes, oneLine, recordQueueInUse, scrubbing } from './operator.ts';
+import { formatAge, formatBytes, oneLine } from './format.ts';
+import { scrubbing } from './secrets.ts';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail';
 

@@ -11,7 +11,7 @@ import { isPattern, matches } from '../handlers/handler.ts';
 import { connectOrFail } from '../queue/connection.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { recordQueueName, requeueRecordJob } from '../queue/records.ts';
-import { parseFlags } from './operator.ts';
+import { parseFlags } from './flags.ts';
 
 export const REPLAY_USAGE =
   'Usage: sellsy-webhooks replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]';

@@ -18,7 +18,7 @@ import type { Config } from '../config/config.ts';
 import { isPattern, matches } from '../handlers/handler.ts';
 import { WEBHOOK_PATH } from '../listener/webhook.ts';
 import { SellsyApi } from '../sellsy/api.ts';
-import { parseFlags } from './operator.ts';
+import { parseFlags } from './flags.ts';
 
 export const CONNECT_USAGE =
   'Usage: sellsy-webhooks sellsy connect --url https://HOST/webhook/sellsy[/ACCOUNT] [--events client.created,invoice.*] [--name NAME] [--sign-key KEY]';

@@ -9,7 +9,7 @@ import { BullmqProducer, producerOptionsFrom } from '../queue/producer.ts';
 import { redactUrl } from '../redact.ts';
 import { inspectSpool, Spool } from '../spool/spool.ts';
 import { DRAIN_MAX_BACKOFF_MS, drainCommandTimeoutMs, SpoolDrainer } from '../spool/spooling-producer.ts';
-import { formatAge } from './operator.ts';
+import { formatAge } from './format.ts';
 
 const MiB = 1024 * 1024;
 

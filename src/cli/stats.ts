@@ -19,10 +19,11 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { readQueue } from '../metrics/queue-stats.ts';
 import { connectOrFail } from '../queue/connection.ts';
-import { recordQueueName } from '../queue/records.ts';
+import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
 import { redactUrl } from '../redact.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/spool.ts';
-import { formatAge, formatBytes, oneLine, recordQueueInUse, scrubbing } from './operator.ts';
+import { formatAge, formatBytes, oneLine } from './format.ts';
+import { scrubbing } from './secrets.ts';
 
 export interface StatsOptions {
   /** One JSON object (`StatsReport`) instead of the text screen. */

@@ -6,6 +6,7 @@
 import { hash } from 'node:crypto';
 import { type Job, type JobsOptions, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { Config } from '../config/config.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { LatestDeliveries, latestTtlMs } from './latest.ts';
 import { type BullmqProducerOptions, jobOptionsOf } from './producer.ts';
@@ -98,4 +99,15 @@ export async function requeueRecordJob(
     recordJobOptions(config, record, `${job.data.deliveryId}-replay-${Date.now()}`),
   );
   await job.remove();
+}
+
+/** Whether the record queue (`RECORD_ORDER=latest`) is in use: configured so, or it has keys in Redis. */
+export async function recordQueueInUse(
+  config: Pick<Config, 'queueName' | 'queuePrefix' | 'worker'>,
+  client: Redis,
+): Promise<boolean> {
+  if (config.worker.recordOrder === 'latest') return true;
+  const base = `${config.queuePrefix}:${recordQueueName(config.queueName)}`;
+  const keys = ['meta', 'events', 'wait', 'active', 'delayed', 'prioritized', 'completed', 'failed'];
+  return (await client.exists(...keys.map((k) => `${base}:${k}`))) > 0;
 }

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { scrubbing } from '../../src/cli/operator.ts';
+import { scrubbing } from '../../src/cli/secrets.ts';
 import { loadConfig } from '../../src/config/config.ts';
 
 test('scrubbing replaces every configured secret, a percent-encoded Redis password in both forms', () => {
