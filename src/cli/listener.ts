@@ -4,7 +4,7 @@
 import type { Logger } from 'pino';
 import { type Config, signatureEnabled } from '../config/config.ts';
 import { buildApp } from '../listener/app.ts';
-import { openListenerProducer } from '../listener/producer.ts';
+import { openListenerProducer } from '../listener/open-producer.ts';
 import { createMetrics, type Metrics } from '../metrics/metrics.ts';
 
 export interface RunningListener {

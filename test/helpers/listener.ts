@@ -12,7 +12,7 @@ import { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import { type Config, loadConfig } from '../../src/config/config.ts';
 import { buildApp } from '../../src/listener/app.ts';
-import { openListenerProducer } from '../../src/listener/producer.ts';
+import { openListenerProducer } from '../../src/listener/open-producer.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
 import type { BullmqProducer, BullmqProducerOptions, Producer } from '../../src/queue/producer.ts';
