@@ -3,15 +3,21 @@
  * real command with real flags (as `sellsy-webhooks help` lists them), every environment variable it names is read by
  * the service (or by the tests and benchmarks, for theirs), every variable is documented with its default in
  * docs/configuration.md and set to it in .env.example, every `npm run` script exists, every relative link and anchor
- * leads somewhere, and every file of the repository it names is there. The walkthrough's commands run in
- * test/readme.test.ts.
+ * leads somewhere, every file of the repository it names is there, and the handler module docs/handlers.md shows
+ * loads as the worker loads `HANDLERS`. The walkthrough's commands run in test/readme.test.ts.
  */
 
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { loadConfig } from '../src/config/config.ts';
 import { ENV_NAMES, EnvSchema } from '../src/config/schema.ts';
+import { PermanentError } from '../src/errors.ts';
+import { createLogger } from '../src/logger.ts';
+import { buildPipeline } from '../src/worker/pipeline.ts';
 import { ROOT } from './helpers/cli.ts';
 
 const pages = [
@@ -196,5 +202,35 @@ test('every file or folder of the repository the docs name in code is there', ()
           assert.ok(statSync(join(ROOT, path)).isDirectory(), `${page} names ${path} as a folder, which it is not`);
       }
     }
+  }
+});
+
+test('the handler module docs/handlers.md shows loads as HANDLERS, and its unknown handler fails for good', async () => {
+  const example = /```js\n([\s\S]*?)```/.exec(text('docs/handlers.md'))?.[1];
+  assert.ok(example, 'docs/handlers.md shows a handler module');
+  const dir = mkdtempSync(join(tmpdir(), 'sellsy-docs-handlers-'));
+  try {
+    const path = join(dir, 'handlers.mjs');
+    // The page's module as written, importing the package from the sources, with the functions it leaves to the reader.
+    const entry = pathToFileURL(join(ROOT, 'src/index.ts')).href;
+    const stubs =
+      'const myErp = { upsertInvoice: async () => {} };\nconst archiveCompany = async () => {};\nconst notifySales = async () => {};\n';
+    writeFileSync(path, stubs + example.replace(/from 'sellsy-webhooks'/, `from ${JSON.stringify(entry)}`));
+    const pipeline = await buildPipeline(loadConfig({ HANDLERS: path }), createLogger('silent'));
+    try {
+      assert.deepEqual(
+        pipeline.handlers.map((r) => `${r.source}:${r.pattern}`),
+        ['user:invoice.*', 'user:third.deleted', 'user:third.deleted', 'user:unknown'],
+      );
+      const unknown = pipeline.handlers.find((r) => r.pattern === 'unknown');
+      const context = { data: { rawBody: 'x', parseProblem: 'invalid_json' } } as unknown as Parameters<
+        NonNullable<typeof unknown>['handler']
+      >[1];
+      await assert.rejects(unknown?.handler(null, context) ?? Promise.resolve(), PermanentError);
+    } finally {
+      await pipeline.close();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 });
