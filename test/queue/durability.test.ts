@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { inspectDurability } from '../../src/queue/redis.ts';
+import { inspectDurability } from '../../src/queue/durability.ts';
 import { assertRedisServerAvailable, freePort, RedisServer, startRedis } from '../helpers/redis-server.ts';
 
 const servers: RedisServer[] = [];

@@ -6,7 +6,7 @@ import { RedisConnection } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../../config/config.ts';
 import { connectOrFail } from '../../queue/connection.ts';
-import { inspectDurability } from '../../queue/redis.ts';
+import { inspectDurability } from '../../queue/durability.ts';
 import { redactUrl } from '../../redact.ts';
 import { type CheckResult, describe, fail, ok, TIMEOUT_MS, warn } from './check.ts';
 import { queueChecks } from './queue.ts';

@@ -1,5 +1,6 @@
 /**
- * The start-up durability check. The connections are made in ./connection.ts.
+ * What the settings of a Redis server mean for the jobs it confirmed: read at start-up (the listener logs it) and
+ * by `doctor`.
  */
 import type { Redis } from 'ioredis';
 
