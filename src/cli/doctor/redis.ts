@@ -30,111 +30,57 @@ export async function redisChecks(config: Config): Promise<CheckResult[]> {
     await client.ping();
     const results = [ok('redis', `${where} answers (${Math.round(performance.now() - started)} ms to connect)`)];
     const report = await inspectDurability(client, config.redisWaitAof);
-    const serverInfo = await client.info('server');
-    const valkey = /^valkey_version:(.*)$/m.exec(serverInfo)?.[1]?.trim() ?? null;
-    const redisVersion = /^redis_version:(.*)$/m.exec(serverInfo)?.[1]?.trim() ?? report.version;
+    // Valkey shows both its own version and the Redis version it is compatible with, which is what BullMQ checks.
+    const redisVersion = report.settings.version;
     const server =
-      valkey !== null ? `Valkey ${valkey} (Redis ${redisVersion ?? '?'} compatible)` : `Redis ${redisVersion ?? '?'}`;
-
-    const minimum = RedisConnection.minimumVersion;
-    const recommended = RedisConnection.recommendedMinimumVersion;
-    let queueUsable = true;
-    if (redisVersion === null) {
-      results.push(
-        warn(
-          'redis version',
-          'unknown (INFO does not show redis_version)',
-          `make sure it is ${recommended} or later (BullMQ needs ${minimum}, recommends ${recommended})`,
-        ),
-      );
-    } else if (versionBelow(redisVersion, minimum)) {
-      queueUsable = false;
-      results.push(
-        fail(
-          'redis version',
-          `${server}: BullMQ needs ${minimum} or later and refuses to run on it; the queue checks were skipped`,
-          `upgrade Redis to ${recommended} or later (7.2 or later for REDIS_WAIT_AOF)`,
-        ),
-      );
-    } else if (versionBelow(redisVersion, recommended)) {
-      results.push(
-        warn(
-          'redis version',
-          `${server}: BullMQ recommends ${recommended} or later`,
-          `upgrade Redis to ${recommended} or later (7.2 or later for REDIS_WAIT_AOF)`,
-        ),
-      );
-    } else {
-      results.push(ok('redis version', `${server} (BullMQ needs ${minimum}, recommends ${recommended})`));
+      report.valkeyVersion !== null
+        ? `Valkey ${report.valkeyVersion} (Redis ${redisVersion ?? '?'} compatible)`
+        : `Redis ${redisVersion ?? '?'}`;
+    const version = versionCheck(redisVersion, server);
+    results.push(version);
+    for (const finding of report.findings) {
+      const check = finding.subject === 'eviction' ? 'redis eviction' : 'redis aof';
+      results.push({
+        status: finding.level,
+        check,
+        finding: finding.message,
+        ...(finding.fix && { fix: finding.fix }),
+      });
     }
-
-    const policy = report.maxmemoryPolicy;
-    if (policy === null) {
-      results.push(
-        warn(
-          'redis eviction',
-          'maxmemory-policy unknown (INFO does not show it)',
-          'make sure it is noeviction: any other policy lets Redis delete queued jobs under memory pressure',
-        ),
-      );
-    } else if (policy !== 'noeviction') {
-      results.push(
-        fail(
-          'redis eviction',
-          `maxmemory-policy ${policy}: when memory runs short Redis silently deletes keys, queued jobs included`,
-          'set maxmemory-policy noeviction (redis-cli CONFIG SET maxmemory-policy noeviction, and in redis.conf; on a managed Redis, in its parameters)',
-        ),
-      );
-    } else {
-      results.push(
-        ok(
-          'redis eviction',
-          'maxmemory-policy noeviction: a full Redis refuses writes (the listener then spools) instead of deleting jobs',
-        ),
-      );
-    }
-
-    results.push(aofCheck(report.aofEnabled, report.appendfsync));
-    results.push(await waitAofCheck(config, client, redisVersion, server, report.aofEnabled));
-    if (queueUsable) results.push(...(await queueChecks(config, client)));
+    results.push(await waitAofCheck(config, client, redisVersion, server, report.settings.aofEnabled));
+    // BullMQ refuses to run on a server older than its minimum.
+    if (version.status !== 'fail') results.push(...(await queueChecks(config, client)));
     return results;
   } finally {
     client.disconnect();
   }
 }
 
-function aofCheck(enabled: boolean | null, appendfsync: string | null): CheckResult {
-  if (enabled === null) {
+function versionCheck(redisVersion: string | null, server: string): CheckResult {
+  const minimum = RedisConnection.minimumVersion;
+  const recommended = RedisConnection.recommendedMinimumVersion;
+  if (redisVersion === null) {
     return warn(
-      'redis aof',
-      'unknown (INFO does not show aof_enabled)',
-      'make sure appendonly is yes: without it a Redis restart loses the jobs accepted since the last snapshot',
+      'redis version',
+      'unknown (INFO does not show redis_version)',
+      `make sure it is ${recommended} or later (BullMQ needs ${minimum}, recommends ${recommended})`,
     );
   }
-  if (!enabled) {
+  if (versionBelow(redisVersion, minimum)) {
+    return fail(
+      'redis version',
+      `${server}: BullMQ needs ${minimum} or later and refuses to run on it; the queue checks were skipped`,
+      `upgrade Redis to ${recommended} or later (7.2 or later for REDIS_WAIT_AOF)`,
+    );
+  }
+  if (versionBelow(redisVersion, recommended)) {
     return warn(
-      'redis aof',
-      'appendonly no: a Redis restart loses the jobs accepted since the last snapshot',
-      'set appendonly yes with appendfsync everysec (redis-cli CONFIG SET appendonly yes, and in redis.conf)',
+      'redis version',
+      `${server}: BullMQ recommends ${recommended} or later`,
+      `upgrade Redis to ${recommended} or later (7.2 or later for REDIS_WAIT_AOF)`,
     );
   }
-  if (appendfsync === 'no') {
-    return warn(
-      'redis aof',
-      'appendonly yes, appendfsync no: the OS decides when jobs reach the disk (about 30 s may be lost on a power loss)',
-      'set appendfsync everysec (or always)',
-    );
-  }
-  if (appendfsync === 'always') {
-    return ok('redis aof', 'appendonly yes, appendfsync always: every job is on disk before Redis confirms it');
-  }
-  if (appendfsync === 'everysec') {
-    return ok(
-      'redis aof',
-      'appendonly yes, appendfsync everysec: a Redis crash loses nothing, a power loss of its host at most the last second',
-    );
-  }
-  return ok('redis aof', 'appendonly yes (appendfsync unknown: CONFIG GET is not allowed)');
+  return ok('redis version', `${server} (BullMQ needs ${minimum}, recommends ${recommended})`);
 }
 
 async function waitAofCheck(
