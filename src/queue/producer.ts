@@ -16,7 +16,7 @@ import type { Config } from '../config/config.ts';
 import { EnqueueError } from '../errors.ts';
 import { createFailFastConnection } from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
-import { type DurabilityReport, inspectDurability } from './redis.ts';
+import { type DurabilityReport, inspectDurability } from './durability.ts';
 
 export interface EnqueueResult {
   /** The job that holds this delivery: a new one, or the earlier one when `duplicate`. */
