@@ -101,6 +101,9 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
   }
   let refused: RefusedDeadLetters | null = null;
   let sweepTimer: NodeJS.Timeout | null = null;
+  const sweep = () => {
+    refused?.sweep().catch((err: Error) => log.warn({ err: err.message }, 'refused dead letters: sweep failed'));
+  };
   if (config.signature.check === 'worker') {
     const client = connect(`${config.queueName}:refused`);
     client.on('error', () => undefined); // reported by the workers' own connections
@@ -108,9 +111,6 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     const queue = new Queue(config.queueName, { connection: client, prefix: config.queuePrefix });
     queue.on('error', () => undefined);
     refused = new RefusedDeadLetters(client, queue, config.signature.badSignatureKeepSeconds);
-    const sweep = () => {
-      refused?.sweep().catch((err: Error) => log.warn({ err: err.message }, 'refused dead letters: sweep failed'));
-    };
     // Refusals sweep as they happen; the timer covers the ones that expire while none comes.
     sweepTimer = setInterval(sweep, Math.min(Math.max(config.signature.badSignatureKeepSeconds, 1), 60) * 1000);
     sweepTimer.unref();
@@ -287,9 +287,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       const final = err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
       metrics?.jobs.inc({ queue, outcome: final ? 'dead_letter' : 'retry' });
       if (final) metrics?.jobAttempts.observe({ queue, outcome: 'dead_letter' }, job.attemptsMade);
-      if (err instanceof RefusedSignatureError) {
-        refused?.sweep().catch((e: Error) => log.warn({ err: e.message }, 'refused dead letters: sweep failed'));
-      }
+      if (err instanceof RefusedSignatureError) sweep();
       log[final ? 'error' : 'warn'](
         {
           reqId: job.data.request.id,
