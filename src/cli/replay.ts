@@ -7,10 +7,10 @@
  */
 import { type Job, Queue } from 'bullmq';
 import type { Config } from '../config/config.ts';
-import { isPattern, matches } from '../handlers/handler.ts';
 import { connectOrFail } from '../queue/connection.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { recordQueueName, requeueRecordJob } from '../queue/records.ts';
+import { isPattern, matches } from '../sellsy/payload.ts';
 import { parseFlags } from './flags.ts';
 
 export const REPLAY_USAGE =

@@ -15,9 +15,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/config.ts';
-import { isPattern, matches } from '../handlers/handler.ts';
 import { WEBHOOK_PATH } from '../listener/webhook.ts';
 import { SellsyApi } from '../sellsy/api.ts';
+import { isPattern, matches } from '../sellsy/payload.ts';
 import { parseFlags } from './flags.ts';
 
 export const CONNECT_USAGE =

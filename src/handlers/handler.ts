@@ -22,7 +22,9 @@
  */
 import type { Logger } from 'pino';
 import type { WebhookJobData } from '../queue/contract.ts';
-import type { SellsyEvent } from '../sellsy/payload.ts';
+import { matches, type SellsyEvent } from '../sellsy/payload.ts';
+
+export { isPattern, matches } from '../sellsy/payload.ts';
 
 export interface HandlerContext {
   /** The delivery id: the ingest job's id, stable across retries (an idempotency key). */
@@ -58,23 +60,6 @@ export interface Registration {
   handler: Handler;
   /** `sellsy-fetch`, `forward`, or `user` for the user module. */
   source: string;
-}
-
-const PATTERN = /^(\*|unknown|([^.*\s]+|\*)\.([^.*\s]+|\*))$/;
-
-export function isPattern(pattern: string): boolean {
-  return PATTERN.test(pattern);
-}
-
-/** Whether a registration pattern applies to a job name. */
-export function matches(pattern: string, name: string): boolean {
-  if (name === 'unknown' || pattern === 'unknown') return pattern === name;
-  if (pattern === '*') return true;
-  const dot = pattern.indexOf('.');
-  const nameDot = name.indexOf('.');
-  const [type, verb] = [pattern.slice(0, dot), pattern.slice(dot + 1)];
-  const [nameType, nameVerb] = [name.slice(0, nameDot), name.slice(nameDot + 1)];
-  return (type === '*' || type === nameType) && (verb === '*' || verb === nameVerb);
 }
 
 /** The handlers that apply to a job name, in registration order. */

@@ -144,3 +144,25 @@ export function jobNameOf(event: SellsyEvent | null): string {
   if (relatedType === null && verb !== null && DOTTED_NAME.test(verb)) return verb;
   return 'unknown';
 }
+
+/**
+ * Job-name patterns (what handlers are registered under, what `replay --name` and `sellsy connect --events` take):
+ * `invoice.step` exactly that name; `invoice.*` every verb of one related type; `*.deleted` one verb of every type;
+ * `*` every parsed event; `unknown` the deliveries that are not Sellsy events, which no other pattern matches.
+ */
+const PATTERN = /^(\*|unknown|([^.*\s]+|\*)\.([^.*\s]+|\*))$/;
+
+export function isPattern(pattern: string): boolean {
+  return PATTERN.test(pattern);
+}
+
+/** Whether a pattern applies to a job name. */
+export function matches(pattern: string, name: string): boolean {
+  if (name === 'unknown' || pattern === 'unknown') return pattern === name;
+  if (pattern === '*') return true;
+  const dot = pattern.indexOf('.');
+  const nameDot = name.indexOf('.');
+  const [type, verb] = [pattern.slice(0, dot), pattern.slice(dot + 1)];
+  const [nameType, nameVerb] = [name.slice(0, nameDot), name.slice(nameDot + 1)];
+  return (type === '*' || type === nameType) && (verb === '*' || verb === nameVerb);
+}

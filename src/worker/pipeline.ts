@@ -12,10 +12,11 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { ConfigError } from '../errors.ts';
 import { createForwardHandler } from '../handlers/forward.ts';
-import { type Handler, type HandlerMap, isPattern, type Registration } from '../handlers/handler.ts';
+import type { Handler, HandlerMap, Registration } from '../handlers/handler.ts';
 import { openEventStore } from '../handlers/postgres.ts';
 import { createSellsyFetchHandler } from '../handlers/sellsy-fetch.ts';
 import { SellsyAccounts } from '../sellsy/api.ts';
+import { isPattern } from '../sellsy/payload.ts';
 
 export interface Pipeline {
   /** `sellsy-fetch`: sets `context.object` for the handlers after it. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { bodyFormat, jobNameOf, parseDelivery } from '../../src/sellsy/payload.ts';
+import { bodyFormat, isPattern, jobNameOf, matches, parseDelivery } from '../../src/sellsy/payload.ts';
 import { VECTORS } from '../helpers/vectors.ts';
 
 const FORM = 'application/x-www-form-urlencoded';
@@ -127,5 +127,27 @@ test('regression: a form body with two notif fields is ambiguous_notif, read as 
       body,
     );
     assert.equal(jobNameOf(parsed.event), 'unknown');
+  }
+});
+
+test('patterns: exact names, <type>.*, *.<verb>, * for every parsed event, unknown only by name', () => {
+  assert.ok(matches('invoice.step', 'invoice.step'));
+  assert.ok(!matches('invoice.step', 'invoice.created'));
+  assert.ok(matches('invoice.*', 'invoice.created'));
+  assert.ok(!matches('invoice.*', 'estimate.created'));
+  assert.ok(matches('*.deleted', 'third.deleted'));
+  assert.ok(!matches('*.deleted', 'third.updated'));
+  assert.ok(matches('*', 'people.updated'));
+  assert.ok(!matches('*', 'unknown'));
+  assert.ok(!matches('*.*', 'unknown'));
+  assert.ok(matches('unknown', 'unknown'));
+});
+
+test('a pattern is a job name, <type>.*, *.<verb>, * or unknown, and nothing else', () => {
+  for (const pattern of ['invoice.step', 'invoice.*', '*.deleted', '*.*', '*', 'unknown']) {
+    assert.ok(isPattern(pattern), pattern);
+  }
+  for (const pattern of ['', 'invoice', 'invoice.', '.step', 'in*voice.step', 'a.b.c', 'invoice .step', '**']) {
+    assert.ok(!isPattern(pattern), pattern);
   }
 });
