@@ -6,12 +6,11 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import type { Metrics } from '../metrics/metrics.ts';
-import type { WebhookJob, WebhookJobData } from '../queue/contract.ts';
+import { deferredRefusal, type WebhookJob, type WebhookJobData } from '../queue/contract.ts';
 import { BullmqProducer, type BullmqProducerOptions, type Producer, producerOptionsFrom } from '../queue/producer.ts';
 import { RecordReruns, recordKeyOf } from '../queue/records.ts';
 import { Spool, type SpoolRecovery } from '../spool/spool.ts';
 import { drainCommandTimeoutMs, SpoolingProducer } from '../spool/spooling-producer.ts';
-import { deferredRefusal } from './verify.ts';
 
 export interface ListenerProducer {
   /** What the listener calls. */

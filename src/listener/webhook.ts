@@ -28,9 +28,9 @@ import {
 import type { Producer } from '../queue/producer.ts';
 import { jobNameOf, parseDelivery } from '../sellsy/payload.ts';
 import { SIGNATURE_HEADER } from '../sellsy/signature.ts';
+import { accountOf, signedBytesOf, verifyDelivery } from '../sellsy/verify.ts';
 import { largeBodyBytes } from '../spool/spooling-producer.ts';
 import { ByteGate } from './inflight.ts';
-import { accountOf, verifyDelivery } from './verify.ts';
 
 export const WEBHOOK_PATH = '/webhook/sellsy';
 
@@ -136,8 +136,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const account = owner.account;
     const header = request.headers[SIGNATURE_HEADER];
     const signatureHeader = typeof header === 'string' ? header : undefined;
-    const signedBytes = config.signature.formScope === 'notif' && parsed.notif !== null ? parsed.notif : raw;
-    const scope = signedBytes === raw ? 'body' : 'notif';
+    const { bytes: signedBytes, scope } = signedBytesOf(raw, config.signature.formScope, () => parsed.notif);
 
     const verdict = verifyDelivery(config, account, signedBytes, signatureHeader);
     if (!verdict.ok) return { refused: refuse(request, reply, verdict.error, account) };

@@ -9,15 +9,10 @@
 
 import { isUtf8 } from 'node:buffer';
 import { createHash, hash, randomUUID } from 'node:crypto';
-import type { ParseProblem, SellsyEvent } from '../sellsy/payload.ts';
-
-export type SignatureStatus =
-  /** The listener checked it against a configured key before answering. */
-  | 'verified'
-  /** `SIGNATURE_CHECK=worker`: the consumer must check `signature.header` against `rawBody`. */
-  | 'unchecked'
-  /** No key is configured: nothing was checked. */
-  | 'not_configured';
+import type { Config } from '../config/config.ts';
+import type { HttpErrorCode } from '../errors.ts';
+import { type ParseProblem, parseDelivery, type SellsyEvent } from '../sellsy/payload.ts';
+import { accountOf, checkSignature, type SignatureStatus, type SignedScope, signedBytesOf } from '../sellsy/verify.ts';
 
 export interface WebhookJobData {
   /** Contract version. */
@@ -39,7 +34,7 @@ export interface WebhookJobData {
     /** The `X-Webhook-Signature` header as received (null when absent). */
     header: string | null;
     /** What the signature covers for form bodies: `body` (raw body) or `notif` (decoded notif value). */
-    scope: 'body' | 'notif';
+    scope: SignedScope;
   };
   /** The parsed Sellsy event; null when the body could not be parsed (`parseProblem` says why). */
   event: SellsyEvent | null;
@@ -131,3 +126,23 @@ export function rawBytesOf(data: Pick<WebhookJobData, 'rawBody' | 'rawBodyBase64
 }
 
 export const newDeliveryId = (): string => randomUUID();
+
+/**
+ * A job queued `unchecked` (`SIGNATURE_CHECK=worker`): the checks the listener left to its consumer (account,
+ * signature, bytes), with the listener's own rules, or null when there is nothing to refuse.
+ */
+export function deferredRefusal(config: Config, data: WebhookJobData): HttpErrorCode | null {
+  if (data.signature.status !== 'unchecked') return null;
+  // The job's account is its corpid when the payload has one, else the URL's account segment.
+  const corpId = data.event?.corpId ?? null;
+  const owner = accountOf(config, corpId === null || corpId === '' ? data.account : null, corpId);
+  if (!owner.ok) return owner.error;
+  const raw = rawBytesOf(data);
+  const signed = signedBytesOf(
+    raw,
+    data.signature.scope,
+    () => parseDelivery(raw, data.contentType ?? undefined).notif,
+  );
+  const verdict = checkSignature(config, owner.account, signed.bytes, data.signature.header ?? undefined);
+  return verdict.ok ? null : verdict.error;
+}

@@ -30,11 +30,10 @@ import type { Registry } from 'prom-client';
 import type { Config } from '../config/config.ts';
 import { type HttpErrorCode, HttpErrors, PermanentError, RetryLaterError } from '../errors.ts';
 import { type HandlerContext, handlersFor, type Registration } from '../handlers/handler.ts';
-import { deferredRefusal } from '../listener/verify.ts';
 import { clipped } from '../logger.ts';
 import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
 import { createConnection, redisSettingsOf } from '../queue/connection.ts';
-import type { WebhookJobData } from '../queue/contract.ts';
+import { deferredRefusal, type WebhookJobData } from '../queue/contract.ts';
 import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 

@@ -15,11 +15,36 @@
  */
 import type { Config } from '../config/config.ts';
 import type { HttpErrorCode } from '../errors.ts';
-import { rawBytesOf, type SignatureStatus, type WebhookJobData } from '../queue/contract.ts';
-import { parseDelivery } from '../sellsy/payload.ts';
-import { hasForbiddenBytes, matchSignature } from '../sellsy/signature.ts';
+import { hasForbiddenBytes, matchSignature } from './signature.ts';
+
+/** What was checked of a delivery's signature; the listener writes it in the job (the queue contract). */
+export type SignatureStatus =
+  /** The listener checked it against a configured key before answering. */
+  | 'verified'
+  /** `SIGNATURE_CHECK=worker`: the consumer must check `signature.header` against `rawBody`. */
+  | 'unchecked'
+  /** No key is configured: nothing was checked. */
+  | 'not_configured';
+
+/** What a signature covers: the raw body, or (`SIGNATURE_FORM_SCOPE=notif`) the decoded `notif` of a form body. */
+export type SignedScope = 'body' | 'notif';
 
 export type Verdict = { ok: true; status: SignatureStatus } | { ok: false; error: HttpErrorCode };
+
+/**
+ * The bytes a delivery's signature covers, and which they are: with scope `notif`, the decoded `notif` value of a
+ * form body that has one (`notif` is asked only then), else the raw body. The listener, which checks at once, and the
+ * worker, which checks a job queued `unchecked`, both take them from here: a check over other bytes would refuse
+ * genuine deliveries, or accept forged ones.
+ */
+export function signedBytesOf(
+  raw: Buffer,
+  scope: SignedScope,
+  notif: () => string | null,
+): { bytes: Buffer | string; scope: SignedScope } {
+  const decoded = scope === 'notif' ? notif() : null;
+  return decoded === null ? { bytes: raw, scope: 'body' } : { bytes: decoded, scope: 'notif' };
+}
 
 export function keysFor(config: Config, account: string | null): readonly string[] {
   const own = account === null ? undefined : config.signature.accountKeys.get(account);
@@ -79,18 +104,4 @@ export function checkSignature(
   // as `bad_signature` whatever its bytes.
   if (hasForbiddenBytes(signedBytes)) return { ok: false, error: 'forbidden_bytes' };
   return { ok: true, status: 'verified' };
-}
-
-/** Deferred signature mode: the checks the listener left to the worker (account, signature, bytes), or null. */
-export function deferredRefusal(config: Config, data: WebhookJobData): HttpErrorCode | null {
-  if (data.signature.status !== 'unchecked') return null;
-  // The job's account is its corpid when the payload has one, else the URL's account segment.
-  const corpId = data.event?.corpId ?? null;
-  const owner = accountOf(config, corpId === null || corpId === '' ? data.account : null, corpId);
-  if (!owner.ok) return owner.error;
-  const raw = rawBytesOf(data);
-  const signed =
-    data.signature.scope === 'notif' ? (parseDelivery(raw, data.contentType ?? undefined).notif ?? raw) : raw;
-  const verdict = checkSignature(config, owner.account, signed, data.signature.header ?? undefined);
-  return verdict.ok ? null : verdict.error;
 }
