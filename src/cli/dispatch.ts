@@ -1,0 +1,181 @@
+/**
+ * `sellsy-webhooks <command>`: the services (listen, work, start) and the operator's commands (doctor, stats, replay,
+ * spool, sellsy), which run once and exit.
+ *
+ * `dispatch(argv, env, io)` runs one command line and returns its exit code: 0 done (or a service started), 1 runtime
+ * failure (or a failed check), 2 usage error, 78 bad configuration. It never ends the process and reads neither
+ * `process.argv` nor `process.env`: what it prints goes through `io`, and a started service is handed to `io.serve`,
+ * which keeps it running until it is asked to stop (the bin, src/cli.ts, does that on a signal).
+ */
+import type { Logger } from 'pino';
+import { type Config, loadConfig } from '../config/config.ts';
+import { ConfigError, SpoolError, SpoolLockedError } from '../errors.ts';
+import { createLogger } from '../logger.ts';
+import { createMetrics } from '../metrics/metrics.ts';
+import { watchQueues } from '../metrics/queue-stats.ts';
+import { startMetricsServer } from '../metrics/server.ts';
+import { startWorker } from '../worker/worker.ts';
+import { doctor } from './doctor.ts';
+import { HELP, version } from './help.ts';
+import { startListener } from './listener.ts';
+import { parseReplayArgs, replay } from './replay.ts';
+import { parseConnectArgs, parseStatusArgs, sellsyConnect, sellsyStatus } from './sellsy.ts';
+import { spoolDrain, spoolStatus } from './spool.ts';
+import { stats } from './stats.ts';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_CONFIG = 78;
+
+/** A service started by `listen`, `work` or `start`. */
+export interface Service {
+  logger: Logger;
+  /** How long `close` may take (`SHUTDOWN_TIMEOUT_MS`). */
+  shutdownTimeoutMs: number;
+  /** Stops every part together: in-flight requests answered, active jobs finished or handed back. */
+  close(): Promise<void>;
+}
+
+export interface CliIo {
+  /** A line of the command's output (stdout). */
+  out(line: string): void;
+  /** A line about a usage error or a failure (stderr). */
+  err(line: string): void;
+  /** Whether stdout is a terminal (`doctor` colours its verdicts). */
+  isTTY: boolean;
+  /** Keeps a started service running until it is asked to stop, then closes it. */
+  serve(service: Service): void;
+}
+
+const SERVICES = ['listen', 'work', 'start'];
+
+/**
+ * The commands that run once and exit, with their arguments checked before the configuration is read: the command
+ * to run, a usage error to print, or null (a service, or an unknown command).
+ */
+function oneShot(command: string, args: string[], io: CliIo): ((config: Config) => Promise<number>) | string | null {
+  const { out, err } = io;
+  const json = args.includes('--json');
+  /** A usage error when `rest` holds anything but the flags given. */
+  const only = (rest: string[], ...flags: string[]) => {
+    const extra = rest.find((a) => !flags.includes(a));
+    return extra === undefined ? null : `unexpected argument ${JSON.stringify(extra)}`;
+  };
+  switch (command) {
+    case 'doctor':
+      return only(args) ?? ((config) => doctor(config, out, { color: io.isTTY }));
+    case 'stats':
+      return only(args, '--json') ?? ((config) => stats(config, out, { json }));
+    case 'replay': {
+      const parsed = parseReplayArgs(args);
+      if (typeof parsed === 'string') return parsed;
+      return async (config) => {
+        try {
+          const result = await replay(config, parsed.filter, parsed.dryRun, out);
+          out(
+            parsed.dryRun
+              ? `${result.matched} dead letters would be replayed`
+              : `${result.replayed} dead letters replayed${result.skipped > 0 ? `, ${result.skipped} skipped` : ''}`,
+          );
+          return EXIT_OK;
+        } catch (e) {
+          err(`sellsy-webhooks replay: ${(e as Error).message}`);
+          return EXIT_FAILURE;
+        }
+      };
+    }
+    case 'spool':
+      if (args[0] === 'status') return only(args.slice(1), '--json') ?? ((config) => spoolStatus(config, json));
+      if (args[0] === 'drain') return only(args.slice(1)) ?? ((config) => spoolDrain(config));
+      return `unknown spool command "${args[0] ?? ''}": use "spool status" or "spool drain"`;
+    case 'sellsy':
+      if (args[0] === 'connect') {
+        const parsed = parseConnectArgs(args.slice(1));
+        if (typeof parsed === 'string') return parsed;
+        return (config) => sellsyConnect(config, parsed, out, err);
+      }
+      if (args[0] === 'status') {
+        const parsed = parseStatusArgs(args.slice(1));
+        if (typeof parsed === 'string') return parsed;
+        return (config) => sellsyStatus(config, parsed, out, err);
+      }
+      return `unknown sellsy command "${args[0] ?? ''}": use "sellsy connect" or "sellsy status"`;
+    default:
+      return null;
+  }
+}
+
+/** Runs one command line (`argv` without the node and script paths); see the header. */
+export async function dispatch(argv: readonly string[], env: NodeJS.ProcessEnv, io: CliIo): Promise<number> {
+  const command = argv[0] ?? 'help';
+  if (command === 'help' || command === '--help' || command === '-h') {
+    io.out(HELP.trimEnd());
+    return EXIT_OK;
+  }
+  if (command === 'version' || command === '--version') {
+    io.out(version());
+    return EXIT_OK;
+  }
+  const once = oneShot(command, argv.slice(1), io);
+  if (typeof once === 'string') {
+    io.err(`sellsy-webhooks ${command}: ${once}`);
+    return EXIT_USAGE;
+  }
+  if (once === null && !SERVICES.includes(command)) {
+    io.err(`Unknown command "${command}".\n\n${HELP.trimEnd()}`);
+    return EXIT_USAGE;
+  }
+  try {
+    const config = loadConfig(env);
+    if (once) return await once(config);
+    io.serve(await startServices(command, config));
+    return EXIT_OK;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      io.err(`sellsy-webhooks: ${err.message}`);
+      return EXIT_CONFIG;
+    }
+    if (err instanceof SpoolLockedError || err instanceof SpoolError) {
+      io.err(`sellsy-webhooks: ${err.message}`);
+      return EXIT_FAILURE;
+    }
+    io.err(`sellsy-webhooks: ${(err as Error)?.stack ?? String(err)}`);
+    return EXIT_FAILURE;
+  }
+}
+
+/** `listen`, `work` or `start`: the parts of the service, started; they run until `close`. */
+async function startServices(command: string, config: Config): Promise<Service> {
+  const logger = createLogger(config.logLevel);
+  const closers: (() => Promise<void>)[] = [];
+  // One registry per process: in `start`, /metrics reports the listener, the worker and the queues. A `work`-only
+  // process has metrics when METRICS_PORT gives it a port.
+  const metrics = createMetrics({ listener: command !== 'work' });
+  const servesMetrics = command !== 'work' || config.metricsPort !== null;
+  if (servesMetrics) closers.push(watchQueues(metrics, config).close);
+  if (command === 'listen' || command === 'start') closers.push((await startListener(config, logger, metrics)).close);
+  if (command === 'work' || command === 'start') {
+    const options = servesMetrics ? { registry: metrics.registry } : {};
+    closers.push((await startWorker(config, logger, options)).close);
+  }
+  if (command === 'work' && !servesMetrics) {
+    logger.info(
+      'no METRICS_PORT: this worker exports no metrics (set METRICS_PORT to scrape its jobs and dead letters)',
+    );
+  }
+  if (config.metricsPort !== null) {
+    const server = await startMetricsServer(metrics, config.host, config.metricsPort);
+    logger.info({ address: server.listeningOrigin }, 'metrics served on METRICS_PORT');
+    closers.push(() => server.close());
+  }
+  return {
+    logger,
+    shutdownTimeoutMs: config.shutdownTimeoutMs,
+    // Together: each part has its own Redis connections, and the worker's hand-back of unfinished jobs must happen
+    // within the same SHUTDOWN_TIMEOUT_MS as the listener's drain.
+    close: async () => {
+      await Promise.all(closers.map((close) => close()));
+    },
+  };
+}

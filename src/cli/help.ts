@@ -1,0 +1,57 @@
+/** What `sellsy-webhooks help` and `version` print. `test/cli/help.snapshot.txt` holds the help as released. */
+import { existsSync, readFileSync } from 'node:fs';
+
+export const HELP = `Usage: sellsy-webhooks <command>
+
+Commands:
+  start     listener and worker in one process (what \`npm start\` runs)
+  listen    the HTTP listener only: POST /webhook/sellsy → BullMQ job
+  work      the worker only: processes jobs from the queue
+  spool status [--json]
+            what the local spool in SPOOL_DIR holds: deliveries, size, oldest (safe while a listener runs)
+  spool drain
+            moves every spooled delivery into the queue once, then exits (no listener may run on SPOOL_DIR)
+  replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]
+            puts dead letters (failed jobs) back in the queue with fresh attempts; no filter = all of them;
+            --name takes a pattern (invoice.*), --since/--until bound when they failed; --dry-run lists them
+  doctor    checks configuration, Redis (reachable, version, eviction policy, AOF), the spool directory, the queue,
+            PostgreSQL, the Sellsy API credentials and FORWARD_URL; ok/warn/fail with the fix; exit 1 on a fail
+  stats [--json]
+            one screen: jobs by state, throughput of the last 1/5/15 minutes, oldest waiting, dead letters, spool
+  sellsy connect --url https://HOST/webhook/sellsy [--events client.created,invoice.*] [--name NAME] [--sign-key KEY]
+            creates or updates (matched by endpoint) the webhook in Sellsy through API v2, JSON bodies, a fresh
+            sign key (printed: put it in SELLSY_SIGN_KEY) unless --sign-key, all events unless --events
+  sellsy status [--url URL]
+            Sellsy's view of its webhooks: enabled, events, failures, last failure and success
+  help      this text
+  version   the package version
+
+Configuration comes from environment variables; see .env.example and the README.
+  listener: PORT HOST REDIS_URL QUEUE_NAME QUEUE_PREFIX SELLSY_SIGN_KEY SELLSY_ACCOUNT_KEYS SIGNATURE_CHECK
+            SIGNATURE_FORM_SCOPE BODY_LIMIT_BYTES DEDUP_WINDOW_SECONDS ENQUEUE_TIMEOUT_MS ENQUEUE_FAILURE_STATUS
+            TRUST_PROXY JOB_ATTEMPTS JOB_BACKOFF_MS JOB_KEEP_COMPLETED_SECONDS JOB_KEEP_FAILED_SECONDS SPOOL_DIR
+            SPOOL_MAX_BYTES ACK_BUDGET_MS REDIS_WAIT_AOF INFLIGHT_BYTES_LIMIT
+  spool:    SPOOL_DIR SPOOL_MAX_BYTES REDIS_URL QUEUE_NAME QUEUE_PREFIX ENQUEUE_TIMEOUT_MS
+  replay, stats: REDIS_URL QUEUE_NAME QUEUE_PREFIX (stats: SPOOL_DIR)
+  doctor:   every variable it checks (all of the above)
+  sellsy:   SELLSY_CLIENT_ID SELLSY_CLIENT_SECRET SELLSY_API_URL SELLSY_TOKEN_URL SELLSY_API_TIMEOUT_MS
+  worker:   REDIS_URL QUEUE_NAME QUEUE_PREFIX WORKER_CONCURRENCY WORKER_LOCK_MS HANDLERS RECORD_ORDER
+            SELLSY_SIGN_KEY SELLSY_ACCOUNT_KEYS BAD_SIGNATURE_KEEP_SECONDS (SIGNATURE_CHECK=worker)
+            forward: FORWARD_URL FORWARD_SECRET FORWARD_TIMEOUT_MS
+            postgres: DATABASE_URL DATABASE_SCHEMA
+            sellsy-fetch: SELLSY_CLIENT_ID SELLSY_CLIENT_SECRET SELLSY_API_URL SELLSY_TOKEN_URL SELLSY_API_TIMEOUT_MS
+                          SELLSY_ACCOUNT_ID SELLSY_ACCOUNT_CREDENTIALS
+  operations: METRICS_PORT ADMIN_USER ADMIN_PASSWORD ADMIN_TOKEN ADMIN_ALLOW_RETRIES
+  all:      LOG_LEVEL SHUTDOWN_TIMEOUT_MS
+`;
+
+export function version(): string {
+  // dist/src/cli/help.js when built, src/cli/help.ts when run from the sources.
+  for (const path of ['../../../package.json', '../../package.json']) {
+    const url = new URL(path, import.meta.url);
+    if (!existsSync(url)) continue;
+    const pkg = JSON.parse(readFileSync(url, 'utf8')) as { name?: string; version: string };
+    if (pkg.name === 'sellsy-webhooks') return pkg.version;
+  }
+  return 'unknown';
+}
