@@ -1,15 +1,21 @@
+/**
+ * The command line: usage, help, configuration errors and the short commands run in this process through `dispatch`
+ * (test/helpers/dispatch.ts); a real process only where one is the point: a running service's logs, signals and
+ * terminal, and the built bin once.
+ */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { stripVTControlCharacters } from 'node:util';
 import { ENV_NAMES } from '../../src/config/schema.ts';
-import { ROOT, runCli, spawnCli, tempSpoolDir, waitFor } from '../helpers/cli.ts';
+import { ROOT, spawnCli, tempSpoolDir, waitFor } from '../helpers/cli.ts';
+import { runDispatch } from '../helpers/dispatch.ts';
 import { freePort, RedisServer } from '../helpers/redis-server.ts';
 
-test('help lists every command and every environment variable', () => {
-  const result = runCli(['--help']);
+test('help lists every command and every environment variable', async () => {
+  const result = await runDispatch(['--help']);
   assert.equal(result.status, 0);
   for (const command of ['start', 'listen', 'work', 'doctor', 'stats', 'replay', 'spool status', 'sellsy connect']) {
     assert.match(result.stdout, new RegExp(`^  ${command}\\b`, 'm'), `help lists ${command}`);
@@ -17,14 +23,14 @@ test('help lists every command and every environment variable', () => {
   for (const name of ENV_NAMES) assert.ok(result.stdout.includes(name), `help mentions ${name}`);
 });
 
-test('help matches its snapshot (UPDATE_SNAPSHOTS=1 rewrites it)', () => {
-  const result = runCli(['help']);
+test('help matches its snapshot (UPDATE_SNAPSHOTS=1 rewrites it)', async () => {
+  const result = await runDispatch(['help']);
   const file = join(ROOT, 'test/cli/help.snapshot.txt');
   if (process.env.UPDATE_SNAPSHOTS === '1') writeFileSync(file, result.stdout);
   assert.equal(result.stdout, readFileSync(file, 'utf8'));
 });
 
-test('operator commands check their arguments before anything else: exit 2 with the reason', () => {
+test('operator commands check their arguments before anything else: exit 2 with the reason', async () => {
   for (const [args, reason] of [
     [['spool', 'shrink'], /spool: unknown spool command "shrink"/],
     [['sellsy'], /sellsy: unknown sellsy command ""/],
@@ -33,28 +39,31 @@ test('operator commands check their arguments before anything else: exit 2 with 
     [['stats', '--jsno'], /stats: unexpected argument "--jsno"/],
     [['doctor', 'now'], /doctor: unexpected argument "now"/],
   ] as const) {
-    const result = runCli([...args]);
+    const result = await runDispatch([...args]);
     assert.equal(result.status, 2, `${args.join(' ')}: ${result.stderr}`);
     assert.match(result.stderr, reason);
   }
 });
 
 test('doctor against an unreachable Redis prints a fail line with the fix and exits 1', async () => {
-  const result = runCli(['doctor'], { REDIS_URL: `redis://127.0.0.1:${await freePort()}`, SPOOL_DIR: tempSpoolDir() });
+  const result = await runDispatch(['doctor'], {
+    REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
+    SPOOL_DIR: tempSpoolDir(),
+  });
   assert.equal(result.status, 1, result.stderr);
   assert.match(result.stdout, /^fail\s+redis: /m);
   assert.match(result.stdout, /^\s+fix: /m);
 });
 
-test('an unknown command exits 2 with the usage', () => {
-  const result = runCli(['frobnicate']);
+test('an unknown command exits 2 with the usage', async () => {
+  const result = await runDispatch(['frobnicate']);
   assert.equal(result.status, 2);
   assert.match(result.stderr, /Unknown command "frobnicate"/);
   assert.match(result.stderr, /Usage: sellsy-webhooks/);
 });
 
-test('bad settings stop the start with exit code 78 and name each variable', () => {
-  const result = runCli(['listen'], {
+test('bad settings stop the start with exit code 78 and name each variable', async () => {
+  const result = await runDispatch(['listen'], {
     PORT: 'http',
     SIGNATURE_CHECK: 'maybe',
     SELLSY_ACCOUNT_KEYS: '',
@@ -66,8 +75,8 @@ test('bad settings stop the start with exit code 78 and name each variable', () 
   assert.match(result.stderr, /ENQUEUE_FAILURE_STATUS: must be one of 200, 503 \(got "500"\)/);
 });
 
-test('a malformed SELLSY_ACCOUNT_KEYS is named at start', () => {
-  const result = runCli(['listen'], { SELLSY_ACCOUNT_KEYS: '929=key' });
+test('a malformed SELLSY_ACCOUNT_KEYS is named at start', async () => {
+  const result = await runDispatch(['listen'], { SELLSY_ACCOUNT_KEYS: '929=key' });
   assert.equal(result.status, 78);
   assert.match(result.stderr, /SELLSY_ACCOUNT_KEYS: must be a JSON object/);
 });
@@ -103,9 +112,18 @@ test('at start the listener logs a warning for each Redis setting that can lose 
   }
 });
 
-test('version prints the package version, from the sources as from the build', () => {
+test('version prints the package version, from the sources as from the build', async (t) => {
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
-  assert.equal(runCli(['version']).stdout.trim(), pkg.version);
+  assert.equal((await runDispatch(['version'])).stdout.trim(), pkg.version);
+  // The built bin, as npm installs it: the one run of the executable that tsx does not load.
+  const bin = join(ROOT, 'dist/src/cli.js');
+  if (!existsSync(bin)) {
+    t.skip('dist/ is not built (npm run build; npm test builds it first)');
+    return;
+  }
+  const built = spawnSync(process.execPath, [bin, 'version'], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 });
+  assert.equal(built.status, 0, built.stderr);
+  assert.equal(built.stdout.trim(), pkg.version);
 });
 
 /**
