@@ -1,9 +1,8 @@
 /**
- * `sellsy-webhooks sellsy connect --url URL [--events LIST] [--name NAME]`: points a Sellsy webhook at this service,
- * through the Sellsy API v2 (`/webhooks`). Idempotent, matched by endpoint: it creates the webhook when none posts
- * to that URL and updates it when one does, so running it twice leaves one webhook. Either way it sets a fresh
- * `sign_key`, JSON deliveries, `is_enabled`, and the events: every event of Sellsy's catalogue by default, or those
- * `--events` names (ids or patterns such as `invoice.*`). It prints the key for `SELLSY_SIGN_KEY`.
+ * `sellsy-webhooks sellsy connect --url URL [--events LIST] [--name NAME] [--sign-key KEY]`: points a Sellsy webhook
+ * at this service (src/sellsy/webhooks.ts `connectWebhook`: created or updated, matched by endpoint), with a fresh
+ * `sign_key` unless `--sign-key`, and every event of Sellsy's catalogue unless `--events` names some (ids or patterns
+ * such as `invoice.*`). It prints the key for `SELLSY_SIGN_KEY`.
  *
  * `sellsy-webhooks sellsy status [--url URL]`: Sellsy's view of its webhooks (or of the one posting to URL):
  * enabled, content type, events, failure counters, with a warning line for each thing that loses deliveries. Never
@@ -17,7 +16,8 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/config.ts';
 import { WEBHOOK_PATH } from '../listener/webhook.ts';
 import { SellsyApi } from '../sellsy/api.ts';
-import { isPattern, matches } from '../sellsy/payload.ts';
+import { isPattern } from '../sellsy/payload.ts';
+import { connectWebhook, idOf, listWebhooks, type SellsyWebhook, webhooksPostingTo } from '../sellsy/webhooks.ts';
 import { parseFlags } from './flags.ts';
 
 export const CONNECT_USAGE =
@@ -44,27 +44,11 @@ export interface ConnectArgs {
   signKey: string | null;
 }
 
-export const DEFAULT_WEBHOOK_NAME = 'sellsy-webhooks';
 /** Bytes of randomness in a generated sign key (43 base64url characters). */
 const SIGN_KEY_BYTES = 32;
-/** Pages read from a list before giving up: a list that never ends is an API fault, not thousands of webhooks. */
-const MAX_PAGES = 100;
 /** Catalogue ids shown when an event is unknown. */
 const SHOWN_EVENTS = 8;
 const ACCOUNT_SEGMENT = /^[A-Za-z0-9_-]{1,64}$/;
-
-/** A webhook as read from `GET /webhooks`: only the fields used, every one of them optional. */
-interface SellsyWebhook {
-  id?: unknown;
-  name?: unknown;
-  endpoint?: unknown;
-  is_enabled?: unknown;
-  json_content_type?: unknown;
-  configuration?: unknown;
-  nb_failures?: unknown;
-  last_failed?: unknown;
-  last_succeeded?: unknown;
-}
 
 /** Parses `sellsy connect` arguments; a string is a usage error to print. */
 export function parseConnectArgs(args: string[]): ConnectArgs | string {
@@ -156,47 +140,19 @@ export async function sellsyConnect(
   const api = apiOf(config, 'sellsy connect', err);
   if (api === null) return EXIT_CONFIG;
   try {
-    const catalogue = await eventCatalogue(api);
-    const chosen = chooseEvents(catalogue, parsed.events);
-    if (typeof chosen === 'string') {
-      err(`sellsy connect: ${chosen}`);
+    const signKey = parsed.signKey ?? randomBytes(SIGN_KEY_BYTES).toString('base64url');
+    const result = await connectWebhook(api, { ...parsed, signKey });
+    if (result.action === 'refused') {
+      err(`sellsy connect: ${unknownEventsProblem(result.unknownEvents, result.catalogue)}`);
       return EXIT_USAGE;
     }
-    const existing = (await listAll<SellsyWebhook>(api, '/webhooks')).filter(
-      (w) => sameEndpoint(w.endpoint, parsed.url) && idOf(w) !== null,
-    );
-    const current = existing[0];
-    const signKey = parsed.signKey ?? randomBytes(SIGN_KEY_BYTES).toString('base64url');
-    const chosenSet = new Set(chosen);
-    const body = {
-      type: 'http',
-      is_enabled: true,
-      name:
-        parsed.name ?? (typeof current?.name === 'string' && current.name !== '' ? current.name : DEFAULT_WEBHOOK_NAME),
-      endpoint: parsed.url,
-      sign_key: signKey,
-      json_content_type: true,
-      // The whole catalogue, each event on or off: the result is the same whether Sellsy replaces or merges the
-      // list on update, so events a previous run enabled do not linger.
-      configuration: catalogue.map((id) => ({ id, is_enabled: chosenSet.has(id) })),
-    };
-    let id: string;
-    let action: 'created' | 'updated';
-    if (current === undefined) {
-      const created = await api.request<SellsyWebhook | null>('POST', '/webhooks', body);
-      id = (created && idOf(created)) ?? '(no id in the answer)';
-      action = 'created';
-    } else {
-      id = idOf(current) as string;
-      await api.request('PUT', `/webhooks/${encodeURIComponent(id)}`, body);
-      action = 'updated';
-    }
+    const { action, id } = result;
     out(
-      `${action} webhook ${id} ${JSON.stringify(body.name)} → ${parsed.url}: ${chosen.length} of ${catalogue.length} events, JSON, enabled`,
+      `${action} webhook ${id} ${JSON.stringify(result.name)} → ${parsed.url}: ${result.enabled} of ${result.catalogueSize} events, JSON, enabled`,
     );
-    for (const other of existing.slice(1)) {
+    for (const other of result.others) {
       out(
-        `warning: webhook ${idOf(other)} also posts to ${parsed.url} and still signs with its old key: delete it in ` +
+        `warning: webhook ${other} also posts to ${parsed.url} and still signs with its old key: delete it in ` +
           'Sellsy, or its deliveries will be refused',
       );
     }
@@ -240,14 +196,13 @@ export async function sellsyStatus(
   if (api === null) return EXIT_CONFIG;
   let webhooks: SellsyWebhook[];
   try {
-    webhooks = await listAll<SellsyWebhook>(api, '/webhooks');
+    webhooks = await listWebhooks(api);
   } catch (error) {
     err(`sellsy status: ${(error as Error).message}`);
     return EXIT_API_FAILURE;
   }
   if (url !== null) {
-    const wanted = url;
-    webhooks = webhooks.filter((w) => sameEndpoint(w.endpoint, wanted));
+    webhooks = webhooksPostingTo(webhooks, url);
     if (webhooks.length === 0) {
       err(
         `sellsy status: no Sellsy webhook posts to ${url}; create it with: sellsy-webhooks sellsy connect --url ${url}`,
@@ -310,74 +265,11 @@ function apiOf(config: Config, command: string, err: Print): SellsyApi | null {
   return new SellsyApi(config.sellsyApi);
 }
 
-/** The ids of `GET /webhooks/events`, in catalogue order. */
-async function eventCatalogue(api: SellsyApi): Promise<string[]> {
-  const entries = await listAll<unknown>(api, '/webhooks/events');
-  const ids = entries
-    .map((e) => (typeof e === 'string' ? e : idOf(e as { id?: unknown })))
-    .filter((id): id is string => id !== null && id !== '');
-  if (ids.length === 0) throw new Error('Sellsy API GET /webhooks/events answered an empty catalogue');
-  return [...new Set(ids)];
-}
-
-/** The catalogue ids `wanted` selects (all when null), or why an entry selects nothing. */
-function chooseEvents(catalogue: readonly string[], wanted: readonly string[] | null): string[] | string {
-  if (wanted === null) return [...catalogue];
-  const chosen = new Set<string>();
-  const unknown: string[] = [];
-  for (const entry of wanted) {
-    const hits = catalogue.filter((id) => (entry.includes('*') ? matches(entry, id) : entry === id));
-    if (hits.length === 0) unknown.push(entry);
-    for (const id of hits) chosen.add(id);
-  }
-  if (unknown.length > 0) {
-    const shown = catalogue.slice(0, SHOWN_EVENTS).join(', ');
-    const more = catalogue.length > SHOWN_EVENTS ? `, … (${catalogue.length} in all)` : '';
-    return `--events: ${unknown.map((e) => JSON.stringify(e)).join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not in Sellsy's event catalogue; valid ids include ${shown}${more}`;
-  }
-  return catalogue.filter((id) => chosen.has(id));
-}
-
-/**
- * Every item of a Sellsy list. Handles a bare array (the whole list) and `{data: [...], pagination: {limit, count,
- * total, offset}}`: later pages are asked with `?limit=&offset=`, a numeric offset advancing by the items read, an
- * opaque (cursor) offset in the answer being passed back as is. The first request has no query, so an endpoint
- * that does not paginate is asked nothing it may not know.
- */
-async function listAll<T>(api: SellsyApi, path: string): Promise<T[]> {
-  const items: T[] = [];
-  let query = '';
-  const asked = new Set<string>();
-  for (let pages = 0; pages < MAX_PAGES; pages++) {
-    asked.add(query);
-    const answer = await api.request<unknown>('GET', `${path}${query}`);
-    if (Array.isArray(answer)) return [...items, ...(answer as T[])];
-    const { data, pagination } = (answer ?? {}) as { data?: unknown; pagination?: Record<string, unknown> };
-    if (!Array.isArray(data)) throw new Error(`Sellsy API GET ${path} answered neither a list nor {data: [...]}`);
-    items.push(...(data as T[]));
-    if (pagination === null || typeof pagination !== 'object' || data.length === 0) return items;
-    const total = Number(pagination.total);
-    if (Number.isFinite(total) && items.length >= total) return items;
-    const limit = Number(pagination.limit) > 0 ? Number(pagination.limit) : data.length;
-    if (!Number.isFinite(total) && data.length < limit) return items;
-    const offset = pagination.offset;
-    const next =
-      typeof offset === 'string' && offset !== '' && !/^\d+$/.test(offset)
-        ? offset
-        : String((Number(offset) || 0) + data.length);
-    query = `?limit=${limit}&offset=${encodeURIComponent(next)}`;
-    if (asked.has(query)) return items;
-  }
-  throw new Error(`Sellsy API GET ${path}: still more pages after ${MAX_PAGES}; giving up`);
-}
-
-function sameEndpoint(endpoint: unknown, href: string): boolean {
-  return typeof endpoint === 'string' && URL.canParse(endpoint.trim()) && new URL(endpoint.trim()).href === href;
-}
-
-function idOf(object: { id?: unknown } | null | undefined): string | null {
-  const id = object?.id;
-  return typeof id === 'number' || (typeof id === 'string' && id !== '') ? String(id) : null;
+/** Why `--events` selects nothing Sellsy has, with a few valid ids. */
+function unknownEventsProblem(unknown: readonly string[], catalogue: readonly string[]): string {
+  const shown = catalogue.slice(0, SHOWN_EVENTS).join(', ');
+  const more = catalogue.length > SHOWN_EVENTS ? `, … (${catalogue.length} in all)` : '';
+  return `--events: ${unknown.map((e) => JSON.stringify(e)).join(', ')} ${unknown.length === 1 ? 'is' : 'are'} not in Sellsy's event catalogue; valid ids include ${shown}${more}`;
 }
 
 /** Enabled entries of a `configuration` list; null when there is no list. */
