@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, test } from 'node:test';
 import { parseConnectArgs, parseStatusArgs, sellsyConnect, sellsyStatus } from '../../src/cli/sellsy.ts';
 import { type Config, loadConfig } from '../../src/config/config.ts';
-import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
+import { type FakeSellsy, resetWebhooks, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 
 const ENDPOINT = 'https://hooks.example.com/webhook/sellsy';
 const INVOICE_EVENTS = ['invoice.created', 'invoice.updated', 'invoice.step'];
@@ -24,12 +24,7 @@ after(async () => {
   await fake.close();
 });
 
-beforeEach(() => {
-  fake.requests.length = 0;
-  fake.clearWebhooks();
-  fake.webhookPageSize = 25;
-  fake.webhookListShape = 'paginated';
-});
+beforeEach(() => resetWebhooks(fake));
 
 /** Runs a command with its output collected. */
 async function run(command: (out: (line: string) => void) => Promise<number>) {

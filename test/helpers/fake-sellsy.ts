@@ -24,6 +24,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { SellsyApiOptions } from '../../src/sellsy/api.ts';
 
 export interface FakeRequest {
   method: string;
@@ -146,6 +147,25 @@ const WEBHOOK_WRITABLE = new Set([
 const WEBHOOK_READ_ONLY = new Set(['id', 'nb_failures', 'last_failed', 'last_succeeded']);
 
 /** Sellsy's error shape: `{"error":{"code","message","context","details"}}`. */
+/** The options of a `SellsyApi` that talks to `fake`. */
+export function fakeApiOptions(fake: FakeSellsy, timeoutMs = 5000): SellsyApiOptions {
+  return {
+    clientId: fake.clientId,
+    clientSecret: fake.clientSecret,
+    apiUrl: fake.apiUrl,
+    tokenUrl: fake.tokenUrl,
+    timeoutMs,
+  };
+}
+
+/** Between tests of webhook management: no webhook stored, lists in their default shape, requests forgotten. */
+export function resetWebhooks(fake: FakeSellsy): void {
+  fake.requests.length = 0;
+  fake.clearWebhooks();
+  fake.webhookPageSize = 25;
+  fake.webhookListShape = 'paginated';
+}
+
 export function sellsyError(status: number, message: string, headers?: Record<string, string>): FakeAnswer {
   return { status, body: { error: { code: status, message, context: '', details: [] } }, ...(headers && { headers }) };
 }

@@ -10,7 +10,7 @@ import {
   listWebhooks,
   webhooksPostingTo,
 } from '../../src/sellsy/webhooks.ts';
-import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
+import { type FakeSellsy, fakeApiOptions, resetWebhooks, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 
 const ENDPOINT = 'https://hooks.example.com/webhook/sellsy';
 
@@ -19,25 +19,14 @@ let api: SellsyApi;
 
 before(async () => {
   fake = await startFakeSellsy();
-  api = new SellsyApi({
-    clientId: fake.clientId,
-    clientSecret: fake.clientSecret,
-    apiUrl: fake.apiUrl,
-    tokenUrl: fake.tokenUrl,
-    timeoutMs: 5000,
-  });
+  api = new SellsyApi(fakeApiOptions(fake));
 });
 
 after(async () => {
   await fake.close();
 });
 
-beforeEach(() => {
-  fake.requests.length = 0;
-  fake.clearWebhooks();
-  fake.webhookPageSize = 25;
-  fake.webhookListShape = 'paginated';
-});
+beforeEach(() => resetWebhooks(fake));
 
 const writes = () => fake.apiRequests().filter((r) => r.method !== 'GET');
 
