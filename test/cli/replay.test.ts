@@ -4,7 +4,8 @@ import { Queue } from 'bullmq';
 import { parseReplayArgs, replay } from '../../src/cli/replay.ts';
 import { PermanentError } from '../../src/errors.ts';
 import { recordQueueName } from '../../src/queue/records.ts';
-import { runCli, waitFor } from '../helpers/cli.ts';
+import { waitFor } from '../helpers/cli.ts';
+import { runDispatch } from '../helpers/dispatch.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
@@ -20,13 +21,13 @@ after(async () => {
 test('replay with Redis unreachable exits 1 at once with the address, and a bad argument exits 2', async () => {
   const port = await freePort();
   const started = Date.now();
-  const down = runCli(['replay'], { REDIS_URL: `redis://:hunter2@127.0.0.1:${port}` });
+  const down = await runDispatch(['replay'], { REDIS_URL: `redis://:hunter2@127.0.0.1:${port}` });
   assert.equal(down.status, 1);
   assert.match(down.stderr, new RegExp(`replay: Redis at redis://:\\*\\*\\*@127\\.0\\.0\\.1:${port} did not answer`));
   assert.ok(!down.stderr.includes('hunter2'), 'the password is not printed');
   assert.ok(Date.now() - started < 15_000);
   for (const args of [['--name', 'invoice'], ['--since', 'yesterday'], ['--bogus']]) {
-    const bad = runCli(['replay', ...args]);
+    const bad = await runDispatch(['replay', ...args]);
     assert.equal(bad.status, 2, `${args.join(' ')}: ${bad.stderr}`);
     assert.match(bad.stderr, /^sellsy-webhooks replay: /);
   }
