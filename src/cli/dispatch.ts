@@ -4,8 +4,9 @@
  *
  * `dispatch(argv, env, io)` runs one command line and returns its exit code: 0 done (or a service started), 1 runtime
  * failure (or a failed check), 2 usage error, 78 bad configuration. It never ends the process and reads neither
- * `process.argv` nor `process.env`: what it prints goes through `io`, and a started service is handed to `io.serve`,
- * which keeps it running until it is asked to stop (the bin, src/cli.ts, does that on a signal).
+ * `process.argv` nor `process.env`: what it prints goes through `io` (except `spool status|drain`, which write to the
+ * process's streams themselves), and a started service is handed to `io.serve`, which keeps it running until it is
+ * asked to stop (the bin, src/cli.ts, does that on a signal).
  */
 import type { Logger } from 'pino';
 import { type Config, loadConfig } from '../config/config.ts';
