@@ -8,7 +8,7 @@
  * process's streams themselves), and a started service is handed to `io.serve`, which keeps it running until it is
  * asked to stop (the bin, src/cli.ts, does that on a signal).
  */
-import type { Logger } from 'pino';
+import type { DestinationStream, Logger } from 'pino';
 import { type Config, loadConfig } from '../config/config.ts';
 import { ConfigError, SpoolError, SpoolLockedError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
@@ -47,6 +47,8 @@ export interface CliIo {
   isTTY: boolean;
   /** Keeps a started service running until it is asked to stop, then closes it. */
   serve(service: Service): void;
+  /** Where a service logs; absent: stdout (JSON lines, or readable lines on a terminal). */
+  log?: DestinationStream;
 }
 
 const SERVICES = ['listen', 'work', 'start'];
@@ -130,7 +132,7 @@ export async function dispatch(argv: readonly string[], env: NodeJS.ProcessEnv, 
   try {
     const config = loadConfig(env);
     if (once) return await once(config);
-    io.serve(await startServices(command, config));
+    io.serve(await startServices(command, config, io.log));
     return EXIT_OK;
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -147,8 +149,8 @@ export async function dispatch(argv: readonly string[], env: NodeJS.ProcessEnv, 
 }
 
 /** `listen`, `work` or `start`: the parts of the service, started; they run until `close`. */
-async function startServices(command: string, config: Config): Promise<Service> {
-  const logger = createLogger(config.logLevel);
+async function startServices(command: string, config: Config, log?: DestinationStream): Promise<Service> {
+  const logger = createLogger(config.logLevel, log);
   const closers: (() => Promise<void>)[] = [];
   // One registry per process: in `start`, /metrics reports the listener, the worker and the queues. A `work`-only
   // process has metrics when METRICS_PORT gives it a port.

@@ -11,7 +11,7 @@ import { test } from 'node:test';
 import { stripVTControlCharacters } from 'node:util';
 import { ENV_NAMES } from '../../src/config/schema.ts';
 import { ROOT, spawnCli, tempSpoolDir, waitFor } from '../helpers/cli.ts';
-import { runDispatch } from '../helpers/dispatch.ts';
+import { runDispatch, startDispatch } from '../helpers/dispatch.ts';
 import { freePort, RedisServer } from '../helpers/redis-server.ts';
 
 test('help lists every command and every environment variable', async () => {
@@ -94,9 +94,15 @@ test('at start the listener logs a warning for each Redis setting that can lose 
   const redis = new RedisServer(await freePort(), ['--appendonly', 'no', '--maxmemory-policy', 'allkeys-lru']);
   t.after(() => redis.destroy());
   await redis.start();
-  const cli = spawnCli(['listen'], { PORT: String(await freePort()), HOST: '127.0.0.1', REDIS_URL: redis.url });
+  const cli = await startDispatch(['listen'], {
+    PORT: String(await freePort()),
+    HOST: '127.0.0.1',
+    REDIS_URL: redis.url,
+    SPOOL_DIR: tempSpoolDir(),
+  });
   try {
-    const warnings = () => cli.stdout.map((line) => JSON.parse(line)).filter((line) => line.level === 40);
+    assert.equal(cli.status, 0, cli.stderr);
+    const warnings = () => cli.logs.map((line) => JSON.parse(line)).filter((line) => line.level === 40);
     await waitFor(() => warnings().some((w) => /AOF is off/.test(w.msg)), 20_000, 'the AOF warning');
     await waitFor(
       () => warnings().some((w) => /maxmemory-policy is "allkeys-lru"/.test(w.msg)),
@@ -104,11 +110,10 @@ test('at start the listener logs a warning for each Redis setting that can lose 
       'the eviction warning',
     );
     // And one line says what a confirmed job survives with these settings.
-    const connected = cli.stdout.map((line) => JSON.parse(line)).find((l) => /^redis connected: /.test(l.msg));
+    const connected = cli.logs.map((line) => JSON.parse(line)).find((l) => /^redis connected: /.test(l.msg));
     assert.match(connected?.msg ?? '', /survives a listener crash, but not a Redis restart \(AOF off\)/);
   } finally {
-    cli.child.kill('SIGTERM');
-    await cli.exited;
+    await cli.close();
   }
 });
 
