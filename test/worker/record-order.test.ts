@@ -4,9 +4,9 @@ import { Queue } from 'bullmq';
 import { newDeliveryId } from '../../src/queue/contract.ts';
 import { recordQueueName } from '../../src/queue/records.ts';
 import { sign } from '../../src/sellsy/signature.ts';
-import { waitFor } from '../helpers/cli.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 let redis: RedisServer;
