@@ -6,7 +6,6 @@ import { after, before, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { loadConfig } from '../../src/config/config.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { matches } from '../../src/handlers/handler.ts';
 import { createLogger } from '../../src/logger.ts';
 import { buildPipeline } from '../../src/worker/pipeline.ts';
 import { ROOT } from '../helpers/cli.ts';
@@ -27,19 +26,6 @@ async function moduleFile(name: string, source: string): Promise<string> {
   await writeFile(path, source);
   return path;
 }
-
-test('patterns: exact names, <type>.*, *.<verb>, * for every parsed event, unknown only by name', () => {
-  assert.ok(matches('invoice.step', 'invoice.step'));
-  assert.ok(!matches('invoice.step', 'invoice.created'));
-  assert.ok(matches('invoice.*', 'invoice.created'));
-  assert.ok(!matches('invoice.*', 'estimate.created'));
-  assert.ok(matches('*.deleted', 'third.deleted'));
-  assert.ok(!matches('*.deleted', 'third.updated'));
-  assert.ok(matches('*', 'people.updated'));
-  assert.ok(!matches('*', 'unknown'));
-  assert.ok(!matches('*.*', 'unknown'));
-  assert.ok(matches('unknown', 'unknown'));
-});
 
 test('HANDLERS loads a module written as the README shows (default export, the package entry)', async () => {
   const path = await moduleFile(
