@@ -17,8 +17,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
-import { httpOk, ROOT, tempSpoolDir, waitFor } from './helpers/cli.ts';
+import { httpOk, ROOT, tempSpoolDir } from './helpers/cli.ts';
 import { freePort, type RedisServer, startRedis } from './helpers/redis-server.ts';
+import { waitFor } from './helpers/wait.ts';
 
 const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
 const quickStart = /## Quick start[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';

@@ -39,7 +39,8 @@ export interface QueueStats {
   close(): Promise<void>;
 }
 
-export function watchQueues(metrics: Metrics, config: Config): QueueStats {
+/** `now` is the clock the ages are measured with (tests age their jobs without waiting). */
+export function watchQueues(metrics: Metrics, config: Config, now: () => number = Date.now): QueueStats {
   const connection = createConnection(redisSettingsOf(config), {
     role: 'fail-fast',
     name: `${config.queueName}:stats`,
@@ -77,14 +78,14 @@ export function watchQueues(metrics: Metrics, config: Config): QueueStats {
   });
   /** Reads every figure first; the gauges change only once all are in, so a scrape never shows half of them. */
   const read = async () => {
-    const now = Date.now();
+    const at = now();
     const figures: { label: string; counts: JobCounts; oldestAge: number }[] = [];
     for (const [label, queue] of Object.entries(queues)) {
       const { counts, oldestWaiting } = await readQueue(queue);
       figures.push({
         label,
         counts,
-        oldestAge: oldestWaiting ? Math.max(0, (now - oldestWaiting.timestamp) / 1000) : 0,
+        oldestAge: oldestWaiting ? Math.max(0, (at - oldestWaiting.timestamp) / 1000) : 0,
       });
     }
     return figures;

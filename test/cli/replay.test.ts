@@ -4,10 +4,10 @@ import { Queue } from 'bullmq';
 import { parseReplayArgs, replay } from '../../src/cli/replay.ts';
 import { PermanentError } from '../../src/errors.ts';
 import { recordQueueName } from '../../src/queue/records.ts';
-import { waitFor } from '../helpers/cli.ts';
 import { runDispatch } from '../helpers/dispatch.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 let redis: RedisServer;

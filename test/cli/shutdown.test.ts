@@ -5,10 +5,12 @@
  */
 
 import assert from 'node:assert/strict';
+import diagnostics from 'node:diagnostics_channel';
 import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
-import { httpOk, spawnCli, waitFor } from '../helpers/cli.ts';
+import { httpOk, spawnCli } from '../helpers/cli.ts';
 import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 let redis: RedisServer | undefined;
 after(async () => {
@@ -33,6 +35,11 @@ test('SIGTERM during in-flight enqueues loses no request and exits 0', async () 
     await waitFor(() => httpOk(`${base}/readyz`), 20_000, 'the listener to be ready');
 
     redis.freeze();
+    let sent = 0;
+    const onSent = () => {
+      sent++;
+    };
+    diagnostics.subscribe('undici:request:bodySent', onSent);
     const inFlight = Array.from({ length: 20 }, (_, i) =>
       fetch(`${base}/webhook/sellsy`, {
         method: 'POST',
@@ -40,10 +47,18 @@ test('SIGTERM during in-flight enqueues loses no request and exits 0', async () 
         body: `{"relatedtype":"invoice","event":"created","relatedid":"${i}"}`,
       }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> })),
     );
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(() => sent === 20, 10_000, 'the 20 requests to be sent', 10);
+    diagnostics.unsubscribe('undici:request:bodySent', onSent);
+    // A request sent after them is answered: the listener has read the 20 before the signal comes.
+    assert.equal((await fetch(`${base}/healthz`)).status, 200);
     cli.child.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
     // Stopped accepting: a new connection is refused while the in-flight ones are still waiting.
+    const refused = () =>
+      fetch(`${base}/healthz`).then(
+        () => false,
+        () => true,
+      );
+    await waitFor(refused, 10_000, 'the listener to stop accepting connections');
     await assert.rejects(fetch(`${base}/healthz`));
     redis.thaw();
 

@@ -6,9 +6,10 @@ import { type StatsReport, stats } from '../../src/cli/stats.ts';
 import { type Config, loadConfig } from '../../src/config/config.ts';
 import { jobOptionsOf } from '../../src/queue/producer.ts';
 import { recordQueueName } from '../../src/queue/records.ts';
-import { tempSpoolDir, waitFor } from '../helpers/cli.ts';
+import { tempSpoolDir } from '../helpers/cli.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 let redis: RedisServer;
 /** The known sequence: jobs 1–3 completed, 4 and 5 failed for good, 6 and 7 waiting, no worker left. */

@@ -11,12 +11,13 @@ import { Queue } from 'bullmq';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { recordQueueName } from '../../src/queue/records.ts';
-import { runCli, spawnCli, waitFor } from '../helpers/cli.ts';
+import { runCli, spawnCli } from '../helpers/cli.ts';
 import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type TempSchema, tempSchema } from '../helpers/postgres.ts';
 import { answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 const secret = `whsec_${randomBytes(32).toString('base64')}`;

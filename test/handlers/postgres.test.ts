@@ -11,6 +11,7 @@ import { jobNameOf, parseDelivery } from '../../src/sellsy/payload.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { LogCapture } from '../helpers/listener.ts';
 import { type TempSchema, tempSchema } from '../helpers/postgres.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const silent = createLogger('silent');
 
@@ -357,11 +358,8 @@ test('a lost connection is logged when idle and is an ordinary (retried) error w
   t.after(() => s.close());
   await store(s, delivery(1, EVENT_BODY));
   await proxy.cut();
-  const deadline = Date.now() + 5000;
-  while (!capture.lines.some((l) => l.msg === 'postgres idle connection error')) {
-    assert.ok(Date.now() < deadline, 'the idle connection error was logged within 5 s');
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  const logged = () => capture.lines.some((l) => l.msg === 'postgres idle connection error');
+  await waitFor(logged, 5000, 'the idle connection error to be logged', 10);
   await assert.rejects(store(s, delivery(2, EVENT_BODY.replace('"42"', '"43"'))), (err: unknown) => {
     assert.ok(err instanceof Error);
     assert.ok(!(err instanceof PermanentError), 'a connection error is retried');

@@ -5,6 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+/** Kept here for the files that still import it from this module; new code imports test/helpers/wait.ts. */
+export { waitFor } from './wait.ts';
+
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = ['--import', 'tsx', 'src/cli.ts'];
 
@@ -45,14 +48,6 @@ export function spawnCli(args: string[], env: Record<string, string>): CliProces
   child.stderr?.on('data', (chunk: Buffer) => process.stderr.write(chunk));
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return { child, stdout, exited };
-}
-
-export async function waitFor(predicate: () => Promise<boolean> | boolean, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await predicate())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 export async function httpOk(url: string): Promise<boolean> {

@@ -18,6 +18,7 @@ import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
 import type { BullmqProducer, BullmqProducerOptions, Producer } from '../../src/queue/producer.ts';
 import type { SpoolingProducer } from '../../src/spool/spooling-producer.ts';
 import { type RedisServer, startRedis } from './redis-server.ts';
+import { waitFor } from './wait.ts';
 
 export interface TestListener {
   url: string;
@@ -123,11 +124,7 @@ export function useTestListeners(): {
 
 /** Waits until the producer can write, bounded. */
 export async function untilReady(listener: TestListener, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!listener.queueProducer.health().ready) {
-    if (Date.now() > deadline) throw new Error('producer did not become ready');
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitFor(() => listener.queueProducer.health().ready, timeoutMs, 'the producer to be ready', 20);
 }
 
 export interface PostResult {

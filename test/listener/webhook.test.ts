@@ -7,6 +7,7 @@ import { sign } from '../../src/sellsy/signature.ts';
 import { post, startTestListener, type TestListener, useTestListeners } from '../helpers/listener.ts';
 import { freePort } from '../helpers/redis-server.ts';
 import { KEY, VECTORS } from '../helpers/vectors.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const FORM_TYPE = { 'content-type': 'application/x-www-form-urlencoded' };
@@ -329,11 +330,8 @@ describe('with no key configured', () => {
       prefix: lr.config.queuePrefix,
     });
     try {
-      const deadline = Date.now() + 10_000;
-      while (await lr.queue.getJob(first.body.jobId as string)) {
-        assert.ok(Date.now() < deadline, 'the job was completed and removed');
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      const removed = async () => (await lr.queue.getJob(first.body.jobId as string)) === undefined;
+      await waitFor(removed, 10_000, 'the job to be completed and removed');
     } finally {
       await worker.close();
     }
@@ -406,10 +404,7 @@ test('readyz answers states and figures, not the Redis error text with its addre
   const port = await freePort();
   const l = await startTestListener(`redis://127.0.0.1:${port}`);
   others.push(l);
-  const deadline = Date.now() + 5000;
-  while (l.queueProducer.health().lastError === null && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await waitFor(() => l.queueProducer.health().lastError !== null, 5000, 'the producer to report an error', 20);
   const bodies: string[] = [];
   for (let i = 0; i < 5; i++) {
     const ready = await fetch(`${l.url}/readyz`);

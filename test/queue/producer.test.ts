@@ -9,15 +9,15 @@ import { loadConfig } from '../../src/config/config.ts';
 import { BullmqProducer, producerOptionsFrom } from '../../src/queue/producer.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const cleanup: (() => Promise<void>)[] = [];
 after(async () => {
   for (const fn of cleanup.reverse()) await fn();
 });
 
-const untilReady = async (producer: BullmqProducer) => {
-  while (!producer.health().ready) await new Promise((resolve) => setTimeout(resolve, 10));
-};
+const untilReady = (producer: BullmqProducer) =>
+  waitFor(() => producer.health().ready, 10_000, 'the producer to be ready', 10);
 
 /** A producer on a private Redis, ready, after one delivery alone (BullMQ's first add may load its script). */
 async function startProducer(queueName: string) {

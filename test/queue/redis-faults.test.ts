@@ -10,6 +10,7 @@ import { Queue } from 'bullmq';
 import type { BullmqProducerOptions } from '../../src/queue/producer.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { assertRedisServerAvailable, freePort, RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const JSON_TYPE = { 'content-type': 'application/json' };
 const cleanup: (() => Promise<void>)[] = [];
@@ -161,7 +162,7 @@ test('regression: a queue whose start-up failed on an open connection is retried
   const redis = await startRedis(['--user', 'limited', 'on', 'nopass', '~*', '&*', '+@all', '-info']);
   cleanup.push(() => redis.destroy());
   const l = await listener(`redis://limited@127.0.0.1:${redis.port}`);
-  await new Promise((r) => setTimeout(r, 1200));
+  await waitFor(() => l.queueProducer.health().lastError !== null, 10_000, 'the queue start-up to fail');
   assert.equal(l.queueProducer.health().ready, false);
   assert.equal(l.queueProducer.client.status, 'ready');
   const refused = await post(l.url, '{"relatedtype":"a","event":"before-grant"}', JSON_TYPE);

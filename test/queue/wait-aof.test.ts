@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { startRedis, startValkey } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const cleanup: (() => Promise<void>)[] = [];
 after(async () => {
@@ -54,9 +55,7 @@ test('REDIS_WAIT_AOF=true on a Redis without WAITAOF: a clear error, and deliver
   const redis = await startRedis();
   cleanup.push(() => redis.destroy());
   const l = await listener(redis.url, { REDIS_WAIT_AOF: 'true' });
-  const deadline = Date.now() + 5000;
-  while (l.queueProducer.health().lastError === null && Date.now() < deadline)
-    await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => l.queueProducer.health().lastError !== null, 5000, 'the producer to report an error', 20);
   const health = l.queueProducer.health();
   assert.equal(health.ready, false);
   assert.match(health.lastError ?? '', /REDIS_WAIT_AOF=true needs WAITAOF \(Redis >= 7.2 or Valkey >= 8\)/);
@@ -74,9 +73,7 @@ test('REDIS_WAIT_AOF=true with AOF off: the same clear error until AOF is turned
   const valkey = await startValkey(['--appendonly', 'no']);
   cleanup.push(() => valkey.destroy());
   const l = await listener(valkey.url, { REDIS_WAIT_AOF: 'true' });
-  const deadline = Date.now() + 5000;
-  while (l.queueProducer.health().lastError === null && Date.now() < deadline)
-    await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => l.queueProducer.health().lastError !== null, 5000, 'the producer to report an error', 20);
   assert.match(l.queueProducer.health().lastError ?? '', /appendonly/);
   const spooled = await post(l.url, '{"relatedtype":"a","event":"before"}', { 'content-type': 'application/json' });
   assert.equal(spooled.body.spooled, true);

@@ -4,9 +4,9 @@ import { Queue } from 'bullmq';
 import { newDeliveryId } from '../../src/queue/contract.ts';
 import { recordQueueName } from '../../src/queue/records.ts';
 import { sign } from '../../src/sellsy/signature.ts';
-import { waitFor } from '../helpers/cli.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 let redis: RedisServer;
@@ -98,6 +98,7 @@ test('RECORD_ORDER=latest: a delivery dropped by the deduplication while its rec
       },
     },
   );
+  const recordQueue = new Queue(recordQueueName(listener.config.queueName), { connection: { url: redis.url } });
   const body = (id: string, verb: string, n: number) =>
     JSON.stringify({ relatedtype: 'third', event: verb, relatedid: id, corpid: '929', timestamp: String(n) });
   try {
@@ -109,7 +110,15 @@ test('RECORD_ORDER=latest: a delivery dropped by the deduplication while its rec
     await waitFor(async () => (await listener.queue.getJobCounts('completed')).completed === 3, 10_000, 'ingested');
     release();
     await waitFor(() => seen.some((s) => s.startsWith('R:')), 10_000, 'R ran');
-    await new Promise((r) => setTimeout(r, 300));
+    // Every delivery passed the ingest stage: once the record queue holds nothing, no other run of R can come.
+    await waitFor(
+      async () => {
+        const counts = await recordQueue.getJobCounts('waiting', 'active', 'delayed', 'prioritized');
+        return Object.values(counts).every((c) => c === 0);
+      },
+      10_000,
+      'the record queue is empty',
+    );
     assert.deepEqual(
       seen.filter((s) => s.startsWith('R:')),
       ['R:deleted'],
@@ -118,6 +127,7 @@ test('RECORD_ORDER=latest: a delivery dropped by the deduplication while its rec
   } finally {
     release();
     await worker.close();
+    await recordQueue.close();
     await listener.close();
   }
 });

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
-import { waitFor } from '../helpers/cli.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 let redis: RedisServer | undefined;
@@ -30,7 +30,9 @@ test('a running worker resumes by itself after Redis is killed and restarted', a
     await waitFor(() => handled.includes('before'), 10_000, 'the first job was handled');
 
     await server.kill();
-    await new Promise((r) => setTimeout(r, 1500));
+    // Restarted once the worker has seen the outage: a restart before that would not test the reconnection.
+    const sawOutage = () => worker.logs.some((l) => l.msg === 'worker connection error');
+    await waitFor(sawOutage, 10_000, 'the worker to see the outage');
     await server.start();
     await untilReady(listener);
 

@@ -10,11 +10,11 @@ import { PermanentError } from '../../src/errors.ts';
 import type { Handler } from '../../src/handlers/handler.ts';
 import { sign } from '../../src/sellsy/signature.ts';
 import { RefusedDeadLetters } from '../../src/worker/refused.ts';
-import { waitFor } from '../helpers/cli.ts';
 import { extend } from '../helpers/length-extension.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
 import { KEY, VECTORS } from '../helpers/vectors.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 let redis: RedisServer;

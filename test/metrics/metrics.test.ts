@@ -3,9 +3,9 @@ import { after, before, test } from 'node:test';
 import { PermanentError, RetryLaterError } from '../../src/errors.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
 import { watchQueues } from '../../src/metrics/queue-stats.ts';
-import { waitFor } from '../helpers/cli.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 let redis: RedisServer;
