@@ -17,26 +17,15 @@
  * is a job in Redis (spool drained).
  */
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import {
-  baseEnv,
-  f,
-  freePort,
-  machineInfo,
-  makeTempDir,
-  ROOT,
-  sellsySignature,
-  sleep,
-  startPrivateRedis,
-  stopChild,
-  table,
-  tail,
-  track,
-  waitForHttp200,
-} from './lib.ts';
+import { largeBody, largeBodyTemplates, sellsySignature, WEBHOOK_PATH } from './lib/bodies.ts';
+import { machineInfo, memoryKb } from './lib/machine.ts';
+import { numberOption } from './lib/options.ts';
+import { baseEnv, ensureBuilt, makeTempDir, runMain, sleep, stopChild, waitForHttp200 } from './lib/processes.ts';
+import { startPrivateRedis } from './lib/redis.ts';
+import { freePort } from './lib/redis-server.ts';
+import { f, table } from './lib/report.ts';
+import { startService } from './lib/service.ts';
 
 const SIGN_KEY = 'bench-memory-sign-key';
 const QUEUE = 'bench-memory';
@@ -60,11 +49,8 @@ function readOptions(): Options {
       'skip-build': { type: 'boolean' },
     },
   });
-  const num = (name: string, raw: string | undefined, def: number, min: number) => {
-    const value = raw === undefined ? def : Number(raw);
-    if (!Number.isInteger(value) || value < min) throw new Error(`--${name} must be an integer ≥ ${min} (got ${raw})`);
-    return value;
-  };
+  const num = (name: string, raw: string | undefined, def: number, min: number) =>
+    numberOption(`--${name}`, raw, undefined, def, min, true);
   return {
     concurrency: num('concurrency', values.concurrency, 100, 1),
     bursts: num('bursts', values.bursts, 3, 1),
@@ -73,83 +59,6 @@ function readOptions(): Options {
     idleS: num('idle', values.idle, 10, 0),
     build: !(values['skip-build'] || process.env.BENCH_SKIP_BUILD === '1'),
   };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Bodies
-
-/** A Sellsy invoice snapshot with enough rows that the body reaches `size` bytes once encoded. */
-function invoiceJson(size: number, form: boolean): string {
-  const rows: unknown[] = [];
-  const encodedSize = (s: string) => Buffer.byteLength(form ? `notif=${encodeURIComponent(s)}` : s);
-  const build = () =>
-    JSON.stringify({
-      eventType: 'docslog',
-      event: 'step',
-      relatedtype: 'invoice',
-      relatedid: '__ID__',
-      ownertype: 'staff',
-      ownerid: '1084',
-      corpid: '929',
-      timestamp: '__TS__',
-      relatedobject: {
-        id: '__ID__',
-        ident: 'FAC-__ID__',
-        status: 'due',
-        thirdname: 'Société Générale des Ateliers «Dupont & Fils»',
-        currency: 'EUR',
-        rows,
-      },
-    });
-  const rowOf = (i: number) => ({
-    id: String(100000 + i),
-    type: 'item',
-    name: `Article ${i} — maintenance préventive`,
-    notes: `Intervention n°${i} : contrôle, réglage et remplacement des pièces d'usure; "garantie" 12 mois.`,
-    qt: '2.000',
-    unitAmount: '149.90',
-    taxrate: '20.00',
-    discount: { type: 'percent', value: '5' },
-  });
-  // Rows are about the same size: estimate their number from one row, then trim.
-  const base = encodedSize(build());
-  rows.push(rowOf(0));
-  const perRow = encodedSize(build()) - base;
-  while (rows.length < Math.floor((size - base) / perRow)) rows.push(rowOf(rows.length));
-  while (rows.length > 0 && encodedSize(build()) > size) rows.pop();
-  return build();
-}
-
-interface Templates {
-  form: string;
-  json: string;
-}
-
-function templates(size: number): Templates {
-  // The id and timestamp placeholders are replaced by values of the same order of length (≤ 12 characters).
-  return { form: invoiceJson(size - 40, true), json: invoiceJson(size - 40, false) };
-}
-
-function bodyOf(t: Templates, n: number): { body: string; contentType: string } {
-  const id = String(50_000_000 + n);
-  const ts = String(Math.floor(Date.now() / 1000));
-  if (n % 2 === 0) {
-    const json = t.form.replaceAll('__ID__', id).replace('__TS__', ts);
-    return { body: `notif=${encodeURIComponent(json)}`, contentType: 'application/x-www-form-urlencoded' };
-  }
-  return { body: t.json.replaceAll('__ID__', id).replace('__TS__', ts), contentType: 'application/json' };
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Memory of a process
-
-function statusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
-  try {
-    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) : NaN;
-  } catch {
-    return NaN;
-  }
 }
 
 const mb = (kb: number) => kb / 1024;
@@ -180,15 +89,10 @@ async function post(url: string, body: string, contentType: string): Promise<Ans
 async function main(): Promise<void> {
   const opts = readOptions();
   const env = machineInfo();
-  if (opts.build) {
-    process.stderr.write('bench: npm run build\n');
-    const build = spawnSync('npm', ['run', 'build'], { cwd: ROOT, encoding: 'utf8' });
-    if (build.status !== 0) throw new Error(`npm run build failed:\n${build.stdout}\n${build.stderr}`);
-  }
-  if (!existsSync(join(ROOT, 'dist/src/cli.js'))) throw new Error('dist/src/cli.js is missing: run npm run build');
+  ensureBuilt(opts.build);
 
-  const t = templates(opts.size);
-  const sample = [bodyOf(t, 0), bodyOf(t, 1)];
+  const t = largeBodyTemplates(opts.size);
+  const sample = [largeBody(t, 0), largeBody(t, 1)];
   const bodyBytes = Math.round(sample.reduce((sum, b) => sum + Buffer.byteLength(b.body), 0) / sample.length);
   const inflightMb = (bodyBytes * opts.concurrency) / MB;
 
@@ -199,34 +103,29 @@ async function main(): Promise<void> {
   const passThrough: NodeJS.ProcessEnv = {};
   for (const name of ['INFLIGHT_BYTES_LIMIT', 'MALLOC_ARENA_MAX', 'NODE_OPTIONS', 'ACK_BUDGET_MS'])
     if (process.env[name] !== undefined) passThrough[name] = process.env[name];
-  const listener: ChildProcess = track(
-    spawn(process.execPath, [join(ROOT, 'dist/src/cli.js'), 'listen'], {
-      cwd: ROOT,
-      env: {
-        ...baseEnv(),
-        ...passThrough,
-        PORT: String(port),
-        HOST: '127.0.0.1',
-        REDIS_URL: redis.url,
-        QUEUE_NAME: QUEUE,
-        SPOOL_DIR: spoolDir,
-        SELLSY_SIGN_KEY: SIGN_KEY,
-        LOG_LEVEL: 'warn',
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    }),
-  );
-  const listenerErr = tail(listener.stderr);
+  const service = startService('listen', {
+    ...baseEnv(),
+    ...passThrough,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    REDIS_URL: redis.url,
+    QUEUE_NAME: QUEUE,
+    SPOOL_DIR: spoolDir,
+    SELLSY_SIGN_KEY: SIGN_KEY,
+    LOG_LEVEL: 'warn',
+  });
+  const listener = service.child;
+  const listenerErr = () => service.output();
   const pid = listener.pid as number;
   let peakSampledKb = 0;
   const sampler = setInterval(() => {
-    const rss = statusKb(pid, 'VmRSS');
+    const rss = memoryKb(pid, 'VmRSS');
     if (rss > peakSampledKb) peakSampledKb = rss;
   }, 10);
   try {
     await waitForHttp200(`${url}/readyz`, listener, 20_000, () => `listener stderr:\n${listenerErr()}`);
     await sleep(500);
-    const startKb = statusKb(pid, 'VmRSS');
+    const startKb = memoryKb(pid, 'VmRSS');
     process.stderr.write(
       `bench: ${opts.bursts} burst(s) of ${opts.concurrency} concurrent deliveries of ${bodyBytes} bytes\n`,
     );
@@ -236,9 +135,9 @@ async function main(): Promise<void> {
     let n = 0;
     const started = performance.now();
     for (let burst = 0; burst < opts.bursts; burst++) {
-      const bodies = Array.from({ length: opts.concurrency }, () => bodyOf(t, n++));
-      answers.push(...(await Promise.all(bodies.map((b) => post(`${url}/webhook/sellsy`, b.body, b.contentType)))));
-      burstPeaks.push(statusKb(pid, 'VmHWM'));
+      const bodies = Array.from({ length: opts.concurrency }, () => largeBody(t, n++));
+      answers.push(...(await Promise.all(bodies.map((b) => post(`${url}${WEBHOOK_PATH}`, b.body, b.contentType)))));
+      burstPeaks.push(memoryKb(pid, 'VmHWM'));
     }
     const loadS = (performance.now() - started) / 1000;
 
@@ -255,10 +154,10 @@ async function main(): Promise<void> {
       if (missing === 0 || Date.now() > deadline) break;
       await sleep(200);
     }
-    const drainedKb = statusKb(pid, 'VmRSS');
+    const drainedKb = memoryKb(pid, 'VmRSS');
     await sleep(opts.idleS * 1000);
-    const idleKb = statusKb(pid, 'VmRSS');
-    const hwmKb = statusKb(pid, 'VmHWM');
+    const idleKb = memoryKb(pid, 'VmRSS');
+    const hwmKb = memoryKb(pid, 'VmHWM');
     const peakKb = Math.max(hwmKb, peakSampledKb);
     const jobs = await redis.client.eval(
       `return #redis.call('keys', ARGV[1])`,
@@ -310,7 +209,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err: Error) => {
-  process.stderr.write(`bench: ${err.stack ?? err.message}\n`);
-  process.exit(1);
-});
+runMain(main, 'bench: ');

@@ -24,7 +24,7 @@
 import { Queue } from 'bullmq';
 import Fastify from 'fastify';
 import { Redis } from 'ioredis';
-import { FLOOR_KEY, WEBHOOK_PATH } from './lib.ts';
+import { FLOOR_KEY, WEBHOOK_PATH } from './lib/bodies.ts';
 
 const mode = process.argv[2];
 if (mode !== 'bare' && mode !== 'floor' && mode !== 'naive') {

@@ -22,7 +22,9 @@ import { createLogger } from '../src/logger.ts';
 import { createMetrics } from '../src/metrics/metrics.ts';
 import type { Producer } from '../src/queue/producer.ts';
 import { BullmqProducer, producerOptionsFrom } from '../src/queue/producer.ts';
-import { cpuSeconds, sellsyBody, startPrivateRedis, WEBHOOK_PATH } from './lib.ts';
+import { sellsyBody, WEBHOOK_PATH } from './lib/bodies.ts';
+import { cpuSeconds } from './lib/machine.ts';
+import { startPrivateRedis } from './lib/redis.ts';
 
 type Injector = Awaited<ReturnType<typeof Fastify>>;
 

@@ -1,146 +1,16 @@
 /**
- * Starts a private redis-server for a test file: free port, temporary directory, AOF on by default.
- * Tests never touch the machine's shared Redis. Also the handle for fault tests: kill -9, SIGSTOP, SIGCONT.
+ * The private redis-server of the tests: the launcher the benchmarks share (benchmarks/lib/redis-server.ts), plus a
+ * private Valkey for the REDIS_WAIT_AOF tests. Tests never touch the machine's shared Redis.
  */
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import { spawnSync } from 'node:child_process';
+import { DURABLE_ARGS, freePort, RedisServer } from '../../benchmarks/lib/redis-server.ts';
 
-const BIN = process.env.REDIS_SERVER_BIN ?? 'redis-server';
-
-export class RedisServer {
-  private child: ChildProcess | null = null;
-  readonly dir: string;
-  constructor(
-    readonly port: number,
-    private readonly args: string[],
-    private readonly bin = BIN,
-  ) {
-    this.dir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-redis-'));
-  }
-
-  get url(): string {
-    return `redis://127.0.0.1:${this.port}`;
-  }
-
-  async start(): Promise<void> {
-    const child = spawn(
-      this.bin,
-      [
-        '--port',
-        String(this.port),
-        '--bind',
-        '127.0.0.1',
-        '--dir',
-        this.dir,
-        '--save',
-        '',
-        '--daemonize',
-        'no',
-        ...this.args,
-      ],
-      { stdio: ['ignore', 'ignore', 'inherit'] },
-    );
-    this.child = child;
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      if (child.exitCode !== null) {
-        throw new Error(`${this.bin} exited with code ${child.exitCode} on port ${this.port}`);
-      }
-      const client = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        if ((await client.ping()) === 'PONG') return;
-      } catch {
-        // not up yet
-      } finally {
-        client.disconnect();
-      }
-      if (Date.now() > deadline) throw new Error(`${this.bin} did not answer on port ${this.port} within 10 s`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
-  }
-
-  client(): Redis {
-    return new Redis(this.url, { maxRetriesPerRequest: 1 });
-  }
-
-  /** kill -9: no chance to write anything more. */
-  async kill(): Promise<void> {
-    await this.signalAndWait('SIGKILL');
-  }
-
-  async stop(): Promise<void> {
-    await this.signalAndWait('SIGTERM');
-  }
-
-  freeze(): void {
-    this.child?.kill('SIGSTOP');
-  }
-
-  thaw(): void {
-    this.child?.kill('SIGCONT');
-  }
-
-  async destroy(): Promise<void> {
-    this.thaw();
-    await this.signalAndWait('SIGKILL');
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-
-  private async signalAndWait(signal: NodeJS.Signals): Promise<void> {
-    const child = this.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    await new Promise<void>((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill(signal);
-    });
-    this.child = null;
-  }
-}
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-export function assertRedisServerAvailable(): void {
-  const probe = spawnSync(BIN, ['--version'], { encoding: 'utf8' });
-  if (probe.error || probe.status !== 0) {
-    throw new Error(
-      `The test suite starts its own Redis but cannot run "${BIN}". Install it (Debian/Ubuntu: apt-get install ` +
-        'redis-server; macOS: brew install redis) or point REDIS_SERVER_BIN at a redis-server binary.',
-    );
-  }
-}
-
-/** A private Redis with AOF on (`appendfsync everysec`, `noeviction`), as production should run. */
-export async function startRedis(extraArgs: string[] = []): Promise<RedisServer> {
-  assertRedisServerAvailable();
-  const server = new RedisServer(await freePort(), [
-    '--appendonly',
-    'yes',
-    '--appendfsync',
-    'everysec',
-    '--maxmemory-policy',
-    'noeviction',
-    ...extraArgs,
-  ]);
-  await server.start();
-  return server;
-}
+export {
+  assertRedisServerAvailable,
+  freePort,
+  RedisServer,
+  startRedis,
+} from '../../benchmarks/lib/redis-server.ts';
 
 const VALKEY_BIN = process.env.VALKEY_SERVER_BIN ?? 'valkey-server';
 
@@ -155,11 +25,7 @@ export async function startValkey(extraArgs: string[] = []): Promise<RedisServer
         'or point VALKEY_SERVER_BIN at a valkey-server or Redis >= 7.2 binary.',
     );
   }
-  const server = new RedisServer(
-    await freePort(),
-    ['--appendonly', 'yes', '--appendfsync', 'everysec', '--maxmemory-policy', 'noeviction', ...extraArgs],
-    VALKEY_BIN,
-  );
+  const server = new RedisServer(await freePort(), [...DURABLE_ARGS, ...extraArgs], VALKEY_BIN);
   await server.start();
   return server;
 }

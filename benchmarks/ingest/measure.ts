@@ -1,0 +1,272 @@
+/**
+ * The ingest benchmark's measurements: saturation (closed loop, autocannon in this process) and fixed rate (open loop,
+ * benchmarks/open-loop.ts), each on a fresh target and an empty Redis, in rounds of rotated order; and the check
+ * that Redis holds one write per acknowledged delivery.
+ */
+import autocannon from 'autocannon';
+import { autocannonRequests, runOpenLoop } from '../lib/load.ts';
+import { CpuMeter, QUIET_PCT, waitForQuiet } from '../lib/machine.ts';
+import type { OpenLoopResult } from '../lib/open-loop.ts';
+import { baseEnv, sleep } from '../lib/processes.ts';
+import type { PrivateRedis } from '../lib/redis.ts';
+import { f } from '../lib/report.ts';
+import { type LatencySummary, Samples, summarize } from '../lib/stats.ts';
+import type { Options, TargetName } from './options.ts';
+import { startTarget, type Target } from './targets.ts';
+
+/**
+ * % of one core over the measured window, of the server, Redis and the generator; `other`: everything else the machine
+ * did meanwhile (a few % is normal; tens of % means the run was disturbed by foreign load).
+ */
+export type Cpu = Record<'server' | 'redis' | 'generator' | 'other', number>;
+
+export interface WriteCheck {
+  /** 2xx answers counted by the check (minus `"queued":false` answers). */
+  acknowledged: number;
+  /** Upper bound: requests sent (autocannon: bodies built). */
+  sent: number;
+  /** Jobs (listener) or list entries (floor) those requests added to Redis; null for bare. */
+  writes: number | null;
+  ok: boolean | null;
+  note: string;
+}
+
+export interface SaturationResult {
+  target: TargetName;
+  connections: number;
+  durationS: number;
+  requests2xx: number;
+  rps: number;
+  latency: LatencySummary;
+  non2xx: number;
+  errors: number;
+  timeouts: number;
+  statusCodes: Record<string, number>;
+  cpu: Cpu;
+  writes: WriteCheck;
+  /** Listener: deliveries answered from the spool (warm-up included): Redis missed ACK_BUDGET_MS. */
+  spooled: number | null;
+}
+
+export interface FixedRateResult extends OpenLoopResult {
+  target: TargetName;
+  cpu: Cpu;
+  writes: WriteCheck;
+}
+
+/**
+ * The warm-up before both measurements: closed-loop autocannon at full speed for `warmupS`, so that every target
+ * is JIT-compiled and connected the same way. Closed loop on purpose: it cannot leave a backlog behind (an open-loop
+ * warm-up at the fixed rate left a still-cold listener hundreds of ms behind at the start of the measured window).
+ */
+async function warmUp(target: Target, opts: Options, counter: { next: number }): Promise<{ ok2xx: number }> {
+  if (opts.warmupS <= 0) return { ok2xx: 0 };
+  const warm = await autocannon({
+    url: target.url,
+    connections: opts.connections,
+    pipelining: 1,
+    timeout: 10,
+    duration: opts.warmupS,
+    requests: autocannonRequests(target.signKey, counter),
+  });
+  return { ok2xx: warm['2xx'] };
+}
+
+async function saturation(
+  target: Target,
+  redis: PrivateRedis,
+  opts: Options,
+  idBase: number,
+): Promise<SaturationResult> {
+  const counter = { next: idBase };
+  const warm = await warmUp(target, opts, counter);
+  const latencies = new Samples();
+  const meter = new CpuMeter({ server: target.pid, redis: redis.pid, generator: process.pid });
+  const run = autocannon({
+    url: target.url,
+    connections: opts.connections,
+    pipelining: 1,
+    timeout: 10,
+    duration: opts.durationS,
+    requests: autocannonRequests(target.signKey, counter),
+  });
+  run.on('response', (_client: unknown, status: number, _bytes: number, ms: number) => {
+    if (status >= 200 && status < 300) latencies.push(ms);
+  });
+  const result = await run;
+  const cpu = meter.read();
+  const statusCodes: Record<string, number> = {};
+  for (const [code, { count }] of Object.entries(result.statusCodeStats)) statusCodes[code] = Number(count);
+
+  // autocannon stops with up to `connections` requests in flight (warm-up and run); the server still processes
+  // them, so Redis may hold that many more writes than 2xx answers, but never fewer, nor more than were sent.
+  const acknowledged = warm.ok2xx + result['2xx'];
+  const sent = counter.next - idBase;
+  const writes = await stableWrites(target);
+  const check: WriteCheck =
+    writes === null
+      ? { acknowledged, sent, writes, ok: null, note: 'bare writes nothing' }
+      : {
+          acknowledged,
+          sent,
+          writes,
+          ok: writes >= acknowledged && writes <= sent,
+          note: `${writes} writes for ${acknowledged} acknowledged (+${writes - acknowledged} in flight when autocannon stopped; ≤ ${sent} sent)`,
+        };
+  return {
+    target: target.name,
+    connections: opts.connections,
+    durationS: result.duration,
+    requests2xx: result['2xx'],
+    rps: result['2xx'] / result.duration,
+    latency: summarize(latencies.values()),
+    non2xx: result.non2xx,
+    errors: result.errors,
+    timeouts: result.timeouts,
+    statusCodes,
+    cpu,
+    writes: check,
+    spooled: await target.spooled(),
+  };
+}
+
+async function fixedRate(target: Target, redis: PrivateRedis, opts: Options, idBase: number): Promise<FixedRateResult> {
+  const counter = { next: idBase };
+  await warmUp(target, opts, counter);
+  // Writes from the warm-up are settled and subtracted: the open-loop run must add exactly one per acknowledgement.
+  const before = await stableWrites(target);
+  // The open-loop generator's own warm-up at the fixed rate (default 5 s). Switching to 128 fresh connections at
+  // 2,000 req/s leaves the listener, which runs close to its capacity at that rate on 2 cores, a backlog of a few
+  // hundred ms that takes 2–3 s to drain; that transient is not the steady state the window measures. It stays
+  // visible in the result's `timeline` (atS < 0), and a backlog still present at the window start is warned about.
+  // CPU is measured from the start of the measured window until the generator prints its result.
+  const { result, cpu } = await runOpenLoop<Cpu>({
+    url: target.url,
+    rate: opts.rate,
+    durationS: opts.durationS,
+    warmupS: opts.openWarmupS,
+    connections: opts.openConnections,
+    idBase: counter.next,
+    env: { ...baseEnv(), ...(target.signKey ? { BENCH_SIGN_KEY: target.signKey } : {}) },
+    label: target.name,
+    meter: (generator) => new CpuMeter({ server: target.pid, redis: redis.pid, generator }),
+  });
+
+  const acknowledged = result.all.ok2xx - result.all.notQueued;
+  const after = await stableWrites(target);
+  const writes = after === null || before === null ? null : after - before;
+  const check: WriteCheck =
+    writes === null
+      ? { acknowledged, sent: result.all.sent, writes, ok: null, note: 'bare writes nothing' }
+      : {
+          acknowledged,
+          sent: result.all.sent,
+          writes,
+          ok: writes === acknowledged,
+          note: `${writes} writes for ${acknowledged} acknowledged`,
+        };
+  const none: Cpu = { server: NaN, redis: NaN, generator: NaN, other: NaN };
+  return { ...result, target: target.name, cpu: cpu ?? none, writes: check };
+}
+
+/** Jobs or list entries in Redis once the count stops moving (in-flight requests finish their writes). */
+async function stableWrites(target: Target): Promise<number | null> {
+  let writes = await target.countWrites();
+  for (let i = 0; i < 50 && writes !== null; i++) {
+    await sleep(100);
+    const again = await target.countWrites();
+    if (again === writes) break;
+    writes = again;
+  }
+  return writes;
+}
+
+// Rounds
+
+export type Phase = 'saturation' | 'fixed-rate';
+
+/** When a result was measured. */
+export interface RunInfo {
+  /** 1-based round of its phase. */
+  round: number;
+  /** 1, or more when earlier attempts were disturbed by foreign load and discarded. */
+  attempt: number;
+}
+export type SaturationRun = SaturationResult & RunInfo;
+export type FixedRateRun = FixedRateResult & RunInfo;
+
+export interface Measurements {
+  saturation: SaturationRun[];
+  fixedRate: FixedRateRun[];
+  /** Per phase, the order in which each round measured the targets. */
+  orders: Record<Phase, TargetName[][]>;
+  incidents: string[];
+}
+
+/** Round r measures the targets rotated by r − 1 (bare, floor, … then floor, …, bare), so none is always first. */
+function roundOrder(targets: readonly TargetName[], round: number): TargetName[] {
+  const k = (round - 1) % targets.length;
+  return [...targets.slice(k), ...targets.slice(0, k)];
+}
+
+/**
+ * Runs every phase `opts.rounds` times; every round measures each target once, on a fresh server process and an
+ * empty Redis. A run during which foreign load took more than QUIET_PCT of a core is repeated (up to `retries` times).
+ */
+export async function measureAll(opts: Options, redis: PrivateRedis): Promise<Measurements> {
+  const m: Measurements = {
+    saturation: [],
+    fixedRate: [],
+    orders: { saturation: [], 'fixed-rate': [] },
+    incidents: [],
+  };
+  const total = 2 * opts.rounds * opts.targets.length;
+  let runIndex = 0;
+  let done = 0;
+  for (const phase of ['saturation', 'fixed-rate'] as const) {
+    for (let round = 1; round <= opts.rounds; round++) {
+      const order = roundOrder(opts.targets, round);
+      m.orders[phase].push(order);
+      for (const name of order) {
+        const where = `${phase} round ${round} ${name}`;
+        done++;
+        for (let attempt = 1; ; attempt++) {
+          runIndex++;
+          await redis.reset();
+          const quiet = await waitForQuiet(opts.quietWaitS);
+          if (!quiet.ok) m.incidents.push(`${where}: started on a busy machine (${f(quiet.busy, 0)}% of a core)`);
+          process.stderr.write(`bench: [${done}/${total}] ${where} ...`);
+          const target = await startTarget(name, redis);
+          let other = 0;
+          try {
+            const idBase = runIndex * 100_000_000; // unique bodies across runs
+            if (phase === 'saturation') {
+              const r = { ...(await saturation(target, redis, opts, idBase)), round, attempt };
+              m.saturation.push(r);
+              other = r.cpu.other;
+              process.stderr.write(` ${f(r.rps, 0)} req/s, p99 ${f(r.latency.p99)} ms, other load ${f(other, 0)}%\n`);
+            } else {
+              const r = { ...(await fixedRate(target, redis, opts, idBase)), round, attempt };
+              m.fixedRate.push(r);
+              other = r.cpu.other;
+              process.stderr.write(
+                ` ${f(r.achievedRate, 0)} req/s, p99 ${f(r.latency.p99)} ms, other load ${f(other, 0)}%\n`,
+              );
+            }
+          } finally {
+            const died = await target.stop();
+            if (died) {
+              m.incidents.push(`${where}: ${died}`);
+              process.stderr.write(`\nbench: ${died}\n`);
+            }
+          }
+          if (!(other > QUIET_PCT) || attempt > opts.retries) break;
+          // Disturbed: drop the result and measure again.
+          (phase === 'saturation' ? m.saturation : m.fixedRate).pop();
+          process.stderr.write(`bench: disturbed by foreign load, measuring ${name} again\n`);
+        }
+      }
+    }
+  }
+  return m;
+}

@@ -1,0 +1,88 @@
+/**
+ * The ingest benchmark's targets, each its own process on a free 127.0.0.1 port against the private Redis: the
+ * listener (with or without a signing key) and the reference servers (bare, floor, naive).
+ */
+import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
+import { FLOOR_KEY } from '../lib/bodies.ts';
+import { baseEnv, isRunning, makeTempDir, removeTempDir, sleep, stopChild, waitForHttp200 } from '../lib/processes.ts';
+import type { PrivateRedis } from '../lib/redis.ts';
+import { freePort } from '../lib/redis-server.ts';
+import { jobCount, type Service, spooledSoFar, startReferenceServer, startService } from '../lib/service.ts';
+import type { TargetName } from './options.ts';
+
+export interface Target {
+  name: TargetName;
+  url: string;
+  pid: number | undefined;
+  /** Listener: its BullMQ queue. */
+  queueName?: string;
+  signKey?: string;
+  /** Jobs (listener) or list entries (floor) now in Redis; null for bare. */
+  countWrites(): Promise<number | null>;
+  /** Listener: deliveries answered from the local spool since it started (its metrics); null for the others. */
+  spooled(): Promise<number | null>;
+  /** Stops the target; returns a description if it had died on its own before that, else null. */
+  stop(): Promise<string | null>;
+}
+
+export async function startTarget(name: TargetName, redis: PrivateRedis): Promise<Target> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  // Each listener gets its own spool directory (the default ./spool is locked by one process at a time).
+  const spoolDir = makeTempDir('sellsy-webhooks-bench-spool-');
+  const env = { ...baseEnv(), PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redis.url, SPOOL_DIR: spoolDir };
+  let service: Service;
+  let queueName: string | undefined;
+  let signKey: string | undefined;
+  if (name === 'listener' || name === 'listener-signed') {
+    queueName = `bench-${randomBytes(4).toString('hex')}`;
+    signKey = name === 'listener-signed' ? randomBytes(16).toString('hex') : undefined;
+    // Default LOG_LEVEL (info): one log line per delivery, as in production; stdout (the log) is discarded.
+    service = startService('listen', {
+      ...env,
+      QUEUE_NAME: queueName,
+      ...(signKey ? { SELLSY_SIGN_KEY: signKey } : {}),
+    });
+  } else {
+    if (name === 'naive') queueName = `bench-naive-${randomBytes(4).toString('hex')}`;
+    service = startReferenceServer(name, { ...env, ...(queueName ? { QUEUE_NAME: queueName } : {}) });
+  }
+  const { child } = service;
+  await waitForHttp200(`${url}/readyz`, child, 20_000, () => `${name} stderr:\n${service.output()}`);
+  return {
+    name,
+    url,
+    pid: child.pid,
+    queueName,
+    signKey,
+    async countWrites() {
+      if (name === 'bare') return null;
+      if (name === 'floor') return redis.client.llen(FLOOR_KEY);
+      // Deliveries answered from the spool are jobs only once drained (within a second or so).
+      for (let i = 0; i < 100; i++) {
+        const ready = (await (await fetch(`${url}/readyz`)).json()) as { spool?: { depth: number } | null };
+        if ((ready.spool?.depth ?? 0) === 0) break;
+        await sleep(100);
+      }
+      const queue = new Queue(queueName as string, { connection: { host: '127.0.0.1', port: redis.port } });
+      try {
+        return await jobCount(queue);
+      } finally {
+        await queue.close();
+      }
+    },
+    async spooled() {
+      if (name !== 'listener' && name !== 'listener-signed') return null;
+      return spooledSoFar(url);
+    },
+    async stop() {
+      const died = isRunning(child)
+        ? null
+        : `${name} died during the run (${child.exitCode ?? child.signalCode}): ${service.output().slice(-1500)}`;
+      await stopChild(child, 5000);
+      removeTempDir(spoolDir);
+      return died;
+    },
+  };
+}
