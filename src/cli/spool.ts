@@ -4,11 +4,13 @@
  * included, then exits (after an outage, with no listener running on that directory). Exit codes: 0 done, 1 failure
  * (Redis unreachable, directory in use, deliveries left in the spool or quarantined again).
  */
+import { pino } from 'pino';
 import type { Config } from '../config/config.ts';
-import { BullmqProducer, producerOptionsFrom } from '../queue/producer.ts';
+import { openDrainProducer } from '../listener/open-producer.ts';
+import { createLogger } from '../logger.ts';
 import { redactUrl } from '../redact.ts';
 import { inspectSpool, Spool } from '../spool/spool.ts';
-import { DRAIN_MAX_BACKOFF_MS, drainCommandTimeoutMs, SpoolDrainer } from '../spool/spooling-producer.ts';
+import { DRAIN_MAX_BACKOFF_MS, SpoolDrainer } from '../spool/spooling-producer.ts';
 import { formatAge } from './format.ts';
 
 const MiB = 1024 * 1024;
@@ -41,12 +43,9 @@ export async function spoolStatus(config: Config, json: boolean): Promise<number
 
 export async function spoolDrain(config: Config, waitMs = 30_000): Promise<number> {
   const { spool, recovery } = await Spool.open({ dir: config.spool.dir, maxBytes: config.spool.maxBytes });
-  const options = producerOptionsFrom(config);
-  const queue = new BullmqProducer({
-    ...options,
-    role: 'drain',
-    commandTimeoutMs: drainCommandTimeoutMs(options.timeoutMs),
-  });
+  // Log lines (a folded delivery's record running again) on stderr: stdout is the command's report.
+  const logger = createLogger(config.logLevel, pino.destination({ dest: 2, sync: true }));
+  const queue = openDrainProducer(config, logger);
   try {
     const requeued = await spool.requeueQuarantined();
     const total = recovery.depth + requeued;

@@ -41,7 +41,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     done();
   });
 
-  await app.register(webhookRoutes, { config, producer, metrics, logger: deps.logger });
+  await app.register(webhookRoutes, { config, producer, spooled: deps.spool != null, metrics, logger: deps.logger });
 
   if (config.admin) await app.register(adminRoutes, { config, logger: deps.logger });
 

@@ -28,19 +28,8 @@ export async function openListenerProducer(
   deps: { logger: Logger; metrics: Metrics },
   overrides: Partial<BullmqProducerOptions> = {},
 ): Promise<ListenerProducer> {
-  let reruns: RecordReruns | null = null;
-  const onDuplicate = async (job: WebhookJob, client: Redis) => {
-    if (recordKeyOf(job.data) === null || !signedForWorker(config, job.data)) return;
-    reruns ??= new RecordReruns(client, producerOptionsFrom(config));
-    if (await reruns.folded(job)) {
-      deps.logger.info(
-        { deliveryId: job.data.deliveryId, event: job.name },
-        'duplicate delivery: its record runs again',
-      );
-    }
-  };
-  const options = { ...producerOptionsFrom(config), onDuplicate, ...overrides };
-  const queueProducer = new BullmqProducer(options);
+  const base = { ...producerOptionsFrom(config), ...overrides };
+  const queueProducer = new BullmqProducer({ onDuplicate: rerunFoldedRecords(config, deps.logger, base), ...base });
   if (config.spool.maxBytes === 0) return { producer: queueProducer, queueProducer, spooling: null, recovery: null };
   let opened: Awaited<ReturnType<typeof Spool.open>>;
   try {
@@ -50,12 +39,7 @@ export async function openListenerProducer(
     throw err;
   }
   // The drain's own connection: its large batches must not hold up the live deliveries' writes.
-  const drainQueue = new BullmqProducer({
-    ...options,
-    role: 'drain',
-    commandTimeoutMs: drainCommandTimeoutMs(options.timeoutMs),
-    onReady: undefined,
-  });
+  const drainQueue = openDrainProducer(config, deps.logger, { ...overrides, onReady: undefined });
   const spooling = new SpoolingProducer(queueProducer, opened.spool, {
     ackBudgetMs: config.spool.ackBudgetMs,
     drainQueue,
@@ -67,6 +51,44 @@ export async function openListenerProducer(
     },
   });
   return { producer: spooling, queueProducer, spooling, recovery: opened.recovery };
+}
+
+/**
+ * The producer a spool drains with (the listener's drain, `spool drain`): its own connection (`role` drain), whose
+ * command deadline lets a batch of the largest entries be confirmed, and folded duplicates rerun their record like
+ * the listener's own writes.
+ */
+export function openDrainProducer(
+  config: Config,
+  logger: Logger,
+  overrides: Partial<BullmqProducerOptions> = {},
+): BullmqProducer {
+  const base = { ...producerOptionsFrom(config), ...overrides };
+  return new BullmqProducer({
+    onDuplicate: rerunFoldedRecords(config, logger, base),
+    ...base,
+    role: 'drain',
+    commandTimeoutMs: drainCommandTimeoutMs(base.timeoutMs),
+  });
+}
+
+/**
+ * The `onDuplicate` of a producer that writes deliveries: a folded delivery of a tracked record makes its record run
+ * again (`RecordReruns`), on the queue the producer writes to (`options`, overrides included).
+ */
+function rerunFoldedRecords(
+  config: Config,
+  logger: Logger,
+  options: BullmqProducerOptions,
+): NonNullable<BullmqProducerOptions['onDuplicate']> {
+  let reruns: RecordReruns | null = null;
+  return async (job: WebhookJob, client: Redis) => {
+    if (recordKeyOf(job.data) === null || !signedForWorker(config, job.data)) return;
+    reruns ??= new RecordReruns(client, options);
+    if (await reruns.folded(job)) {
+      logger.info({ deliveryId: job.data.deliveryId, event: job.name }, 'duplicate delivery: its record runs again');
+    }
+  };
 }
 
 /**

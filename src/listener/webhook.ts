@@ -37,6 +37,8 @@ export const WEBHOOK_PATH = '/webhook/sellsy';
 export interface WebhookDeps {
   config: Config;
   producer: Producer;
+  /** Whether a spool stands behind the producer (`SPOOL_MAX_BYTES` > 0): only then do large bodies go to it first. */
+  spooled: boolean;
   metrics: Metrics;
   logger: Logger;
 }
@@ -75,7 +77,8 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   });
 
   const probe = async () => ({ ok: true });
-  const largeBytes = largeBodyBytes(config.spool.ackBudgetMs);
+  // Without a spool every body goes to Redis, built whole.
+  const largeBytes = deps.spooled ? largeBodyBytes(config.spool.ackBudgetMs) : Number.POSITIVE_INFINITY;
   const gate = config.inflightBytesLimit === null ? null : new ByteGate(config.inflightBytesLimit);
   const onRequest = gate === null ? [keepMalformedContentType] : [keepMalformedContentType, waitForBodyRoom];
   for (const url of [WEBHOOK_PATH, `${WEBHOOK_PATH}/:account`]) {
@@ -193,9 +196,10 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       const ackMs = reply.elapsedTime;
       metrics.ackSeconds.observe(ackMs / 1000);
       if (result.spooled) {
-        metrics.enqueueErrors.inc({ reason: result.spoolReason ?? 'timeout' });
-        // A large delivery is spooled by design, not because Redis failed.
-        log[result.spoolReason === 'large' ? 'info' : 'warn'](
+        // A large delivery is spooled by design, not because Redis failed: not an enqueue error.
+        const large = result.spoolReason === 'large';
+        if (!large) metrics.enqueueErrors.inc({ reason: result.spoolReason ?? 'timeout' });
+        log[large ? 'info' : 'warn'](
           { ...logFields, jobId: result.jobId, outcome, reason: result.spoolReason, ackMs },
           'delivery',
         );

@@ -12,9 +12,10 @@
  * A takeover replaces `LOCK` with `rename()` under a `LOCK.takeover` directory (mkdir is atomic), after checking
  * that `LOCK` is still the stale one it judged: two contenders never both take it.
  *
- * The holder checks `stillHeld()` (its `LOCK` inode still in place, its heartbeat not late) before it acknowledges
- * anything from the spool; a lock lost (its heartbeat late past `STALE_MS`, `LOCK` replaced or removed) is lost for
- * good: the spool stops taking deliveries. A `LOCK` from an earlier version (pid and host name only, never
+ * The holder checks `stillHeld()` (its `LOCK` inode and token still in place) before it acknowledges anything from
+ * the spool. A heartbeat late past `STALE_MS` (the event loop or the disk stalled) is judged under the takeover mutex:
+ * a `LOCK` still ours is refreshed and kept. A lock lost (`LOCK` replaced or removed) is lost for good: the spool
+ * stops taking deliveries. A `LOCK` from an earlier version (pid and host name only, never
  * refreshed) is judged by its mtime like any other: stop the earlier listener before starting this one.
  *
  * Why not `proper-lockfile`: its takeover removes the stale lock then creates a new one, so two contenders that both
@@ -47,7 +48,10 @@ export interface LockHolder {
 
 export interface SpoolLock {
   path: string;
-  /** False once the lock was lost: `LOCK` replaced or removed, or the heartbeat late past `STALE_MS`. */
+  /**
+   * False once the lock was lost: `LOCK` replaced or removed (after a heartbeat late past `STALE_MS`, judged under
+   * the takeover mutex; a `LOCK` still ours is refreshed then).
+   */
   stillHeld(): Promise<boolean>;
   /** Why the lock was lost, or null. */
   readonly lost: string | null;
@@ -61,6 +65,10 @@ export interface LockOptions {
   /** Called once when the heartbeat finds the lock lost. */
   onLost?: (reason: string) => void;
 }
+
+/** After a late heartbeat, how often and how long apart the holder tries the takeover mutex before judging. */
+const MUTEX_ATTEMPTS = 20;
+const MUTEX_RETRY_MS = 25;
 
 /** Tokens of the locks this process holds: a lock with our pid is stale only if this process did not write it. */
 const heldHere = new Set<string>();
@@ -116,6 +124,8 @@ class HeldLock implements SpoolLock {
   private readonly timer: NodeJS.Timeout;
   private beating: Promise<void> = Promise.resolve();
   private released = false;
+  /** The check after a late heartbeat, while one runs. */
+  private checkingLate: Promise<string | null> | null = null;
 
   constructor(
     readonly path: string,
@@ -134,32 +144,78 @@ class HeldLock implements SpoolLock {
 
   private async beat(): Promise<void> {
     if (!(await this.stillHeld())) return;
-    try {
-      const now = new Date();
-      await this.handle.utimes(now, now);
-      this.lastBeat = Date.now();
-    } catch {
-      // A refresh that failed is retried on the next beat; `stillHeld` turns false if none succeeds for `staleMs`.
-    }
+    await this.refresh().catch(() => undefined);
+  }
+
+  /** Moves the heartbeat. One that fails is retried on the next beat. */
+  private async refresh(): Promise<void> {
+    const now = new Date();
+    await this.handle.utimes(now, now);
+    this.lastBeat = Date.now();
   }
 
   async stillHeld(): Promise<boolean> {
     if (this.lost !== null) return false;
-    let reason: string | null = null;
-    if (Date.now() - this.lastBeat > this.staleMs) {
-      reason = `its heartbeat was not refreshed for ${Date.now() - this.lastBeat} ms (another process may take it over after ${this.staleMs} ms)`;
-    } else {
-      try {
-        if ((await stat(this.path)).ino !== this.ino) reason = `${this.path} was replaced by another process`;
-      } catch (err) {
-        reason = `${this.path} cannot be read (${(err as NodeJS.ErrnoException).code}): removed by another process?`;
-      }
-    }
+    const reason = Date.now() - this.lastBeat > this.staleMs ? await this.afterLateBeat() : await this.replaced();
     if (reason === null || this.lost !== null) return this.lost === null;
     this.lost = `the spool lock was lost: ${reason}`;
     clearInterval(this.timer);
     if (!this.released) this.onLost?.(this.lost);
     return false;
+  }
+
+  /**
+   * Why `LOCK` is no longer ours (replaced or removed), or null. Its inode tells (the open handle keeps ours from
+   * being reused); `withToken` reads the file too.
+   */
+  private async replaced(withToken = false): Promise<string | null> {
+    try {
+      const [st, raw] = await Promise.all([stat(this.path), withToken ? readFile(this.path, 'utf8') : null]);
+      if (st.ino !== this.ino || (raw !== null && parseHolder(raw)?.token !== this.token)) {
+        return `${this.path} was replaced by another process`;
+      }
+      return null;
+    } catch (err) {
+      return `${this.path} cannot be read (${(err as NodeJS.ErrnoException).code}): removed by another process?`;
+    }
+  }
+
+  /**
+   * The heartbeat is late past `staleMs` (the event loop or the disk stalled): another process may have taken the
+   * lock over meanwhile, but only under the takeover mutex. Under it, a `LOCK` still ours is refreshed and kept (a
+   * contender that judged it stale then sees it move and gives up); only a `LOCK` replaced or removed means lost.
+   * Concurrent callers share one check.
+   */
+  private afterLateBeat(): Promise<string | null> {
+    this.checkingLate ??= this.checkLate().finally(() => {
+      this.checkingLate = null;
+    });
+    return this.checkingLate;
+  }
+
+  private async checkLate(): Promise<string | null> {
+    const late = Date.now() - this.lastBeat;
+    // A takeover holds the mutex for a few file operations: wait for it a little, then judge.
+    for (let attempt = 0; attempt < MUTEX_ATTEMPTS; attempt++) {
+      try {
+        return await withMutex(this.path, async () => {
+          const replaced = await this.replaced(true);
+          if (replaced !== null) return replaced;
+          try {
+            await this.refresh();
+            return null;
+          } catch (err) {
+            return `its heartbeat could not be refreshed for ${late} ms (${(err as Error).message}); another process may take it over after ${this.staleMs} ms`;
+          }
+        });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+          return `its heartbeat was late by ${late} ms and ${this.path}.takeover cannot be used (${(err as Error).message})`;
+        }
+        await new Promise((r) => setTimeout(r, MUTEX_RETRY_MS));
+      }
+    }
+    return `its heartbeat was late by ${late} ms while another process held ${this.path}.takeover`;
   }
 
   async release(): Promise<void> {

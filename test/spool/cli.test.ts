@@ -10,11 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
+import { newDeliveryId } from '../../src/queue/contract.ts';
 import { Spool } from '../../src/spool/spool.ts';
 import { runCli, spawnCli, waitFor } from '../helpers/cli.ts';
 import { jobFixture } from '../helpers/jobs.ts';
+import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { assertOneJobPerDelivery, steadyLoad } from '../helpers/load.ts';
 import { freePort, startRedis } from '../helpers/redis-server.ts';
+import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 const cleanup: (() => Promise<void>)[] = [];
 after(async () => {
@@ -120,6 +123,45 @@ test('spool status and spool drain: an operator empties a spool left behind, onc
     await queue.close();
   }
   assert.match(runCli(['spool', 'status'], env).stdout, /^deliveries {3}0$/m);
+});
+
+test("spool drain: a spooled delivery the queue folds as a duplicate makes its record run again (RECORD_ORDER=latest), as the listener's drain does", async () => {
+  const redis = await startRedis();
+  cleanup.push(() => redis.destroy());
+  const listener = await startTestListener(redis.url);
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  const runs: string[] = [];
+  const worker = await startTestWorker(
+    listener,
+    { RECORD_ORDER: 'latest' },
+    {
+      'invoice.*': async (_event, ctx) => {
+        runs.push(ctx.deliveryId);
+      },
+    },
+  );
+  cleanup.push(() => worker.close());
+  const first = (await post(listener.url, recordBody('CLI-F1', 1), json)).body;
+  await waitFor(() => runs.includes(first.deliveryId as string), 10_000, 'the record ran');
+  const queued = await listener.queue.getJob(first.jobId as string);
+  assert.ok(queued);
+  // The same bytes received again while Redis was away: spooled, then found a duplicate when drained.
+  const folded = { ...queued.data, deliveryId: newDeliveryId(), receivedAt: new Date().toISOString() };
+  const spoolDir = await tempDir();
+  const { spool } = await Spool.open({ dir: spoolDir, maxBytes: 1 << 20 });
+  await spool.append({ name: queued.name, data: folded });
+  await spool.close();
+
+  const drain = spawnCli(['spool', 'drain'], {
+    SPOOL_DIR: spoolDir,
+    REDIS_URL: redis.url,
+    QUEUE_NAME: listener.config.queueName,
+  });
+  assert.equal(await drain.exited, 0);
+  assert.ok(drain.stdout.includes(`moved 1 deliveries to queue ${listener.config.queueName}`), drain.stdout.join('\n'));
+  await waitFor(() => runs.includes(folded.deliveryId), 10_000, 'the record ran again');
+  assert.deepEqual(runs, [first.deliveryId, folded.deliveryId]);
 });
 
 test('a SPOOL_DIR that cannot be created stops the start with a clear error naming it', async () => {

@@ -5,6 +5,11 @@
 
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
+import { loadConfig } from '../../src/config/config.ts';
+import { buildApp } from '../../src/listener/app.ts';
+import { createLogger } from '../../src/logger.ts';
+import { createMetrics } from '../../src/metrics/metrics.ts';
+import type { WebhookJob } from '../../src/queue/contract.ts';
 import { largeBodyBytes } from '../../src/spool/spooling-producer.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { allJobs } from '../helpers/load.ts';
@@ -56,7 +61,7 @@ test('a delivery above 256 KiB (at ACK_BUDGET_MS=10) is acknowledged from the sp
   assert.equal(answer.status, 200);
   assert.equal(answer.body.spooled, true);
   assert.equal(await counter(l, 'deliveries', 'spooled'), 1);
-  assert.equal(await counter(l, 'enqueueErrors', 'large'), 1);
+  assert.equal(await counter(l, 'enqueueErrors', 'large'), 0, 'spooled by design: not a failed write');
   const line = l.logs.find((entry) => entry.msg === 'delivery' && entry.deliveryId === answer.body.deliveryId);
   assert.equal(line?.reason, 'large');
   assert.equal(line?.level, 30, 'logged at info: spooling a large delivery is not a Redis failure');
@@ -96,4 +101,34 @@ test('a large delivery the spool cannot take (SPOOL_MAX_BYTES below its size) is
   const job = await l.queue.getJob(answer.body.jobId as string);
   assert.equal(job?.data.rawBody, body);
   assert.equal(await counter(l, 'enqueueErrors', 'large'), 0);
+});
+
+test('with the spool off (SPOOL_MAX_BYTES=0) a delivery above 256 KiB is not treated as large: its body fields are built whole for Redis', async () => {
+  const config = loadConfig({ SPOOL_MAX_BYTES: '0', ACK_BUDGET_MS: '10', PORT: '0' });
+  const seen: WebhookJob[] = [];
+  const app = await buildApp({
+    config,
+    producer: {
+      enqueue: async (job) => {
+        seen.push(job);
+        return { jobId: job.data.deliveryId, duplicate: false };
+      },
+      health: () => ({ status: 'ready', ready: true, lastError: null }),
+      ping: async () => true,
+      close: async () => undefined,
+    },
+    metrics: createMetrics({ processMetrics: false }),
+    logger: createLogger('silent'),
+  });
+  cleanup.push(() => app.close());
+  const body = invoiceBody(300 * 1024, 'large-no-spool');
+  const answer = await app.inject({ method: 'POST', url: '/webhook/sellsy', headers, payload: body });
+  assert.equal(answer.statusCode, 200);
+  const data = seen[0]?.data;
+  assert.ok(data);
+  for (const field of ['rawBody', 'event'] as const) {
+    assert.equal(Object.getOwnPropertyDescriptor(data, field)?.get, undefined, `${field} is a plain value`);
+  }
+  assert.equal(data.rawBody, body);
+  assert.equal(data.event?.relatedId, 'large-no-spool');
 });

@@ -222,6 +222,45 @@ test('a listener whose LOCK was taken by another process stops answering from th
   assert.ok((await readdir(dir)).includes('LOCK'), 'closing the spool did not remove the new holder’s lock');
 });
 
+/** Blocks this process's event loop for `ms` (a stalled listener: no heartbeat runs meanwhile). */
+function blockEventLoop(ms: number): void {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    // busy
+  }
+}
+
+test('a heartbeat late past the stale delay keeps a LOCK nobody took: the spool still acknowledges, and the heartbeat moves again', async () => {
+  const dir = await tempDir();
+  const { spool } = await Spool.open({ dir, maxBytes: 1 << 20, lockStaleMs: 200 });
+  cleanup.push(() => spool.close());
+  await spool.append(jobFixture(0));
+  const before = await stat(join(dir, 'LOCK'));
+  blockEventLoop(400);
+  await spool.append(jobFixture(1));
+  assert.equal(spool.status().healthy, true, spool.status().lastError ?? '');
+  assert.equal(spool.status().depth, 2);
+  const after = await stat(join(dir, 'LOCK'));
+  assert.equal(after.ino, before.ino, 'the same LOCK');
+  assert.ok(after.mtimeMs > before.mtimeMs, 'its heartbeat was refreshed');
+});
+
+test('a heartbeat late past the stale delay while another process took the LOCK over: the lock is lost', async () => {
+  const dir = await tempDir();
+  const { spool } = await Spool.open({ dir, maxBytes: 1 << 20, lockStaleMs: 200 });
+  cleanup.push(() => spool.close());
+  await spool.append(jobFixture(0));
+  const other = JSON.stringify({ token: 'other', pid: 1, hostname: 'other', since: new Date().toISOString() });
+  // spawnSync blocks the event loop too: the heartbeat is late when the takeover is seen.
+  const taken = spawnSync('sh', ['-c', `sleep 0.4; printf '%s' '${other}' > LOCK.new && mv LOCK.new LOCK`], {
+    cwd: dir,
+  });
+  assert.equal(taken.status, 0);
+  await assert.rejects(spool.append(jobFixture(1)), { reason: 'lock_lost' });
+  assert.equal(spool.status().healthy, false);
+  assert.equal(JSON.parse(await readFile(join(dir, 'LOCK'), 'utf8')).token, 'other', 'the new holder keeps its lock');
+});
+
 const modeOf = async (path: string) => (await stat(path)).mode & 0o777;
 
 test('spool files are created 0600 in a 0700 directory (they hold whole bodies and signature headers)', async () => {
