@@ -1,9 +1,7 @@
 /** Runs the real CLI (`src/cli.ts` through tsx) as a child process, as an operator would. */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { useTempDirs } from './temp-dirs.ts';
 
 /** Kept here for the files that still import it from this module; new code imports test/helpers/wait.ts. */
 export { waitFor } from './wait.ts';
@@ -26,10 +24,11 @@ export interface CliProcess {
   exited: Promise<number | null>;
 }
 
-/** A fresh spool directory for a process under test (the default `./spool` would be shared between tests). */
-export function tempSpoolDir(): string {
-  return mkdtempSync(join(tmpdir(), 'sellsy-spool-'));
-}
+/**
+ * A fresh spool directory for a process under test (the default `./spool` would be shared between tests), removed
+ * after the test file.
+ */
+export const tempSpoolDir = useTempDirs('sellsy-spool-');
 
 export function spawnCli(args: string[], env: Record<string, string>): CliProcess {
   const child = spawn(process.execPath, [...CLI, ...args], {

@@ -5,19 +5,19 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, type TestContext, test } from 'node:test';
 import { runCli } from '../helpers/cli.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { allJobs } from '../helpers/load.ts';
 import { freePort, RedisServer } from '../helpers/redis-server.ts';
+import { useTempDirs } from '../helpers/temp-dirs.ts';
 
 const cleanup: (() => Promise<void>)[] = [];
 after(async () => {
   for (const fn of cleanup.reverse()) await fn();
 });
+// Removed after the hook above has unmounted the file systems.
+const tempDir = useTempDirs('spool-disk-');
 
 function mount(args: string[]): boolean {
   const result = spawnSync('mount', args, { encoding: 'utf8' });
@@ -27,8 +27,7 @@ function mount(args: string[]): boolean {
 
 /** A tmpfs with these mount options on a fresh directory, unmounted after the file; null (test skipped) if not root. */
 async function tmpfs(t: TestContext, options: string): Promise<string | null> {
-  const dir = await mkdtemp(join(tmpdir(), 'spool-disk-'));
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  const dir = tempDir();
   if (!mount(['-t', 'tmpfs', '-o', options, 'tmpfs', dir])) {
     t.skip('mounting a tmpfs (a real small or read-only disk) needs root; run the tests as root to cover this');
     return null;

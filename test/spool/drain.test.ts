@@ -5,8 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, rmdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, readdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, type TestContext, test } from 'node:test';
 import { Queue } from 'bullmq';
@@ -17,17 +16,14 @@ import { jobFixture } from '../helpers/jobs.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type Answer, assertOneJobPerDelivery } from '../helpers/load.ts';
 import { freePort, RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { useTempDirs } from '../helpers/temp-dirs.ts';
 
 const cleanup: (() => Promise<void>)[] = [];
 after(async () => {
   for (const fn of cleanup.reverse()) await fn();
 });
 
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'spool-drain-'));
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tempDir = useTempDirs('spool-drain-');
 
 const segmentFiles = async (dir: string) => (await readdir(dir)).filter((f) => /^segment-\d+\.log$/.test(f)).sort();
 const fail = (message: string): never => assert.fail(message);
@@ -35,7 +31,7 @@ const headers = { 'content-type': 'application/json' };
 
 /** A spool holding deliveries 0 … n-1 in one segment, and the path where that segment's cursor is written. */
 async function spoolOf(n: number): Promise<{ dir: string; spool: Spool; cursorTmp: string }> {
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 24 });
   for (let i = 0; i < n; i++) await spool.append(jobFixture(i));
   const [segment = ''] = await segmentFiles(dir);
@@ -171,7 +167,7 @@ test('small deliveries go to Redis, not to the spool, while the drain moves larg
 test('a delivery Redis refuses is quarantined instead of blocking the drain; spool status shows it, spool drain moves it into the queue once Redis takes it', async () => {
   const redis = await startRedis();
   cleanup.push(() => redis.destroy());
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 26 });
   const refused: WebhookJob = jobFixture(1);
   refused.data.rawBody = `{"relatedtype":"invoice","event":"step","relatedid":"1","pad":"${'x'.repeat(1536 * 1024)}"}`;

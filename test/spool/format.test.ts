@@ -4,10 +4,9 @@
  */
 
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import {
   bindRawBody,
   dedupKeyOf,
@@ -19,17 +18,9 @@ import { jobNameOf, parseDelivery } from '../../src/sellsy/payload.ts';
 import { encodeRecord, FILE_HEADER, RECORD_HEADER_BYTES, scanRecords } from '../../src/spool/format.ts';
 import { Spool } from '../../src/spool/spool.ts';
 import { jobFixture } from '../helpers/jobs.ts';
+import { useTempDirs } from '../helpers/temp-dirs.ts';
 
-const dirs: string[] = [];
-after(async () => {
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
-});
-
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'spool-format-test-'));
-  dirs.push(dir);
-  return dir;
-}
+const tempDir = useTempDirs('spool-format-test-');
 
 /** A job built from `raw` the way the listener builds it (src/listener/webhook.ts). */
 function listenerJob(i: number, raw: Buffer, contentType: string | null): WebhookJob {
@@ -89,7 +80,7 @@ const bodies: [string, Buffer, string | null][] = [
 
 for (const [what, raw, contentType] of bodies) {
   test(`a spooled delivery with ${what} drains as the job the listener built`, async () => {
-    const dir = await tempDir();
+    const dir = tempDir();
     const { spool } = await Spool.open({ dir, maxBytes: 1 << 24 });
     const job = listenerJob(1, raw, contentType);
     await spool.append(job);
@@ -113,7 +104,7 @@ test('the spool record of a 1 MB delivery is about the size of its body, not twi
 });
 
 test('records of the earlier format (the job as JSON) are still drained, beside the new ones', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   // A segment as an earlier version left it: `SWR1` records only.
   const old = [jobFixture(0), jobFixture(1)];
   const oldRecords = old.map(encodeRecord);
@@ -150,7 +141,7 @@ test('a large delivery is spooled without its body being decoded into a string o
   });
   const rawBodyRead = Object.getOwnPropertyDescriptor(lazy.data, 'rawBody')?.get;
   assert.ok(rawBodyRead, 'rawBody is derived when read');
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 24 });
   await spool.append(lazy);
   assert.equal(reads, 0, 'the spool record was written without the parsed event');
@@ -177,7 +168,7 @@ test('a scanned segment holds its records as bytes: each read of a record decode
 });
 
 test('the drain sends deliveries of about 1 MB one or two at a time (batches of at most 2 MiB)', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 26 });
   const raw = Buffer.from(invoiceJson(16_000));
   assert.ok(raw.length > 900_000 && raw.length < 1_048_576, `${raw.length} bytes`);

@@ -6,8 +6,7 @@
 
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { chmod, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, type TestContext, test } from 'node:test';
 import { Spool } from '../../src/spool/spool.ts';
@@ -15,17 +14,14 @@ import { ROOT } from '../helpers/cli.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { post, startTestListener } from '../helpers/listener.ts';
 import { freePort, startRedis } from '../helpers/redis-server.ts';
+import { useTempDirs } from '../helpers/temp-dirs.ts';
 
 const cleanup: (() => Promise<void>)[] = [];
 after(async () => {
   for (const fn of cleanup.reverse()) await fn();
 });
 
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'spool-lock-'));
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tempDir = useTempDirs('spool-lock-');
 
 interface HolderLine {
   held: boolean;
@@ -103,7 +99,7 @@ function skipUnlessUnshare(t: TestContext): boolean {
 
 test('two containers that are each PID 1 with the same host name: the second is refused while the first lives', async (t) => {
   if (skipUnlessUnshare(t)) return;
-  const dir = await tempDir();
+  const dir = tempDir();
   const first = startHolder(dir, 'sellsy-webhooks');
   const held = await first.line;
   assert.deepEqual([held.held, held.pid, held.hostname], [true, 1, 'sellsy-webhooks']);
@@ -123,7 +119,7 @@ test('spool drain run in a second container (PID 1, same host name) beside a liv
   if (skipUnlessUnshare(t)) return;
   const redis = await startRedis();
   cleanup.push(() => redis.destroy());
-  const dir = await tempDir();
+  const dir = tempDir();
   const holder = startHolder(dir, 'sellsy-webhooks');
   assert.equal((await holder.line).held, true);
   const segments = (await readdir(dir)).filter((f) => f.endsWith('.log'));
@@ -154,7 +150,7 @@ test('spool drain run in a second container (PID 1, same host name) beside a liv
 
 test('a holder killed with kill -9 is taken over by a process with another host name, no file deleted by hand', async (t) => {
   if (skipUnlessUnshare(t)) return;
-  const dir = await tempDir();
+  const dir = tempDir();
   const first = startHolder(dir, 'pod-a');
   assert.equal((await first.line).held, true);
   process.kill(await holderPid(first), 'SIGKILL');
@@ -171,7 +167,7 @@ test('a holder killed with kill -9 is taken over by a process with another host 
 
 /** A listener with Redis down (every delivery goes to the spool) on its own SPOOL_DIR. */
 async function spoolingListener() {
-  const dir = await tempDir();
+  const dir = tempDir();
   const l = await startTestListener(`redis://127.0.0.1:${await freePort()}`, { SPOOL_DIR: dir });
   cleanup.push(() => l.close());
   const deliver = (i: number) =>
@@ -231,7 +227,7 @@ function blockEventLoop(ms: number): void {
 }
 
 test('a heartbeat late past the stale delay keeps a LOCK nobody took: the spool still acknowledges, and the heartbeat moves again', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 20, lockStaleMs: 200 });
   cleanup.push(() => spool.close());
   await spool.append(jobFixture(0));
@@ -246,7 +242,7 @@ test('a heartbeat late past the stale delay keeps a LOCK nobody took: the spool 
 });
 
 test('a heartbeat late past the stale delay while another process took the LOCK over: the lock is lost', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 20, lockStaleMs: 200 });
   cleanup.push(() => spool.close());
   await spool.append(jobFixture(0));
@@ -264,7 +260,7 @@ test('a heartbeat late past the stale delay while another process took the LOCK 
 const modeOf = async (path: string) => (await stat(path)).mode & 0o777;
 
 test('spool files are created 0600 in a 0700 directory (they hold whole bodies and signature headers)', async () => {
-  const dir = join(await tempDir(), 'spool');
+  const dir = join(tempDir(), 'spool');
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
   await spool.append(jobFixture(0));
   assert.equal(await modeOf(dir), 0o700);
@@ -275,7 +271,7 @@ test('spool files are created 0600 in a 0700 directory (they hold whole bodies a
 });
 
 test('a spool directory left with looser modes by an earlier version is tightened at open', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
   for (let i = 0; i < 2; i++) await spool.append(jobFixture(i));
   await spool.close();

@@ -5,26 +5,18 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { appendFile, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { hostname, tmpdir } from 'node:os';
+import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { after, test } from 'node:test';
+import { test } from 'node:test';
 import { SpoolError, SpoolLockedError } from '../../src/errors.ts';
 import type { WebhookJob } from '../../src/queue/contract.ts';
 import { encodeRecord, RECORD_HEADER_BYTES } from '../../src/spool/format.ts';
 import { inspectSpool, Spool } from '../../src/spool/spool.ts';
 import { jobFixture } from '../helpers/jobs.ts';
+import { useTempDirs } from '../helpers/temp-dirs.ts';
 
-const dirs: string[] = [];
-after(async () => {
-  for (const dir of dirs) await rm(dir, { recursive: true, force: true });
-});
-
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'spool-test-'));
-  dirs.push(dir);
-  return dir;
-}
+const tempDir = useTempDirs('spool-test-');
 
 async function drainAll(spool: Spool): Promise<WebhookJob[]> {
   const seen: WebhookJob[] = [];
@@ -38,7 +30,7 @@ const segmentFiles = async (dir: string) => (await readdir(dir)).filter((f) => f
 
 /** A spool directory left by a closed spool that held deliveries 0 … n-1, in one segment file. */
 async function closedSpoolOf(n: number): Promise<{ dir: string; file: string; path: string }> {
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
   for (let i = 0; i < n; i++) await spool.append(jobFixture(i));
   await spool.close();
@@ -47,7 +39,7 @@ async function closedSpoolOf(n: number): Promise<{ dir: string; file: string; pa
 }
 
 test('appended deliveries survive a reopen and drain oldest first, byte-exact, then their files are removed', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const first = await Spool.open({ dir, maxBytes: 1 << 20 });
   for (let i = 0; i < 5; i++) await first.spool.append(jobFixture(i));
   assert.equal(first.spool.status().depth, 5);
@@ -70,7 +62,7 @@ test('appended deliveries survive a reopen and drain oldest first, byte-exact, t
 });
 
 test('concurrent appends share one write and one fsync (group commit)', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 24 });
   await Promise.all(Array.from({ length: 200 }, (_, i) => spool.append(jobFixture(i))));
   const { depth, writes } = spool.status();
@@ -118,7 +110,7 @@ test('a damaged record in the middle is skipped, the others drain, and the segme
 });
 
 test('a drain stopped by a failing sink keeps what was not confirmed, across a reopen', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const first = await Spool.open({ dir, maxBytes: 1 << 20 });
   await Promise.all(Array.from({ length: 10 }, (_, i) => first.spool.append(jobFixture(i))));
   let calls = 0;
@@ -141,7 +133,7 @@ test('a drain stopped by a failing sink keeps what was not confirmed, across a r
 });
 
 test('appends made while a drain runs are kept for the next drain, not lost', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
   await spool.append(jobFixture(0));
   const seen: string[] = [];
@@ -159,7 +151,7 @@ test('appends made while a drain runs are kept for the next drain, not lost', as
 });
 
 test('past SPOOL_MAX_BYTES appends fail with SpoolError("full") and the spool reports itself unhealthy', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const record = encodeRecord(jobFixture(0)).length;
   const { spool } = await Spool.open({ dir, maxBytes: 8 + record * 2 });
   await spool.append(jobFixture(0));
@@ -176,7 +168,7 @@ test('past SPOOL_MAX_BYTES appends fail with SpoolError("full") and the spool re
 });
 
 test('a second open of a held SPOOL_DIR is refused with a clear error naming the holder', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
   await assert.rejects(
     Spool.open({ dir, maxBytes: 1 << 20 }),
@@ -189,7 +181,7 @@ test('a second open of a held SPOOL_DIR is refused with a clear error naming the
 });
 
 test('a LOCK left by an earlier version (pid and host name, never refreshed) is taken over after the stale delay', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
   const lock = { pid: Number(gone.stdout), hostname: 'another-host', since: new Date().toISOString() };
   await writeFile(join(dir, 'LOCK'), JSON.stringify(lock));
@@ -201,7 +193,7 @@ test('a LOCK left by an earlier version (pid and host name, never refreshed) is 
 });
 
 test('spool status reads the files without the lock and without changing them', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
   await spool.append(jobFixture(0));
   await spool.append(jobFixture(1));

@@ -5,8 +5,7 @@
  */
 
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
@@ -17,6 +16,7 @@ import { jobFixture } from '../helpers/jobs.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { assertOneJobPerDelivery, steadyLoad } from '../helpers/load.ts';
 import { freePort, startRedis } from '../helpers/redis-server.ts';
+import { useTempDirs } from '../helpers/temp-dirs.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 const cleanup: (() => Promise<void>)[] = [];
@@ -24,11 +24,7 @@ after(async () => {
   for (const fn of cleanup.reverse()) await fn();
 });
 
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'spool-cli-'));
-  cleanup.push(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+const tempDir = useTempDirs('spool-cli-');
 
 const fail = (message: string): never => assert.fail(message);
 
@@ -43,7 +39,7 @@ async function readyz(base: string): Promise<{ ok: boolean; spool: { depth: numb
 test('a listener killed (kill -9) under load and restarted on the same SPOOL_DIR: every 200 is one job', async (t) => {
   const redis = await startRedis();
   cleanup.push(() => redis.destroy());
-  const spoolDir = await tempDir();
+  const spoolDir = tempDir();
   const port = await freePort();
   const env = { PORT: String(port), HOST: '127.0.0.1', REDIS_URL: redis.url, QUEUE_NAME: 'crash', SPOOL_DIR: spoolDir };
   const base = `http://127.0.0.1:${port}`;
@@ -93,7 +89,7 @@ test('a listener killed (kill -9) under load and restarted on the same SPOOL_DIR
 test('spool status and spool drain: an operator empties a spool left behind, once, into the queue', async () => {
   const redis = await startRedis();
   cleanup.push(() => redis.destroy());
-  const spoolDir = await tempDir();
+  const spoolDir = tempDir();
   const { spool } = await Spool.open({ dir: spoolDir, maxBytes: 1 << 20 });
   for (let i = 0; i < 3; i++) await spool.append(jobFixture(i));
   const env = { SPOOL_DIR: spoolDir, REDIS_URL: redis.url, QUEUE_NAME: 'drain-cli' };
@@ -148,7 +144,7 @@ test("spool drain: a spooled delivery the queue folds as a duplicate makes its r
   assert.ok(queued);
   // The same bytes received again while Redis was away: spooled, then found a duplicate when drained.
   const folded = { ...queued.data, deliveryId: newDeliveryId(), receivedAt: new Date().toISOString() };
-  const spoolDir = await tempDir();
+  const spoolDir = tempDir();
   const { spool } = await Spool.open({ dir: spoolDir, maxBytes: 1 << 20 });
   await spool.append({ name: queued.name, data: folded });
   await spool.close();
@@ -165,7 +161,7 @@ test("spool drain: a spooled delivery the queue folds as a duplicate makes its r
 });
 
 test('a SPOOL_DIR that cannot be created stops the start with a clear error naming it', async () => {
-  const dir = await tempDir();
+  const dir = tempDir();
   const file = join(dir, 'a-file');
   await writeFile(file, 'not a directory');
   const result = runCli(['listen'], { SPOOL_DIR: join(file, 'spool'), PORT: '0', HOST: '127.0.0.1' });
