@@ -430,22 +430,26 @@ export class BullmqProducer implements Producer {
   }
 
   /**
-   * Whether Redis takes a write now: waits up to `ENQUEUE_TIMEOUT_MS` for the connection, then sets a key that
-   * expires within a second. A Redis that answers PING but refuses writes (out of memory, read-only replica, failed
-   * snapshot) fails this; the drain uses it to tell a record Redis cannot take from a Redis that takes nothing.
+   * Whether Redis takes a write now: within `ENQUEUE_TIMEOUT_MS`, sets a key that expires within a second. A Redis
+   * that answers PING but refuses writes (out of memory, read-only replica, failed snapshot) fails this; the drain
+   * uses it to tell a record Redis cannot take from a Redis that takes nothing. A connection that closes under the
+   * probe (Redis drops the connection of a command it refuses, and the probe can be sent before the close is seen)
+   * is no answer: the probe waits for the reconnection and asks again.
    */
   async probeWrite(): Promise<boolean> {
     const deadline = Date.now() + this.opts.timeoutMs;
-    while (this.client.status !== 'ready') {
-      if (this.closed || Date.now() > deadline) return false;
+    const key = `${this.opts.prefix}:${this.opts.queueName}:write-probe`;
+    while (!this.closed && Date.now() <= deadline) {
+      if (this.client.status === 'ready') {
+        try {
+          return (await this.client.set(key, '1', 'PX', 1000)) === 'OK';
+        } catch (err) {
+          if (err instanceof ReplyError) return false;
+        }
+      }
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    try {
-      const key = `${this.opts.prefix}:${this.opts.queueName}:write-probe`;
-      return (await this.client.set(key, '1', 'PX', 1000)) === 'OK';
-    } catch {
-      return false;
-    }
+    return false;
   }
 
   async ping(): Promise<boolean> {

@@ -1,5 +1,6 @@
 /**
- * The producer's write path against a real Redis: the deliveries of one event-loop turn leave in one socket write.
+ * The producer's write path against a real Redis: the deliveries of one event-loop turn leave in one socket write;
+ * the write probe the drain asks before quarantining a record.
  */
 
 import assert from 'node:assert/strict';
@@ -31,7 +32,7 @@ async function startProducer(queueName: string) {
   await producer.enqueue(jobFixture(999));
   const queue = new Queue(queueName, { connection: { url: redis.url } });
   cleanup.push(() => queue.close());
-  return { producer, queue };
+  return { producer, queue, redis };
 }
 
 test('the deliveries of one event-loop turn reach Redis in one socket write, and each gets its job', async () => {
@@ -81,4 +82,22 @@ test('a connection lost in the middle of a corked turn fails that turn only; the
   assert.equal(results.length, 5);
   assert.equal(producer.client.stream.writableCorked, 0);
   for (let i = 10; i < 15; i++) assert.ok(await queue.getJob(jobFixture(i).data.deliveryId), `delivery ${i} queued`);
+});
+
+test('the write probe: a connection lost under it is no answer (it asks again once reconnected); a Redis that refuses writes fails it', async () => {
+  const { producer, redis } = await startProducer('probe');
+  assert.equal(await producer.probeWrite(), true);
+
+  // Redis drops the connection of a command it refuses; the probe can be sent before the close is seen.
+  const stream = producer.client.stream;
+  const probed = producer.probeWrite();
+  setImmediate(() => stream.destroy());
+  assert.equal(await probed, true, 'answered on the new connection');
+
+  const admin = redis.client();
+  cleanup.push(async () => {
+    admin.disconnect();
+  });
+  await admin.config('SET', 'min-replicas-to-write', '1');
+  assert.equal(await producer.probeWrite(), false, 'NOREPLICAS: writes refused');
 });
