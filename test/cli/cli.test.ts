@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { stripVTControlCharacters } from 'node:util';
 import { ENV_NAMES } from '../../src/config/schema.ts';
-import { ROOT, spawnCli, tempSpoolDir, waitFor } from '../helpers/cli.ts';
+import { ROOT, spawnCli, tempSpoolDir } from '../helpers/cli.ts';
 import { runDispatch, startDispatch } from '../helpers/dispatch.ts';
 import { freePort, RedisServer } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 test('help lists every command and every environment variable', async () => {
   const result = await runDispatch(['--help']);

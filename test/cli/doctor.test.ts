@@ -10,11 +10,12 @@ import { doctor } from '../../src/cli/doctor.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { jobOptionsOf } from '../../src/queue/producer.ts';
 import { Spool } from '../../src/spool/spool.ts';
-import { tempSpoolDir, waitFor } from '../helpers/cli.ts';
+import { tempSpoolDir } from '../helpers/cli.ts';
 import { startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { testDatabaseUrl } from '../helpers/postgres.ts';
 import { freePort, type RedisServer, startRedis, startValkey } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 let good: RedisServer;
 let misconfigured: RedisServer;

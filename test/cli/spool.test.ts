@@ -11,12 +11,13 @@ import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
 import { newDeliveryId } from '../../src/queue/contract.ts';
 import { Spool } from '../../src/spool/spool.ts';
-import { runCli, spawnCli, waitFor } from '../helpers/cli.ts';
+import { runCli, spawnCli } from '../helpers/cli.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { assertOneJobPerDelivery, steadyLoad } from '../helpers/load.ts';
 import { freePort, startRedis } from '../helpers/redis-server.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 const cleanup: (() => Promise<void>)[] = [];

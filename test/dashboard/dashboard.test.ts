@@ -16,9 +16,9 @@ import { LOGIN_FAILURE_WINDOW_MS, LOGIN_FAILURES_ALLOWED } from '../../src/dashb
 import { PermanentError } from '../../src/errors.ts';
 import type { WebhookJobData } from '../../src/queue/contract.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../../src/queue/records.ts';
-import { waitFor } from '../helpers/cli.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 const USER = 'admin';

@@ -3,9 +3,6 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { useTempDirs } from './temp-dirs.ts';
 
-/** Kept here for the files that still import it from this module; new code imports test/helpers/wait.ts. */
-export { waitFor } from './wait.ts';
-
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = ['--import', 'tsx', 'src/cli.ts'];
 

@@ -11,12 +11,13 @@ import { afterEach, type TestContext, test } from 'node:test';
 import { Queue } from 'bullmq';
 import type { WebhookJob } from '../../src/queue/contract.ts';
 import { Spool } from '../../src/spool/spool.ts';
-import { runCli, waitFor } from '../helpers/cli.ts';
+import { runCli } from '../helpers/cli.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type Answer, assertOneJobPerDelivery } from '../helpers/load.ts';
 import { freePort, RedisServer, startRedis } from '../helpers/redis-server.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 // Each test's listeners and Redis servers stop when it ends: a drained Redis left running (rewriting its AOF of
 // large deliveries) would slow the next test's answers and drains.
