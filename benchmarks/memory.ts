@@ -26,6 +26,7 @@ import { startPrivateRedis } from './lib/redis.ts';
 import { freePort } from './lib/redis-server.ts';
 import { f, table } from './lib/report.ts';
 import { startService } from './lib/service.ts';
+import { waitFor } from './lib/wait.ts';
 
 const SIGN_KEY = 'bench-memory-sign-key';
 const QUEUE = 'bench-memory';
@@ -144,16 +145,16 @@ async function main(): Promise<void> {
     // Every 200 must become a job: wait for the spool to drain into Redis.
     const ok = answers.filter((a) => a.status === 200 && a.queued !== false && typeof a.jobId === 'string');
     const ids = ok.map((a) => a.jobId as string);
-    const deadline = Date.now() + 120_000;
     let missing = ids.length;
-    for (;;) {
+    const allQueued = async () => {
       const pipeline = redis.client.pipeline();
       for (const id of ids) pipeline.exists(`bull:${QUEUE}:${id}`);
       const results = (await pipeline.exec()) ?? [];
       missing = results.filter(([err, v]) => err !== null || v !== 1).length;
-      if (missing === 0 || Date.now() > deadline) break;
-      await sleep(200);
-    }
+      return missing === 0;
+    };
+    // Past the timeout the round is reported with the jobs still missing.
+    await waitFor(allQueued, 120_000, 'every acknowledged delivery to be a job', 200).catch(() => undefined);
     const drainedKb = memoryKb(pid, 'VmRSS');
     await sleep(opts.idleS * 1000);
     const idleKb = memoryKb(pid, 'VmRSS');

@@ -25,6 +25,7 @@ import { BullmqProducer, producerOptionsFrom } from '../src/queue/producer.ts';
 import { sellsyBody, WEBHOOK_PATH } from './lib/bodies.ts';
 import { cpuSeconds } from './lib/machine.ts';
 import { startPrivateRedis } from './lib/redis.ts';
+import { waitFor } from './lib/wait.ts';
 
 type Injector = Awaited<ReturnType<typeof Fastify>>;
 
@@ -84,7 +85,7 @@ const fakeProducer: Producer = {
 const fake = await buildApp({ config, producer: fakeProducer, metrics: createMetrics(), logger });
 const producer = new BullmqProducer(producerOptionsFrom(config));
 const real = await buildApp({ config, producer, metrics: createMetrics(), logger });
-while (!producer.health().ready) await new Promise((r) => setTimeout(r, 10));
+await waitFor(() => producer.health().ready, 10_000, 'the producer to connect to Redis', 10);
 
 const rows: string[] = [];
 try {

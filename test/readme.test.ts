@@ -17,6 +17,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
+import { loadConfig } from '../src/config/config.ts';
 import { httpOk, ROOT, tempSpoolDir } from './helpers/cli.ts';
 import { freePort, type RedisServer, startRedis } from './helpers/redis-server.ts';
 import { waitFor } from './helpers/wait.ts';
@@ -31,7 +32,7 @@ const commands = quickStart
 let redis: RedisServer | undefined;
 const background: ChildProcess[] = [];
 after(async () => {
-  for (const child of background) stop(child);
+  await Promise.all(background.map(stop));
   await redis?.destroy();
 });
 
@@ -117,7 +118,8 @@ test('the walkthrough, run as written, prints what the README shows', async () =
     SPOOL_DIR: spoolDir,
     ACK_BUDGET_MS: '2000',
   };
-  const queue = new Queue('sellsy-webhooks', { connection: { url: redis.url } });
+  // The walkthrough runs with the default queue name.
+  const queue = new Queue(loadConfig({}).queueName, { connection: { url: redis.url } });
   let service: ChildProcess | undefined;
   let monitor = '';
   let shellVariables = '';

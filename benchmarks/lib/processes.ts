@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { waitFor } from './wait.ts';
 
 /** The project's root: child processes run there, dist/ and bench-results/ are there. */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -87,20 +88,21 @@ export async function waitForHttp200(
   timeoutMs: number,
   describe: () => string,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (!isRunning(child))
-      throw new Error(`child exited (${child.exitCode ?? child.signalCode}) before ${url} was ready\n${describe()}`);
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      if (res.status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > deadline) throw new Error(`${url} did not answer 200 within ${timeoutMs} ms\n${describe()}`);
-    await sleep(50);
-  }
+  await waitFor(
+    async () => {
+      if (!isRunning(child))
+        throw new Error(`child exited (${child.exitCode ?? child.signalCode}) before ${url} was ready\n${describe()}`);
+      try {
+        const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+        await res.arrayBuffer();
+        return res.status === 200;
+      } catch {
+        return false; // not listening yet
+      }
+    },
+    timeoutMs,
+    `${url} to answer 200\n${describe()}`,
+  );
 }
 
 /** A clean environment for a child process: nothing from the caller's shell (such as a SELLSY_SIGN_KEY) leaks in. */

@@ -12,6 +12,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { waitFor } from './wait.ts';
 
 const BIN = process.env.REDIS_SERVER_BIN ?? 'redis-server';
 
@@ -54,24 +55,26 @@ export class RedisServer {
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );
     this.child = child;
-    const deadline = Date.now() + 10_000;
-    for (;;) {
-      if (child.exitCode !== null) {
-        throw new Error(`${this.bin} exited with code ${child.exitCode} on port ${this.port}`);
-      }
-      const client = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      client.on('error', () => undefined);
-      try {
-        await client.connect();
-        if ((await client.ping()) === 'PONG') return;
-      } catch {
-        // not up yet
-      } finally {
-        client.disconnect();
-      }
-      if (Date.now() > deadline) throw new Error(`${this.bin} did not answer on port ${this.port} within 10 s`);
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) {
+          throw new Error(`${this.bin} exited with code ${child.exitCode} on port ${this.port}`);
+        }
+        const client = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+        client.on('error', () => undefined);
+        try {
+          await client.connect();
+          return (await client.ping()) === 'PONG';
+        } catch {
+          return false; // not up yet
+        } finally {
+          client.disconnect();
+        }
+      },
+      10_000,
+      `${this.bin} to answer on port ${this.port}`,
+      25,
+    );
   }
 
   client(): Redis {

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { baseEnv, isRunning, ROOT, sleep } from '../lib/processes.ts';
 import type { Service } from '../lib/service.ts';
+import { waitFor } from '../lib/wait.ts';
 import type { Integrity } from './results.ts';
 
 /** DROP SCHEMA from a synchronous child: what the `exit` hook can still do after a SIGINT. */
@@ -143,13 +144,16 @@ export async function integrity(
 }
 
 export async function waitForTable(db: Db, worker: Service, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const [r] = await db.query<{ oid: string | null }>('SELECT to_regclass($1)::text AS oid', [db.events]);
-    if (r?.oid) return;
-    if (!isRunning(worker.child))
-      throw new Error(`the worker exited (${worker.child.exitCode ?? worker.child.signalCode})\n${worker.output()}`);
-    if (Date.now() > deadline) throw new Error(`the worker did not create ${db.events} within ${timeoutMs} ms`);
-    await sleep(100);
-  }
+  await waitFor(
+    async () => {
+      const [r] = await db.query<{ oid: string | null }>('SELECT to_regclass($1)::text AS oid', [db.events]);
+      if (r?.oid) return true;
+      if (!isRunning(worker.child))
+        throw new Error(`the worker exited (${worker.child.exitCode ?? worker.child.signalCode})\n${worker.output()}`);
+      return false;
+    },
+    timeoutMs,
+    `the worker to create ${db.events}`,
+    100,
+  );
 }
