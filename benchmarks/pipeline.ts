@@ -37,7 +37,7 @@
  * BENCH_PIPELINE_WAIT (120 s: at most, for the rows of a phase), BENCH_QUIET_WAIT (120 s: at most, before starting,
  * for foreign CPU load to drop below 25% of a core), BENCH_DATABASE_URL (postgres://postgres@127.0.0.1:5432/test),
  * BENCH_SKIP_BUILD=1 or --skip-build (dist/ is built anyway if missing), BENCH_PIPELINE_MODE (`split`: the listener and
- * the worker as two processes, `listen` and `work`, as the README advises for production; `start`: both in one
+ * the worker as two processes, `listen` and `work`, as docs/operations.md advises for production; `start`: both in one
  * process, `sellsy-webhooks start`, what `npm start` runs — its CPU is then reported as the listener's).
  * A default run takes about a minute (plus the build and any wait for a quiet machine). Prints tables and each
  * phase's CPU use per process (PostgreSQL's included; `other` shows foreign load); writes

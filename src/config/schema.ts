@@ -1,6 +1,6 @@
 /**
- * Every environment variable the service reads, with its default. `.env.example` and the README list the same set;
- * a test checks that they agree.
+ * Every environment variable the service reads, with its default. `.env.example` and docs/configuration.md list the
+ * same set; a test checks that they agree.
  */
 import { type Static, Type } from '@sinclair/typebox';
 

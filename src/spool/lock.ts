@@ -32,7 +32,7 @@ import { SpoolLockedError } from '../errors.ts';
 export const LOCK_FILE = 'LOCK';
 /** How often the holder refreshes the lock's mtime. */
 export const HEARTBEAT_MS = 1_000;
-/** A lock whose heartbeat has not moved for this long is taken over (documented in the README, "The spool"). */
+/** A lock whose heartbeat has not moved for this long is taken over (documented in docs/architecture.md, "The spool"). */
 export const STALE_MS = 10_000;
 
 export interface LockHolder {

@@ -2,7 +2,7 @@
  * The handler chain of a worker, from the configuration: built-ins first, then the user module.
  *
  * Order: `postgres` (first, so a delivery is stored even when its object cannot be fetched), `sellsy-fetch` (sets
- * the object the later handlers see), `forward`, the user handlers. With `RECORD_ORDER=latest` (README "Per-record
+ * the object the later handlers see), `forward`, the user handlers. With `RECORD_ORDER=latest` (docs/architecture.md, "Per-record
  * order") the chain is split: `postgres` runs on every delivery, in the ingest job, and the rest on the record
  * queue, one job per record at a time, on the record's latest delivery.
  */

@@ -1,7 +1,7 @@
 /**
  * The worker runtime: BullMQ workers that run the handler chain (src/worker/pipeline.ts) on each job.
  *
- * Delivery guarantees (README "Workers"): at least once. A job is completed only after every handler resolved; a
+ * Delivery guarantees (docs/handlers.md): at least once. A job is completed only after every handler resolved; a
  * crashed worker's job is run again once its lock expires (`WORKER_LOCK_MS`); retries use exponential backoff with
  * jitter (`JOB_ATTEMPTS`, `JOB_BACKOFF_MS`, set on each job by the listener); a job that failed for good stays in
  * BullMQ's failed set (the dead letters) for `JOB_KEEP_FAILED_SECONDS` and can be replayed.
