@@ -29,6 +29,7 @@ function serve(service: Service): void {
 const io: CliIo = {
   out: (line) => process.stdout.write(`${line}\n`),
   err: (line) => process.stderr.write(`${line}\n`),
+  progress: (line) => process.stdout.write(`\r${line}`),
   isTTY: process.stdout.isTTY === true,
   serve,
 };

@@ -4,9 +4,8 @@
  *
  * `dispatch(argv, env, io)` runs one command line and returns its exit code: 0 done (or a service started), 1 runtime
  * failure (or a failed check), 2 usage error, 78 bad configuration. It never ends the process and reads neither
- * `process.argv` nor `process.env`: what it prints goes through `io` (except `spool status|drain`, which write to the
- * process's streams themselves), and a started service is handed to `io.serve`, which keeps it running until it is
- * asked to stop (the bin, src/cli.ts, does that on a signal).
+ * `process.argv` nor `process.env`: what it prints goes through `io`, and a started service is handed to `io.serve`,
+ * which keeps it running until it is asked to stop (the bin, src/cli.ts, does that on a signal).
  */
 import type { DestinationStream, Logger } from 'pino';
 import { type Config, loadConfig } from '../config/config.ts';
@@ -43,8 +42,10 @@ export interface CliIo {
   out(line: string): void;
   /** A line about a usage error or a failure (stderr). */
   err(line: string): void;
-  /** Whether stdout is a terminal (`doctor` colours its verdicts). */
+  /** Whether stdout is a terminal (`doctor` colours its verdicts, `spool drain` shows its progress). */
   isTTY: boolean;
+  /** On a terminal: a progress line, written over the previous one (`spool drain`). */
+  progress?(line: string): void;
   /** Keeps a started service running until it is asked to stop, then closes it. */
   serve(service: Service): void;
   /** Where a service logs; absent: stdout (JSON lines, or readable lines on a terminal). */
@@ -89,8 +90,8 @@ function oneShot(command: string, args: string[], io: CliIo): ((config: Config) 
       };
     }
     case 'spool':
-      if (args[0] === 'status') return only(args.slice(1), '--json') ?? ((config) => spoolStatus(config, json));
-      if (args[0] === 'drain') return only(args.slice(1)) ?? ((config) => spoolDrain(config));
+      if (args[0] === 'status') return only(args.slice(1), '--json') ?? ((config) => spoolStatus(config, json, io));
+      if (args[0] === 'drain') return only(args.slice(1)) ?? ((config) => spoolDrain(config, io));
       return `unknown spool command "${args[0] ?? ''}": use "spool status" or "spool drain"`;
     case 'sellsy':
       if (args[0] === 'connect') {

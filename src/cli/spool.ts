@@ -4,7 +4,7 @@
  * included, then exits (after an outage, with no listener running on that directory). Exit codes: 0 done, 1 failure
  * (Redis unreachable, directory in use, deliveries left in the spool or quarantined again).
  */
-import { pino } from 'pino';
+import { type DestinationStream, pino } from 'pino';
 import type { Config } from '../config/config.ts';
 import { openDrainProducer } from '../listener/open-producer.ts';
 import { createLogger } from '../logger.ts';
@@ -15,10 +15,23 @@ import { formatAge } from './format.ts';
 
 const MiB = 1024 * 1024;
 
-export async function spoolStatus(config: Config, json: boolean): Promise<number> {
+/** What the spool commands print through (the part of dispatch's `io` they use). */
+export interface SpoolIo {
+  /** A line of the command's report (stdout). */
+  out(line: string): void;
+  /** A line about a failure (stderr). */
+  err(line: string): void;
+  isTTY: boolean;
+  /** On a terminal: a progress line, written over the previous one. */
+  progress?(line: string): void;
+  /** Where the drain's log lines go; absent: stderr. */
+  log?: DestinationStream;
+}
+
+export async function spoolStatus(config: Config, json: boolean, io: SpoolIo): Promise<number> {
   const status = await inspectSpool(config.spool.dir, config.spool.maxBytes);
   if (json) {
-    process.stdout.write(`${JSON.stringify({ dir: config.spool.dir, ...status })}\n`);
+    io.out(JSON.stringify({ dir: config.spool.dir, ...status }));
     return 0;
   }
   const lines = [
@@ -37,34 +50,36 @@ export async function spoolStatus(config: Config, json: boolean): Promise<number
   if (status.corruptBytes > 0 || status.badFiles.length > 0) {
     lines.push(`damaged      ${status.corruptBytes} bytes skipped; ${status.badFiles.length} unreadable files`);
   }
-  process.stdout.write(`${lines.join('\n')}\n`);
+  io.out(lines.join('\n'));
   return 0;
 }
 
-export async function spoolDrain(config: Config, waitMs = 30_000): Promise<number> {
+export async function spoolDrain(config: Config, io: SpoolIo, waitMs = 30_000): Promise<number> {
   const { spool, recovery } = await Spool.open({ dir: config.spool.dir, maxBytes: config.spool.maxBytes });
   // Log lines (a folded delivery's record running again) on stderr: stdout is the command's report.
-  const logger = createLogger(config.logLevel, pino.destination({ dest: 2, sync: true }));
+  const logDestination: DestinationStream = io.log ?? pino.destination({ dest: 2, sync: true });
+  const logger = createLogger(config.logLevel, logDestination);
   const queue = openDrainProducer(config, logger);
   try {
     const requeued = await spool.requeueQuarantined();
     const total = recovery.depth + requeued;
-    process.stdout.write(
-      `spool ${config.spool.dir}: ${total} deliveries to move${requeued > 0 ? ` (${requeued} from the quarantine)` : ''}\n`,
+    io.out(
+      `spool ${config.spool.dir}: ${total} deliveries to move${requeued > 0 ? ` (${requeued} from the quarantine)` : ''}`,
     );
     if (total === 0) return 0;
     const deadline = Date.now() + waitMs;
     while (!queue.health().ready) {
       if (Date.now() > deadline) {
         const at = redactUrl(config.redisUrl, 'REDIS_URL');
-        process.stderr.write(`sellsy-webhooks: Redis at ${at} did not answer within ${waitMs / 1000} s\n`);
+        io.err(`sellsy-webhooks: Redis at ${at} did not answer within ${waitMs / 1000} s`);
         return 1;
       }
       await new Promise((r) => setTimeout(r, 100));
     }
     // On a terminal, one line rewritten after each batch; in a log, the summary only.
-    const progress = process.stdout.isTTY
-      ? () => process.stdout.write(`\rmoved ${drainer.total.queued + drainer.total.duplicate} of ${total}`)
+    const line = io.isTTY ? io.progress : undefined;
+    const progress = line
+      ? () => line(`moved ${drainer.total.queued + drainer.total.duplicate} of ${total}`)
       : undefined;
     const drainer: SpoolDrainer = new SpoolDrainer(spool, queue, { onBatch: progress });
     const moved = drainer.total;
@@ -89,17 +104,17 @@ export async function spoolDrain(config: Config, waitMs = 30_000): Promise<numbe
       backoffMs = 250;
     }
     await spool.cleanup();
-    if (progress) process.stdout.write('\n');
-    process.stdout.write(`moved ${moved.queued + moved.duplicate} deliveries to queue ${config.queueName}\n`);
+    if (progress) io.out('');
+    io.out(`moved ${moved.queued + moved.duplicate} deliveries to queue ${config.queueName}`);
     const left = spool.status();
     if (left.quarantined > 0) {
-      process.stderr.write(
-        `sellsy-webhooks: ${left.quarantined} deliveries Redis could not take are still quarantined in ${config.spool.dir}\n`,
+      io.err(
+        `sellsy-webhooks: ${left.quarantined} deliveries Redis could not take are still quarantined in ${config.spool.dir}`,
       );
     }
     if (left.depth > 0) {
-      process.stderr.write(
-        `sellsy-webhooks: drain stopped (${lastError?.message ?? 'unknown error'}); ${left.depth} deliveries left\n`,
+      io.err(
+        `sellsy-webhooks: drain stopped (${lastError?.message ?? 'unknown error'}); ${left.depth} deliveries left`,
       );
     }
     return left.depth > 0 || left.quarantined > 0 ? 1 : 0;

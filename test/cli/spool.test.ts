@@ -12,6 +12,7 @@ import { Queue } from 'bullmq';
 import { newDeliveryId } from '../../src/queue/contract.ts';
 import { Spool } from '../../src/spool/spool.ts';
 import { runCli, spawnCli } from '../helpers/cli.ts';
+import { runDispatch } from '../helpers/dispatch.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { assertOneJobPerDelivery, steadyLoad } from '../helpers/load.ts';
@@ -67,7 +68,7 @@ test('a listener killed (kill -9) under load and restarted on the same SPOOL_DIR
   assert.ok(ok >= rate * 2 - 50, `${ok} deliveries answered before the kill`);
   assert.equal(answers.filter((a) => a.status !== 200 && a.status !== 0).length, 0);
 
-  const status = runCli(['spool', 'status', '--json'], { SPOOL_DIR: spoolDir });
+  const status = await runDispatch(['spool', 'status', '--json'], { SPOOL_DIR: spoolDir });
   assert.equal(status.status, 0, status.stderr);
   const left = JSON.parse(status.stdout) as { depth: number };
   assert.ok(left.depth > 0, 'the killed listener left deliveries in the spool');
@@ -96,19 +97,20 @@ test('spool status and spool drain: an operator empties a spool left behind, onc
   const env = { SPOOL_DIR: spoolDir, REDIS_URL: redis.url, QUEUE_NAME: 'drain-cli' };
 
   // While a process holds the directory, drain refuses and names it.
-  const refused = runCli(['spool', 'drain'], env);
+  const refused = await runDispatch(['spool', 'drain'], env);
   assert.equal(refused.status, 1);
   assert.match(refused.stderr, new RegExp(`in use by process ${process.pid}`));
   await spool.close();
 
-  const status = runCli(['spool', 'status'], env);
+  const status = await runDispatch(['spool', 'status'], env);
   assert.equal(status.status, 0);
   assert.match(status.stdout, /^deliveries {3}3$/m);
   assert.match(status.stdout, /^oldest {7}2026-01-01T00:00:00.000Z/m);
 
-  const drained = runCli(['spool', 'drain'], env);
+  // On a terminal, a progress line rewritten after each batch, then the summary.
+  const drained = await runDispatch(['spool', 'drain'], env, { isTTY: true });
   assert.equal(drained.status, 0, drained.stderr);
-  assert.match(drained.stdout, /moved 3 deliveries to queue drain-cli/);
+  assert.match(drained.stdout, /\rmoved 3 of 3\nmoved 3 deliveries to queue drain-cli\n$/);
   const queue = new Queue('drain-cli', { connection: { url: redis.url } });
   try {
     const ids = (await queue.getJobs(['waiting'])).map((job) => job.id).sort();
@@ -119,7 +121,7 @@ test('spool status and spool drain: an operator empties a spool left behind, onc
   } finally {
     await queue.close();
   }
-  assert.match(runCli(['spool', 'status'], env).stdout, /^deliveries {3}0$/m);
+  assert.match((await runDispatch(['spool', 'status'], env)).stdout, /^deliveries {3}0$/m);
 });
 
 test("spool drain: a spooled delivery the queue folds as a duplicate makes its record run again (RECORD_ORDER=latest), as the listener's drain does", async () => {
@@ -150,13 +152,13 @@ test("spool drain: a spooled delivery the queue folds as a duplicate makes its r
   await spool.append({ name: queued.name, data: folded });
   await spool.close();
 
-  const drain = spawnCli(['spool', 'drain'], {
+  const drain = await runDispatch(['spool', 'drain'], {
     SPOOL_DIR: spoolDir,
     REDIS_URL: redis.url,
     QUEUE_NAME: listener.config.queueName,
   });
-  assert.equal(await drain.exited, 0);
-  assert.ok(drain.stdout.includes(`moved 1 deliveries to queue ${listener.config.queueName}`), drain.stdout.join('\n'));
+  assert.equal(drain.status, 0, drain.stderr);
+  assert.match(drain.stdout, new RegExp(`^moved 1 deliveries to queue ${listener.config.queueName}$`, 'm'));
   await waitFor(() => runs.includes(folded.deliveryId), 10_000, 'the record ran again');
   assert.deepEqual(runs, [first.deliveryId, folded.deliveryId]);
 });

@@ -46,6 +46,9 @@ export async function startDispatch(
       stderr += `${line}\n`;
     },
     isTTY: options.isTTY ?? false,
+    progress: (line) => {
+      stdout += `\r${line}`;
+    },
     serve: (service) => started.push(service),
     log: { write: (line: string) => logs.push(...line.split('\n').filter(Boolean)) },
   });

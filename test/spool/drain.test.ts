@@ -11,7 +11,7 @@ import { afterEach, type TestContext, test } from 'node:test';
 import { Queue } from 'bullmq';
 import type { WebhookJob } from '../../src/queue/contract.ts';
 import { Spool } from '../../src/spool/spool.ts';
-import { runCli } from '../helpers/cli.ts';
+import { runDispatch } from '../helpers/dispatch.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type Answer, assertOneJobPerDelivery } from '../helpers/load.ts';
@@ -214,9 +214,9 @@ test('a delivery Redis refuses is quarantined instead of blocking the drain; spo
   );
 
   const env = { SPOOL_DIR: dir, REDIS_URL: redis.url, QUEUE_NAME: queueName };
-  assert.match(runCli(['spool', 'status'], env).stdout, /^quarantined {2}1 /m);
+  assert.match((await runDispatch(['spool', 'status'], env)).stdout, /^quarantined {2}1 /m);
   await admin.config('SET', 'proto-max-bulk-len', String(512 * 1024 * 1024));
-  const drained = runCli(['spool', 'drain'], env);
+  const drained = await runDispatch(['spool', 'drain'], env);
   assert.equal(drained.status, 0, drained.stderr);
   assert.match(drained.stdout, /1 deliveries to move \(1 from the quarantine\)/);
   const queue = new Queue(queueName, { connection: { url: redis.url } });
@@ -226,7 +226,7 @@ test('a delivery Redis refuses is quarantined instead of blocking the drain; spo
   } finally {
     await queue.close();
   }
-  const status = runCli(['spool', 'status', '--json'], env);
+  const status = await runDispatch(['spool', 'status', '--json'], env);
   assert.equal((JSON.parse(status.stdout) as { quarantined: number }).quarantined, 0);
   assert.deepEqual(
     (await readdir(dir)).filter((f) => f !== 'LOCK'),
