@@ -10,12 +10,18 @@ export interface LatencySummary {
   mean: number;
 }
 
+/** The nearest-rank quantile `q` (0–1) of values sorted in ascending order; NaN when there are none. */
+export function nearestRank(sorted: ArrayLike<number>, q: number): number {
+  const n = sorted.length;
+  return n === 0 ? Number.NaN : (sorted[Math.min(n - 1, Math.max(0, Math.ceil(q * n) - 1))] as number);
+}
+
 /** Nearest-rank percentiles of latencies in milliseconds (sorts its argument in place). */
 export function summarize(values: Float64Array): LatencySummary {
   const n = values.length;
   if (n === 0) return { count: 0, p50: NaN, p90: NaN, p99: NaN, p999: NaN, max: NaN, mean: NaN };
   values.sort();
-  const at = (q: number) => values[Math.min(n - 1, Math.max(0, Math.ceil(q * n) - 1))] as number;
+  const at = (q: number) => nearestRank(values, q);
   let sum = 0;
   for (let i = 0; i < n; i++) sum += values[i] as number;
   return {

@@ -3,6 +3,7 @@
  * answer recorded with its latency. Bounded by count; never targets anything but the given loopback URL.
  */
 import type { Queue } from 'bullmq';
+import { nearestRank } from '../../benchmarks/lib/stats.ts';
 
 export interface Answer {
   i: number;
@@ -53,9 +54,12 @@ async function send(url: string, i: number, body: string, timeoutMs: number): Pr
   }
 }
 
+/** The nearest-rank percentile `p` (0–100) of `values`, as the benchmarks compute it. */
 export function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? Number.NaN;
+  return nearestRank(
+    [...values].sort((a, b) => a - b),
+    p / 100,
+  );
 }
 
 /** Every job in the queue, whatever its state. */
