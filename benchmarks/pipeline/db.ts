@@ -6,6 +6,7 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { connectPool } from '../lib/postgres.ts';
 import { baseEnv, isRunning, ROOT, sleep } from '../lib/processes.ts';
 import type { Service } from '../lib/service.ts';
 import { waitFor } from '../lib/wait.ts';
@@ -32,18 +33,11 @@ export interface Db {
 
 export async function openDb(url: string): Promise<Db> {
   const schema = `bench_${randomBytes(6).toString('hex')}`;
-  const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000 });
-  pool.on('error', () => undefined);
-  try {
-    await pool.query('SELECT 1');
-  } catch (err) {
-    await pool.end().catch(() => undefined);
-    throw new Error(
-      `the pipeline benchmark needs a PostgreSQL it may create a schema in, and none answered at BENCH_DATABASE_URL ` +
-        `(${(err as Error).message})`,
-      { cause: err },
-    );
-  }
+  const pool = await connectPool(
+    url,
+    (err) =>
+      `the pipeline benchmark needs a PostgreSQL it may create a schema in, and none answered at BENCH_DATABASE_URL (${err.message})`,
+  );
   const quoted = pg.escapeIdentifier(schema);
   let dropped = false;
   // SIGINT/SIGTERM (lib/processes.ts exits the process) or an uncaught error: children are killed by its exit hook,

@@ -4,6 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { connectPool } from '../../benchmarks/lib/postgres.ts';
 import { redactUrl } from '../../src/redact.ts';
 
 export function testDatabaseUrl(): string {
@@ -21,20 +22,14 @@ export interface TempSchema {
 export async function tempSchema(): Promise<TempSchema> {
   const url = testDatabaseUrl();
   const schema = `test_${randomBytes(6).toString('hex')}`;
-  const pool = new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5000 });
-  pool.on('error', () => undefined);
-  try {
-    await pool.query('SELECT 1');
-  } catch (err) {
-    await pool.end().catch(() => undefined);
-    throw new Error(
+  const pool = await connectPool(
+    url,
+    (err) =>
       `The postgres tests need a PostgreSQL they may create schemas in, and none answered at ${redactUrl(url, 'TEST_DATABASE_URL')} ` +
-        `(${(err as Error).message}). Set TEST_DATABASE_URL to one (postgres://user:password@host:5432/database), ` +
-        'or install and start one here (Debian/Ubuntu: apt-get install postgresql && service postgresql start; ' +
-        'then as the postgres user: createdb test, with trust or a password for postgres on 127.0.0.1 in pg_hba.conf).',
-      { cause: err },
-    );
-  }
+      `(${err.message}). Set TEST_DATABASE_URL to one (postgres://user:password@host:5432/database), ` +
+      'or install and start one here (Debian/Ubuntu: apt-get install postgresql && service postgresql start; ' +
+      'then as the postgres user: createdb test, with trust or a password for postgres on 127.0.0.1 in pg_hba.conf).',
+  );
   let dropped = false;
   return {
     url,
