@@ -12,11 +12,11 @@
  */
 import { type JobsOptions, Queue } from 'bullmq';
 import { type Redis, ReplyError } from 'ioredis';
-import type { Config } from '../config/config.ts';
 import { EnqueueError } from '../errors.ts';
 import { createFailFastConnection } from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
-import { type DurabilityReport, inspectDurability } from './durability.ts';
+import { inspectDurability } from './durability.ts';
+import { type BullmqProducerOptions, jobOptionsOf } from './producer-options.ts';
 
 export interface EnqueueResult {
   /** The job that holds this delivery: a new one, or the earlier one when `duplicate`. */
@@ -45,39 +45,6 @@ export interface Producer {
   close(): Promise<void>;
 }
 
-export interface BullmqProducerOptions {
-  redisUrl: string;
-  queueName: string;
-  prefix: string;
-  timeoutMs: number;
-  dedupWindowSeconds: number;
-  jobs: { attempts: number; backoffMs: number; keepCompletedSeconds: number; keepFailedSeconds: number };
-  /** Called each time the connection becomes ready, with Redis's durability settings. */
-  onReady?: (report: DurabilityReport) => void;
-  onError?: (err: Error) => void;
-  /** Default `MAX_PENDING_COMMANDS`. */
-  maxPendingCommands?: number;
-  /**
-   * The connection's deadline for any command, when it must be longer than `timeoutMs`: the spool's drain gives each
-   * batch a deadline that grows with its size (src/spool/spooling-producer.ts). Default `timeoutMs`.
-   */
-  commandTimeoutMs?: number;
-  /** Suffix of the Redis connection name (`<queue>:<role>`, shown by CLIENT LIST). Default `producer`. */
-  role?: string;
-  /**
-   * `REDIS_WAIT_AOF`: a job counts as confirmed only once Redis has fsynced it to its append-only file (`WAITAOF 1 0`,
-   * Redis ≥ 7.2 or Valkey ≥ 8, AOF on). One WAITAOF covers every write sent before it on the connection, so
-   * concurrent deliveries share it (group commit).
-   */
-  waitAof?: boolean;
-  /**
-   * Called when Redis folded a delivery into an earlier job (a duplicate), before `enqueue` resolves, within
-   * `ENQUEUE_TIMEOUT_MS`; if it fails, so does `enqueue` (and the spool keeps the delivery to try again). Never
-   * called for a delivery that made a job.
-   */
-  onDuplicate?: (job: WebhookJob, client: Redis) => Promise<void>;
-}
-
 /**
  * Commands sent to Redis and not answered yet, timed-out ones included: a frozen Redis keeps its connection open, so
  * the client keeps every command until Redis answers. Past this many, new deliveries fail at once instead of growing
@@ -89,19 +56,6 @@ export const MAX_PENDING_COMMANDS = 10_000;
 const QUEUE_RETRY_MS = 500;
 /** Delay before checking again for WAITAOF support (REDIS_WAIT_AOF). */
 const WAIT_AOF_RETRY_MS = 5_000;
-
-/** The producer settings that come from the configuration. */
-export function producerOptionsFrom(config: Config): BullmqProducerOptions {
-  return {
-    redisUrl: config.redisUrl,
-    queueName: config.queueName,
-    prefix: config.queuePrefix,
-    timeoutMs: config.enqueueTimeoutMs,
-    dedupWindowSeconds: config.dedupWindowSeconds,
-    jobs: config.jobs,
-    waitAof: config.redisWaitAof,
-  };
-}
 
 interface PendingAdd {
   name: string;
@@ -470,18 +424,4 @@ export class BullmqProducer implements Producer {
     if (this.client.status === 'ready') await this.client.quit().catch(() => this.client.disconnect());
     else this.client.disconnect();
   }
-}
-
-/** Retry and retention options of every job: the ingest queue's and the record queue's. */
-export function jobOptionsOf({ jobs }: Pick<BullmqProducerOptions, 'jobs'>): JobsOptions {
-  return {
-    attempts: jobs.attempts,
-    // Exponential backoff, each delay drawn at random in its upper half (jitter 0.5): retries of many jobs that
-    // failed together (a target down) do not come back together.
-    backoff: { type: 'exponential', delay: jobs.backoffMs, jitter: 0.5 },
-    // Age-based removal keeps the deduplication key alive for its whole window (an explicit `job.remove()` or
-    // `queue.clean()` deletes it). 0 = remove at once.
-    removeOnComplete: jobs.keepCompletedSeconds === 0 ? true : { age: jobs.keepCompletedSeconds },
-    removeOnFail: jobs.keepFailedSeconds === 0 ? true : { age: jobs.keepFailedSeconds },
-  };
 }
