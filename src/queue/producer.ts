@@ -289,9 +289,9 @@ export class BullmqProducer implements Producer {
 
   /**
    * One `queue.add` per delivery, sent together with the others of the same event-loop turn once the turn's I/O is
-   * done (setImmediate). Measured end to end (npm run bench, saturation, 2–3 rounds beside the naive design): this
-   * way 9,800 req/s; one `addBulk` per turn 8,200–8,500 (BullMQ wraps it in MULTI/EXEC, and the listener and Redis
-   * take turns); each `add` sent from its request handler 7,500 (more CPU per delivery).
+   * done (setImmediate). This took the most deliveries per second end to end (docs/benchmarks.md): one `addBulk` per
+   * turn took fewer (BullMQ wraps it in MULTI/EXEC, and the listener and Redis take turns), and each `add` sent from
+   * its request handler costs more CPU per delivery.
    */
   private write(queue: Queue, name: string, data: WebhookJobData, opts: JobsOptions): Promise<string> {
     const added = new Promise<string>((resolve, reject) => {
@@ -306,8 +306,8 @@ export class BullmqProducer implements Producer {
     // ioredis writes each command to the socket on its own: one system call per delivery. Corked, the commands of
     // the turn leave in one writev, and Redis reads them in one go. BullMQ sends each command a few promise steps
     // after `add` is called: the uncork waits for the microtask queue to drain (a nextTick scheduled from a
-    // microtask runs once the queue is empty). Measured (npm run bench:cost, 50 concurrent deliveries): listener
-    // CPU per delivery 121 → 99 µs, Redis 56 → 44 µs.
+    // microtask runs once the queue is empty). Fewer system calls: less CPU per delivery in the listener and in
+    // Redis (docs/benchmarks.md).
     const stream = turn.length > 1 ? this.client.stream : undefined;
     if (stream) {
       stream.cork();

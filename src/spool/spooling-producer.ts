@@ -24,8 +24,8 @@ import { DRAIN_BATCH_BYTES, DRAIN_BATCH_RECORDS, type DrainLimits, type DrainVer
 const MiB = 1024 * 1024;
 /**
  * Time a drain batch gets per MiB it holds, on top of `ENQUEUE_TIMEOUT_MS`: Redis is expected to take at least
- * 10 MiB/s of drained records (it took over 100 MB/s on a 2-vCPU machine). Without it a batch of large records could
- * never be confirmed in time, and the drain would send it again and again.
+ * 10 MiB/s of drained records, well below what it took on a small machine (docs/benchmarks.md). Without it a batch of
+ * large records could never be confirmed in time, and the drain would send it again and again.
  */
 export const DRAIN_MS_PER_MIB = 100;
 /** Times a record must fail alone, Redis taking other writes, before it is quarantined. */
@@ -35,9 +35,9 @@ export const DRAIN_MAX_BACKOFF_MS = 10_000;
 
 /**
  * Bytes of body per ms of `ACK_BUDGET_MS` past which a delivery goes to the spool first, without a write to Redis:
- * 256 KiB at the default 10 ms. Redis took job writes at about 100 MB/s on a 2-vCPU machine, i.e. 1 MiB per 10 ms
- * before BullMQ's JSON encoding (about as long again) and the other deliveries in flight: a body above a quarter of
- * that cannot be confirmed within the budget once a few arrive together, and trying anyway holds its JSON and
+ * 256 KiB at the default 10 ms, a quarter of what Redis took in job writes within that time on a small machine
+ * (docs/benchmarks.md), before BullMQ's JSON encoding (about as long again) and the other deliveries in flight. A
+ * larger body cannot be confirmed within the budget once a few arrive together, and trying anyway holds its JSON and
  * Redis's command buffers in the listener's memory while the spool takes it all the same; then the drain sends it
  * again.
  */
