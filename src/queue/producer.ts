@@ -17,6 +17,7 @@ import { createFailFastConnection } from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { inspectDurability } from './durability.ts';
 import { type BullmqProducerOptions, jobOptionsOf } from './producer-options.ts';
+import { AofGroupCommit } from './wait-aof.ts';
 
 export interface EnqueueResult {
   /** The job that holds this delivery: a new one, or the earlier one when `duplicate`. */
@@ -80,9 +81,8 @@ export class BullmqProducer implements Producer {
   /** The last write failed without an answer from Redis (timeout, lost connection): Redis has been silent since. */
   private silent = false;
   private probing = false;
-  /** Confirmations waiting for the next WAITAOF, and whether one is in flight. */
-  private aofWaiting: { done: () => void; fail: (err: unknown) => void }[] = [];
-  private aofInFlight = false;
+  /** With `waitAof`: the WAITAOF each write waits for, shared by those sent before it. */
+  private readonly aof: AofGroupCommit;
 
   constructor(private readonly opts: BullmqProducerOptions) {
     this.baseOpts = jobOptionsOf(opts);
@@ -96,6 +96,7 @@ export class BullmqProducer implements Producer {
       opts.onError?.(err);
     });
     this.client.on('ready', () => this.onConnectionReady());
+    this.aof = new AofGroupCommit(this.client, opts.timeoutMs);
   }
 
   /**
@@ -297,7 +298,7 @@ export class BullmqProducer implements Producer {
     const added = new Promise<string>((resolve, reject) => {
       if (this.turn.push({ name, data, opts, resolve, reject }) === 1) setImmediate(this.sendTurn, queue);
     });
-    return this.opts.waitAof ? added.then((jobId) => this.afterFsync().then(() => jobId)) : added;
+    return this.opts.waitAof ? added.then((jobId) => this.aof.afterFsync().then(() => jobId)) : added;
   }
 
   private readonly sendTurn = (queue: Queue): void => {
@@ -340,39 +341,6 @@ export class BullmqProducer implements Producer {
     this.inFlight--;
     this.progressAt = Date.now();
     this.silent = false;
-  }
-
-  /** With `waitAof`: resolves once the next WAITAOF (shared by every write waiting for one) confirmed the fsync. */
-  private afterFsync(): Promise<void> {
-    return new Promise<void>((done, fail) => {
-      this.aofWaiting.push({ done, fail });
-      if (!this.aofInFlight) this.sendWaitAof();
-    });
-  }
-
-  private sendWaitAof(): void {
-    const group = this.aofWaiting;
-    this.aofWaiting = [];
-    this.aofInFlight = true;
-    this.client
-      .call('WAITAOF', '1', '0', String(this.opts.timeoutMs))
-      .then(
-        (reply) => {
-          const local = Array.isArray(reply) ? Number(reply[0]) : 0;
-          if (local >= 1) for (const g of group) g.done();
-          else {
-            const err = new Error(`Redis did not fsync its AOF within ${this.opts.timeoutMs} ms`);
-            for (const g of group) g.fail(err);
-          }
-        },
-        (err: unknown) => {
-          for (const g of group) g.fail(err);
-        },
-      )
-      .finally(() => {
-        this.aofInFlight = false;
-        if (this.aofWaiting.length > 0) this.sendWaitAof();
-      });
   }
 
   health(): RedisHealth {
