@@ -8,7 +8,7 @@
  *
  * `Producer` is what the listener calls: this class alone with `SPOOL_MAX_BYTES=0`, else wrapped by the spool
  * (src/spool/spooling-producer.ts), which catches `EnqueueError`, stores the delivery, and drains it later through
- * this producer.
+ * this producer. The spool knows it only as a `QueueWriter`.
  */
 import { type JobsOptions, Queue } from 'bullmq';
 import { type Redis, ReplyError } from 'ioredis';
@@ -47,6 +47,22 @@ export interface Producer {
 }
 
 /**
+ * The queue as a writer with somewhere else to put a delivery sees it: writes with their own deadlines, whether Redis
+ * is stuck, and whether it takes writes at all. `enqueue` rejects with `EnqueueError` (`not_connected`, `backlog`,
+ * `timeout`, `redis_error`); its other rules are `BullmqProducer.enqueue`'s.
+ */
+export interface QueueWriter extends Producer {
+  /** `ENQUEUE_TIMEOUT_MS`: the deadline of a write, unless the caller gives its own. */
+  readonly timeoutMs: number;
+  /** `silenceMs`: fail once Redis answered nothing for that long. `timeoutMs`: this write's deadline. */
+  enqueue(job: WebhookJob, silenceMs?: number, timeoutMs?: number): Promise<EnqueueResult>;
+  /** Redis has been sitting on writes for longer than `ms` without answering any. */
+  stalled(ms: number): boolean;
+  /** Redis takes a write now: false for a Redis that refuses every write, or does not answer in time. */
+  probeWrite(): Promise<boolean>;
+}
+
+/**
  * Commands sent to Redis and not answered yet, timed-out ones included: a frozen Redis keeps its connection open, so
  * the client keeps every command until Redis answers. Past this many, new deliveries fail at once instead of growing
  * memory without bound (about 2 KB each, so some 20 MB at most).
@@ -66,7 +82,7 @@ interface PendingAdd {
   reject: (err: unknown) => void;
 }
 
-export class BullmqProducer implements Producer {
+export class BullmqProducer implements QueueWriter {
   readonly client: Redis;
   /** Deliveries of the current event-loop turn, sent when it ends. */
   private turn: PendingAdd[] = [];

@@ -17,7 +17,7 @@
 import type { Logger } from 'pino';
 import { EnqueueError, SpoolError } from '../errors.ts';
 import { boundRawBody, type WebhookJob } from '../queue/contract.ts';
-import type { BullmqProducer, EnqueueResult, Producer, RedisHealth } from '../queue/producer.ts';
+import type { EnqueueResult, Producer, QueueWriter, RedisHealth } from '../queue/producer.ts';
 import { MAX_RECORD_BYTES } from './format.ts';
 import { DRAIN_BATCH_BYTES, DRAIN_BATCH_RECORDS, type DrainLimits, type DrainVerdict, type Spool } from './spool.ts';
 
@@ -65,7 +65,7 @@ export interface SpoolingProducerOptions {
    * The producer the drain writes with, on its own connection (command deadline `drainCommandTimeoutMs`). Default:
    * the listener's producer.
    */
-  drainQueue?: BullmqProducer;
+  drainQueue?: QueueWriter;
   /** Largest drain batch. Default 100 records and 2 MiB. */
   drainBatch?: Partial<DrainLimits>;
   /** How often the drain checks for work, and the first backoff after a failed pass. Default 250 ms. */
@@ -107,7 +107,7 @@ export class SpoolDrainer {
 
   constructor(
     private readonly spool: Spool,
-    private readonly queue: BullmqProducer,
+    private readonly queue: QueueWriter,
     private readonly opts: SpoolDrainerOptions = {},
   ) {
     this.max = { records: DRAIN_BATCH_RECORDS, bytes: DRAIN_BATCH_BYTES, ...opts.batch };
@@ -180,7 +180,7 @@ export class SpoolingProducer implements Producer {
   private closed = false;
   private readonly timer: NodeJS.Timeout;
   private lastDrainError: string | null = null;
-  private readonly drainQueue: BullmqProducer;
+  private readonly drainQueue: QueueWriter;
   private readonly drainer: SpoolDrainer;
   private readonly intervalMs: number;
   private readonly largeBytes: number;
@@ -189,7 +189,7 @@ export class SpoolingProducer implements Producer {
   private backoffMs = 0;
 
   constructor(
-    readonly queue: BullmqProducer,
+    readonly queue: QueueWriter,
     readonly spool: Spool,
     private readonly opts: SpoolingProducerOptions,
   ) {
