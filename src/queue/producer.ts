@@ -8,15 +8,16 @@
  *
  * `Producer` is what the listener calls: this class alone with `SPOOL_MAX_BYTES=0`, else wrapped by the spool
  * (src/spool/spooling-producer.ts), which catches `EnqueueError`, stores the delivery, and drains it later through
- * this producer.
+ * this producer. The spool knows it only as a `QueueWriter`.
  */
 import { type JobsOptions, Queue } from 'bullmq';
 import { type Redis, ReplyError } from 'ioredis';
-import type { Config } from '../config/config.ts';
 import { EnqueueError } from '../errors.ts';
 import { createFailFastConnection } from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
-import { type DurabilityReport, inspectDurability } from './durability.ts';
+import { inspectDurability } from './durability.ts';
+import { type BullmqProducerOptions, jobOptionsOf } from './producer-options.ts';
+import { AofGroupCommit } from './wait-aof.ts';
 
 export interface EnqueueResult {
   /** The job that holds this delivery: a new one, or the earlier one when `duplicate`. */
@@ -45,37 +46,20 @@ export interface Producer {
   close(): Promise<void>;
 }
 
-export interface BullmqProducerOptions {
-  redisUrl: string;
-  queueName: string;
-  prefix: string;
-  timeoutMs: number;
-  dedupWindowSeconds: number;
-  jobs: { attempts: number; backoffMs: number; keepCompletedSeconds: number; keepFailedSeconds: number };
-  /** Called each time the connection becomes ready, with Redis's durability settings. */
-  onReady?: (report: DurabilityReport) => void;
-  onError?: (err: Error) => void;
-  /** Default `MAX_PENDING_COMMANDS`. */
-  maxPendingCommands?: number;
-  /**
-   * The connection's deadline for any command, when it must be longer than `timeoutMs`: the spool's drain gives each
-   * batch a deadline that grows with its size (src/spool/spooling-producer.ts). Default `timeoutMs`.
-   */
-  commandTimeoutMs?: number;
-  /** Suffix of the Redis connection name (`<queue>:<role>`, shown by CLIENT LIST). Default `producer`. */
-  role?: string;
-  /**
-   * `REDIS_WAIT_AOF`: a job counts as confirmed only once Redis has fsynced it to its append-only file (`WAITAOF 1 0`,
-   * Redis ≥ 7.2 or Valkey ≥ 8, AOF on). One WAITAOF covers every write sent before it on the connection, so
-   * concurrent deliveries share it (group commit).
-   */
-  waitAof?: boolean;
-  /**
-   * Called when Redis folded a delivery into an earlier job (a duplicate), before `enqueue` resolves, within
-   * `ENQUEUE_TIMEOUT_MS`; if it fails, so does `enqueue` (and the spool keeps the delivery to try again). Never
-   * called for a delivery that made a job.
-   */
-  onDuplicate?: (job: WebhookJob, client: Redis) => Promise<void>;
+/**
+ * The queue as a writer with somewhere else to put a delivery sees it: writes with their own deadlines, whether Redis
+ * is stuck, and whether it takes writes at all. `enqueue` rejects with `EnqueueError` (`not_connected`, `backlog`,
+ * `timeout`, `redis_error`); its other rules are `BullmqProducer.enqueue`'s.
+ */
+export interface QueueWriter extends Producer {
+  /** `ENQUEUE_TIMEOUT_MS`: the deadline of a write, unless the caller gives its own. */
+  readonly timeoutMs: number;
+  /** `silenceMs`: fail once Redis answered nothing for that long. `timeoutMs`: this write's deadline. */
+  enqueue(job: WebhookJob, silenceMs?: number, timeoutMs?: number): Promise<EnqueueResult>;
+  /** Redis has been sitting on writes for longer than `ms` without answering any. */
+  stalled(ms: number): boolean;
+  /** Redis takes a write now: false for a Redis that refuses every write, or does not answer in time. */
+  probeWrite(): Promise<boolean>;
 }
 
 /**
@@ -90,19 +74,6 @@ const QUEUE_RETRY_MS = 500;
 /** Delay before checking again for WAITAOF support (REDIS_WAIT_AOF). */
 const WAIT_AOF_RETRY_MS = 5_000;
 
-/** The producer settings that come from the configuration. */
-export function producerOptionsFrom(config: Config): BullmqProducerOptions {
-  return {
-    redisUrl: config.redisUrl,
-    queueName: config.queueName,
-    prefix: config.queuePrefix,
-    timeoutMs: config.enqueueTimeoutMs,
-    dedupWindowSeconds: config.dedupWindowSeconds,
-    jobs: config.jobs,
-    waitAof: config.redisWaitAof,
-  };
-}
-
 interface PendingAdd {
   name: string;
   data: WebhookJobData;
@@ -111,7 +82,7 @@ interface PendingAdd {
   reject: (err: unknown) => void;
 }
 
-export class BullmqProducer implements Producer {
+export class BullmqProducer implements QueueWriter {
   readonly client: Redis;
   /** Deliveries of the current event-loop turn, sent when it ends. */
   private turn: PendingAdd[] = [];
@@ -126,9 +97,8 @@ export class BullmqProducer implements Producer {
   /** The last write failed without an answer from Redis (timeout, lost connection): Redis has been silent since. */
   private silent = false;
   private probing = false;
-  /** Confirmations waiting for the next WAITAOF, and whether one is in flight. */
-  private aofWaiting: { done: () => void; fail: (err: unknown) => void }[] = [];
-  private aofInFlight = false;
+  /** With `waitAof`: the WAITAOF each write waits for, shared by those sent before it. */
+  private readonly aof: AofGroupCommit;
 
   constructor(private readonly opts: BullmqProducerOptions) {
     this.baseOpts = jobOptionsOf(opts);
@@ -142,6 +112,7 @@ export class BullmqProducer implements Producer {
       opts.onError?.(err);
     });
     this.client.on('ready', () => this.onConnectionReady());
+    this.aof = new AofGroupCommit(this.client, opts.timeoutMs);
   }
 
   /**
@@ -335,15 +306,15 @@ export class BullmqProducer implements Producer {
 
   /**
    * One `queue.add` per delivery, sent together with the others of the same event-loop turn once the turn's I/O is
-   * done (setImmediate). Measured end to end (npm run bench, saturation, 2–3 rounds beside the naive design): this
-   * way 9,800 req/s; one `addBulk` per turn 8,200–8,500 (BullMQ wraps it in MULTI/EXEC, and the listener and Redis
-   * take turns); each `add` sent from its request handler 7,500 (more CPU per delivery).
+   * done (setImmediate). This took the most deliveries per second end to end (docs/benchmarks.md): one `addBulk` per
+   * turn took fewer (BullMQ wraps it in MULTI/EXEC, and the listener and Redis take turns), and each `add` sent from
+   * its request handler costs more CPU per delivery.
    */
   private write(queue: Queue, name: string, data: WebhookJobData, opts: JobsOptions): Promise<string> {
     const added = new Promise<string>((resolve, reject) => {
       if (this.turn.push({ name, data, opts, resolve, reject }) === 1) setImmediate(this.sendTurn, queue);
     });
-    return this.opts.waitAof ? added.then((jobId) => this.afterFsync().then(() => jobId)) : added;
+    return this.opts.waitAof ? added.then((jobId) => this.aof.afterFsync().then(() => jobId)) : added;
   }
 
   private readonly sendTurn = (queue: Queue): void => {
@@ -352,8 +323,8 @@ export class BullmqProducer implements Producer {
     // ioredis writes each command to the socket on its own: one system call per delivery. Corked, the commands of
     // the turn leave in one writev, and Redis reads them in one go. BullMQ sends each command a few promise steps
     // after `add` is called: the uncork waits for the microtask queue to drain (a nextTick scheduled from a
-    // microtask runs once the queue is empty). Measured (npm run bench:cost, 50 concurrent deliveries): listener
-    // CPU per delivery 121 → 99 µs, Redis 56 → 44 µs.
+    // microtask runs once the queue is empty). Fewer system calls: less CPU per delivery in the listener and in
+    // Redis (docs/benchmarks.md).
     const stream = turn.length > 1 ? this.client.stream : undefined;
     if (stream) {
       stream.cork();
@@ -386,39 +357,6 @@ export class BullmqProducer implements Producer {
     this.inFlight--;
     this.progressAt = Date.now();
     this.silent = false;
-  }
-
-  /** With `waitAof`: resolves once the next WAITAOF (shared by every write waiting for one) confirmed the fsync. */
-  private afterFsync(): Promise<void> {
-    return new Promise<void>((done, fail) => {
-      this.aofWaiting.push({ done, fail });
-      if (!this.aofInFlight) this.sendWaitAof();
-    });
-  }
-
-  private sendWaitAof(): void {
-    const group = this.aofWaiting;
-    this.aofWaiting = [];
-    this.aofInFlight = true;
-    this.client
-      .call('WAITAOF', '1', '0', String(this.opts.timeoutMs))
-      .then(
-        (reply) => {
-          const local = Array.isArray(reply) ? Number(reply[0]) : 0;
-          if (local >= 1) for (const g of group) g.done();
-          else {
-            const err = new Error(`Redis did not fsync its AOF within ${this.opts.timeoutMs} ms`);
-            for (const g of group) g.fail(err);
-          }
-        },
-        (err: unknown) => {
-          for (const g of group) g.fail(err);
-        },
-      )
-      .finally(() => {
-        this.aofInFlight = false;
-        if (this.aofWaiting.length > 0) this.sendWaitAof();
-      });
   }
 
   health(): RedisHealth {
@@ -470,18 +408,4 @@ export class BullmqProducer implements Producer {
     if (this.client.status === 'ready') await this.client.quit().catch(() => this.client.disconnect());
     else this.client.disconnect();
   }
-}
-
-/** Retry and retention options of every job: the ingest queue's and the record queue's. */
-export function jobOptionsOf({ jobs }: Pick<BullmqProducerOptions, 'jobs'>): JobsOptions {
-  return {
-    attempts: jobs.attempts,
-    // Exponential backoff, each delay drawn at random in its upper half (jitter 0.5): retries of many jobs that
-    // failed together (a target down) do not come back together.
-    backoff: { type: 'exponential', delay: jobs.backoffMs, jitter: 0.5 },
-    // Age-based removal keeps the deduplication key alive for its whole window (an explicit `job.remove()` or
-    // `queue.clean()` deletes it). 0 = remove at once.
-    removeOnComplete: jobs.keepCompletedSeconds === 0 ? true : { age: jobs.keepCompletedSeconds },
-    removeOnFail: jobs.keepFailedSeconds === 0 ? true : { age: jobs.keepFailedSeconds },
-  };
 }

@@ -9,7 +9,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { LatestDeliveries, latestTtlMs } from './latest.ts';
-import { type BullmqProducerOptions, jobOptionsOf } from './producer.ts';
+import { type BullmqProducerOptions, jobOptionsOf } from './producer-options.ts';
 
 export const recordQueueName = (queueName: string): string => `${queueName}-records`;
 

@@ -17,15 +17,15 @@
 import type { Logger } from 'pino';
 import { EnqueueError, SpoolError } from '../errors.ts';
 import { boundRawBody, type WebhookJob } from '../queue/contract.ts';
-import type { BullmqProducer, EnqueueResult, Producer, RedisHealth } from '../queue/producer.ts';
+import type { EnqueueResult, Producer, QueueWriter, RedisHealth } from '../queue/producer.ts';
 import { MAX_RECORD_BYTES } from './format.ts';
 import { DRAIN_BATCH_BYTES, DRAIN_BATCH_RECORDS, type DrainLimits, type DrainVerdict, type Spool } from './spool.ts';
 
 const MiB = 1024 * 1024;
 /**
  * Time a drain batch gets per MiB it holds, on top of `ENQUEUE_TIMEOUT_MS`: Redis is expected to take at least
- * 10 MiB/s of drained records (it took over 100 MB/s on a 2-vCPU machine). Without it a batch of large records could
- * never be confirmed in time, and the drain would send it again and again.
+ * 10 MiB/s of drained records, well below what it took on a small machine (docs/benchmarks.md). Without it a batch of
+ * large records could never be confirmed in time, and the drain would send it again and again.
  */
 export const DRAIN_MS_PER_MIB = 100;
 /** Times a record must fail alone, Redis taking other writes, before it is quarantined. */
@@ -35,9 +35,9 @@ export const DRAIN_MAX_BACKOFF_MS = 10_000;
 
 /**
  * Bytes of body per ms of `ACK_BUDGET_MS` past which a delivery goes to the spool first, without a write to Redis:
- * 256 KiB at the default 10 ms. Redis took job writes at about 100 MB/s on a 2-vCPU machine, i.e. 1 MiB per 10 ms
- * before BullMQ's JSON encoding (about as long again) and the other deliveries in flight: a body above a quarter of
- * that cannot be confirmed within the budget once a few arrive together, and trying anyway holds its JSON and
+ * 256 KiB at the default 10 ms, a quarter of what Redis took in job writes within that time on a small machine
+ * (docs/benchmarks.md), before BullMQ's JSON encoding (about as long again) and the other deliveries in flight. A
+ * larger body cannot be confirmed within the budget once a few arrive together, and trying anyway holds its JSON and
  * Redis's command buffers in the listener's memory while the spool takes it all the same; then the drain sends it
  * again.
  */
@@ -65,7 +65,7 @@ export interface SpoolingProducerOptions {
    * The producer the drain writes with, on its own connection (command deadline `drainCommandTimeoutMs`). Default:
    * the listener's producer.
    */
-  drainQueue?: BullmqProducer;
+  drainQueue?: QueueWriter;
   /** Largest drain batch. Default 100 records and 2 MiB. */
   drainBatch?: Partial<DrainLimits>;
   /** How often the drain checks for work, and the first backoff after a failed pass. Default 250 ms. */
@@ -107,7 +107,7 @@ export class SpoolDrainer {
 
   constructor(
     private readonly spool: Spool,
-    private readonly queue: BullmqProducer,
+    private readonly queue: QueueWriter,
     private readonly opts: SpoolDrainerOptions = {},
   ) {
     this.max = { records: DRAIN_BATCH_RECORDS, bytes: DRAIN_BATCH_BYTES, ...opts.batch };
@@ -180,7 +180,7 @@ export class SpoolingProducer implements Producer {
   private closed = false;
   private readonly timer: NodeJS.Timeout;
   private lastDrainError: string | null = null;
-  private readonly drainQueue: BullmqProducer;
+  private readonly drainQueue: QueueWriter;
   private readonly drainer: SpoolDrainer;
   private readonly intervalMs: number;
   private readonly largeBytes: number;
@@ -189,7 +189,7 @@ export class SpoolingProducer implements Producer {
   private backoffMs = 0;
 
   constructor(
-    readonly queue: BullmqProducer,
+    readonly queue: QueueWriter,
     readonly spool: Spool,
     private readonly opts: SpoolingProducerOptions,
   ) {

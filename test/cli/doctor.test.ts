@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { Queue, Worker } from 'bullmq';
 import { doctor } from '../../src/cli/doctor.ts';
 import { loadConfig } from '../../src/config/config.ts';
-import { jobOptionsOf } from '../../src/queue/producer.ts';
+import { jobOptionsOf } from '../../src/queue/producer-options.ts';
 import { Spool } from '../../src/spool/spool.ts';
 import { tempSpoolDir } from '../helpers/cli.ts';
 import { startFakeSellsy } from '../helpers/fake-sellsy.ts';

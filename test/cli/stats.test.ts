@@ -4,7 +4,7 @@ import { after, before, test } from 'node:test';
 import { type Job, Queue, Worker } from 'bullmq';
 import { type StatsReport, stats } from '../../src/cli/stats.ts';
 import { type Config, loadConfig } from '../../src/config/config.ts';
-import { jobOptionsOf } from '../../src/queue/producer.ts';
+import { jobOptionsOf } from '../../src/queue/producer-options.ts';
 import { recordQueueName } from '../../src/queue/records.ts';
 import { tempSpoolDir } from '../helpers/cli.ts';
 import { jobFixture } from '../helpers/jobs.ts';

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
-import type { BullmqProducerOptions } from '../../src/queue/producer.ts';
+import type { BullmqProducerOptions } from '../../src/queue/producer-options.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { assertRedisServerAvailable, freePort, RedisServer, startRedis } from '../helpers/redis-server.ts';
 import { waitFor } from '../helpers/wait.ts';
