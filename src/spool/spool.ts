@@ -15,9 +15,7 @@
  * `quarantine-<n>.log` (same format as a segment) before it is dropped from its segment. Quarantined records are
  * never deleted by the spool; `requeueQuarantined` turns their files back into segments (`spool drain`).
  *
- * Files in `SPOOL_DIR` (mode 0700; files 0600: they hold whole bodies and signature headers): `LOCK` (the owning
- * process, see lock.ts), `segment-<n>.log` (format.ts), `segment-<n>.done`, `segment-<n>.corrupt` (a drained
- * segment that had damaged records, kept for inspection) and `quarantine-<n>.log`.
+ * The files in `SPOOL_DIR` and their modes: files.ts.
  *
  * Before a group commit is acknowledged, the spool checks that its lock is still its own and that the segment was
  * not deleted (another process took the directory over); if not, the batch and every later append fail with
@@ -28,11 +26,26 @@
  */
 
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, lstat, mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { SpoolError } from '../errors.ts';
 import type { WebhookJob } from '../queue/contract.ts';
+import {
+  createSpoolFile,
+  cursorPath,
+  DIR_MODE,
+  FILE_MODE,
+  newSegment,
+  QUARANTINE_FILE,
+  quarantinePath,
+  SEGMENT_FILE,
+  type Segment,
+  segmentPath,
+  syncDir,
+  tightenModes,
+  writeAllAt,
+} from './files.ts';
 import { encodeRecordParts, FILE_HEADER, scanRecords } from './format.ts';
 import { lockSpoolDir, type SpoolLock } from './lock.ts';
 
@@ -82,23 +95,6 @@ export interface SpoolRecovery {
   badFiles: string[];
 }
 
-interface Segment {
-  seq: number;
-  path: string;
-  /** Bytes in the file. */
-  size: number;
-  /** Valid records past `drainedOffset`. */
-  records: number;
-  /** Records before this offset are in Redis. */
-  drainedOffset: number;
-  /** Time received of the oldest record not drained (ms), or null. */
-  oldestMs: number | null;
-  /** Had damaged records: kept as `*.corrupt` once drained. */
-  corrupt: boolean;
-  /** `segment-<n>.done` is behind `drainedOffset` (its write failed): `cleanup` writes it again. */
-  cursorStale?: boolean;
-}
-
 /** A quarantine file: records moved aside, kept until an operator requeues them. */
 interface QuarantineFile {
   seq: number;
@@ -142,17 +138,8 @@ interface PendingAppend {
   reject: (err: Error) => void;
 }
 
-const SEGMENT_FILE = /^segment-(\d{16})\.log$/;
-const QUARANTINE_FILE = /^quarantine-(\d{16})\.log$/;
 const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
 const RETRY_AFTER_FAILURE_MS = 5_000;
-
-const FILE_MODE = 0o600;
-const DIR_MODE = 0o700;
-
-const segmentPath = (dir: string, seq: number) => join(dir, `segment-${String(seq).padStart(16, '0')}.log`);
-const cursorPath = (segment: Segment) => segment.path.replace(/\.log$/, '.done');
-const quarantinePath = (dir: string, seq: number) => join(dir, `quarantine-${String(seq).padStart(16, '0')}.log`);
 
 export class Spool {
   private readonly segments: Segment[];
@@ -318,15 +305,7 @@ export class Spool {
     const seq = this.nextSeq++;
     const path = segmentPath(this.opts.dir, seq);
     const handle = await createSpoolFile(this.opts.dir, path);
-    const segment: Segment = {
-      seq,
-      path,
-      size: FILE_HEADER.length,
-      records: 0,
-      drainedOffset: FILE_HEADER.length,
-      oldestMs: null,
-      corrupt: false,
-    };
+    const segment = newSegment(seq, path);
     this.segments.push(segment);
     if (!keepOpen) await handle.close();
     this.active = { segment, handle: keepOpen ? handle : null };
@@ -505,15 +484,10 @@ export class Spool {
         await rename(file.path, path);
         this.quarantine.splice(this.quarantine.indexOf(file), 1);
         const { records } = scanRecords(await readFile(path));
-        this.segments.push({
-          seq,
-          path,
-          size: file.size,
-          records: records.length,
-          drainedOffset: FILE_HEADER.length,
-          oldestMs: records[0] ? Date.parse(records[0].receivedAt) : null,
-          corrupt: false,
-        });
+        const segment = newSegment(seq, path, file.size);
+        segment.records = records.length;
+        segment.oldestMs = records[0] ? Date.parse(records[0].receivedAt) : null;
+        this.segments.push(segment);
         requeued += records.length;
       }
       await syncDir(this.opts.dir);
@@ -566,27 +540,6 @@ export class Spool {
       .then(() => this.quarantineHandle?.handle.close());
     await this.chain;
     await this.lock?.release();
-  }
-}
-
-/** Writes `parts` one after the other at `position`, whatever the kernel takes per call. */
-async function writeAllAt(handle: FileHandle, parts: Buffer[], position: number): Promise<void> {
-  let rest = parts.filter((part) => part.length > 0);
-  let at = position;
-  while (rest.length > 0) {
-    // IOV_MAX (1024 on Linux) bounds the buffers of one writev.
-    const chunk = rest.slice(0, 1024);
-    let { bytesWritten } = await handle.writev(chunk, at);
-    at += bytesWritten;
-    const next: Buffer[] = [];
-    for (const part of rest) {
-      if (bytesWritten >= part.length) bytesWritten -= part.length;
-      else {
-        next.push(bytesWritten > 0 ? part.subarray(bytesWritten) : part);
-        bytesWritten = 0;
-      }
-    }
-    rest = next;
   }
 }
 
@@ -665,15 +618,7 @@ async function loadSegments(dir: string, repair: boolean): Promise<{ segments: S
   for (const seq of seqs) {
     const path = segmentPath(dir, seq);
     const buf = await readFile(path);
-    const segment: Segment = {
-      seq,
-      path,
-      size: buf.length,
-      records: 0,
-      drainedOffset: FILE_HEADER.length,
-      oldestMs: null,
-      corrupt: false,
-    };
+    const segment = newSegment(seq, path, buf.length);
     const cursor = Number.parseInt(await readFile(cursorPath(segment), 'utf8').catch(() => ''), 10);
     const scan = scanRecords(buf);
     if (scan.badHeader && scan.records.length === 0 && buf.length > 0) {
@@ -708,43 +653,4 @@ async function loadSegments(dir: string, repair: boolean): Promise<{ segments: S
   }
   recovery.segments = segments.length;
   return { segments, recovery };
-}
-
-/** Spool files hold whole deliveries: directories from earlier versions were 0755 with 0644 files. */
-async function tightenModes(dir: string): Promise<void> {
-  const dirStat = await lstat(dir);
-  if ((dirStat.mode & 0o777) !== DIR_MODE) await chmod(dir, DIR_MODE);
-  for (const name of await readdir(dir)) {
-    const path = join(dir, name);
-    const file = await lstat(path).catch(() => null);
-    if (file?.isFile() && (file.mode & 0o077) !== 0) await chmod(path, FILE_MODE);
-  }
-}
-
-/**
- * Creates a segment or quarantine file with its header, the header and the directory entry synced: a file that
- * exists after a crash is a valid, empty one. Removed again if any step fails.
- */
-async function createSpoolFile(dir: string, path: string): Promise<FileHandle> {
-  const handle = await open(path, 'wx', FILE_MODE);
-  try {
-    await handle.write(FILE_HEADER, 0, FILE_HEADER.length, 0);
-    await handle.datasync();
-    await syncDir(dir);
-  } catch (err) {
-    await handle.close().catch(() => undefined);
-    await unlink(path).catch(() => undefined);
-    throw err;
-  }
-  return handle;
-}
-
-/** Makes a new file's directory entry durable (a file fsync does not cover its name). */
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
 }
