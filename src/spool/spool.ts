@@ -11,9 +11,8 @@
  * is retried by `cleanup`, which needs no Redis, so a spool whose depth is 0 still gives its space back.
  *
  * A record the sink can never take (Redis refuses it, or cannot confirm it alone, again and again) would block every
- * record behind it: the caller may have it moved aside (`quarantine`), copied byte for byte and fsynced into
- * `quarantine-<n>.log` (same format as a segment) before it is dropped from its segment. Quarantined records are
- * never deleted by the spool; `requeueQuarantined` turns their files back into segments (`spool drain`).
+ * record behind it: the caller may have it moved aside (`quarantine`, see quarantine.ts) before it is dropped from its
+ * segment; `requeueQuarantined` turns the quarantine files back into segments (`spool drain`).
  *
  * The files in `SPOOL_DIR` and their modes: files.ts.
  *
@@ -27,7 +26,6 @@
 
 import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { SpoolError } from '../errors.ts';
 import type { WebhookJob } from '../queue/contract.ts';
@@ -37,17 +35,15 @@ import {
   DIR_MODE,
   FILE_MODE,
   newSegment,
-  QUARANTINE_FILE,
-  quarantinePath,
   SEGMENT_FILE,
   type Segment,
   segmentPath,
-  syncDir,
   tightenModes,
   writeAllAt,
 } from './files.ts';
-import { encodeRecordParts, FILE_HEADER, scanRecords } from './format.ts';
+import { encodeRecordParts, scanRecords } from './format.ts';
 import { lockSpoolDir, type SpoolLock } from './lock.ts';
+import { loadQuarantine, Quarantine, type QuarantineFile } from './quarantine.ts';
 
 export interface SpoolOptions {
   dir: string;
@@ -93,14 +89,6 @@ export interface SpoolRecovery {
   corruptBytes: number;
   /** Files that are not spool segments (bad header), renamed `*.corrupt`. */
   badFiles: string[];
-}
-
-/** A quarantine file: records moved aside, kept until an operator requeues them. */
-interface QuarantineFile {
-  seq: number;
-  path: string;
-  size: number;
-  records: number;
 }
 
 /** Sizes the next batch; read before each batch, so that the caller can shrink it after a failure. */
@@ -157,15 +145,13 @@ export class Spool {
   private writes = 0;
   /** Set once the lock was lost: every append fails with it from then on. */
   private lost: SpoolError | null = null;
-  private readonly quarantine: QuarantineFile[];
-  /** The quarantine file records are appended to, open (null until the first one of this process). */
-  private quarantineHandle: { file: QuarantineFile; handle: FileHandle } | null = null;
+  private readonly quarantine: Quarantine;
 
   private constructor(
     private readonly opts: SpoolOptions & { segmentBytes: number },
     private readonly lock: SpoolLock | null,
     segments: Segment[],
-    quarantine: QuarantineFile[],
+    quarantine: Quarantine,
   ) {
     this.segments = segments;
     this.quarantine = quarantine;
@@ -200,7 +186,7 @@ export class Spool {
     try {
       await tightenModes(opts.dir);
       const { segments, recovery } = await loadSegments(opts.dir, true);
-      spool = new Spool(opts, lock, segments, await loadQuarantine(opts.dir));
+      spool = new Spool(opts, lock, segments, new Quarantine(opts.dir, await loadQuarantine(opts.dir)));
       // The first spooled delivery should not also pay for creating a file and syncing its directory.
       await spool.createSegment(false).catch(() => undefined);
       return { spool, recovery };
@@ -373,7 +359,7 @@ export class Spool {
           const verdict = onFailure ? await onFailure(jobs, bytes, err) : 'stop';
           if (verdict === 'retry') continue;
           if (verdict !== 'quarantine' || n !== 1) throw err;
-          await this.quarantineRecord(buf.subarray(first.offset, first.end));
+          await this.inChain(() => this.quarantine.append(buf.subarray(first.offset, first.end)));
         }
         i += n;
         const next = records[i];
@@ -441,34 +427,6 @@ export class Spool {
     return this.cleanupPending();
   }
 
-  /** Appends one record, as it is, to the quarantine file, and waits for the fsync. */
-  private quarantineRecord(record: Buffer): Promise<void> {
-    return this.inChain(async () => {
-      if (this.quarantineHandle === null) {
-        const seq = (this.quarantine.reduce((max, q) => Math.max(max, q.seq), 0) || 0) + 1;
-        const path = quarantinePath(this.opts.dir, seq);
-        const handle = await createSpoolFile(this.opts.dir, path);
-        const file = { seq, path, size: FILE_HEADER.length, records: 0 };
-        this.quarantine.push(file);
-        this.quarantineHandle = { file, handle };
-      }
-      const { file, handle } = this.quarantineHandle;
-      let written = 0;
-      try {
-        while (written < record.length) {
-          const { bytesWritten } = await handle.write(record, written, record.length - written, file.size + written);
-          written += bytesWritten;
-        }
-        await handle.datasync();
-      } catch (err) {
-        await handle.truncate(file.size).catch(() => undefined);
-        throw err;
-      }
-      file.size += record.length;
-      file.records++;
-    });
-  }
-
   /**
    * Turns every quarantine file back into a segment (the newest ones), so that the next drain sends its records to
    * Redis again. Returns the number of records requeued.
@@ -476,21 +434,10 @@ export class Spool {
   requeueQuarantined(): Promise<number> {
     let requeued = 0;
     return this.inChain(async () => {
-      await this.quarantineHandle?.handle.close().catch(() => undefined);
-      this.quarantineHandle = null;
-      for (const file of this.quarantine.slice()) {
-        const seq = this.nextSeq++;
-        const path = segmentPath(this.opts.dir, seq);
-        await rename(file.path, path);
-        this.quarantine.splice(this.quarantine.indexOf(file), 1);
-        const { records } = scanRecords(await readFile(path));
-        const segment = newSegment(seq, path, file.size);
-        segment.records = records.length;
-        segment.oldestMs = records[0] ? Date.parse(records[0].receivedAt) : null;
-        this.segments.push(segment);
-        requeued += records.length;
-      }
-      await syncDir(this.opts.dir);
+      requeued = await this.quarantine.requeue(
+        () => this.nextSeq++,
+        (segment) => this.segments.push(segment),
+      );
     }).then(() => requeued);
   }
 
@@ -511,7 +458,7 @@ export class Spool {
     const failure = this.lastFailure;
     const status = statusOf(
       this.segments,
-      this.quarantine,
+      this.quarantine.files,
       this.opts.maxBytes,
       failure?.error.message ?? null,
       this.writes,
@@ -526,7 +473,7 @@ export class Spool {
   private bytes(): number {
     let total = 0;
     for (const s of this.segments) total += s.size;
-    for (const q of this.quarantine) total += q.size;
+    for (const q of this.quarantine.files) total += q.size;
     return total;
   }
 
@@ -537,7 +484,7 @@ export class Spool {
     this.chain = this.chain
       .then(this.flush)
       .then(() => this.sealActive())
-      .then(() => this.quarantineHandle?.handle.close());
+      .then(() => this.quarantine.close());
     await this.chain;
     await this.lock?.release();
   }
@@ -584,20 +531,6 @@ function statusOf(
     // Known to the running spool only: read from the files, an idle listener's empty segment would look pending.
     cleanupPending: 0,
   };
-}
-
-/** The quarantine files in `dir` and the records they hold. */
-async function loadQuarantine(dir: string): Promise<QuarantineFile[]> {
-  const names = await readdir(dir).catch(() => [] as string[]);
-  const files: QuarantineFile[] = [];
-  for (const name of names.sort()) {
-    const seq = QUARANTINE_FILE.exec(name)?.[1];
-    if (seq === undefined) continue;
-    const path = join(dir, name);
-    const buf = await readFile(path);
-    files.push({ seq: Number(seq), path, size: buf.length, records: scanRecords(buf).records.length });
-  }
-  return files;
 }
 
 async function loadSegments(dir: string, repair: boolean): Promise<{ segments: Segment[]; recovery: SpoolRecovery }> {

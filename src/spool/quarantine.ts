@@ -1,0 +1,106 @@
+/**
+ * The quarantine: records the drain's sink can never take, moved aside so that they do not block the records behind
+ * them.
+ *
+ * A record is copied byte for byte and fsynced into `quarantine-<n>.log` (same format as a segment) before the drain
+ * drops it from its segment. Quarantined records are never deleted by the spool; `requeue` turns their files back into
+ * segments (`spool drain`).
+ */
+
+import type { FileHandle } from 'node:fs/promises';
+import { readdir, readFile, rename } from 'node:fs/promises';
+import { join } from 'node:path';
+import {
+  createSpoolFile,
+  newSegment,
+  QUARANTINE_FILE,
+  quarantinePath,
+  type Segment,
+  segmentPath,
+  syncDir,
+  writeAllAt,
+} from './files.ts';
+import { FILE_HEADER, scanRecords } from './format.ts';
+
+/** A quarantine file: records moved aside, kept until an operator requeues them. */
+export interface QuarantineFile {
+  seq: number;
+  path: string;
+  size: number;
+  records: number;
+}
+
+/** The quarantine files in `dir` and the records they hold. */
+export async function loadQuarantine(dir: string): Promise<QuarantineFile[]> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const files: QuarantineFile[] = [];
+  for (const name of names.sort()) {
+    const seq = QUARANTINE_FILE.exec(name)?.[1];
+    if (seq === undefined) continue;
+    const path = join(dir, name);
+    const buf = await readFile(path);
+    files.push({ seq: Number(seq), path, size: buf.length, records: scanRecords(buf).records.length });
+  }
+  return files;
+}
+
+/** The quarantine files of a locked spool directory. Not safe for concurrent calls (the spool runs them in order). */
+export class Quarantine {
+  /** The file records are appended to, open (null until the first one of this process). */
+  private current: { file: QuarantineFile; handle: FileHandle } | null = null;
+
+  constructor(
+    private readonly dir: string,
+    readonly files: QuarantineFile[],
+  ) {}
+
+  /** Appends one record, as it is, to the quarantine file, and waits for the fsync. */
+  async append(record: Buffer): Promise<void> {
+    if (this.current === null) {
+      const seq = this.files.reduce((max, q) => Math.max(max, q.seq), 0) + 1;
+      const path = quarantinePath(this.dir, seq);
+      const handle = await createSpoolFile(this.dir, path);
+      const file = { seq, path, size: FILE_HEADER.length, records: 0 };
+      this.files.push(file);
+      this.current = { file, handle };
+    }
+    const { file, handle } = this.current;
+    try {
+      await writeAllAt(handle, [record], file.size);
+      await handle.datasync();
+    } catch (err) {
+      await handle.truncate(file.size).catch(() => undefined);
+      throw err;
+    }
+    file.size += record.length;
+    file.records++;
+  }
+
+  /**
+   * Turns every quarantine file back into a segment numbered `nextSeq()`, handed to `add` as soon as its file is
+   * renamed. Returns the number of records requeued.
+   */
+  async requeue(nextSeq: () => number, add: (segment: Segment) => void): Promise<number> {
+    await this.current?.handle.close().catch(() => undefined);
+    this.current = null;
+    let requeued = 0;
+    for (const file of this.files.slice()) {
+      const seq = nextSeq();
+      const path = segmentPath(this.dir, seq);
+      await rename(file.path, path);
+      this.files.splice(this.files.indexOf(file), 1);
+      const { records } = scanRecords(await readFile(path));
+      const segment = newSegment(seq, path, file.size);
+      segment.records = records.length;
+      segment.oldestMs = records[0] ? Date.parse(records[0].receivedAt) : null;
+      add(segment);
+      requeued += records.length;
+    }
+    await syncDir(this.dir);
+    return requeued;
+  }
+
+  async close(): Promise<void> {
+    await this.current?.handle.close();
+  }
+}
