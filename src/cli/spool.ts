@@ -9,7 +9,8 @@ import type { Config } from '../config/config.ts';
 import { openDrainProducer } from '../listener/open-producer.ts';
 import { createLogger } from '../logger.ts';
 import { redactUrl } from '../redact.ts';
-import { inspectSpool, Spool } from '../spool/spool.ts';
+import { inspectSpool } from '../spool/recovery.ts';
+import { Spool } from '../spool/spool.ts';
 import { DRAIN_MAX_BACKOFF_MS, SpoolDrainer } from '../spool/spooling-producer.ts';
 import { formatAge } from './format.ts';
 

@@ -21,7 +21,7 @@ import { readQueue } from '../metrics/queue-stats.ts';
 import { connectOrFail } from '../queue/connection.ts';
 import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
 import { redactUrl } from '../redact.ts';
-import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/spool.ts';
+import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/recovery.ts';
 import { formatAge, formatBytes, oneLine } from './format.ts';
 import { scrubbing } from './secrets.ts';
 

@@ -10,7 +10,8 @@ import { deferredRefusal, type WebhookJob, type WebhookJobData } from '../queue/
 import { BullmqProducer, type Producer } from '../queue/producer.ts';
 import { type BullmqProducerOptions, producerOptionsFrom } from '../queue/producer-options.ts';
 import { RecordReruns, recordKeyOf } from '../queue/records.ts';
-import { Spool, type SpoolRecovery } from '../spool/spool.ts';
+import type { SpoolRecovery } from '../spool/recovery.ts';
+import { Spool } from '../spool/spool.ts';
 import { drainCommandTimeoutMs, SpoolingProducer } from '../spool/spooling-producer.ts';
 
 export interface ListenerProducer {

@@ -12,7 +12,8 @@ import { test } from 'node:test';
 import { SpoolError, SpoolLockedError } from '../../src/errors.ts';
 import type { WebhookJob } from '../../src/queue/contract.ts';
 import { encodeRecord, RECORD_HEADER_BYTES } from '../../src/spool/format.ts';
-import { inspectSpool, Spool } from '../../src/spool/spool.ts';
+import { inspectSpool } from '../../src/spool/recovery.ts';
+import { Spool } from '../../src/spool/spool.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
 

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, rmdir, stat, statfs, unlink } from 'node:fs/promises';
 import { dirname, join, relative, resolve } from 'node:path';
 import type { Config } from '../../config/config.ts';
-import { inspectSpool } from '../../spool/spool.ts';
+import { inspectSpool } from '../../spool/recovery.ts';
 import { formatAge, formatBytes } from '../format.ts';
 import { type CheckResult, describe, fail, ok, warn } from './check.ts';
 
