@@ -29,6 +29,7 @@ import { mkdir, open, readFile, rename, unlink, writeFile } from 'node:fs/promis
 import type { Logger } from 'pino';
 import { SpoolError } from '../errors.ts';
 import type { WebhookJob } from '../queue/contract.ts';
+import { type DrainOptions, drainSettings, nextBatch } from './drain-batches.ts';
 import {
   createSpoolFile,
   cursorPath,
@@ -40,7 +41,7 @@ import {
   tightenModes,
   writeAllAt,
 } from './files.ts';
-import { encodeRecordParts, scanRecords } from './format.ts';
+import { encodeRecordParts, type ScannedRecord, scanRecords } from './format.ts';
 import { lockSpoolDir, type SpoolLock } from './lock.ts';
 import { loadQuarantine, Quarantine } from './quarantine.ts';
 import { loadSegments, type SpoolRecovery, type SpoolStatus, statusOf } from './recovery.ts';
@@ -57,32 +58,6 @@ export interface SpoolOptions {
   logger?: Pick<Logger, 'error'>;
 }
 
-/** Sizes the next batch; read before each batch, so that the caller can shrink it after a failure. */
-export interface DrainLimits {
-  records: number;
-  bytes: number;
-}
-
-/**
- * What to do with a batch the sink rejected: `retry` it at once (the caller shrank `limits`), `stop` the drain
- * (the error is rethrown), or `quarantine` it (one record only: moved to the quarantine file, then skipped).
- */
-export type DrainVerdict = 'retry' | 'stop' | 'quarantine';
-
-export interface DrainOptions {
-  limits?: () => DrainLimits;
-  onFailure?: (jobs: WebhookJob[], bytes: number, err: unknown) => DrainVerdict | Promise<DrainVerdict>;
-}
-
-/**
- * Default batch bounds: a batch is at most this many records and this many bytes (at least one record). The bytes
- * bound is what the listener holds for a batch several times over (each record's body string, parsed event and
- * BullMQ's JSON of it): 2 MiB keeps that to tens of MB while Redis still gets a batch of small records whole, and
- * large ones one or two at a time.
- */
-export const DRAIN_BATCH_RECORDS = 100;
-export const DRAIN_BATCH_BYTES = 2 * 1024 * 1024;
-
 interface PendingAppend {
   /** The record's bytes, in parts (`encodeRecordParts`). */
   record: Buffer[];
@@ -96,7 +71,6 @@ const DEFAULT_SEGMENT_BYTES = 16 * 1024 * 1024;
 const RETRY_AFTER_FAILURE_MS = 5_000;
 
 export class Spool {
-  private readonly segments: Segment[];
   /** The segment appends go to; its file is open only while deliveries are being spooled (null: closed). */
   private active: { segment: Segment; handle: FileHandle | null } | null = null;
   private pending: PendingAppend[] = [];
@@ -111,16 +85,13 @@ export class Spool {
   private writes = 0;
   /** Set once the lock was lost: every append fails with it from then on. */
   private lost: SpoolError | null = null;
-  private readonly quarantine: Quarantine;
 
   private constructor(
     private readonly opts: SpoolOptions & { segmentBytes: number },
     private readonly lock: SpoolLock | null,
-    segments: Segment[],
-    quarantine: Quarantine,
+    private readonly segments: Segment[],
+    private readonly quarantine: Quarantine,
   ) {
-    this.segments = segments;
-    this.quarantine = quarantine;
     this.nextSeq = (segments.at(-1)?.seq ?? 0) + 1;
   }
 
@@ -286,11 +257,7 @@ export class Spool {
     options: number | DrainOptions = {},
   ): Promise<number> {
     if (this.lost !== null) throw this.lost;
-    const { limits, onFailure } =
-      typeof options === 'number'
-        ? { limits: () => ({ records: options, bytes: DRAIN_BATCH_BYTES }), onFailure: undefined }
-        : options;
-    const limitsOf = limits ?? (() => ({ records: DRAIN_BATCH_RECORDS, bytes: DRAIN_BATCH_BYTES }));
+    const { limits, onFailure } = drainSettings(options);
     // Records still being written are left for the next drain; the segment holding them is sealed so that this
     // drain reads files nobody appends to.
     await this.inChain(async () => {
@@ -307,16 +274,8 @@ export class Spool {
       const { records } = scanRecords(buf, segment.drainedOffset);
       let i = 0;
       while (i < records.length) {
-        const limit = limitsOf();
-        const first = records[i] as (typeof records)[number];
-        let bytes = first.end - first.offset;
-        let n = 1;
-        for (; n < limit.records && i + n < records.length; n++) {
-          const next = records[i + n] as (typeof records)[number];
-          if (bytes + next.end - next.offset > limit.bytes) break;
-          bytes += next.end - next.offset;
-        }
-        const batch = records.slice(i, i + n);
+        const { batch, bytes } = nextBatch(records, i, limits());
+        const n = batch.length;
         // Decoded here, batch by batch (see `ScannedRecord.job`).
         const jobs = batch.map((r) => r.job);
         try {
@@ -325,11 +284,12 @@ export class Spool {
           const verdict = onFailure ? await onFailure(jobs, bytes, err) : 'stop';
           if (verdict === 'retry') continue;
           if (verdict !== 'quarantine' || n !== 1) throw err;
-          await this.inChain(() => this.quarantine.append(buf.subarray(first.offset, first.end)));
+          const [record] = batch as [ScannedRecord];
+          await this.inChain(() => this.quarantine.append(buf.subarray(record.offset, record.end)));
         }
         i += n;
         const next = records[i];
-        segment.drainedOffset = (batch.at(-1) as (typeof batch)[number]).end;
+        segment.drainedOffset = (batch.at(-1) as ScannedRecord).end;
         segment.records = Math.max(0, segment.records - n);
         segment.oldestMs = next ? Date.parse(next.receivedAt) : null;
         drained += n;

@@ -18,8 +18,9 @@ import type { Logger } from 'pino';
 import { EnqueueError, SpoolError } from '../errors.ts';
 import { boundRawBody, type WebhookJob } from '../queue/contract.ts';
 import type { EnqueueResult, Producer, QueueWriter, RedisHealth } from '../queue/producer.ts';
+import { DRAIN_BATCH_BYTES, DRAIN_BATCH_RECORDS, type DrainLimits, type DrainVerdict } from './drain-batches.ts';
 import { MAX_RECORD_BYTES } from './format.ts';
-import { DRAIN_BATCH_BYTES, DRAIN_BATCH_RECORDS, type DrainLimits, type DrainVerdict, type Spool } from './spool.ts';
+import type { Spool } from './spool.ts';
 
 const MiB = 1024 * 1024;
 /**

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
 import { EnqueueError } from '../../src/errors.ts';
 import { bindRawBody, type WebhookJob } from '../../src/queue/contract.ts';
-import { type DrainLimits, Spool } from '../../src/spool/spool.ts';
+import type { DrainLimits } from '../../src/spool/drain-batches.ts';
+import { Spool } from '../../src/spool/spool.ts';
 import {
   DRAIN_MS_PER_MIB,
   largeBodyBytes,
