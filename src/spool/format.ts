@@ -38,9 +38,9 @@ import { parseDelivery } from '../sellsy/payload.ts';
 
 export const FILE_HEADER = Buffer.from('SWSPOOL1', 'ascii');
 /** `SWR1`: the job as JSON. */
-export const RECORD_MAGIC = 0x31525753;
+const RECORD_MAGIC = 0x31525753;
 /** `SWR2`: a small JSON header, then the body's bytes. */
-export const BODY_RECORD_MAGIC = 0x32525753;
+const BODY_RECORD_MAGIC = 0x32525753;
 export const RECORD_HEADER_BYTES = 12;
 /** Far above any delivery (BODY_LIMIT_BYTES is at most 64 MiB, and the JSON at most ~3× that when escaped). */
 export const MAX_RECORD_BYTES = 256 * 1024 * 1024;
@@ -130,7 +130,7 @@ export interface ScannedRecord {
   readonly job: WebhookJob;
 }
 
-export interface ScanResult {
+interface ScanResult {
   records: ScannedRecord[];
   /** Offset past the last valid record: where appending may resume. */
   validEnd: number;

@@ -29,13 +29,13 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { SpoolLockedError } from '../errors.ts';
 
-export const LOCK_FILE = 'LOCK';
+const LOCK_FILE = 'LOCK';
 /** How often the holder refreshes the lock's mtime. */
-export const HEARTBEAT_MS = 1_000;
+const HEARTBEAT_MS = 1_000;
 /** A lock whose heartbeat has not moved for this long is taken over (documented in docs/architecture.md, "The spool"). */
-export const STALE_MS = 10_000;
+const STALE_MS = 10_000;
 
-export interface LockHolder {
+interface LockHolder {
   token?: string;
   pid: number;
   hostname: string;
@@ -58,7 +58,7 @@ export interface SpoolLock {
   release(): Promise<void>;
 }
 
-export interface LockOptions {
+interface LockOptions {
   /** Default `STALE_MS`; shorter in tests of the takeover. */
   staleMs?: number;
   heartbeatMs?: number;

@@ -46,7 +46,7 @@ import { lockSpoolDir, type SpoolLock } from './lock.ts';
 import { loadQuarantine, Quarantine } from './quarantine.ts';
 import { loadSegments, type SpoolRecovery, type SpoolStatus, statusOf } from './recovery.ts';
 
-export interface SpoolOptions {
+interface SpoolOptions {
   dir: string;
   /** Appends that would take the spool's files past this size fail with `SpoolError('full')`. */
   maxBytes: number;
