@@ -1,20 +1,20 @@
 /**
- * How `Spool.drain` cuts the spooled records into batches for its sink: the bounds of a batch, read before each one so
+ * How `Spool.drain` cuts the spooled entries into batches for its sink: the bounds of a batch, read before each one so
  * that the caller can shrink them, and what the caller decides when the sink rejects a batch.
  */
 
 import type { WebhookJob } from '../queue/contract.ts';
-import type { ScannedRecord } from './format.ts';
+import type { ScannedEntry } from './format.ts';
 
 /** Sizes the next batch; read before each batch, so that the caller can shrink it after a failure. */
 export interface DrainLimits {
-  records: number;
+  entries: number;
   bytes: number;
 }
 
 /**
  * What to do with a batch the sink rejected: `retry` it at once (the caller shrank `limits`), `stop` the drain
- * (the error is rethrown), or `quarantine` it (one record only: moved to the quarantine file, then skipped).
+ * (the error is rethrown), or `quarantine` it (one entry only: moved to the quarantine file, then skipped).
  */
 export type DrainVerdict = 'retry' | 'stop' | 'quarantine';
 
@@ -24,34 +24,34 @@ export interface DrainOptions {
 }
 
 /**
- * Default batch bounds: a batch is at most this many records and this many bytes (at least one record). The bytes
- * bound is what the listener holds for a batch several times over (each record's body string, parsed event and
- * BullMQ's JSON of it): 2 MiB keeps that to tens of MB while Redis still gets a batch of small records whole, and
+ * Default batch bounds: a batch is at most this many entries and this many bytes (at least one entry). The bytes
+ * bound is what the listener holds for a batch several times over (each entry's body string, parsed event and
+ * BullMQ's JSON of it): 2 MiB keeps that to tens of MB while Redis still gets a batch of small entries whole, and
  * large ones one or two at a time.
  */
-export const DRAIN_BATCH_RECORDS = 100;
+export const DRAIN_BATCH_ENTRIES = 100;
 export const DRAIN_BATCH_BYTES = 2 * 1024 * 1024;
 
-/** `drain`'s options with their defaults; a number bounds the records of a batch (its bytes keep their default). */
+/** `drain`'s options with their defaults; a number bounds the entries of a batch (its bytes keep their default). */
 export function drainSettings(options: number | DrainOptions): DrainOptions & { limits: () => DrainLimits } {
-  if (typeof options === 'number') return { limits: () => ({ records: options, bytes: DRAIN_BATCH_BYTES }) };
-  const limits = options.limits ?? (() => ({ records: DRAIN_BATCH_RECORDS, bytes: DRAIN_BATCH_BYTES }));
+  if (typeof options === 'number') return { limits: () => ({ entries: options, bytes: DRAIN_BATCH_BYTES }) };
+  const limits = options.limits ?? (() => ({ entries: DRAIN_BATCH_ENTRIES, bytes: DRAIN_BATCH_BYTES }));
   return { limits, onFailure: options.onFailure };
 }
 
-/** The batch that starts at `records[start]`: its first record whatever its size, then as many as `limit` allows. */
+/** The batch that starts at `entries[start]`: its first entry whatever its size, then as many as `limit` allows. */
 export function nextBatch(
-  records: ScannedRecord[],
+  entries: ScannedEntry[],
   start: number,
   limit: DrainLimits,
-): { batch: ScannedRecord[]; bytes: number } {
-  const first = records[start] as ScannedRecord;
+): { batch: ScannedEntry[]; bytes: number } {
+  const first = entries[start] as ScannedEntry;
   let bytes = first.end - first.offset;
   let n = 1;
-  for (; n < limit.records && start + n < records.length; n++) {
-    const next = records[start + n] as ScannedRecord;
+  for (; n < limit.entries && start + n < entries.length; n++) {
+    const next = entries[start + n] as ScannedEntry;
     if (bytes + next.end - next.offset > limit.bytes) break;
     bytes += next.end - next.offset;
   }
-  return { batch: records.slice(start, start + n), bytes };
+  return { batch: entries.slice(start, start + n), bytes };
 }

@@ -3,8 +3,8 @@
  *
  * Files in `SPOOL_DIR` (mode 0700; files 0600: they hold whole bodies and signature headers): `LOCK` (the owning
  * process, see lock.ts), `segment-<n>.log` (format.ts), `segment-<n>.done` (the byte offset drained so far),
- * `segment-<n>.corrupt` (a drained segment that had damaged records, kept for inspection) and `quarantine-<n>.log`
- * (records moved aside, same format as a segment).
+ * `segment-<n>.corrupt` (a drained segment that had damaged entries, kept for inspection) and `quarantine-<n>.log`
+ * (entries moved aside, same format as a segment).
  */
 
 import type { FileHandle } from 'node:fs/promises';
@@ -18,13 +18,13 @@ export interface Segment {
   path: string;
   /** Bytes in the file. */
   size: number;
-  /** Valid records past `drainedOffset`. */
-  records: number;
-  /** Records before this offset are in Redis. */
+  /** Valid entries past `drainedOffset`. */
+  entries: number;
+  /** Entries before this offset are in Redis. */
   drainedOffset: number;
-  /** Time received of the oldest record not drained (ms), or null. */
+  /** Time received of the oldest entry not drained (ms), or null. */
   oldestMs: number | null;
-  /** Had damaged records: kept as `*.corrupt` once drained. */
+  /** Had damaged entries: kept as `*.corrupt` once drained. */
   corrupt: boolean;
   /** `segment-<n>.done` is behind `drainedOffset` (its write failed): `cleanup` writes it again. */
   cursorStale?: boolean;
@@ -32,7 +32,7 @@ export interface Segment {
 
 /** A segment of `size` bytes with nothing drained yet. */
 export function newSegment(seq: number, path: string, size = FILE_HEADER.length): Segment {
-  return { seq, path, size, records: 0, drainedOffset: FILE_HEADER.length, oldestMs: null, corrupt: false };
+  return { seq, path, size, entries: 0, drainedOffset: FILE_HEADER.length, oldestMs: null, corrupt: false };
 }
 
 export const SEGMENT_FILE = /^segment-(\d{16})\.log$/;

@@ -1,9 +1,9 @@
 /**
- * The quarantine: records the drain's sink can never take, moved aside so that they do not block the records behind
+ * The quarantine: entries the drain's sink can never take, moved aside so that they do not block the entries behind
  * them.
  *
- * A record is copied byte for byte and fsynced into `quarantine-<n>.log` (same format as a segment) before the drain
- * drops it from its segment. Quarantined records are never deleted by the spool; `requeue` turns their files back into
+ * An entry is copied byte for byte and fsynced into `quarantine-<n>.log` (same format as a segment) before the drain
+ * drops it from its segment. Quarantined entries are never deleted by the spool; `requeue` turns their files back into
  * segments (`spool drain`).
  */
 
@@ -20,17 +20,17 @@ import {
   syncDir,
   writeAllAt,
 } from './files.ts';
-import { FILE_HEADER, scanRecords } from './format.ts';
+import { FILE_HEADER, scanEntries } from './format.ts';
 
-/** A quarantine file: records moved aside, kept until an operator requeues them. */
+/** A quarantine file: entries moved aside, kept until an operator requeues them. */
 export interface QuarantineFile {
   seq: number;
   path: string;
   size: number;
-  records: number;
+  entries: number;
 }
 
-/** The quarantine files in `dir` and the records they hold. */
+/** The quarantine files in `dir` and the entries they hold. */
 export async function loadQuarantine(dir: string): Promise<QuarantineFile[]> {
   const names = await readdir(dir).catch(() => [] as string[]);
   const files: QuarantineFile[] = [];
@@ -39,14 +39,14 @@ export async function loadQuarantine(dir: string): Promise<QuarantineFile[]> {
     if (seq === undefined) continue;
     const path = join(dir, name);
     const buf = await readFile(path);
-    files.push({ seq: Number(seq), path, size: buf.length, records: scanRecords(buf).records.length });
+    files.push({ seq: Number(seq), path, size: buf.length, entries: scanEntries(buf).entries.length });
   }
   return files;
 }
 
 /** The quarantine files of a locked spool directory. Not safe for concurrent calls (the spool runs them in order). */
 export class Quarantine {
-  /** The file records are appended to, open (null until the first one of this process). */
+  /** The file entries are appended to, open (null until the first one of this process). */
   private current: { file: QuarantineFile; handle: FileHandle } | null = null;
 
   constructor(
@@ -54,31 +54,31 @@ export class Quarantine {
     readonly files: QuarantineFile[],
   ) {}
 
-  /** Appends one record, as it is, to the quarantine file, and waits for the fsync. */
-  async append(record: Buffer): Promise<void> {
+  /** Appends one entry, as it is, to the quarantine file, and waits for the fsync. */
+  async append(entry: Buffer): Promise<void> {
     if (this.current === null) {
       const seq = this.files.reduce((max, q) => Math.max(max, q.seq), 0) + 1;
       const path = quarantinePath(this.dir, seq);
       const handle = await createSpoolFile(this.dir, path);
-      const file = { seq, path, size: FILE_HEADER.length, records: 0 };
+      const file = { seq, path, size: FILE_HEADER.length, entries: 0 };
       this.files.push(file);
       this.current = { file, handle };
     }
     const { file, handle } = this.current;
     try {
-      await writeAllAt(handle, [record], file.size);
+      await writeAllAt(handle, [entry], file.size);
       await handle.datasync();
     } catch (err) {
       await handle.truncate(file.size).catch(() => undefined);
       throw err;
     }
-    file.size += record.length;
-    file.records++;
+    file.size += entry.length;
+    file.entries++;
   }
 
   /**
    * Turns every quarantine file back into a segment numbered `nextSeq()`, handed to `add` as soon as its file is
-   * renamed. Returns the number of records requeued.
+   * renamed. Returns the number of entries requeued.
    */
   async requeue(nextSeq: () => number, add: (segment: Segment) => void): Promise<number> {
     await this.current?.handle.close().catch(() => undefined);
@@ -89,12 +89,12 @@ export class Quarantine {
       const path = segmentPath(this.dir, seq);
       await rename(file.path, path);
       this.files.splice(this.files.indexOf(file), 1);
-      const { records } = scanRecords(await readFile(path));
+      const { entries } = scanEntries(await readFile(path));
       const segment = newSegment(seq, path, file.size);
-      segment.records = records.length;
-      segment.oldestMs = records[0] ? Date.parse(records[0].receivedAt) : null;
+      segment.entries = entries.length;
+      segment.oldestMs = entries[0] ? Date.parse(entries[0].receivedAt) : null;
       add(segment);
-      requeued += records.length;
+      requeued += entries.length;
     }
     await syncDir(this.dir);
     return requeued;

@@ -6,7 +6,7 @@
 
 import { open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { cursorPath, newSegment, SEGMENT_FILE, type Segment, segmentPath } from './files.ts';
-import { scanRecords } from './format.ts';
+import { scanEntries } from './format.ts';
 import { loadQuarantine, type QuarantineFile } from './quarantine.ts';
 
 export interface SpoolStatus {
@@ -31,13 +31,13 @@ export interface SpoolStatus {
   cleanupPending: number;
 }
 
-/** What opening found: records left by an earlier process, and damage it repaired. */
+/** What opening found: entries left by an earlier process, and damage it repaired. */
 export interface SpoolRecovery {
   depth: number;
   segments: number;
-  /** Bytes of torn records cut from segment ends (a crash during an append). */
+  /** Bytes of torn entries cut from segment ends (a crash during an append). */
   tornBytes: number;
-  /** Bytes of damaged records that will be skipped. */
+  /** Bytes of damaged entries that will be skipped. */
   corruptBytes: number;
   /** Files that are not spool segments (bad header), renamed `*.corrupt`. */
   badFiles: string[];
@@ -61,14 +61,14 @@ export function statusOf(
   let bytes = 0;
   let quarantined = 0;
   for (const s of segments) {
-    depth += s.records;
+    depth += s.entries;
     bytes += s.size;
   }
   for (const q of quarantine) {
-    quarantined += q.records;
+    quarantined += q.entries;
     bytes += q.size;
   }
-  const oldestMs = segments.find((s) => s.records > 0)?.oldestMs ?? null;
+  const oldestMs = segments.find((s) => s.entries > 0)?.oldestMs ?? null;
   return {
     depth,
     bytes,
@@ -110,15 +110,15 @@ export async function loadSegments(
     const buf = await readFile(path);
     const segment = newSegment(seq, path, buf.length);
     const cursor = Number.parseInt(await readFile(cursorPath(segment), 'utf8').catch(() => ''), 10);
-    const scan = scanRecords(buf);
-    if (scan.badHeader && scan.records.length === 0 && buf.length > 0) {
+    const scan = scanEntries(buf);
+    if (scan.badHeader && scan.entries.length === 0 && buf.length > 0) {
       recovery.badFiles.push(path);
       if (repair) await rename(path, path.replace(/\.log$/, '.corrupt'));
       continue;
     }
-    if (Number.isSafeInteger(cursor) && scan.records.some((r) => r.end === cursor)) segment.drainedOffset = cursor;
-    const waiting = scan.records.filter((r) => r.offset >= segment.drainedOffset);
-    segment.records = waiting.length;
+    if (Number.isSafeInteger(cursor) && scan.entries.some((e) => e.end === cursor)) segment.drainedOffset = cursor;
+    const waiting = scan.entries.filter((e) => e.offset >= segment.drainedOffset);
+    segment.entries = waiting.length;
     segment.oldestMs = waiting[0] ? Date.parse(waiting[0].receivedAt) : null;
     segment.corrupt = scan.corruptBytes > 0;
     recovery.corruptBytes += scan.corruptBytes;
@@ -133,13 +133,13 @@ export async function loadSegments(
       }
       segment.size = scan.validEnd;
     }
-    if (repair && segment.records === 0 && !segment.corrupt) {
+    if (repair && segment.entries === 0 && !segment.corrupt) {
       await unlink(path);
       await unlink(cursorPath(segment)).catch(() => undefined);
       continue;
     }
     segments.push(segment);
-    recovery.depth += segment.records;
+    recovery.depth += segment.entries;
   }
   recovery.segments = segments.length;
   return { segments, recovery };

@@ -1,17 +1,17 @@
 /**
  * The spool: a durable local buffer for deliveries that Redis could not take in time.
  *
- * `append` resolves only once the record is on disk (written and `fdatasync`ed). Appends that arrive while a write
+ * `append` resolves only once the entry is on disk (written and `fdatasync`ed). Appends that arrive while a write
  * is in progress share the next write and its single fsync (group commit), so a burst costs one fsync per turn of the
- * disk, not one per request. `drain` hands records to a sink, oldest first, and forgets them only once the sink
- * resolved: a record is removed after Redis confirmed it, never before. What was drained is remembered per segment
+ * disk, not one per request. `drain` hands entries to a sink, oldest first, and forgets them only once the sink
+ * resolved: an entry is removed after Redis confirmed it, never before. What was drained is remembered per segment
  * in `segment-<n>.done` (the byte offset drained so far); losing that file (a power loss) only means re-sending
- * records that Redis already holds, which the queue's deduplication turns into no-ops. A segment whose records are
+ * entries that Redis already holds, which the queue's deduplication turns into no-ops. A segment whose entries are
  * all in Redis is removed without writing its cursor; a cursor write or a removal that fails (disk full, read-only)
  * is retried by `cleanup`, which needs no Redis, so a spool whose depth is 0 still gives its space back.
  *
- * A record the sink can never take (Redis refuses it, or cannot confirm it alone, again and again) would block every
- * record behind it: the caller may have it moved aside (`quarantine`, see quarantine.ts) before it is dropped from its
+ * An entry the sink can never take (Redis refuses it, or cannot confirm it alone, again and again) would block every
+ * entry behind it: the caller may have it moved aside (`quarantine`, see quarantine.ts) before it is dropped from its
  * segment; `requeueQuarantined` turns the quarantine files back into segments (`spool drain`).
  *
  * The files in `SPOOL_DIR` and their modes: files.ts.
@@ -21,7 +21,7 @@
  * `lock_lost`, for good: a file another process may drain and delete is never answered from.
  *
  * Failure codes: `SpoolError` with reason `full` (SPOOL_MAX_BYTES reached), `io` (disk full, read-only file system,
- * I/O error; the segment is cut back to its last good record), `lock_lost`, `closed`.
+ * I/O error; the segment is cut back to its last good entry), `lock_lost`, `closed`.
  */
 
 import type { FileHandle } from 'node:fs/promises';
@@ -41,7 +41,7 @@ import {
   tightenModes,
   writeAllAt,
 } from './files.ts';
-import { encodeRecordParts, type ScannedRecord, scanRecords } from './format.ts';
+import { encodeEntryParts, type ScannedEntry, scanEntries } from './format.ts';
 import { lockSpoolDir, type SpoolLock } from './lock.ts';
 import { loadQuarantine, Quarantine } from './quarantine.ts';
 import { loadSegments, type SpoolRecovery, type SpoolStatus, statusOf } from './recovery.ts';
@@ -59,8 +59,8 @@ interface SpoolOptions {
 }
 
 interface PendingAppend {
-  /** The record's bytes, in parts (`encodeRecordParts`). */
-  record: Buffer[];
+  /** The entry's bytes, in parts (`encodeEntryParts`). */
+  entry: Buffer[];
   bytes: number;
   receivedMs: number;
   resolve: () => void;
@@ -137,9 +137,9 @@ export class Spool {
   append(job: WebhookJob): Promise<void> {
     if (this.closed) return Promise.reject(new SpoolError('the spool is closed', 'closed'));
     if (this.lost !== null) return Promise.reject(this.lost);
-    const record = encodeRecordParts(job);
+    const entry = encodeEntryParts(job);
     let length = 0;
-    for (const part of record) length += part.length;
+    for (const part of entry) length += part.length;
     if (this.bytes() + this.pendingBytes + length > this.opts.maxBytes) {
       const error = new SpoolError(
         `the spool is full (SPOOL_MAX_BYTES=${this.opts.maxBytes}, ${this.bytes()} bytes used)`,
@@ -149,7 +149,7 @@ export class Spool {
       return Promise.reject(error);
     }
     return new Promise<void>((resolve, reject) => {
-      this.pending.push({ record, bytes: length, receivedMs: Date.parse(job.data.receivedAt), resolve, reject });
+      this.pending.push({ entry, bytes: length, receivedMs: Date.parse(job.data.receivedAt), resolve, reject });
       this.pendingBytes += length;
       if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -168,7 +168,7 @@ export class Spool {
     this.pendingBytes = 0;
     if (batch.length === 0) return;
     // Written as they are (writev), not concatenated: a group commit of large bodies is not copied once more.
-    const parts = batch.flatMap((p) => p.record);
+    const parts = batch.flatMap((p) => p.entry);
     let total = 0;
     for (const p of batch) total += p.bytes;
     let active: { segment: Segment; handle: FileHandle | null } | null = null;
@@ -184,8 +184,8 @@ export class Spool {
       await this.checkStillOurs(handle);
       this.writes++;
       segment.size += total;
-      if (segment.records === 0) segment.oldestMs = (batch[0] as PendingAppend).receivedMs;
-      segment.records += batch.length;
+      if (segment.entries === 0) segment.oldestMs = (batch[0] as PendingAppend).receivedMs;
+      segment.entries += batch.length;
       this.lastFailure = null;
       for (const p of batch) p.resolve();
     } catch (err) {
@@ -200,7 +200,7 @@ export class Spool {
       });
       this.lastFailure = { error, at: Date.now() };
       if (active !== null) {
-        // Cut the segment back to its last good record; if even that fails, stop writing to it (the next open cuts
+        // Cut the segment back to its last good entry; if even that fails, stop writing to it (the next open cuts
         // the torn tail away).
         const failed = active;
         if (failed.handle !== null) await failed.handle.truncate(failed.segment.size).catch(() => this.sealActive());
@@ -242,14 +242,14 @@ export class Spool {
     this.active = null;
     await active.handle?.close().catch(() => undefined);
     // A lost lock leaves the files to their new owner.
-    if (active.segment.records === 0 && this.lost === null) await this.removeSegment(active.segment);
+    if (active.segment.entries === 0 && this.lost === null) await this.removeSegment(active.segment);
   }
 
   /**
-   * Sends every record to `sink`, oldest first, in batches bounded by `limits` (records and bytes, at least one
-   * record; default 100 and 2 MiB), and forgets each batch once `sink` resolved: a record is removed after Redis
+   * Sends every entry to `sink`, oldest first, in batches bounded by `limits` (entries and bytes, at least one
+   * entry; default 100 and 2 MiB), and forgets each batch once `sink` resolved: an entry is removed after Redis
    * confirmed it, never before. When `sink` rejects, `onFailure` decides (default `stop`: the error is rethrown, what
-   * was not confirmed stays in the spool). Returns the number of records drained (quarantined ones included).
+   * was not confirmed stays in the spool). Returns the number of entries drained (quarantined ones included).
    * One drain at a time (the caller's job).
    */
   async drain(
@@ -258,10 +258,10 @@ export class Spool {
   ): Promise<number> {
     if (this.lost !== null) throw this.lost;
     const { limits, onFailure } = drainSettings(options);
-    // Records still being written are left for the next drain; the segment holding them is sealed so that this
+    // Entries still being written are left for the next drain; the segment holding them is sealed so that this
     // drain reads files nobody appends to.
     await this.inChain(async () => {
-      if (this.active !== null && this.active.segment.records > 0) {
+      if (this.active !== null && this.active.segment.entries > 0) {
         await this.sealActive();
         // Ready for the next delivery Redis cannot take; if this fails, the next append tries again.
         await this.createSegment(false).catch(() => undefined);
@@ -271,12 +271,12 @@ export class Spool {
     for (const segment of this.segments.slice()) {
       if (this.active?.segment === segment) continue;
       const buf = await readFile(segment.path);
-      const { records } = scanRecords(buf, segment.drainedOffset);
+      const { entries } = scanEntries(buf, segment.drainedOffset);
       let i = 0;
-      while (i < records.length) {
-        const { batch, bytes } = nextBatch(records, i, limits());
+      while (i < entries.length) {
+        const { batch, bytes } = nextBatch(entries, i, limits());
         const n = batch.length;
-        // Decoded here, batch by batch (see `ScannedRecord.job`).
+        // Decoded here, batch by batch (see `ScannedEntry.job`).
         const jobs = batch.map((r) => r.job);
         try {
           await sink(jobs, bytes);
@@ -284,18 +284,18 @@ export class Spool {
           const verdict = onFailure ? await onFailure(jobs, bytes, err) : 'stop';
           if (verdict === 'retry') continue;
           if (verdict !== 'quarantine' || n !== 1) throw err;
-          const [record] = batch as [ScannedRecord];
-          await this.inChain(() => this.quarantine.append(buf.subarray(record.offset, record.end)));
+          const [entry] = batch as [ScannedEntry];
+          await this.inChain(() => this.quarantine.append(buf.subarray(entry.offset, entry.end)));
         }
         i += n;
-        const next = records[i];
-        segment.drainedOffset = (batch.at(-1) as ScannedRecord).end;
-        segment.records = Math.max(0, segment.records - n);
+        const next = entries[i];
+        segment.drainedOffset = (batch.at(-1) as ScannedEntry).end;
+        segment.entries = Math.max(0, segment.entries - n);
         segment.oldestMs = next ? Date.parse(next.receivedAt) : null;
         drained += n;
         // The last batch of a segment needs no cursor: the segment goes. A cursor that cannot be written is only
-        // behind (a reopen resends records Redis holds, which it answers as duplicates): the drain goes on.
-        if (i < records.length) await this.writeCursor(segment);
+        // behind (a reopen resends entries Redis holds, which it answers as duplicates): the drain goes on.
+        if (i < entries.length) await this.writeCursor(segment);
       }
       await this.tryRemove(segment);
     }
@@ -323,7 +323,7 @@ export class Spool {
 
   /** Removes a drained segment; if that fails, it stays listed (and counted) for `cleanup` to try again. */
   private async tryRemove(segment: Segment): Promise<boolean> {
-    if (segment.records > 0 || this.active?.segment === segment) return false;
+    if (segment.entries > 0 || this.active?.segment === segment) return false;
     try {
       await this.removeSegment(segment);
       return true;
@@ -336,26 +336,26 @@ export class Spool {
 
   /** Drained segments not removed yet, or whose cursor is behind: what `cleanup` has to do. */
   cleanupPending(): number {
-    return this.segments.filter((s) => this.active?.segment !== s && (s.records === 0 || s.cursorStale === true))
+    return this.segments.filter((s) => this.active?.segment !== s && (s.entries === 0 || s.cursorStale === true))
       .length;
   }
 
   /**
-   * Retries what a drain could not finish on disk: removes segments whose records are all in Redis, writes cursors
+   * Retries what a drain could not finish on disk: removes segments whose entries are all in Redis, writes cursors
    * that are behind. Needs no Redis. Returns what is still pending. Not while a drain runs (the caller's job).
    */
   async cleanup(): Promise<number> {
     for (const segment of this.segments.slice()) {
       if (this.active?.segment === segment) continue;
-      if (segment.records === 0) await this.tryRemove(segment);
+      if (segment.entries === 0) await this.tryRemove(segment);
       else if (segment.cursorStale) await this.writeCursor(segment);
     }
     return this.cleanupPending();
   }
 
   /**
-   * Turns every quarantine file back into a segment (the newest ones), so that the next drain sends its records to
-   * Redis again. Returns the number of records requeued.
+   * Turns every quarantine file back into a segment (the newest ones), so that the next drain sends its entries to
+   * Redis again. Returns the number of entries requeued.
    */
   requeueQuarantined(): Promise<number> {
     let requeued = 0;

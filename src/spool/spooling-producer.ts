@@ -18,8 +18,8 @@ import type { Logger } from 'pino';
 import { EnqueueError, SpoolError } from '../errors.ts';
 import { boundRawBody, type WebhookJob } from '../queue/contract.ts';
 import type { EnqueueResult, Producer, QueueWriter, RedisHealth } from '../queue/producer.ts';
-import { DRAIN_BATCH_BYTES, DRAIN_BATCH_RECORDS, type DrainLimits, type DrainVerdict } from './drain-batches.ts';
-import { MAX_RECORD_BYTES } from './format.ts';
+import { DRAIN_BATCH_BYTES, DRAIN_BATCH_ENTRIES, type DrainLimits, type DrainVerdict } from './drain-batches.ts';
+import { MAX_ENTRY_BYTES } from './format.ts';
 import type { Spool } from './spool.ts';
 
 const MiB = 1024 * 1024;
@@ -56,7 +56,7 @@ export function drainDeadlineMs(timeoutMs: number, bytes: number): number {
 
 /** The command deadline of the drain's connection: that of a batch of the largest record. */
 export function drainCommandTimeoutMs(timeoutMs: number): number {
-  return drainDeadlineMs(timeoutMs, MAX_RECORD_BYTES);
+  return drainDeadlineMs(timeoutMs, MAX_ENTRY_BYTES);
 }
 
 export interface SpoolingProducerOptions {
@@ -111,7 +111,7 @@ export class SpoolDrainer {
     private readonly queue: QueueWriter,
     private readonly opts: SpoolDrainerOptions = {},
   ) {
-    this.max = { records: DRAIN_BATCH_RECORDS, bytes: DRAIN_BATCH_BYTES, ...opts.batch };
+    this.max = { entries: DRAIN_BATCH_ENTRIES, bytes: DRAIN_BATCH_BYTES, ...opts.batch };
     this.limits = { ...this.max };
   }
 
@@ -133,7 +133,7 @@ export class SpoolDrainer {
         }
         for (const job of jobs) this.failures.delete(job.data.deliveryId);
         this.limits = {
-          records: Math.min(this.max.records, this.limits.records * 2),
+          entries: Math.min(this.max.entries, this.limits.entries * 2),
           bytes: Math.min(this.max.bytes, this.limits.bytes * 2),
         };
         this.opts.onBatch?.(counts);
@@ -147,10 +147,10 @@ export class SpoolDrainer {
     // Redis down or stuck says nothing about the records: wait for it (the next pass).
     if (!(err instanceof EnqueueError) || (err.reason !== 'timeout' && err.reason !== 'redis_error')) return 'stop';
     if (jobs.length > 1) {
-      this.limits = { records: Math.ceil(jobs.length / 2), bytes: Math.max(1, Math.floor(bytes / 2)) };
+      this.limits = { entries: Math.ceil(jobs.length / 2), bytes: Math.max(1, Math.floor(bytes / 2)) };
       return 'retry';
     }
-    this.limits = { records: 1, bytes: 1 };
+    this.limits = { entries: 1, bytes: 1 };
     const job = jobs[0] as WebhookJob;
     const failures = (this.failures.get(job.data.deliveryId) ?? 0) + 1;
     this.failures.set(job.data.deliveryId, failures);

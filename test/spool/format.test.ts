@@ -15,7 +15,7 @@ import {
   type WebhookJob,
 } from '../../src/queue/contract.ts';
 import { jobNameOf, parseDelivery } from '../../src/sellsy/payload.ts';
-import { encodeRecord, FILE_HEADER, RECORD_HEADER_BYTES, scanRecords } from '../../src/spool/format.ts';
+import { ENTRY_HEADER_BYTES, encodeEntry, FILE_HEADER, scanEntries } from '../../src/spool/format.ts';
 import { Spool } from '../../src/spool/spool.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
@@ -96,18 +96,18 @@ for (const [what, raw, contentType] of bodies) {
 test('the spool record of a 1 MB delivery is about the size of its body, not twice it', () => {
   const raw = Buffer.from(invoiceJson(20_000));
   assert.ok(raw.length > 1_000_000);
-  const record = encodeRecord(listenerJob(1, raw, 'application/json'));
+  const record = encodeEntry(listenerJob(1, raw, 'application/json'));
   // The job's other fields (ids, dates, the signature header, the request) take well under a kilobyte.
   assert.ok(record.length - raw.length < 1024, `record ${record.length} bytes for a body of ${raw.length}`);
-  const { records } = scanRecords(Buffer.concat([FILE_HEADER, record]));
-  assert.equal(records[0]?.job.data.rawBody, raw.toString('utf8'));
+  const { entries } = scanEntries(Buffer.concat([FILE_HEADER, record]));
+  assert.equal(entries[0]?.job.data.rawBody, raw.toString('utf8'));
 });
 
 test('records of the earlier format (the job as JSON) are still drained, beside the new ones', async () => {
   const dir = tempDir();
   // A segment as an earlier version left it: `SWR1` records only.
   const old = [jobFixture(0), jobFixture(1)];
-  const oldRecords = old.map(encodeRecord);
+  const oldRecords = old.map(encodeEntry);
   assert.equal(oldRecords[0]?.readUInt32LE(0), 0x31525753);
   await writeFile(join(dir, 'segment-0000000000000001.log'), Buffer.concat([FILE_HEADER, ...oldRecords]));
   const { spool, recovery } = await Spool.open({ dir, maxBytes: 1 << 24 });
@@ -117,7 +117,7 @@ test('records of the earlier format (the job as JSON) are still drained, beside 
   const segments = (await readdir(dir)).filter((f) => f.endsWith('.log')).sort();
   const newest = await readFile(join(dir, segments.at(-1) as string));
   assert.equal(newest.readUInt32LE(FILE_HEADER.length), 0x32525753, 'new records are written in the new format');
-  assert.ok(newest.length > FILE_HEADER.length + RECORD_HEADER_BYTES);
+  assert.ok(newest.length > FILE_HEADER.length + ENTRY_HEADER_BYTES);
   const seen: WebhookJob[] = [];
   await spool.drain(async (jobs) => {
     seen.push(...jobs);
@@ -157,12 +157,12 @@ test('a large delivery is spooled without its body being decoded into a string o
 
 test('a scanned segment holds its records as bytes: each read of a record decodes it again, so a drain holds decoded only the batch it sends', () => {
   const jobs = [1, 2, 3].map((i) => listenerJob(i, Buffer.from(invoiceJson(50)), 'application/json'));
-  const { records } = scanRecords(Buffer.concat([FILE_HEADER, ...jobs.map(encodeRecord)]));
+  const { entries } = scanEntries(Buffer.concat([FILE_HEADER, ...jobs.map(encodeEntry)]));
   assert.deepStrictEqual(
-    records.map((r) => r.receivedAt),
+    entries.map((e) => e.receivedAt),
     jobs.map((j) => j.data.receivedAt),
   );
-  const first = records[0];
+  const first = entries[0];
   assert.notEqual(first?.job, first?.job, 'not kept decoded by the scan');
   assert.deepStrictEqual(first?.job, JSON.parse(JSON.stringify(jobs[0])));
 });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { SpoolError, SpoolLockedError } from '../../src/errors.ts';
 import type { WebhookJob } from '../../src/queue/contract.ts';
-import { encodeRecord, RECORD_HEADER_BYTES } from '../../src/spool/format.ts';
+import { ENTRY_HEADER_BYTES, encodeEntry } from '../../src/spool/format.ts';
 import { inspectSpool } from '../../src/spool/recovery.ts';
 import { Spool } from '../../src/spool/spool.ts';
 import { jobFixture } from '../helpers/jobs.ts';
@@ -75,7 +75,7 @@ test('concurrent appends share one write and one fsync (group commit)', async ()
 test('a torn record at the end (a crash during an append) is cut off on open, never replayed', async () => {
   const { dir, path } = await closedSpoolOf(3);
   const sizeBefore = (await readFile(path)).length;
-  const torn = encodeRecord(jobFixture(3));
+  const torn = encodeEntry(jobFixture(3));
   await appendFile(path, torn.subarray(0, torn.length - 7));
 
   const { spool, recovery } = await Spool.open({ dir, maxBytes: 1 << 20 });
@@ -100,7 +100,7 @@ test('a damaged record in the middle is skipped, the others drain, and the segme
 
   const { spool, recovery } = await Spool.open({ dir, maxBytes: 1 << 20 });
   assert.equal(recovery.depth, 2);
-  assert.ok(recovery.corruptBytes > RECORD_HEADER_BYTES);
+  assert.ok(recovery.corruptBytes > ENTRY_HEADER_BYTES);
   const drained = await drainAll(spool);
   assert.deepEqual(
     drained.map((j) => j.data.deliveryId),
@@ -153,7 +153,7 @@ test('appends made while a drain runs are kept for the next drain, not lost', as
 
 test('past SPOOL_MAX_BYTES appends fail with SpoolError("full") and the spool reports itself unhealthy', async () => {
   const dir = tempDir();
-  const record = encodeRecord(jobFixture(0)).length;
+  const record = encodeEntry(jobFixture(0)).length;
   const { spool } = await Spool.open({ dir, maxBytes: 8 + record * 2 });
   await spool.append(jobFixture(0));
   await spool.append(jobFixture(1));

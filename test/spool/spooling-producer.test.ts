@@ -181,7 +181,7 @@ test('the drainer retries a failing batch in halves, down to the one record that
 });
 
 test('after a failed batch, each confirmed batch doubles the next one, up to the largest', async (t) => {
-  const { writer, drainer } = await drainSide(t, fixtures(12), { records: 4 });
+  const { writer, drainer } = await drainSide(t, fixtures(12), { entries: 4 });
   // Record 0 fails the first time it is written, and only then.
   let failedOnce = false;
   writer.outcome = (job) => {
