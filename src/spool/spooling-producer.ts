@@ -7,11 +7,11 @@
  * after its Redis write timed out may still land in Redis through that write; the drain then writes it again with
  * the same job id and deduplication id, which Redis answers as a duplicate: one job either way.
  *
- * The drain always progresses: its batches are bounded in records and in bytes, each batch gets a deadline that grows
- * with its size, a batch that fails is retried smaller (down to one record), and a record that fails alone
+ * The drain always progresses: its batches are bounded in entries and in bytes, each batch gets a deadline that grows
+ * with its size, a batch that fails is retried smaller (down to one entry), and an entry that fails alone
  * `QUARANTINE_AFTER_FAILURES` times while Redis takes other writes is moved to the spool's quarantine (kept, counted,
- * requeued by `spool drain`) instead of blocking the records behind it. Failed passes back off exponentially. The
- * drain writes on its own Redis connection: megabytes of drained records do not delay the live deliveries' writes,
+ * requeued by `spool drain`) instead of blocking the entries behind it. Failed passes back off exponentially. The
+ * drain writes on its own Redis connection: megabytes of drained entries do not delay the live deliveries' writes,
  * nor make Redis look stalled to them.
  */
 import type { Logger } from 'pino';
@@ -25,11 +25,11 @@ import type { Spool } from './spool.ts';
 const MiB = 1024 * 1024;
 /**
  * Time a drain batch gets per MiB it holds, on top of `ENQUEUE_TIMEOUT_MS`: Redis is expected to take at least
- * 10 MiB/s of drained records, well below what it took on a small machine (docs/benchmarks.md). Without it a batch of
- * large records could never be confirmed in time, and the drain would send it again and again.
+ * 10 MiB/s of drained entries, well below what it took on a small machine (docs/benchmarks.md). Without it a batch of
+ * large entries could never be confirmed in time, and the drain would send it again and again.
  */
 export const DRAIN_MS_PER_MIB = 100;
-/** Times a record must fail alone, Redis taking other writes, before it is quarantined. */
+/** Times an entry must fail alone, Redis taking other writes, before it is quarantined. */
 export const QUARANTINE_AFTER_FAILURES = 3;
 /** Longest wait between failed drain passes (the first waits `drainIntervalMs`, each next one twice as long). */
 export const DRAIN_MAX_BACKOFF_MS = 10_000;
@@ -54,7 +54,7 @@ export function drainDeadlineMs(timeoutMs: number, bytes: number): number {
   return timeoutMs + Math.ceil(bytes / MiB) * DRAIN_MS_PER_MIB;
 }
 
-/** The command deadline of the drain's connection: that of a batch of the largest record. */
+/** The command deadline of the drain's connection: that of a batch of the largest entry. */
 export function drainCommandTimeoutMs(timeoutMs: number): number {
   return drainDeadlineMs(timeoutMs, MAX_ENTRY_BYTES);
 }
@@ -67,7 +67,7 @@ export interface SpoolingProducerOptions {
    * the listener's producer.
    */
   drainQueue?: QueueWriter;
-  /** Largest drain batch. Default 100 records and 2 MiB. */
+  /** Largest drain batch. Default 100 entries and 2 MiB. */
   drainBatch?: Partial<DrainLimits>;
   /** How often the drain checks for work, and the first backoff after a failed pass. Default 250 ms. */
   drainIntervalMs?: number;
@@ -95,13 +95,13 @@ export interface SpoolDrainerOptions {
 }
 
 /**
- * Drain passes over a spool: the batch size that last worked and the failures of each record carry over from one
- * pass to the next, so a pass that failed on a record starts again from where the previous one left off.
+ * Drain passes over a spool: the batch size that last worked and the failures of each entry carry over from one
+ * pass to the next, so a pass that failed on an entry starts again from where the previous one left off.
  */
 export class SpoolDrainer {
   private readonly max: DrainLimits;
   private limits: DrainLimits;
-  /** Failures of a record sent alone, by delivery id. */
+  /** Failures of an entry sent alone, by delivery id. */
   private readonly failures = new Map<string, number>();
   /** What every pass moved, those that stopped on an error included. */
   readonly total: DrainCounts = { queued: 0, duplicate: 0, quarantined: 0 };
@@ -144,7 +144,7 @@ export class SpoolDrainer {
   }
 
   private async failed(jobs: WebhookJob[], bytes: number, err: unknown, counts: DrainCounts): Promise<DrainVerdict> {
-    // Redis down or stuck says nothing about the records: wait for it (the next pass).
+    // Redis down or stuck says nothing about the entries: wait for it (the next pass).
     if (!(err instanceof EnqueueError) || (err.reason !== 'timeout' && err.reason !== 'redis_error')) return 'stop';
     if (jobs.length > 1) {
       this.limits = { entries: Math.ceil(jobs.length / 2), bytes: Math.max(1, Math.floor(bytes / 2)) };
@@ -155,7 +155,7 @@ export class SpoolDrainer {
     const failures = (this.failures.get(job.data.deliveryId) ?? 0) + 1;
     this.failures.set(job.data.deliveryId, failures);
     if (failures < QUARANTINE_AFTER_FAILURES) return 'stop';
-    // A Redis that refuses every write (out of memory, read-only) is not this record's fault.
+    // A Redis that refuses every write (out of memory, read-only) is not this entry's fault.
     if (!(await this.queue.probeWrite())) return 'stop';
     this.failures.delete(job.data.deliveryId);
     counts.quarantined++;
@@ -293,7 +293,7 @@ export class SpoolingProducer implements Producer {
     try {
       return await this.drainer.pass();
     } finally {
-      // A pass that moved records made progress, even if it stopped later: no long wait before the next.
+      // A pass that moved entries made progress, even if it stopped later: no long wait before the next.
       if (this.spool.status().depth < depth) this.backoffMs = 0;
     }
   }
