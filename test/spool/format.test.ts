@@ -1,6 +1,6 @@
 /**
- * The spool's record format: a delivery's record is about the size of its body, drains back to the very job that was
- * spooled whatever the body, and records of the earlier format (`SWR1`, the job as JSON) are still read.
+ * The spool's entry format: a delivery's entry is about the size of its body, drains back to the very job that was
+ * spooled whatever the body, and entries of the earlier format (`SWR1`, the job as JSON) are still read.
  */
 
 import assert from 'node:assert/strict';
@@ -93,19 +93,19 @@ for (const [what, raw, contentType] of bodies) {
   });
 }
 
-test('the spool record of a 1 MB delivery is about the size of its body, not twice it', () => {
+test('the spool entry of a 1 MB delivery is about the size of its body, not twice it', () => {
   const raw = Buffer.from(invoiceJson(20_000));
   assert.ok(raw.length > 1_000_000);
-  const record = encodeEntry(listenerJob(1, raw, 'application/json'));
+  const entry = encodeEntry(listenerJob(1, raw, 'application/json'));
   // The job's other fields (ids, dates, the signature header, the request) take well under a kilobyte.
-  assert.ok(record.length - raw.length < 1024, `record ${record.length} bytes for a body of ${raw.length}`);
-  const { entries } = scanEntries(Buffer.concat([FILE_HEADER, record]));
+  assert.ok(entry.length - raw.length < 1024, `entry ${entry.length} bytes for a body of ${raw.length}`);
+  const { entries } = scanEntries(Buffer.concat([FILE_HEADER, entry]));
   assert.equal(entries[0]?.job.data.rawBody, raw.toString('utf8'));
 });
 
-test('records of the earlier format (the job as JSON) are still drained, beside the new ones', async () => {
+test('entries of the earlier format (the job as JSON) are still drained, beside the new ones', async () => {
   const dir = tempDir();
-  // A segment as an earlier version left it: `SWR1` records only.
+  // A segment as an earlier version left it: `SWR1` entries only.
   const old = [jobFixture(0), jobFixture(1)];
   const oldRecords = old.map(encodeEntry);
   assert.equal(oldRecords[0]?.readUInt32LE(0), 0x31525753);
@@ -116,7 +116,7 @@ test('records of the earlier format (the job as JSON) are still drained, beside 
   await spool.append(fresh);
   const segments = (await readdir(dir)).filter((f) => f.endsWith('.log')).sort();
   const newest = await readFile(join(dir, segments.at(-1) as string));
-  assert.equal(newest.readUInt32LE(FILE_HEADER.length), 0x32525753, 'new records are written in the new format');
+  assert.equal(newest.readUInt32LE(FILE_HEADER.length), 0x32525753, 'new entries are written in the new format');
   assert.ok(newest.length > FILE_HEADER.length + ENTRY_HEADER_BYTES);
   const seen: WebhookJob[] = [];
   await spool.drain(async (jobs) => {
@@ -144,7 +144,7 @@ test('a large delivery is spooled without its body being decoded into a string o
   const dir = tempDir();
   const { spool } = await Spool.open({ dir, maxBytes: 1 << 24 });
   await spool.append(lazy);
-  assert.equal(reads, 0, 'the spool record was written without the parsed event');
+  assert.equal(reads, 0, 'the spool entry was written without the parsed event');
   const seen: WebhookJob[] = [];
   await spool.drain(async (jobs) => {
     seen.push(...jobs);
@@ -155,7 +155,7 @@ test('a large delivery is spooled without its body being decoded into a string o
   assert.equal(JSON.stringify(lazy), JSON.stringify(eager));
 });
 
-test('a scanned segment holds its records as bytes: each read of a record decodes it again, so a drain holds decoded only the batch it sends', () => {
+test('a scanned segment holds its entries as bytes: each read of an entry decodes it again, so a drain holds decoded only the batch it sends', () => {
   const jobs = [1, 2, 3].map((i) => listenerJob(i, Buffer.from(invoiceJson(50)), 'application/json'));
   const { entries } = scanEntries(Buffer.concat([FILE_HEADER, ...jobs.map(encodeEntry)]));
   assert.deepStrictEqual(
