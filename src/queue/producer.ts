@@ -370,7 +370,7 @@ export class BullmqProducer implements QueueWriter {
   /**
    * Whether Redis takes a write now: within `ENQUEUE_TIMEOUT_MS`, sets a key that expires within a second. A Redis
    * that answers PING but refuses writes (out of memory, read-only replica, failed snapshot) fails this; the drain
-   * uses it to tell a record Redis cannot take from a Redis that takes nothing. A connection that closes under the
+   * uses it to tell an entry Redis cannot take from a Redis that takes nothing. A connection that closes under the
    * probe (Redis drops the connection of a command it refuses, and the probe can be sent before the close is seen)
    * is no answer: the probe waits for the reconnection and asks again.
    */

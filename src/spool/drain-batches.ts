@@ -32,9 +32,8 @@ export interface DrainOptions {
 export const DRAIN_BATCH_ENTRIES = 100;
 export const DRAIN_BATCH_BYTES = 2 * 1024 * 1024;
 
-/** `drain`'s options with their defaults; a number bounds the entries of a batch (its bytes keep their default). */
-export function drainSettings(options: number | DrainOptions): DrainOptions & { limits: () => DrainLimits } {
-  if (typeof options === 'number') return { limits: () => ({ entries: options, bytes: DRAIN_BATCH_BYTES }) };
+/** `drain`'s options with their defaults. */
+export function drainSettings(options: DrainOptions): DrainOptions & { limits: () => DrainLimits } {
   const limits = options.limits ?? (() => ({ entries: DRAIN_BATCH_ENTRIES, bytes: DRAIN_BATCH_BYTES }));
   return { limits, onFailure: options.onFailure };
 }

@@ -252,10 +252,7 @@ export class Spool {
    * was not confirmed stays in the spool). Returns the number of entries drained (quarantined ones included).
    * One drain at a time (the caller's job).
    */
-  async drain(
-    sink: (jobs: WebhookJob[], bytes: number) => Promise<void>,
-    options: number | DrainOptions = {},
-  ): Promise<number> {
+  async drain(sink: (jobs: WebhookJob[], bytes: number) => Promise<void>, options: DrainOptions = {}): Promise<number> {
     if (this.lost !== null) throw this.lost;
     const { limits, onFailure } = drainSettings(options);
     // Entries still being written are left for the next drain; the segment holding them is sealed so that this

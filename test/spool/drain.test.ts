@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterEach, type TestContext, test } from 'node:test';
 import { Queue } from 'bullmq';
 import type { WebhookJob } from '../../src/queue/contract.ts';
+import { DRAIN_BATCH_BYTES } from '../../src/spool/drain-batches.ts';
 import { Spool } from '../../src/spool/spool.ts';
 import { runDispatch } from '../helpers/dispatch.ts';
 import { jobFixture } from '../helpers/jobs.ts';
@@ -47,9 +48,12 @@ test('a segment whose records are all in the queue is removed although its curso
   // A directory where the cursor's temporary file goes: writing it fails (EISDIR), as on a full disk.
   await mkdir(cursorTmp);
   const seen: string[] = [];
-  const drained = await spool.drain(async (jobs) => {
-    seen.push(...jobs.map((j) => j.data.deliveryId));
-  }, 4);
+  const drained = await spool.drain(
+    async (jobs) => {
+      seen.push(...jobs.map((j) => j.data.deliveryId));
+    },
+    { limits: () => ({ entries: 4, bytes: DRAIN_BATCH_BYTES }) },
+  );
   assert.equal(drained, 10);
   assert.equal(seen.length, 10);
   const left = await segmentFiles(dir);
@@ -64,9 +68,12 @@ test('a cursor write that failed is written by a later pass, so a reopen does no
   await mkdir(cursorTmp);
   let calls = 0;
   await assert.rejects(
-    spool.drain(async () => {
-      if (++calls === 2) throw new Error('Redis went away');
-    }, 4),
+    spool.drain(
+      async () => {
+        if (++calls === 2) throw new Error('Redis went away');
+      },
+      { limits: () => ({ entries: 4, bytes: DRAIN_BATCH_BYTES }) },
+    ),
     /Redis went away/,
   );
   assert.equal(spool.status().depth, 6);

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { SpoolError, SpoolLockedError } from '../../src/errors.ts';
 import type { WebhookJob } from '../../src/queue/contract.ts';
+import { DRAIN_BATCH_BYTES } from '../../src/spool/drain-batches.ts';
 import { ENTRY_HEADER_BYTES, encodeEntry } from '../../src/spool/format.ts';
 import { inspectSpool } from '../../src/spool/recovery.ts';
 import { Spool } from '../../src/spool/spool.ts';
@@ -116,9 +117,12 @@ test('a drain stopped by a failing sink keeps what was not confirmed, across a r
   await Promise.all(Array.from({ length: 10 }, (_, i) => first.spool.append(jobFixture(i))));
   let calls = 0;
   await assert.rejects(
-    first.spool.drain(async () => {
-      if (++calls === 2) throw new Error('Redis went away');
-    }, 4),
+    first.spool.drain(
+      async () => {
+        if (++calls === 2) throw new Error('Redis went away');
+      },
+      { limits: () => ({ entries: 4, bytes: DRAIN_BATCH_BYTES }) },
+    ),
     /Redis went away/,
   );
   assert.equal(first.spool.status().depth, 6);
