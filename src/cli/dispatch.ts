@@ -7,7 +7,7 @@
  * `process.argv` nor `process.env`: what it prints goes through `io`, and a started service is handed to `io.serve`,
  * which keeps it running until it is asked to stop (the bin, src/cli.ts, does that on a signal).
  */
-import type { DestinationStream, Logger } from 'pino';
+import type { DestinationStream } from 'pino';
 import { type Config, loadConfig } from '../config/config.ts';
 import { ConfigError, SpoolError, SpoolLockedError } from '../errors.ts';
 import { createLogger } from '../logger.ts';
@@ -17,40 +17,19 @@ import { startMetricsServer } from '../metrics/server.ts';
 import { startWorker } from '../worker/worker.ts';
 import { doctor } from './doctor.ts';
 import { HELP, version } from './help.ts';
+import type { CliIo, Service } from './io.ts';
 import { startListener } from './listener.ts';
 import { parseReplayArgs, replay } from './replay.ts';
 import { parseConnectArgs, parseStatusArgs, sellsyConnect, sellsyStatus } from './sellsy.ts';
 import { spoolDrain, spoolStatus } from './spool.ts';
 import { stats } from './stats.ts';
 
+export type { CliIo, Service } from './io.ts';
+
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_CONFIG = 78;
-
-/** A service started by `listen`, `work` or `start`. */
-export interface Service {
-  logger: Logger;
-  /** How long `close` may take (`SHUTDOWN_TIMEOUT_MS`). */
-  shutdownTimeoutMs: number;
-  /** Stops every part together: in-flight requests answered, active jobs finished or handed back. */
-  close(): Promise<void>;
-}
-
-export interface CliIo {
-  /** A line of the command's output (stdout). */
-  out(line: string): void;
-  /** A line about a usage error or a failure (stderr). */
-  err(line: string): void;
-  /** Whether stdout is a terminal (`doctor` colours its verdicts, `spool drain` shows its progress). */
-  isTTY: boolean;
-  /** On a terminal: a progress line, written over the previous one (`spool drain`). */
-  progress?(line: string): void;
-  /** Keeps a started service running until it is asked to stop, then closes it. */
-  serve(service: Service): void;
-  /** Where a service logs; absent: stdout (JSON lines, or readable lines on a terminal). */
-  log?: DestinationStream;
-}
 
 const SERVICES = ['listen', 'work', 'start'];
 

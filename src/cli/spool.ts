@@ -13,21 +13,12 @@ import { inspectSpool } from '../spool/recovery.ts';
 import { Spool } from '../spool/spool.ts';
 import { DRAIN_MAX_BACKOFF_MS, SpoolDrainer } from '../spool/spooling-producer.ts';
 import { formatAge } from './format.ts';
+import type { CliIo } from './io.ts';
 
 const MiB = 1024 * 1024;
 
-/** What the spool commands print through (the part of dispatch's `io` they use). */
-export interface SpoolIo {
-  /** A line of the command's report (stdout). */
-  out(line: string): void;
-  /** A line about a failure (stderr). */
-  err(line: string): void;
-  isTTY: boolean;
-  /** On a terminal: a progress line, written over the previous one. */
-  progress?(line: string): void;
-  /** Where the drain's log lines go; absent: stderr. */
-  log?: DestinationStream;
-}
+/** What the spool commands print through: the part of the command line's `io` they use. */
+export type SpoolIo = Pick<CliIo, 'out' | 'err' | 'isTTY' | 'progress' | 'log'>;
 
 export async function spoolStatus(config: Config, json: boolean, io: SpoolIo): Promise<number> {
   const status = await inspectSpool(config.spool.dir, config.spool.maxBytes);
