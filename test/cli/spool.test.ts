@@ -159,6 +159,7 @@ test("spool drain: a spooled delivery the queue folds as a duplicate makes its r
   });
   assert.equal(drain.status, 0, drain.stderr);
   assert.match(drain.stdout, new RegExp(`^moved 1 deliveries to queue ${listener.config.queueName}$`, 'm'));
+  assert.ok(!drain.stdout.includes('\r'), 'off a terminal, no progress line');
   await waitFor(() => runs.includes(folded.deliveryId), 10_000, 'the record ran again');
   assert.deepEqual(runs, [first.deliveryId, folded.deliveryId]);
 });
