@@ -9,10 +9,38 @@ import { type Env, EnvSchema } from './schema.ts';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
+/** A `host:port` of a Sentinel or a Cluster seed node. */
+export interface RedisAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * Where Redis is. The data nodes' credentials, database and TLS always come from `REDIS_URL`; with Sentinel or
+ * Cluster its host and port are unused.
+ */
+export type RedisTopology =
+  | { kind: 'standalone'; url: string }
+  | {
+      kind: 'sentinel';
+      url: string;
+      sentinels: readonly RedisAddress[];
+      /** `REDIS_SENTINEL_MASTER`. */
+      masterName: string;
+      /** Credentials and TLS of the Sentinels themselves (the data nodes' are in `url`). */
+      sentinelUsername: string | null;
+      sentinelPassword: string | null;
+      sentinelTls: boolean;
+    }
+  | { kind: 'cluster'; url: string; nodes: readonly RedisAddress[] };
+
 export interface Config {
   port: number;
   host: string;
+  /** `REDIS_URL`: the standalone server, or the data nodes' credentials, database and TLS (`rediss://`). */
   redisUrl: string;
+  /** Where Redis is: one server, a Sentinel group or a Cluster. */
+  redis: RedisTopology;
   queueName: string;
   queuePrefix: string;
   signature: {
@@ -35,6 +63,8 @@ export interface Config {
   enqueueFailureStatus: 200 | 503;
   /** Confirm a job only once Redis has fsynced it (WAITAOF). */
   redisWaitAof: boolean;
+  /** `REDIS_WAIT_REPLICAS`: confirm a job only once this many replicas have it (WAIT); 0: the master's word. */
+  redisWaitReplicas: number;
   spool: {
     dir: string;
     /** 0: no spool (a 200 then means Redis took the job; when it cannot, ENQUEUE_FAILURE_STATUS). */
@@ -108,11 +138,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
   const accountKeys = parseAccountKeys(parsed.SELLSY_ACCOUNT_KEYS, problems);
-  try {
-    new URL(parsed.REDIS_URL);
-  } catch {
+  const redis = parseRedisTopology(parsed, problems);
+  const clustered = parsed.REDIS_CLUSTER_NODES !== undefined;
+  const queuePrefix = parsed.QUEUE_PREFIX ?? (clustered ? '{bull}' : 'bull');
+  if (clustered && !hasHashTag(`${queuePrefix}:${parsed.QUEUE_NAME}:`)) {
     problems.push(
-      `REDIS_URL: must be a URL such as redis://127.0.0.1:6379 (got ${shown('REDIS_URL', parsed.REDIS_URL)})`,
+      `QUEUE_PREFIX: with REDIS_CLUSTER_NODES, the prefix or QUEUE_NAME must hold a hash tag such as {bull}, so ` +
+        `that every key of a queue is in one hash slot (got ${shown('QUEUE_PREFIX', queuePrefix)})`,
     );
   }
   if (parsed.FORWARD_URL !== undefined) {
@@ -173,7 +205,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if ((parsed.ADMIN_USER === undefined) !== (parsed.ADMIN_PASSWORD === undefined)) {
     problems.push('ADMIN_USER and ADMIN_PASSWORD: set both (dashboard with a login) or neither');
   }
-  if (problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0 || redis === null) throw new ConfigError(problems);
   const sellsyApi =
     parsed.SELLSY_CLIENT_ID !== undefined && parsed.SELLSY_CLIENT_SECRET !== undefined
       ? {
@@ -199,8 +231,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: parsed.PORT,
     host: parsed.HOST,
     redisUrl: parsed.REDIS_URL,
+    redis,
     queueName: parsed.QUEUE_NAME,
-    queuePrefix: parsed.QUEUE_PREFIX,
+    queuePrefix,
     signature: {
       check: parsed.SIGNATURE_CHECK,
       formScope: parsed.SIGNATURE_FORM_SCOPE,
@@ -214,6 +247,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     enqueueTimeoutMs: parsed.ENQUEUE_TIMEOUT_MS,
     enqueueFailureStatus: parsed.ENQUEUE_FAILURE_STATUS,
     redisWaitAof: parsed.REDIS_WAIT_AOF,
+    redisWaitReplicas: parsed.REDIS_WAIT_REPLICAS ?? (redis.kind === 'sentinel' ? 1 : 0),
     spool: { dir: parsed.SPOOL_DIR, maxBytes: parsed.SPOOL_MAX_BYTES, ackBudgetMs: parsed.ACK_BUDGET_MS },
     logLevel: parsed.LOG_LEVEL as LogLevel,
     shutdownTimeoutMs: parsed.SHUTDOWN_TIMEOUT_MS,
@@ -283,12 +317,88 @@ const SECRETS = new Set([
   'SELLSY_ACCOUNT_CREDENTIALS',
   'ADMIN_PASSWORD',
   'ADMIN_TOKEN',
+  'REDIS_SENTINEL_PASSWORD',
 ]);
 
 /** A value as an error message may show it: secrets hidden, passwords in URLs masked. */
 function shown(name: string, value: string): string {
   if (SECRETS.has(name)) return `a value of ${value.length} characters, not shown`;
   return JSON.stringify(URL.canParse(value) ? redactUrl(value) : value);
+}
+
+/**
+ * `REDIS_URL` with `REDIS_SENTINELS` or `REDIS_CLUSTER_NODES`: the topology, or null with its problems added.
+ */
+function parseRedisTopology(parsed: Env, problems: string[]): RedisTopology | null {
+  const before = problems.length;
+  let url: URL | null = null;
+  try {
+    url = new URL(parsed.REDIS_URL);
+  } catch {
+    problems.push(
+      `REDIS_URL: must be a URL such as redis://127.0.0.1:6379 (got ${shown('REDIS_URL', parsed.REDIS_URL)})`,
+    );
+  }
+  const sentinelOnly = (['REDIS_SENTINEL_USERNAME', 'REDIS_SENTINEL_PASSWORD'] as const).filter(
+    (name) => parsed[name] !== undefined,
+  );
+  if (parsed.REDIS_SENTINELS !== undefined && parsed.REDIS_CLUSTER_NODES !== undefined) {
+    problems.push('REDIS_SENTINELS and REDIS_CLUSTER_NODES: set one or the other (Sentinel or Cluster), not both');
+  }
+  if (parsed.REDIS_SENTINELS === undefined && sentinelOnly.length > 0) {
+    problems.push(`${sentinelOnly.join(', ')}: only used with REDIS_SENTINELS, which is not set`);
+  }
+  const database = url?.pathname.replace(/^\//, '') ?? '';
+  if (parsed.REDIS_CLUSTER_NODES !== undefined && database !== '') {
+    problems.push(
+      `REDIS_URL: a Redis Cluster has only database 0; remove the database number (got ${shown('REDIS_URL', parsed.REDIS_URL)})`,
+    );
+  }
+  const sentinels =
+    parsed.REDIS_SENTINELS !== undefined ? parseAddresses('REDIS_SENTINELS', parsed.REDIS_SENTINELS, problems) : [];
+  const nodes =
+    parsed.REDIS_CLUSTER_NODES !== undefined
+      ? parseAddresses('REDIS_CLUSTER_NODES', parsed.REDIS_CLUSTER_NODES, problems)
+      : [];
+  if (problems.length > before) return null;
+  if (parsed.REDIS_SENTINELS !== undefined) {
+    return {
+      kind: 'sentinel',
+      url: parsed.REDIS_URL,
+      sentinels,
+      masterName: parsed.REDIS_SENTINEL_MASTER,
+      sentinelUsername: parsed.REDIS_SENTINEL_USERNAME ?? null,
+      sentinelPassword: parsed.REDIS_SENTINEL_PASSWORD ?? null,
+      sentinelTls: parsed.REDIS_SENTINEL_TLS,
+    };
+  }
+  if (parsed.REDIS_CLUSTER_NODES !== undefined) return { kind: 'cluster', url: parsed.REDIS_URL, nodes };
+  return { kind: 'standalone', url: parsed.REDIS_URL };
+}
+
+/** A comma-separated list of `host:port` (an IPv6 host in brackets: `[::1]:26379`). */
+function parseAddresses(name: string, value: string, problems: string[]): RedisAddress[] {
+  const addresses: RedisAddress[] = [];
+  const items = value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+  for (const item of items) {
+    const match = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(item);
+    const port = match ? Number(match[3]) : 0;
+    if (!match || port < 1 || port > 65535) {
+      problems.push(`${name}: ${JSON.stringify(item)} is not host:port (a list such as 10.0.0.1:26379,10.0.0.2:26379)`);
+      continue;
+    }
+    addresses.push({ host: match[1] ?? match[2] ?? '', port });
+  }
+  if (items.length === 0) problems.push(`${name}: names no host:port (a list such as 10.0.0.1:26379,10.0.0.2:26379)`);
+  return addresses;
+}
+
+/** Redis Cluster hashes only the part of a key between its first `{` and the next `}`, when that is not empty. */
+function hasHashTag(key: string): boolean {
+  return /^[^{]*\{[^}]+\}/.test(key);
 }
 
 function splitKeys(value: string | undefined): string[] {

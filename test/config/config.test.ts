@@ -151,3 +151,59 @@ test('FORWARD_URL with credentials, or without FORWARD_SECRET, is refused at sta
   assert.deepEqual(ok.forward, { url: 'https://app.internal/hooks', secret, timeoutMs: 10_000 });
   assert.equal(ok.worker.recordOrder, 'off', 'RECORD_ORDER=auto without sellsy-fetch');
 });
+
+test('Redis topology: one server by default, Sentinel or Cluster from their variables', () => {
+  assert.deepEqual(loadConfig({}).redis, { kind: 'standalone', url: 'redis://127.0.0.1:6379' });
+  assert.equal(loadConfig({}).redisWaitReplicas, 0);
+
+  const sentinel = loadConfig({
+    REDIS_URL: 'rediss://:data-secret@unused/2',
+    REDIS_SENTINELS: ' 10.0.0.1:26379, [::1]:26380 ,',
+    REDIS_SENTINEL_PASSWORD: 'sentinel-secret',
+  });
+  assert.deepEqual(sentinel.redis, {
+    kind: 'sentinel',
+    url: 'rediss://:data-secret@unused/2',
+    sentinels: [
+      { host: '10.0.0.1', port: 26379 },
+      { host: '::1', port: 26380 },
+    ],
+    masterName: 'mymaster',
+    sentinelUsername: null,
+    sentinelPassword: 'sentinel-secret',
+    sentinelTls: false,
+  });
+  assert.equal(sentinel.redisWaitReplicas, 1, 'Sentinel implies replicas: a 200 waits for one');
+  assert.equal(sentinel.queuePrefix, 'bull');
+  assert.equal(loadConfig({ REDIS_SENTINELS: 'a:1', REDIS_WAIT_REPLICAS: '0' }).redisWaitReplicas, 0);
+
+  const cluster = loadConfig({ REDIS_CLUSTER_NODES: 'n1:7000,n2:7001' });
+  assert.equal(cluster.redis.kind, 'cluster');
+  assert.equal(cluster.queuePrefix, '{bull}', 'a hash tag keeps every key of a queue in one slot');
+  assert.equal(
+    loadConfig({ REDIS_CLUSTER_NODES: 'n1:7000', QUEUE_NAME: '{hooks}', QUEUE_PREFIX: 'p' }).queuePrefix,
+    'p',
+  );
+});
+
+test('impossible Redis topologies are named at start', () => {
+  const problems = (env: Record<string, string>): string => {
+    try {
+      loadConfig(env);
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.message;
+    }
+    assert.fail('accepted');
+  };
+  assert.match(problems({ REDIS_SENTINELS: 'a:1', REDIS_CLUSTER_NODES: 'b:2' }), /set one or the other/);
+  assert.match(problems({ REDIS_CLUSTER_NODES: 'b:2', REDIS_URL: 'redis://x/3' }), /Cluster has only database 0/);
+  assert.match(problems({ REDIS_SENTINELS: 'a:1,b' }), /REDIS_SENTINELS: "b" is not host:port/);
+  assert.match(problems({ REDIS_CLUSTER_NODES: 'b:70000' }), /REDIS_CLUSTER_NODES: "b:70000" is not host:port/);
+  assert.match(problems({ REDIS_CLUSTER_NODES: ' , ' }), /names no host:port/);
+  assert.match(problems({ REDIS_SENTINEL_PASSWORD: 'pw-secret-1' }), /only used with REDIS_SENTINELS/);
+  assert.match(problems({ REDIS_CLUSTER_NODES: 'b:2', QUEUE_PREFIX: 'bull' }), /QUEUE_PREFIX: .*hash tag/);
+  assert.match(problems({ REDIS_WAIT_REPLICAS: '-1' }), /REDIS_WAIT_REPLICAS/);
+  const secret = problems({ REDIS_SENTINELS: 'a', REDIS_SENTINEL_PASSWORD: 'pw-secret-1' });
+  assert.ok(!secret.includes('pw-secret-1'));
+});
