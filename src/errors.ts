@@ -43,6 +43,8 @@ export class EnqueueError extends Error {
       | 'stalled'
       | 'backlog'
       | 'redis_error'
+      /** Fewer replicas than `REDIS_WAIT_REPLICAS` confirmed the write in time, or its connection changed first. */
+      | 'replicas'
       | 'spool_full'
       | 'spool_error',
     options?: { cause?: unknown },

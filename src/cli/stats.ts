@@ -15,9 +15,9 @@
  * message names the address with its password masked; with --json, `{"error": "…"}`).
  */
 import { type Job, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { readQueue } from '../metrics/queue-stats.ts';
+import type { RedisClient } from '../queue/connection.ts';
 import { connectOrFail } from '../queue/connection.ts';
 import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
 import { redactUrl } from '../redact.ts';
@@ -124,7 +124,7 @@ export async function collectStats(config: Config): Promise<StatsReport> {
 
 async function queueStats(
   config: Config,
-  client: Redis,
+  client: RedisClient,
   name: string,
   role: QueueStats['role'],
   now: number,
@@ -173,7 +173,7 @@ async function queueStats(
   }
 }
 
-async function throughputOf(config: Config, client: Redis, queue: Queue, now: number): Promise<Throughput> {
+async function throughputOf(config: Config, client: RedisClient, queue: Queue, now: number): Promise<Throughput> {
   const [completedMetrics, failedMetrics] = await Promise.all([
     queue.getMetrics('completed', 0, 15),
     queue.getMetrics('failed', 0, 15),

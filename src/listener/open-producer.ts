@@ -2,10 +2,11 @@
  * The listener's producer, from the configuration: the BullMQ producer, wrapped by the spool unless
  * `SPOOL_MAX_BYTES=0`. Shared by the CLI and the tests so both run what production runs.
  */
-import type { Redis } from 'ioredis';
+
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import type { Metrics } from '../metrics/metrics.ts';
+import type { RedisClient } from '../queue/connection.ts';
 import { deferredRefusal, type WebhookJob, type WebhookJobData } from '../queue/contract.ts';
 import { BullmqProducer, type Producer } from '../queue/producer.ts';
 import { type BullmqProducerOptions, producerOptionsFrom } from '../queue/producer-options.ts';
@@ -30,7 +31,9 @@ export async function openListenerProducer(
   deps: { logger: Logger; metrics: Metrics },
   overrides: Partial<BullmqProducerOptions> = {},
 ): Promise<ListenerProducer> {
-  const base = { ...producerOptionsFrom(config), ...overrides };
+  // With a spool, a delivery whose confirmation (WAIT, WAITAOF) does not come within the ack budget is spooled too.
+  const confirmTimeoutMs = config.spool.maxBytes > 0 ? config.spool.ackBudgetMs : config.enqueueTimeoutMs;
+  const base = { ...producerOptionsFrom(config), confirmTimeoutMs, ...overrides };
   const queueProducer = new BullmqProducer({ onDuplicate: rerunFoldedRecords(config, deps.logger, base), ...base });
   if (config.spool.maxBytes === 0) return { producer: queueProducer, queueProducer, spooling: null, recovery: null };
   let opened: Awaited<ReturnType<typeof Spool.open>>;
@@ -41,7 +44,11 @@ export async function openListenerProducer(
     throw err;
   }
   // The drain's own connection: its large batches must not hold up the live deliveries' writes.
-  const drainQueue = openDrainProducer(config, deps.logger, { ...overrides, onReady: undefined });
+  const drainQueue = openDrainProducer(config, deps.logger, {
+    confirmTimeoutMs: undefined,
+    ...overrides,
+    onReady: undefined,
+  });
   const spooling = new SpoolingProducer(queueProducer, opened.spool, {
     ackBudgetMs: config.spool.ackBudgetMs,
     drainQueue,
@@ -84,7 +91,7 @@ function rerunFoldedRecords(
   options: BullmqProducerOptions,
 ): NonNullable<BullmqProducerOptions['onDuplicate']> {
   let reruns: RecordReruns | null = null;
-  return async (job: WebhookJob, client: Redis) => {
+  return async (job: WebhookJob, client: RedisClient) => {
     if (recordKeyOf(job.data) === null || !signedForWorker(config, job.data)) return;
     reruns ??= new RecordReruns(client, options);
     if (await reruns.folded(job)) {

@@ -13,19 +13,21 @@
  * - `operator`: a one-shot CLI command (`doctor`, `stats`, `replay`). Connected by `connectOrFail` with a deadline,
  *   never reconnected: a lost connection fails the next command at once.
  *
- * Only standalone Redis (`REDIS_URL`) is supported. The address and the role are kept apart so that another topology
- * (Sentinel, Cluster) changes `RedisSettings`, `redisSettingsOf` and `createConnection`'s choice of client only;
- * the role options stay as they are (with Cluster they go into its `redisOptions`).
+ * Where Redis is comes in three topologies (`RedisTopology`): one server (`REDIS_URL`), a Sentinel group
+ * (`REDIS_SENTINELS`: ioredis asks the Sentinels for the master, and follows a failover as soon as they announce it,
+ * `failoverDetector`), or a Cluster (`REDIS_CLUSTER_NODES`: an ioredis `Cluster`, the role's options on each node's
+ * connection). The role options are the same for all three. A `READONLY` or `LOADING` answer (a master demoted by a
+ * failover, a replica promoted while it loads) makes every role reconnect, to the master of the moment.
  */
-import { Redis, type RedisOptions } from 'ioredis';
-import type { Config } from '../config/config.ts';
+import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis';
+import type { Config, RedisTopology } from '../config/config.ts';
 import { redactUrl } from '../redact.ts';
 
-/** Where Redis is and how to log in to it. */
-export interface RedisSettings {
-  /** `redis://` or `rediss://` URL: host, port, user, password, database, TLS. */
-  url: string;
-}
+/** Where Redis is and how to log in to it: `REDIS_URL`, and the Sentinels or Cluster nodes when there are some. */
+export type RedisSettings = RedisTopology;
+
+/** A connection of any topology: BullMQ takes both. */
+export type RedisClient = Redis | Cluster;
 
 export type ConnectionRole =
   | { role: 'fail-fast'; name: string; commandTimeoutMs: number }
@@ -33,22 +35,114 @@ export type ConnectionRole =
   | { role: 'dashboard'; name: string; commandTimeoutMs: number }
   | { role: 'operator'; name: string; connectTimeoutMs: number };
 
-export function redisSettingsOf(config: Pick<Config, 'redisUrl'>): RedisSettings {
-  return { url: config.redisUrl };
+export function redisSettingsOf(config: Pick<Config, 'redis'>): RedisSettings {
+  return config.redis;
 }
 
 /** Where Redis is, as it may be shown (in an error message, a log line): passwords masked. */
 export function describeRedis(settings: RedisSettings): string {
-  return redactUrl(settings.url, 'REDIS_URL');
+  const url = redactUrl(settings.url, 'REDIS_URL');
+  const list = (addresses: readonly { host: string; port: number }[]) =>
+    addresses.map(({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)).join(',');
+  switch (settings.kind) {
+    case 'standalone':
+      return url;
+    case 'sentinel':
+      return `master "${settings.masterName}" of Sentinels ${list(settings.sentinels)}`;
+    case 'cluster':
+      return `Cluster ${list(settings.nodes)}`;
+  }
 }
 
 /** A new client for `role`; it connects at once, except an `operator` one (see `connectOrFail`). */
-export function createConnection(settings: RedisSettings, role: ConnectionRole): Redis {
-  return new Redis(settings.url, optionsOf(role));
+export function createConnection(settings: RedisSettings, role: ConnectionRole): RedisClient {
+  const options = optionsOf(role);
+  switch (settings.kind) {
+    case 'standalone':
+      return new Redis(settings.url, options);
+    case 'sentinel':
+      return new Redis({
+        ...options,
+        ...dataNodeOptions(settings.url),
+        sentinels: settings.sentinels.map(({ host, port }) => ({ host, port })),
+        name: settings.masterName,
+        sentinelUsername: settings.sentinelUsername ?? undefined,
+        sentinelPassword: settings.sentinelPassword ?? undefined,
+        ...(settings.sentinelTls ? { sentinelTLS: {} } : {}),
+        // The data nodes' TLS (rediss://) applies to the master found through the Sentinels only with this on.
+        enableTLSForSentinelMode: new URL(settings.url).protocol === 'rediss:',
+        // Listens to the Sentinels' +switch-master: without it, a client keeps writing to the old master until that
+        // one answers READONLY or closes the connection, and a write it confirmed meanwhile can be lost.
+        failoverDetector: true,
+        sentinelRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+      });
+    case 'cluster':
+      return new Cluster(
+        settings.nodes.map(({ host, port }) => ({ host, port })),
+        clusterOptionsOf(options, dataNodeOptions(settings.url)),
+      );
+  }
+}
+
+/**
+ * The servers a key-less check must ask: every master of a Cluster (ioredis sends a key-less command to a random
+ * node), else the client itself (on Sentinel, the master of the moment).
+ */
+export function masterNodes(client: RedisClient): Redis[] {
+  return client instanceof Cluster ? client.nodes('master') : [client];
+}
+
+/** `host:port` of a node connection. */
+export function addressOf(node: Redis): string {
+  const { host, port } = node.options;
+  return `${host?.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/** User, password, database and TLS of the data nodes, from `REDIS_URL` (its host and port are not used). */
+function dataNodeOptions(url: string): RedisOptions {
+  const parsed = new URL(url);
+  const db = parsed.pathname.replace(/^\//, '');
+  return {
+    ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
+    ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
+    ...(db ? { db: Number(db) } : {}),
+    ...(parsed.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+}
+
+/**
+ * A role's options on a Cluster: what applies to the cluster as a whole (offline queue, reconnection, lazy
+ * connection) at the top, the rest on each node's connection (`redisOptions`).
+ */
+function clusterOptionsOf(role: RedisOptions, dataNode: RedisOptions): ClusterOptions {
+  const { enableOfflineQueue, retryStrategy, lazyConnect, enableAutoPipelining, ...perNode } = role;
+  return {
+    enableOfflineQueue: enableOfflineQueue ?? true,
+    clusterRetryStrategy: retryStrategy ?? undefined,
+    lazyConnect,
+    enableAutoPipelining,
+    // A failover moves slots: ask again soon, not after the default 100 ms.
+    retryDelayOnFailover: 50,
+    retryDelayOnClusterDown: 100,
+    redisOptions: { ...perNode, ...dataNode },
+  };
+}
+
+/**
+ * `READONLY` (a master demoted by a failover) and `LOADING` (a node still loading its data) say the connection is to
+ * the wrong node, or too early: reconnect (the Sentinels or the Cluster name the master of the moment). `resend`: the
+ * command that got the answer is sent again after reconnecting, instead of failing.
+ */
+function reconnectOnRoleChange(resend: boolean): RedisOptions['reconnectOnError'] {
+  return (err) => (/^(READONLY|LOADING)\b/.test(err.message) ? (resend ? 2 : 1) : false);
 }
 
 /** The client options of a role, whatever the topology. */
 export function optionsOf(role: ConnectionRole): RedisOptions {
+  return { ...roleOptions(role), reconnectOnError: reconnectOnRoleChange(role.role === 'worker') };
+}
+
+function roleOptions(role: ConnectionRole): RedisOptions {
   switch (role.role) {
     case 'fail-fast':
       return {
@@ -94,19 +188,15 @@ export function optionsOf(role: ConnectionRole): RedisOptions {
 }
 
 /**
- * The `fail-fast` connection from a bare URL, for the BullMQ producer, whose options carry `redisUrl` rather than
- * `RedisSettings`.
- */
-export function createFailFastConnection(url: string, commandTimeoutMs: number, name: string): Redis {
-  return createConnection({ url }, { role: 'fail-fast', name, commandTimeoutMs });
-}
-
-/**
  * An `operator` connection, connected with a deadline covering the TCP connection and Redis's first answer (a Redis
  * that accepts the connection but never answers, frozen or overloaded, is reported too), and no reconnection: a
  * command sent after the connection is lost fails at once. Throws an Error naming the masked address.
  */
-export async function connectOrFail(config: Config, name: string, timeoutMs = 3000): Promise<Redis> {
+export async function connectOrFail(
+  config: Pick<Config, 'redis' | 'queueName'>,
+  name: string,
+  timeoutMs = 3000,
+): Promise<RedisClient> {
   const settings = redisSettingsOf(config);
   const client = createConnection(settings, {
     role: 'operator',

@@ -8,7 +8,7 @@
  * `redis eviction` and `redis aof` checks. `durabilityFindings` and `guaranteeOf` are pure: they judge settings
  * however they were read.
  */
-import type { Redis } from 'ioredis';
+import { addressOf, masterNodes, type RedisClient } from './connection.ts';
 
 /** The settings that decide whether a confirmed job survives, as the listener logs them (null: not shown). */
 export interface DurabilitySettings {
@@ -60,6 +60,8 @@ export interface DurabilityReport {
   findings: DurabilityFinding[];
   /** What a job that Redis confirmed survives, with these settings, in one sentence. */
   guarantee: string;
+  /** On a Cluster: the master these settings are of (`host:port`), the worst of all. */
+  node?: string;
 }
 
 /** The `field:value` lines of an INFO reply, by field; section headers (`# Server`) and blank lines are skipped. */
@@ -73,8 +75,26 @@ export function parseInfo(info: string): Map<string, string> {
   return fields;
 }
 
-/** Reads the settings and judges them; `waitAof` is REDIS_WAIT_AOF, which changes the guarantee. */
-export async function inspectDurability(client: Redis, waitAof = false): Promise<DurabilityReport> {
+const SEVERITY: Record<FindingLevel, number> = { ok: 0, warn: 1, fail: 2 };
+
+/**
+ * Reads the settings and judges them; `waitAof` is REDIS_WAIT_AOF, which changes the guarantee. On a Cluster, every
+ * master is read (INFO would go to one node at random) and the report of the worst one is returned, named by `node`.
+ */
+export async function inspectDurability(client: RedisClient, waitAof = false): Promise<DurabilityReport> {
+  const nodes = masterNodes(client);
+  if (nodes.length === 1 && nodes[0] === client) return inspectNode(client, waitAof);
+  const reports = await Promise.all(
+    nodes.map(async (node) => ({ ...(await inspectNode(node, waitAof)), node: addressOf(node) })),
+  );
+  const worst = (r: DurabilityReport) => Math.max(...r.findings.map((f) => SEVERITY[f.level]));
+  const sorted = reports.sort((a, b) => worst(b) - worst(a));
+  if (sorted[0] === undefined) throw new Error('the Cluster has no master connected');
+  return sorted[0];
+}
+
+/** The settings of one server. */
+export async function inspectNode(client: RedisClient, waitAof = false): Promise<DurabilityReport> {
   const info = parseInfo(await client.info());
   const aof = info.get('aof_enabled');
   let appendfsync: string | null = null;

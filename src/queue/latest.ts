@@ -12,8 +12,9 @@
  * that one was received later. The hash expires after `ttlMs` without offers.
  * Written by hand: BullMQ keeps a record's latest data only while its job is active (`keepLastIfActive`).
  */
-import type { Redis } from 'ioredis';
+
 import type { WebhookJobData } from '../queue/contract.ts';
+import type { RedisClient } from './connection.ts';
 
 // ARGV[5] = '1': only if the record is tracked already (its hash exists), else -1.
 const OFFER = `
@@ -34,7 +35,7 @@ export interface Latest {
   done: boolean;
 }
 
-type WithOffer = Redis & {
+type WithOffer = RedisClient & {
   sellsyLatestOffer(
     key: string,
     at: number,
@@ -61,7 +62,7 @@ export class LatestDeliveries {
   private readonly client: WithOffer;
 
   constructor(
-    client: Redis,
+    client: RedisClient,
     private readonly keyPrefix: string,
     private readonly ttlMs: number,
   ) {

@@ -3,13 +3,14 @@
  * retention options every job is written with (the ingest queue's and the record queue's).
  */
 import type { JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
+import type { RedisClient, RedisSettings } from './connection.ts';
 import type { WebhookJob } from './contract.ts';
 import type { DurabilityReport } from './durability.ts';
 
 export interface BullmqProducerOptions {
-  redisUrl: string;
+  /** Where Redis is: one server, a Sentinel group or a Cluster. */
+  redis: RedisSettings;
   queueName: string;
   prefix: string;
   timeoutMs: number;
@@ -34,23 +35,31 @@ export interface BullmqProducerOptions {
    */
   waitAof?: boolean;
   /**
+   * `REDIS_WAIT_REPLICAS`: a job counts as confirmed only once this many replicas have it (`WAIT N`, or with `waitAof`
+   * `WAITAOF 1 N`), shared by concurrent deliveries like WAITAOF. Fewer in time: `EnqueueError('replicas')`.
+   */
+  waitReplicas?: number;
+  /** Redis's own deadline for WAIT and WAITAOF. Default `timeoutMs`; the listener's is its ack budget. */
+  confirmTimeoutMs?: number;
+  /**
    * Called when Redis folded a delivery into an earlier job (a duplicate), before `enqueue` resolves, within
    * `ENQUEUE_TIMEOUT_MS`; if it fails, so does `enqueue` (and the spool keeps the delivery to try again). Never
    * called for a delivery that made a job.
    */
-  onDuplicate?: (job: WebhookJob, client: Redis) => Promise<void>;
+  onDuplicate?: (job: WebhookJob, client: RedisClient) => Promise<void>;
 }
 
 /** The producer settings that come from the configuration. */
 export function producerOptionsFrom(config: Config): BullmqProducerOptions {
   return {
-    redisUrl: config.redisUrl,
+    redis: config.redis,
     queueName: config.queueName,
     prefix: config.queuePrefix,
     timeoutMs: config.enqueueTimeoutMs,
     dedupWindowSeconds: config.dedupWindowSeconds,
     jobs: config.jobs,
     waitAof: config.redisWaitAof,
+    waitReplicas: config.redisWaitReplicas,
   };
 }
 

@@ -11,13 +11,13 @@
  * this producer. The spool knows it only as a `QueueWriter`.
  */
 import { type JobsOptions, Queue } from 'bullmq';
-import { type Redis, ReplyError } from 'ioredis';
+import { Cluster, type Redis, ReplyError } from 'ioredis';
 import { EnqueueError } from '../errors.ts';
-import { createFailFastConnection } from './connection.ts';
+import { GroupConfirm, needsConfirmation, targetOf, type WriteTarget } from './confirm.ts';
+import { createConnection, type RedisClient } from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { inspectDurability } from './durability.ts';
 import { type BullmqProducerOptions, jobOptionsOf } from './producer-options.ts';
-import { AofGroupCommit } from './wait-aof.ts';
 
 export interface EnqueueResult {
   /** The job that holds this delivery: a new one, or the earlier one when `duplicate`. */
@@ -78,12 +78,13 @@ interface PendingAdd {
   name: string;
   data: WebhookJobData;
   opts: JobsOptions;
-  resolve: (jobId: string) => void;
+  /** `target`: the connection the write went through, for its confirmation (null when none is needed). */
+  resolve: (added: { jobId: string; target: WriteTarget | null }) => void;
   reject: (err: unknown) => void;
 }
 
 export class BullmqProducer implements QueueWriter {
-  readonly client: Redis;
+  readonly client: RedisClient;
   /** Deliveries of the current event-loop turn, sent when it ends. */
   private turn: PendingAdd[] = [];
   private queue: Queue | null = null;
@@ -97,22 +98,29 @@ export class BullmqProducer implements QueueWriter {
   /** The last write failed without an answer from Redis (timeout, lost connection): Redis has been silent since. */
   private silent = false;
   private probing = false;
-  /** With `waitAof`: the WAITAOF each write waits for, shared by those sent before it. */
-  private readonly aof: AofGroupCommit;
+  /** With `waitAof` or `waitReplicas`: the WAITAOF or WAIT each write waits for, shared by those sent before it. */
+  private readonly confirm: GroupConfirm | null;
+  /** On a Cluster: the hash slot of the queue's keys, once known (its master is where the writes go). */
+  private slot: number | null = null;
 
   constructor(private readonly opts: BullmqProducerOptions) {
     this.baseOpts = jobOptionsOf(opts);
-    this.client = createFailFastConnection(
-      opts.redisUrl,
-      Math.max(opts.timeoutMs, opts.commandTimeoutMs ?? 0),
-      `${opts.queueName}:${opts.role ?? 'producer'}`,
-    );
+    this.client = createConnection(opts.redis, {
+      role: 'fail-fast',
+      name: `${opts.queueName}:${opts.role ?? 'producer'}`,
+      commandTimeoutMs: Math.max(opts.timeoutMs, opts.commandTimeoutMs ?? 0),
+    });
     this.client.on('error', (err: Error) => {
       this.lastError = err.message;
       opts.onError?.(err);
     });
     this.client.on('ready', () => this.onConnectionReady());
-    this.aof = new AofGroupCommit(this.client, opts.timeoutMs);
+    const confirm = { aof: opts.waitAof ?? false, replicas: opts.waitReplicas ?? 0 };
+    this.confirm = needsConfirmation(confirm)
+      ? new GroupConfirm({ ...confirm, timeoutMs: opts.confirmTimeoutMs ?? opts.timeoutMs }, () => {
+          this.progressAt = Date.now();
+        })
+      : null;
   }
 
   /**
@@ -163,7 +171,13 @@ export class BullmqProducer implements QueueWriter {
       this.opts.onError?.(err);
     });
     this.queue = queue;
-    queue.waitUntilReady().then(
+    const slot =
+      this.client instanceof Cluster && this.confirm !== null
+        ? this.client.cluster('KEYSLOT', this.probeKey).then((n) => {
+            this.slot = Number(n);
+          })
+        : undefined;
+    Promise.all([queue.waitUntilReady(), slot]).then(
       () => {
         if (this.queue === queue) this.queueReady = true;
       },
@@ -229,12 +243,12 @@ export class BullmqProducer implements QueueWriter {
     if (queue === null || !this.queueReady || this.client.status !== 'ready') {
       throw new EnqueueError(`Redis is not connected (${this.client.status})`, 'not_connected');
     }
-    const backlog = this.client.commandQueue.length;
+    const backlog = this.pendingCommands();
     if (backlog >= (this.opts.maxPendingCommands ?? MAX_PENDING_COMMANDS)) {
       // A connection this far behind is frozen or half-open (Redis host gone without a reset): destroy the socket,
       // which rejects what it holds and frees the memory, and let ioredis reconnect. (`disconnect()` only half-closes
       // the socket, and a frozen peer never completes the close.)
-      this.client.stream.destroy();
+      for (const connection of this.connections()) connection.stream?.destroy();
       throw new EnqueueError(`${backlog} commands were still waiting for Redis; reconnecting`, 'backlog');
     }
     const data: WebhookJobData = job.data;
@@ -258,6 +272,17 @@ export class BullmqProducer implements QueueWriter {
             timer = setTimeout(check, Math.min(step, limit - waited));
             return;
           }
+          if (written.added) {
+            // Redis took the job; its confirmation (WAIT, WAITAOF) is what did not come in time.
+            const what = this.opts.waitReplicas ? `${this.opts.waitReplicas} replica(s)` : 'the fsync';
+            reject(
+              new EnqueueError(
+                `Redis took the job, but ${what} did not confirm it within ${waited} ms`,
+                this.opts.waitReplicas ? 'replicas' : 'timeout',
+              ),
+            );
+            return;
+          }
           const why =
             waited < limit
               ? `Redis answered nothing for ${step} ms`
@@ -267,7 +292,8 @@ export class BullmqProducer implements QueueWriter {
       };
       timer = setTimeout(check, step);
     });
-    const write = this.write(queue, job.name, data, opts);
+    const written = { added: false };
+    const write = this.write(queue, job.name, data, opts, written);
     try {
       const jobId = await Promise.race([write, deadline]);
       const duplicate = jobId !== data.deliveryId;
@@ -310,22 +336,57 @@ export class BullmqProducer implements QueueWriter {
    * turn took fewer (BullMQ wraps it in MULTI/EXEC, and the listener and Redis take turns), and each `add` sent from
    * its request handler costs more CPU per delivery.
    */
-  private write(queue: Queue, name: string, data: WebhookJobData, opts: JobsOptions): Promise<string> {
-    const added = new Promise<string>((resolve, reject) => {
+  private write(
+    queue: Queue,
+    name: string,
+    data: WebhookJobData,
+    opts: JobsOptions,
+    /** `added`: Redis took the job, and only its confirmation is awaited. */
+    written: { added: boolean },
+  ): Promise<string> {
+    const added = new Promise<{ jobId: string; target: WriteTarget | null }>((resolve, reject) => {
       if (this.turn.push({ name, data, opts, resolve, reject }) === 1) setImmediate(this.sendTurn, queue);
     });
-    return this.opts.waitAof ? added.then((jobId) => this.aof.afterFsync().then(() => jobId)) : added;
+    const confirm = this.confirm;
+    return added.then(({ jobId, target }) => {
+      if (confirm === null) return jobId;
+      written.added = true;
+      if (target === null) throw new EnqueueError('the node of the queue is not known yet', 'not_connected');
+      return confirm.after(target).then(() => jobId);
+    });
+  }
+
+  /** The connection that carries the queue's writes: the client, or on a Cluster the master of the queue's slot. */
+  private writeTarget(): WriteTarget | null {
+    if (!(this.client instanceof Cluster)) return targetOf(this.client);
+    const master = this.slot === null ? undefined : this.client.slots[this.slot]?.[0];
+    const node = this.client.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === master);
+    return node ? targetOf(node) : null;
+  }
+
+  /** The connections of the client: itself, or a Cluster's node connections. */
+  private connections(): Redis[] {
+    return this.client instanceof Cluster ? this.client.nodes() : [this.client];
+  }
+
+  /** Commands sent and not answered yet, on every connection of the client. */
+  private pendingCommands(): number {
+    let pending = 0;
+    for (const connection of this.connections()) pending += connection.commandQueue.length;
+    return pending;
   }
 
   private readonly sendTurn = (queue: Queue): void => {
     const turn = this.turn;
     this.turn = [];
+    // The connection the turn's writes go through, as it is when they are sent: their confirmation must go there.
+    const target = this.confirm !== null ? this.writeTarget() : null;
     // ioredis writes each command to the socket on its own: one system call per delivery. Corked, the commands of
     // the turn leave in one writev, and Redis reads them in one go. BullMQ sends each command a few promise steps
     // after `add` is called: the uncork waits for the microtask queue to drain (a nextTick scheduled from a
     // microtask runs once the queue is empty). Fewer system calls: less CPU per delivery in the listener and in
     // Redis (docs/benchmarks.md).
-    const stream = turn.length > 1 ? this.client.stream : undefined;
+    const stream = turn.length > 1 && !(this.client instanceof Cluster) ? this.client.stream : undefined;
     if (stream) {
       stream.cork();
       void Promise.resolve().then(() => process.nextTick(() => stream.uncork()));
@@ -337,7 +398,7 @@ export class BullmqProducer implements QueueWriter {
       queue.add(name, data, opts).then(
         (job) => {
           this.answered();
-          resolve(job.id ?? data.deliveryId);
+          resolve({ jobId: job.id ?? data.deliveryId, target });
         },
         (err: unknown) => {
           // A Redis error reply is an answer; a command timeout or a closed connection is not, or a frozen Redis
@@ -374,9 +435,14 @@ export class BullmqProducer implements QueueWriter {
    * probe (Redis drops the connection of a command it refuses, and the probe can be sent before the close is seen)
    * is no answer: the probe waits for the reconnection and asks again.
    */
+  /** A key in the queue's hash slot (on a Cluster, on the node of the queue). */
+  private get probeKey(): string {
+    return `${this.opts.prefix}:${this.opts.queueName}:write-probe`;
+  }
+
   async probeWrite(): Promise<boolean> {
     const deadline = Date.now() + this.opts.timeoutMs;
-    const key = `${this.opts.prefix}:${this.opts.queueName}:write-probe`;
+    const key = this.probeKey;
     while (!this.closed && Date.now() <= deadline) {
       if (this.client.status === 'ready') {
         try {

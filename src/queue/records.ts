@@ -5,8 +5,8 @@
  */
 import { hash } from 'node:crypto';
 import { type Job, type JobsOptions, Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
+import type { RedisClient } from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { LatestDeliveries, latestTtlMs } from './latest.ts';
 import { type BullmqProducerOptions, jobOptionsOf } from './producer-options.ts';
@@ -56,7 +56,7 @@ export class RecordReruns {
   private queue: Queue<WebhookJobData> | null = null;
 
   constructor(
-    private readonly client: Redis,
+    private readonly client: RedisClient,
     private readonly opts: Pick<BullmqProducerOptions, 'queueName' | 'prefix' | 'jobs' | 'dedupWindowSeconds'>,
   ) {
     const ttlMs = latestTtlMs({ jobs: opts.jobs, dedupWindowSeconds: opts.dedupWindowSeconds });
@@ -104,7 +104,7 @@ export async function requeueRecordJob(
 /** Whether the record queue (`RECORD_ORDER=latest`) is in use: configured so, or it has keys in Redis. */
 export async function recordQueueInUse(
   config: Pick<Config, 'queueName' | 'queuePrefix' | 'worker'>,
-  client: Redis,
+  client: RedisClient,
 ): Promise<boolean> {
   if (config.worker.recordOrder === 'latest') return true;
   const base = `${config.queuePrefix}:${recordQueueName(config.queueName)}`;

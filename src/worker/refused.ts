@@ -10,7 +10,7 @@
  * setting that are still dead letters (a job replayed since is left alone and dropped from the list).
  */
 import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../queue/connection.ts';
 
 const BATCH = 500;
 
@@ -19,7 +19,7 @@ export class RefusedDeadLetters {
   private sweeping: Promise<number> | null = null;
 
   constructor(
-    private readonly client: Redis,
+    private readonly client: RedisClient,
     private readonly queue: Queue,
     private readonly keepSeconds: number,
   ) {

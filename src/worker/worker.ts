@@ -24,7 +24,6 @@
  * hands them back to the queue (no attempt used), so another worker takes them at once.
  */
 import { type Job, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/config.ts';
@@ -32,7 +31,7 @@ import { type HttpErrorCode, HttpErrors, PermanentError, RetryLaterError } from 
 import { type HandlerContext, handlersFor, type Registration } from '../handlers/handler.ts';
 import { clipped } from '../logger.ts';
 import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
-import { createConnection, redisSettingsOf } from '../queue/connection.ts';
+import { createConnection, type RedisClient, redisSettingsOf } from '../queue/connection.ts';
 import { deferredRefusal, type WebhookJobData } from '../queue/contract.ts';
 import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
@@ -83,7 +82,7 @@ export interface WorkerOptions extends PipelineOptions {
 export async function startWorker(config: Config, logger: Logger, options: WorkerOptions = {}): Promise<RunningWorker> {
   const log = logger.child({ component: 'worker' });
   const pipeline = await buildPipeline(config, log, options);
-  const connections: Redis[] = [];
+  const connections: RedisClient[] = [];
   const redis = redisSettingsOf(config);
   const connect = (name: string) => createConnection(redis, { role: 'worker', name });
   const recordMode = config.worker.recordOrder === 'latest';

@@ -79,8 +79,9 @@ test('doctor returns 0 against a Redis with AOF on and noeviction, every Redis c
   const redisLines = run.lines.filter((l) => /^\S+ +redis[ :]/.test(l));
   assert.deepEqual(
     redisLines.map((l) => /^\S+ +(redis[^:]*):/.exec(l)?.slice(1)[0]),
-    ['redis', 'redis version', 'redis eviction', 'redis aof', 'redis wait-aof'],
+    ['redis', 'redis version', 'redis eviction', 'redis aof', 'redis wait-aof', 'redis replicas'],
   );
+  assert.match(run.check('redis replicas').line, /0 replicas connected/);
   for (const line of redisLines) assert.match(line, /^ok {4}/, line);
   assert.match(run.check('redis aof').line, /appendfsync everysec/);
   assert.ok(!run.lines.some((l) => l.startsWith('fail')), run.lines.join('\n'));
@@ -357,4 +358,32 @@ test('doctor colours the status words only when asked', async () => {
     colored.lines.join('\n'),
   );
   assert.ok(colored.lines.some((l) => l.startsWith('\x1b[33mwarn\x1b[0m  signatures: ')));
+});
+
+test('doctor weighs the connected replicas against REDIS_WAIT_REPLICAS', async (t) => {
+  const replica = await startRedis(['--replicaof', '127.0.0.1', String(good.port)]);
+  t.after(() => replica.destroy());
+  const admin = good.client();
+  t.after(() => admin.disconnect());
+  await waitFor(async () => /slave0:.*state=online/.test(await admin.info('replication')), 10_000, 'the replica');
+
+  const unused = await runDoctor({});
+  assert.match(
+    unused.check('redis replicas').line,
+    /^warn {2}redis replicas: 1 replica connected, and REDIS_WAIT_REPLICAS=0/,
+  );
+  assert.match(unused.check('redis replicas').fix ?? '', /REDIS_WAIT_REPLICAS=1/);
+
+  const waited = await runDoctor({ REDIS_WAIT_REPLICAS: '1' });
+  assert.match(
+    waited.check('redis replicas').line,
+    /^ok {4}redis replicas: 1 replica connected; a 200 waits until 1 of them has/,
+  );
+
+  const missing = await runDoctor({ REDIS_WAIT_REPLICAS: '2' });
+  assert.match(
+    missing.check('redis replicas').line,
+    /^fail {2}redis replicas: 1 replica connected, and REDIS_WAIT_REPLICAS=2: /,
+  );
+  assert.equal(missing.code, 1);
 });

@@ -15,6 +15,7 @@ import { buildApp } from '../../src/listener/app.ts';
 import { openListenerProducer } from '../../src/listener/open-producer.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
+import { createConnection } from '../../src/queue/connection.ts';
 import type { BullmqProducer, Producer } from '../../src/queue/producer.ts';
 import type { BullmqProducerOptions } from '../../src/queue/producer-options.ts';
 import type { SpoolingProducer } from '../../src/spool/spooling-producer.ts';
@@ -70,7 +71,10 @@ export async function startTestListener(
   const { producer } = opened;
   const app = await buildApp({ config, producer, spool: opened.spooling?.spool, metrics, logger });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
-  const queue = new Queue(config.queueName, { connection: { url: redisUrl }, prefix: config.queuePrefix });
+  // The tests' own view of the queue, through the same topology (one server, Sentinel or Cluster).
+  const inspect = createConnection(config.redis, { role: 'worker', name: `${config.queueName}:test` });
+  inspect.on('error', () => undefined);
+  const queue = new Queue(config.queueName, { connection: inspect, prefix: config.queuePrefix });
   queue.on('error', () => undefined);
   return {
     url,
@@ -86,6 +90,7 @@ export async function startTestListener(
       await app.close();
       await producer.close();
       await queue.close();
+      inspect.disconnect();
       if (tmp !== null) await rm(tmp, { recursive: true, force: true });
     },
   };

@@ -10,12 +10,16 @@ import { loadConfig } from '../../src/config/config.ts';
 import {
   type ConnectionRole,
   connectOrFail,
-  createConnection,
-  createFailFastConnection,
+  createConnection as createClient,
   describeRedis,
+  type RedisSettings,
   redisSettingsOf,
 } from '../../src/queue/connection.ts';
 import { freePort, type RedisServer, startRedis } from '../helpers/redis-server.ts';
+
+/** On one server the factory makes a `Redis`: these tests look at its options and socket. */
+const createConnection = (settings: RedisSettings, role: ConnectionRole) => createClient(settings, role) as Redis;
+const standalone = (url: string): RedisSettings => ({ kind: 'standalone', url });
 
 let redis: RedisServer;
 let admin: Redis;
@@ -45,14 +49,14 @@ async function clientNames(): Promise<string[]> {
 }
 
 test('every role names its connection, as CLIENT LIST shows', async () => {
-  const settings = { url: redis.url };
+  const settings = standalone(redis.url);
   const roles: ConnectionRole[] = [
     { role: 'fail-fast', name: 'hooks:producer', commandTimeoutMs: 1000 },
     { role: 'worker', name: 'hooks:worker' },
     { role: 'dashboard', name: 'hooks:dashboard', commandTimeoutMs: 1000 },
   ];
   const clients = roles.map((role) => createConnection(settings, role));
-  const operator = await connectOrFail(loadConfig({ REDIS_URL: redis.url, QUEUE_NAME: 'hooks' }), 'doctor');
+  const operator = (await connectOrFail(loadConfig({ REDIS_URL: redis.url, QUEUE_NAME: 'hooks' }), 'doctor')) as Redis;
   try {
     await Promise.all(clients.map(ready));
     const names = await clientNames();
@@ -65,7 +69,7 @@ test('every role names its connection, as CLIENT LIST shows', async () => {
 });
 
 test('a fail-fast connection gives up on a frozen Redis after its command timeout', async () => {
-  const client = createFailFastConnection(redis.url, 300, 'frozen');
+  const client = createConnection(standalone(redis.url), { role: 'fail-fast', name: 'frozen', commandTimeoutMs: 300 });
   client.on('error', () => undefined);
   try {
     await ready(client);
@@ -81,10 +85,11 @@ test('a fail-fast connection gives up on a frozen Redis after its command timeou
 });
 
 test('a fail-fast connection rejects a command at once while Redis is unreachable, without retries', async () => {
-  const client = createConnection(
-    { url: `redis://127.0.0.1:${await freePort()}` },
-    { role: 'fail-fast', name: 'down', commandTimeoutMs: 5000 },
-  );
+  const client = createConnection(standalone(`redis://127.0.0.1:${await freePort()}`), {
+    role: 'fail-fast',
+    name: 'down',
+    commandTimeoutMs: 5000,
+  });
   client.on('error', () => undefined);
   try {
     assert.equal(client.options.maxRetriesPerRequest, 0);
@@ -98,7 +103,7 @@ test('a fail-fast connection rejects a command at once while Redis is unreachabl
 });
 
 test('a worker connection retries without limit, so blocking commands and BullMQ workers can use it', async () => {
-  const client = createConnection({ url: redis.url }, { role: 'worker', name: 'blocking' });
+  const client = createConnection(standalone(redis.url), { role: 'worker', name: 'blocking' });
   try {
     assert.equal(client.options.maxRetriesPerRequest, null);
     await ready(client);
@@ -112,7 +117,11 @@ test('a worker connection retries without limit, so blocking commands and BullMQ
 });
 
 test('a dashboard connection holds commands while it connects and bounds each answer', async () => {
-  const client = createConnection({ url: redis.url }, { role: 'dashboard', name: 'dashboard', commandTimeoutMs: 1500 });
+  const client = createConnection(standalone(redis.url), {
+    role: 'dashboard',
+    name: 'dashboard',
+    commandTimeoutMs: 1500,
+  });
   try {
     assert.equal(client.options.commandTimeout, 1500);
     assert.equal(client.options.maxRetriesPerRequest, 1);
@@ -133,7 +142,7 @@ test('connectOrFail names the masked address when nothing answers, and never rec
       err.message.startsWith(`Redis at redis://:***@127.0.0.1:${port} did not answer: `) &&
       !err.message.includes('secret-password'),
   );
-  const client = await connectOrFail(loadConfig({ REDIS_URL: redis.url }), 'stats');
+  const client = (await connectOrFail(loadConfig({ REDIS_URL: redis.url }), 'stats')) as Redis;
   try {
     assert.equal(client.options.retryStrategy?.(1), null);
   } finally {

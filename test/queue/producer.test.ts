@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { loadConfig } from '../../src/config/config.ts';
 import { BullmqProducer } from '../../src/queue/producer.ts';
 import { producerOptionsFrom } from '../../src/queue/producer-options.ts';
@@ -39,7 +40,10 @@ async function startProducer(queueName: string) {
 test('the deliveries of one event-loop turn reach Redis in one socket write, and each gets its job', async () => {
   const { producer, queue } = await startProducer('turns');
 
-  const stream = producer.client.stream as unknown as Record<'_write' | '_writev', (...args: unknown[]) => void>;
+  const stream = (producer.client as Redis).stream as unknown as Record<
+    '_write' | '_writev',
+    (...args: unknown[]) => void
+  >;
   const calls = { write: 0, writev: 0, chunks: 0 };
   const write = stream._write.bind(stream);
   const writev = stream._writev.bind(stream);
@@ -59,7 +63,7 @@ test('the deliveries of one event-loop turn reach Redis in one socket write, and
     Array.from({ length: 20 }, (_, i) => jobFixture(i).data.deliveryId),
   );
   assert.deepEqual(calls, { write: 0, writev: 1, chunks: 20 }, 'twenty commands, one writev');
-  assert.equal(producer.client.stream.writableCorked, 0, 'the socket is left uncorked');
+  assert.equal((producer.client as Redis).stream.writableCorked, 0, 'the socket is left uncorked');
 
   assert.equal(await queue.count(), 21);
 });
@@ -67,7 +71,7 @@ test('the deliveries of one event-loop turn reach Redis in one socket write, and
 test('a connection lost in the middle of a corked turn fails that turn only; the next deliveries are queued', async () => {
   const { producer, queue } = await startProducer('lost-turn');
 
-  const stream = producer.client.stream;
+  const stream = (producer.client as Redis).stream;
   const turn = Array.from({ length: 5 }, (_, i) =>
     producer.enqueue(jobFixture(i)).then(
       () => 'queued',
@@ -81,7 +85,7 @@ test('a connection lost in the middle of a corked turn fails that turn only; the
   await untilReady(producer);
   const results = await Promise.all(Array.from({ length: 5 }, (_, i) => producer.enqueue(jobFixture(10 + i))));
   assert.equal(results.length, 5);
-  assert.equal(producer.client.stream.writableCorked, 0);
+  assert.equal((producer.client as Redis).stream.writableCorked, 0);
   for (let i = 10; i < 15; i++) assert.ok(await queue.getJob(jobFixture(i).data.deliveryId), `delivery ${i} queued`);
 });
 
@@ -90,7 +94,7 @@ test('the write probe: a connection lost under it is no answer (it asks again on
   assert.equal(await producer.probeWrite(), true);
 
   // Redis drops the connection of a command it refuses; the probe can be sent before the close is seen.
-  const stream = producer.client.stream;
+  const stream = (producer.client as Redis).stream;
   const probed = producer.probeWrite();
   setImmediate(() => stream.destroy());
   assert.equal(await probed, true, 'answered on the new connection');

@@ -3,13 +3,13 @@
  * queue and on the per-record queue when it is in use.
  */
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { Config } from '../../config/config.ts';
+import type { RedisClient } from '../../queue/connection.ts';
 import { recordQueueInUse, recordQueueName } from '../../queue/records.ts';
 import { oneLine } from '../format.ts';
 import { type CheckResult, describe, ok, warn } from './check.ts';
 
-export async function queueChecks(config: Config, client: Redis): Promise<CheckResult[]> {
+export async function queueChecks(config: Config, client: RedisClient): Promise<CheckResult[]> {
   const names = [config.queueName];
   if (await recordQueueInUse(config, client)) names.push(recordQueueName(config.queueName));
   const queues = names.map((name) => new Queue(name, { connection: client, prefix: config.queuePrefix }));

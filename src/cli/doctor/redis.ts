@@ -1,20 +1,27 @@
 /**
- * Redis checks: `redis` (reachable), `redis version`, `redis eviction`, `redis aof`, `redis wait-aof`, then the
- * queue checks when BullMQ can run on this server.
+ * Redis checks: `redis` (reachable), then per server (on a Cluster, per master, the check named with its address)
+ * `redis version`, `redis eviction`, `redis aof`, `redis wait-aof`, `redis replicas`, then the queue checks when
+ * BullMQ can run on this server.
  */
 import { RedisConnection } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../../config/config.ts';
-import { connectOrFail } from '../../queue/connection.ts';
-import { inspectDurability } from '../../queue/durability.ts';
-import { redactUrl } from '../../redact.ts';
+import {
+  addressOf,
+  connectOrFail,
+  describeRedis,
+  masterNodes,
+  type RedisClient,
+  redisSettingsOf,
+} from '../../queue/connection.ts';
+import { inspectNode, parseInfo } from '../../queue/durability.ts';
 import { type CheckResult, describe, fail, ok, TIMEOUT_MS, warn } from './check.ts';
 import { queueChecks } from './queue.ts';
 
 export async function redisChecks(config: Config): Promise<CheckResult[]> {
-  const where = redactUrl(config.redisUrl, 'REDIS_URL');
+  const where = describeRedis(redisSettingsOf(config));
   const started = performance.now();
-  let client: Redis;
+  let client: RedisClient;
   try {
     client = await connectOrFail(config, 'doctor', TIMEOUT_MS);
   } catch (err) {
@@ -28,32 +35,83 @@ export async function redisChecks(config: Config): Promise<CheckResult[]> {
   }
   try {
     await client.ping();
-    const results = [ok('redis', `${where} answers (${Math.round(performance.now() - started)} ms to connect)`)];
-    const report = await inspectDurability(client, config.redisWaitAof);
-    // Valkey shows both its own version and the Redis version it is compatible with, which is what BullMQ checks.
-    const redisVersion = report.settings.version;
-    const server =
-      report.valkeyVersion !== null
-        ? `Valkey ${report.valkeyVersion} (Redis ${redisVersion ?? '?'} compatible)`
-        : `Redis ${redisVersion ?? '?'}`;
-    const version = versionCheck(redisVersion, server);
-    results.push(version);
-    for (const finding of report.findings) {
-      const check = finding.subject === 'eviction' ? 'redis eviction' : 'redis aof';
-      results.push({
-        status: finding.level,
-        check,
-        finding: finding.message,
-        ...(finding.fix && { fix: finding.fix }),
-      });
+    const nodes = masterNodes(client);
+    const master = config.redis.kind === 'sentinel' ? ` (master at ${remoteOf(client as Redis)})` : '';
+    const served = nodes.length > 1 ? ` (${nodes.length} masters: ${nodes.map(addressOf).join(', ')})` : master;
+    const results = [
+      ok('redis', `${where} answers${served} (${Math.round(performance.now() - started)} ms to connect)`),
+    ];
+    let runsBullmq = true;
+    for (const node of nodes) {
+      const named = (check: string) => (nodes.length > 1 ? `${check} ${addressOf(node)}` : check);
+      const report = await inspectNode(node, config.redisWaitAof);
+      // Valkey shows both its own version and the Redis version it is compatible with, which is what BullMQ checks.
+      const redisVersion = report.settings.version;
+      const server =
+        report.valkeyVersion !== null
+          ? `Valkey ${report.valkeyVersion} (Redis ${redisVersion ?? '?'} compatible)`
+          : `Redis ${redisVersion ?? '?'}`;
+      const version = versionCheck(redisVersion, server);
+      if (version.status === 'fail') runsBullmq = false;
+      results.push({ ...version, check: named(version.check) });
+      for (const finding of report.findings) {
+        const check = finding.subject === 'eviction' ? 'redis eviction' : 'redis aof';
+        results.push({
+          status: finding.level,
+          check: named(check),
+          finding: finding.message,
+          ...(finding.fix && { fix: finding.fix }),
+        });
+      }
+      const waitAof = await waitAofCheck(config, node, redisVersion, server, report.settings.aofEnabled);
+      results.push({ ...waitAof, check: named(waitAof.check) });
+      const replicas = await replicasCheck(config, node);
+      results.push({ ...replicas, check: named(replicas.check) });
     }
-    results.push(await waitAofCheck(config, client, redisVersion, server, report.settings.aofEnabled));
     // BullMQ refuses to run on a server older than its minimum.
-    if (version.status !== 'fail') results.push(...(await queueChecks(config, client)));
+    if (runsBullmq) results.push(...(await queueChecks(config, client)));
     return results;
   } finally {
     client.disconnect();
   }
+}
+
+/** The address a connection is connected to (through Sentinel: the master it was given). */
+function remoteOf(client: Redis): string {
+  const { remoteAddress, remotePort } = client.stream ?? {};
+  return remoteAddress ? `${remoteAddress.includes(':') ? `[${remoteAddress}]` : remoteAddress}:${remotePort}` : '?';
+}
+
+/**
+ * `redis replicas`: the replicas connected to a master against `REDIS_WAIT_REPLICAS`. Fewer than it asks for: every
+ * delivery waits for confirmations that cannot come and goes to the spool (and the drain waits too). Replicas with
+ * `REDIS_WAIT_REPLICAS=0`: a failover can lose what the master confirmed last.
+ */
+async function replicasCheck(config: Config, node: RedisClient): Promise<CheckResult> {
+  const info = parseInfo(await node.info('replication'));
+  const online = [...info.entries()].filter(([field, value]) => /^slave\d+$/.test(field) && /state=online/.test(value));
+  const wanted = config.redisWaitReplicas;
+  const count = `${online.length} replica${online.length === 1 ? '' : 's'} connected`;
+  if (online.length < wanted) {
+    return fail(
+      'redis replicas',
+      `${count}, and REDIS_WAIT_REPLICAS=${wanted}: no delivery can be confirmed in Redis, the listener spools every one and the spool does not drain`,
+      `bring the replicas back (INFO replication on them: master_link_status), or lower REDIS_WAIT_REPLICAS`,
+    );
+  }
+  if (wanted === 0 && online.length > 0) {
+    return warn(
+      'redis replicas',
+      `${count}, and REDIS_WAIT_REPLICAS=0: a 200 is the master's word only, and a failover can lose the deliveries it confirmed last`,
+      'set REDIS_WAIT_REPLICAS=1 (each 200 then waits for a replica to have the delivery)',
+    );
+  }
+  return ok(
+    'redis replicas',
+    wanted === 0
+      ? `${count}`
+      : `${count}; a 200 waits until ${wanted} of them ha${wanted === 1 ? 's' : 've'} the delivery`,
+  );
 }
 
 function versionCheck(redisVersion: string | null, server: string): CheckResult {
@@ -85,7 +143,7 @@ function versionCheck(redisVersion: string | null, server: string): CheckResult 
 
 async function waitAofCheck(
   config: Config,
-  client: Redis,
+  client: RedisClient,
   version: string | null,
   server: string,
   aofEnabled: boolean | null,
