@@ -16,7 +16,13 @@ import { ROOT } from './helpers/cli.ts';
 const compose = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
 const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8');
 
-test('docker-compose.yml is a valid Compose file', (t) => {
+/** Every Compose file of the repository: the root one and the deployment examples. */
+const COMPOSE_FILES = ['docker-compose.yml', 'deploy/sentinel/docker-compose.yml'];
+
+test('docker-compose.yml and deploy/sentinel/docker-compose.yml are valid Compose files, without lint warnings', (t) => {
+  const scripts = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> })
+    .scripts;
+  for (const file of COMPOSE_FILES) assert.match(scripts['lint:compose'] ?? '', new RegExp(` ${file} `), file);
   const lint = spawnSync('npm', ['run', '--silent', 'lint:compose'], { cwd: ROOT, encoding: 'utf8' });
   assert.equal(lint.status, 0, lint.stdout + lint.stderr);
   const plugin = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8' });
@@ -24,8 +30,10 @@ test('docker-compose.yml is a valid Compose file', (t) => {
     t.diagnostic('docker compose plugin not installed here: validated with dclint only');
     return;
   }
-  const config = spawnSync('docker', ['compose', 'config', '--quiet'], { cwd: ROOT, encoding: 'utf8' });
-  assert.equal(config.status, 0, config.stderr);
+  for (const file of COMPOSE_FILES) {
+    const config = spawnSync('docker', ['compose', '-f', file, 'config', '--quiet'], { cwd: ROOT, encoding: 'utf8' });
+    assert.equal(config.status, 0, `${file}: ${config.stderr}`);
+  }
 });
 
 test('Compose runs Redis as redis-sellsy with AOF and noeviction, and health checks on both services', () => {

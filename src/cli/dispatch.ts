@@ -14,7 +14,7 @@ import { createLogger } from '../logger.ts';
 import { createMetrics } from '../metrics/metrics.ts';
 import { watchQueues } from '../metrics/queue-stats.ts';
 import { startMetricsServer } from '../metrics/server.ts';
-import { startWorker } from '../worker/worker.ts';
+import { type RunningWorker, startWorker } from '../worker/worker.ts';
 import { doctor } from './doctor.ts';
 import { HELP, version } from './help.ts';
 import type { CliIo, Service } from './io.ts';
@@ -138,17 +138,22 @@ async function startServices(command: string, config: Config, log?: DestinationS
   const servesMetrics = command !== 'work' || config.metricsPort !== null;
   if (servesMetrics) closers.push(watchQueues(metrics, config).close);
   if (command === 'listen' || command === 'start') closers.push((await startListener(config, logger, metrics)).close);
+  let worker: RunningWorker | null = null;
   if (command === 'work' || command === 'start') {
     const options = servesMetrics ? { registry: metrics.registry } : {};
-    closers.push((await startWorker(config, logger, options)).close);
+    worker = await startWorker(config, logger, options);
+    closers.push(worker.close);
   }
   if (command === 'work' && !servesMetrics) {
     logger.info(
-      'no METRICS_PORT: this worker exports no metrics (set METRICS_PORT to scrape its jobs and dead letters)',
+      'no METRICS_PORT: this worker exports no metrics and serves no /healthz or /readyz (set METRICS_PORT for them)',
     );
   }
   if (config.metricsPort !== null) {
-    const server = await startMetricsServer(metrics, config.host, config.metricsPort);
+    // With a worker, its /readyz is here: a `work` process has no other port to probe.
+    const running = worker;
+    const probes = running ? { workerReady: () => running.ready() } : {};
+    const server = await startMetricsServer(metrics, config.host, config.metricsPort, probes);
     logger.info({ address: server.listeningOrigin }, 'metrics served on METRICS_PORT');
     closers.push(() => server.close());
   }

@@ -45,6 +45,8 @@ export interface RunningWorker {
   /** The record-queue worker (`RECORD_ORDER=latest`), else null. */
   recordWorker: Worker<WebhookJobData> | null;
   pipeline: Pipeline;
+  /** Every Redis connection the worker opened is connected and ready (ioredis `status === 'ready'`): its readiness. */
+  ready(): boolean;
   close(): Promise<void>;
 }
 
@@ -318,6 +320,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     worker,
     recordWorker,
     pipeline,
+    ready: () => connections.every((c) => c.status === 'ready'),
     async close() {
       stopping = true;
       const workers = [worker, recordWorker].filter((w): w is Worker<WebhookJobData> => w !== null);
