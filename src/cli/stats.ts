@@ -15,12 +15,19 @@
  * message names the address with its password masked; with --json, `{"error": "…"}`).
  */
 import { type Job, Queue } from 'bullmq';
+import { Cluster } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { readQueue } from '../metrics/queue-stats.ts';
-import type { RedisClient } from '../queue/connection.ts';
-import { connectOrFail } from '../queue/connection.ts';
+import {
+  addressOf,
+  connectOrFail,
+  describeRedis,
+  masterNodes,
+  type RedisClient,
+  redisSettingsOf,
+} from '../queue/connection.ts';
+import { parseInfo } from '../queue/durability.ts';
 import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
-import { redactUrl } from '../redact.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/recovery.ts';
 import { formatAge, formatBytes, oneLine } from './format.ts';
 import { scrubbing } from './secrets.ts';
@@ -75,9 +82,23 @@ export type SpoolStats =
   | ({ dir: string; enabled: true } & SpoolStatus & SpoolRecovery)
   | { dir: string; enabled: true; error: string };
 
+/** One Redis master: on a Cluster, each of them; else the one server (through Sentinel: the master of the moment). */
+export interface NodeStats {
+  /** `host:port` as the client is connected to it. */
+  node: string;
+  usedMemoryBytes: number | null;
+  /** `maxmemory`; 0: no limit. */
+  maxmemoryBytes: number | null;
+  /** Replicas connected and in sync (`state=online`). */
+  replicas: number;
+  /** Holds the queues' keys (on a Cluster, the master of their hash slot). */
+  holdsQueues: boolean;
+}
+
 export interface StatsReport {
-  /** REDIS_URL, password masked. */
+  /** Where Redis is (REDIS_URL with its password masked, or the Sentinels, or the Cluster's seed nodes). */
   redis: string;
+  nodes: NodeStats[];
   /** When the figures were read (ISO 8601). */
   at: string;
   queues: QueueStats[];
@@ -112,7 +133,8 @@ export async function collectStats(config: Config): Promise<StatsReport> {
       queues.push(await queueStats(config, client, recordQueueName(config.queueName), 'records', now));
     }
     return {
-      redis: redactUrl(config.redisUrl, 'REDIS_URL'),
+      redis: describeRedis(redisSettingsOf(config)),
+      nodes: await nodeStats(config, client),
       at: new Date(now).toISOString(),
       queues,
       spool: await spoolStats(config),
@@ -120,6 +142,31 @@ export async function collectStats(config: Config): Promise<StatsReport> {
   } finally {
     client.disconnect();
   }
+}
+
+async function nodeStats(config: Config, client: RedisClient): Promise<NodeStats[]> {
+  let queuesOn: string | null = null;
+  if (client instanceof Cluster) {
+    const slot = Number(await client.cluster('KEYSLOT', `${config.queuePrefix}:${config.queueName}:meta`));
+    queuesOn = client.slots[slot]?.[0] ?? null;
+  }
+  return Promise.all(
+    masterNodes(client).map(async (node) => {
+      const info = parseInfo(await node.info());
+      const number = (field: string) => (info.has(field) ? Number(info.get(field)) : null);
+      const address =
+        client instanceof Cluster
+          ? addressOf(node)
+          : `${node.stream?.remoteAddress ?? '?'}:${node.stream?.remotePort ?? '?'}`;
+      return {
+        node: address,
+        usedMemoryBytes: number('used_memory'),
+        maxmemoryBytes: number('maxmemory'),
+        replicas: [...info.entries()].filter(([k, v]) => /^slave\d+$/.test(k) && /state=online/.test(v)).length,
+        holdsQueues: queuesOn === null || queuesOn === `${node.options.host}:${node.options.port}`,
+      };
+    }),
+  );
 }
 
 async function queueStats(
@@ -255,6 +302,14 @@ async function spoolStats(config: Config): Promise<SpoolStats> {
 
 function formatReport(report: StatsReport): string[] {
   const lines = [`sellsy-webhooks stats at ${report.at}, ${report.redis}`];
+  const mib = (bytes: number | null) => (bytes === null ? '?' : formatBytes(bytes));
+  for (const n of report.nodes) {
+    const limit = n.maxmemoryBytes ? ` of ${mib(n.maxmemoryBytes)}` : '';
+    const queues = report.nodes.length > 1 && n.holdsQueues ? ', holds the queues' : '';
+    lines.push(
+      `redis ${n.node}: ${mib(n.usedMemoryBytes)}${limit} used, ${n.replicas} replica${n.replicas === 1 ? '' : 's'} in sync${queues}`,
+    );
+  }
   for (const q of report.queues) {
     const c = q.counts;
     lines.push(

@@ -77,6 +77,7 @@ test('stats shows the counts by state, the throughput and the most recent dead l
   const { code, lines } = await runStats(known);
   assert.equal(code, 0);
   const text = lines.join('\n');
+  assert.match(text, /^redis 127\.0\.0\.1:\d+: [\d.]+ [KMG]?i?B used, 0 replicas in sync$/m);
   assert.match(text, new RegExp(`^queue ${known.queueName} \\(ingest\\)$`, 'm'));
   assert.match(text, /^ {2}jobs {10}waiting 2, active 0, delayed 0, prioritized 0, completed 3, failed 2$/m);
   assert.match(text, /^ {4}completed +3\.00 +0\.60 +0\.20$/m);
@@ -124,6 +125,10 @@ test('stats --json prints one object with the same figures', async () => {
   assert.ok(!ingest.deadLetters.latest.some((d) => d.reason.includes('\n')));
   assert.equal(ingest.workers, 0);
   assert.equal(r.redis, redis.url);
+  assert.equal(r.nodes.length, 1);
+  assert.equal(r.nodes[0]?.node, `127.0.0.1:${redis.port}`);
+  assert.ok((r.nodes[0]?.usedMemoryBytes ?? 0) > 0);
+  assert.equal(r.nodes[0]?.replicas, 0);
   assert.ok(r.spool.enabled && !('error' in r.spool) && r.spool.depth === 0);
 });
 
