@@ -1,0 +1,66 @@
+/**
+ * Redis Sentinel (one master, two replicas, three Sentinels, all real processes on loopback): a listener and a worker
+ * under 200 deliveries/s for 7 s, the master switched in the middle, by `SENTINEL FAILOVER` and by `kill -9`. With
+ * `REDIS_WAIT_REPLICAS=1`, every delivery answered 200 is exactly one job on the new master, and the worker, which
+ * resumed by itself, processes every one.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { startTestListener, untilReady } from '../helpers/listener.ts';
+import { type Answer, assertOneJobPerDelivery, steadyLoad } from '../helpers/load.ts';
+import { type SentinelGroup, startSentinelGroup } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
+import { startTestWorker } from '../helpers/worker.ts';
+
+const RATE = 200;
+const COUNT = 1400;
+
+async function switchUnderLoad(
+  t: { after: (fn: () => Promise<void>) => void },
+  switchMaster: (group: SentinelGroup) => Promise<unknown>,
+): Promise<void> {
+  const group = await startSentinelGroup();
+  t.after(() => group.destroy());
+  const env = { REDIS_SENTINELS: group.sentinelsEnv, REDIS_SENTINEL_MASTER: group.masterName, ACK_BUDGET_MS: '50' };
+  const listener = await startTestListener('redis://unused', env);
+  t.after(() => listener.close());
+  await untilReady(listener);
+  assert.equal(listener.config.redisWaitReplicas, 1, 'the default with Sentinel');
+  const handled = new Set<string>();
+  const worker = await startTestWorker(listener, env, {
+    '*': async (_event, context) => {
+      handled.add(context.deliveryId);
+    },
+  });
+  t.after(() => worker.close());
+
+  const oldMaster = await group.master();
+  let switched: Promise<unknown> | null = null;
+  const answers: Answer[] = await steadyLoad(listener.url, COUNT, RATE, {
+    tag: 'sentinel',
+    onSent: (i) => {
+      if (i === Math.floor(COUNT / 2)) switched = switchMaster(group);
+    },
+  });
+  await switched;
+  const newMaster = await group.master();
+  assert.notEqual(newMaster.port, oldMaster.port, 'the master changed');
+
+  const ok = answers.filter((a) => a.status === 200);
+  assert.equal(ok.length, COUNT, `every delivery answered 200 (${answers.filter((a) => a.status !== 200).length} not)`);
+  await listener.spooling?.drained(30_000);
+  // Read on the new master, through the Sentinels.
+  const jobs = await assertOneJobPerDelivery(listener.queue, answers, assert.fail);
+  assert.equal(jobs, COUNT);
+  await waitFor(() => ok.every((a) => handled.has(a.body.jobId as string)), 60_000, 'the worker to process every job');
+  const spooled = ok.filter((a) => a.body.spooled === true).length;
+  t.diagnostic?.(`spooled during the switch: ${spooled} of ${COUNT}`);
+}
+
+test('SENTINEL FAILOVER under load: nothing acknowledged is lost, the worker resumes', async (t) => {
+  await switchUnderLoad(t, (group) => group.failover());
+});
+
+test('kill -9 of the master under load: nothing acknowledged is lost, the worker resumes', async (t) => {
+  await switchUnderLoad(t, (group) => group.killMaster());
+});
