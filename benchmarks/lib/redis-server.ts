@@ -7,7 +7,7 @@
  * it depends on nothing but Node and ioredis, so importing it loads nothing else of either.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,12 +19,24 @@ const BIN = process.env.REDIS_SERVER_BIN ?? 'redis-server';
 export class RedisServer {
   private child: ChildProcess | null = null;
   readonly dir: string;
+  /** The configuration file given first on the command line, or null (options only). */
+  readonly configFile: string | null;
+  /**
+   * `config`, when given, is written to `<dir>/redis.conf` and passed before the options: Sentinel needs a file of its
+   * own that it can rewrite, and keeps it across restarts.
+   */
   constructor(
     readonly port: number,
     private readonly args: string[],
     private readonly bin = BIN,
+    config?: string,
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'sellsy-webhooks-redis-'));
+    this.configFile = null;
+    if (config !== undefined) {
+      this.configFile = join(this.dir, 'redis.conf');
+      writeFileSync(this.configFile, config);
+    }
   }
 
   get url(): string {
@@ -40,6 +52,7 @@ export class RedisServer {
     const child = spawn(
       this.bin,
       [
+        ...(this.configFile ? [this.configFile] : []),
         '--port',
         String(this.port),
         '--bind',
@@ -128,6 +141,74 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * `count` distinct free ports for which `accept(port, chosen so far)` holds: below 55535 for a Cluster node, say,
+ * whose bus listens on port + 10000.
+ */
+export async function freePorts(
+  count: number,
+  accept: (port: number, chosen: ReadonlySet<number>) => Promise<boolean> | boolean = () => true,
+): Promise<number[]> {
+  const ports = new Set<number>();
+  for (let tries = 0; ports.size < count; tries++) {
+    if (tries > 100 * count) throw new Error(`found no ${count} free ports that fit`);
+    const port = await freePort();
+    if (!ports.has(port) && (await accept(port, ports))) ports.add(port);
+  }
+  return [...ports];
+}
+
+/** Whether a server can listen on 127.0.0.1:`port` now. */
+export function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * One command on a fresh connection to 127.0.0.1:`port`, closed after: for probing servers that may be down, frozen
+ * or failing over. Rejects with the server's error, or when nothing answers within `timeoutMs`.
+ */
+export async function redisCommand(port: number, args: (string | number)[], timeoutMs = 2_000): Promise<unknown> {
+  const [command, ...rest] = args;
+  const client = new Redis({
+    host: '127.0.0.1',
+    port,
+    lazyConnect: true,
+    enableReadyCheck: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs,
+  });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    return await client.call(String(command), ...rest);
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** A server's address, as a client's `sentinels` or cluster seed list takes it. */
+export interface Address {
+  host: string;
+  port: number;
+}
+
+/** INFO text (`key:value` lines) as an object. */
+export function infoFields(info: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of info.split('\r\n')) {
+    const colon = line.indexOf(':');
+    if (colon > 0) out[line.slice(0, colon)] = line.slice(colon + 1);
+  }
+  return out;
+}
+
 export function assertRedisServerAvailable(): void {
   const probe = spawnSync(BIN, ['--version'], { encoding: 'utf8' });
   if (probe.error || probe.status !== 0) {
@@ -140,6 +221,12 @@ export function assertRedisServerAvailable(): void {
 
 /** Production-like durability: AOF on, `appendfsync everysec`, `noeviction` (no RDB snapshots: `--save ''`). */
 export const DURABLE_ARGS = ['--appendonly', 'yes', '--appendfsync', 'everysec', '--maxmemory-policy', 'noeviction'];
+
+/**
+ * For replicated topologies: a full sync starts at once instead of waiting 5 s (the Redis 7 default) for more
+ * replicas to ask.
+ */
+export const REPLICATION_ARGS = ['--repl-diskless-sync-delay', '0'];
 
 /** A private Redis with AOF on (`appendfsync everysec`, `noeviction`), as production should run. */
 export async function startRedis(extraArgs: string[] = []): Promise<RedisServer> {

@@ -1,6 +1,7 @@
 /**
- * The private redis-server of the tests: the launcher the benchmarks share (benchmarks/lib/redis-server.ts), plus a
- * private Valkey for the REDIS_WAIT_AOF tests. Tests never touch the machine's shared Redis.
+ * The private redis-server of the tests: the launcher the benchmarks share (benchmarks/lib/redis-server.ts), its
+ * Sentinel groups and Clusters (benchmarks/lib/redis-topology.ts), plus a private Valkey for the REDIS_WAIT_AOF
+ * tests. Tests never touch the machine's shared Redis.
  */
 import { spawnSync } from 'node:child_process';
 import { DURABLE_ARGS, freePort, RedisServer } from '../../benchmarks/lib/redis-server.ts';
@@ -11,6 +12,13 @@ export {
   RedisServer,
   startRedis,
 } from '../../benchmarks/lib/redis-server.ts';
+export {
+  type Address,
+  RedisCluster,
+  SentinelGroup,
+  startCluster,
+  startSentinelGroup,
+} from '../../benchmarks/lib/redis-topology.ts';
 
 const VALKEY_BIN = process.env.VALKEY_SERVER_BIN ?? 'valkey-server';
 
