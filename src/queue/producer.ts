@@ -17,6 +17,7 @@ import { GroupConfirm, needsConfirmation, targetOf, type WriteTarget } from './c
 import { createConnection, type RedisClient } from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { inspectDurability } from './durability.ts';
+import { FailoverWatch } from './failover-watch.ts';
 import { type BullmqProducerOptions, jobOptionsOf } from './producer-options.ts';
 
 export interface EnqueueResult {
@@ -102,6 +103,8 @@ export class BullmqProducer implements QueueWriter {
   private readonly confirm: GroupConfirm | null;
   /** On a Cluster: the hash slot of the queue's keys, once known (its master is where the writes go). */
   private slot: number | null = null;
+  /** With Sentinel: a failover under way, heard from the Sentinels; no write is confirmed meanwhile. */
+  private readonly failover: FailoverWatch | null;
 
   constructor(private readonly opts: BullmqProducerOptions) {
     this.baseOpts = jobOptionsOf(opts);
@@ -115,6 +118,12 @@ export class BullmqProducer implements QueueWriter {
       opts.onError?.(err);
     });
     this.client.on('ready', () => this.onConnectionReady());
+    this.failover =
+      opts.redis.kind === 'sentinel' && !(this.client instanceof Cluster)
+        ? new FailoverWatch(opts.redis, this.client, (halted, why) => {
+            this.lastError = halted ? `a Sentinel failover is under way (${why}): deliveries are spooled` : null;
+          })
+        : null;
     const confirm = { aof: opts.waitAof ?? false, replicas: opts.waitReplicas ?? 0 };
     this.confirm = needsConfirmation(confirm)
       ? new GroupConfirm({ ...confirm, timeoutMs: opts.confirmTimeoutMs ?? opts.timeoutMs }, () => {
@@ -243,6 +252,9 @@ export class BullmqProducer implements QueueWriter {
     if (queue === null || !this.queueReady || this.client.status !== 'ready') {
       throw new EnqueueError(`Redis is not connected (${this.client.status})`, 'not_connected');
     }
+    if (this.failover?.halted()) {
+      throw new EnqueueError('a Sentinel failover is under way: the master may change', 'not_connected');
+    }
     const backlog = this.pendingCommands();
     if (backlog >= (this.opts.maxPendingCommands ?? MAX_PENDING_COMMANDS)) {
       // A connection this far behind is frozen or half-open (Redis host gone without a reset): destroy the socket,
@@ -348,11 +360,18 @@ export class BullmqProducer implements QueueWriter {
       if (this.turn.push({ name, data, opts, resolve, reject }) === 1) setImmediate(this.sendTurn, queue);
     });
     const confirm = this.confirm;
+    // A failover that started before the confirmation came: the write may be on a master about to be replaced.
+    const checked = (jobId: string) => {
+      if (this.failover?.halted()) {
+        throw new EnqueueError('a Sentinel failover started before the write was confirmed', 'replicas');
+      }
+      return jobId;
+    };
     return added.then(({ jobId, target }) => {
-      if (confirm === null) return jobId;
+      if (confirm === null) return checked(jobId);
       written.added = true;
       if (target === null) throw new EnqueueError('the node of the queue is not known yet', 'not_connected');
-      return confirm.after(target).then(() => jobId);
+      return confirm.after(target).then(() => checked(jobId));
     });
   }
 
@@ -467,6 +486,7 @@ export class BullmqProducer implements QueueWriter {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.failover?.close();
     const queue = this.queue;
     this.queue = null;
     this.queueReady = false;

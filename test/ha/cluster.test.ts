@@ -15,6 +15,7 @@ import { replay } from '../../src/cli/replay.ts';
 import { collectStats } from '../../src/cli/stats.ts';
 import { PermanentError } from '../../src/errors.ts';
 import { recordQueueName } from '../../src/queue/records.ts';
+import type { SellsyEvent } from '../../src/sellsy/payload.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { assertOneJobPerDelivery, steadyLoad } from '../helpers/load.ts';
 import { type RedisCluster, startCluster } from '../helpers/redis-server.ts';
@@ -89,7 +90,7 @@ test('RECORD_ORDER=latest with two listeners and two workers: every delivery one
   let overlaps = 0;
   const handled: string[] = [];
   const handler = {
-    '*': async (event: { relatedId?: string } | null) => {
+    '*': async (event: SellsyEvent | null) => {
       const record = event?.relatedId ?? '';
       const now = (running.get(record) ?? 0) + 1;
       running.set(record, now);
@@ -113,7 +114,7 @@ test('RECORD_ORDER=latest with two listeners and two workers: every delivery one
   await waitFor(
     async () => {
       const c = await records.getJobCounts('waiting', 'active', 'delayed');
-      return c.waiting + c.active + c.delayed === 0 && new Set(handled).size === 6;
+      return (c.waiting ?? 0) + (c.active ?? 0) + (c.delayed ?? 0) === 0 && new Set(handled).size === 6;
     },
     30_000,
     'every record to run',

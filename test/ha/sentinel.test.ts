@@ -5,7 +5,7 @@
  * resumed by itself, processes every one.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { startTestListener, untilReady } from '../helpers/listener.ts';
 import { type Answer, assertOneJobPerDelivery, steadyLoad } from '../helpers/load.ts';
 import { type SentinelGroup, startSentinelGroup } from '../helpers/redis-server.ts';
@@ -16,7 +16,7 @@ const RATE = 200;
 const COUNT = 1400;
 
 async function switchUnderLoad(
-  t: { after: (fn: () => Promise<void>) => void },
+  t: TestContext,
   switchMaster: (group: SentinelGroup) => Promise<unknown>,
 ): Promise<void> {
   const group = await startSentinelGroup();
@@ -54,7 +54,7 @@ async function switchUnderLoad(
   assert.equal(jobs, COUNT);
   await waitFor(() => ok.every((a) => handled.has(a.body.jobId as string)), 60_000, 'the worker to process every job');
   const spooled = ok.filter((a) => a.body.spooled === true).length;
-  t.diagnostic?.(`spooled during the switch: ${spooled} of ${COUNT}`);
+  t.diagnostic(`spooled during the switch: ${spooled} of ${COUNT}`);
 }
 
 test('SENTINEL FAILOVER under load: nothing acknowledged is lost, the worker resumes', async (t) => {
