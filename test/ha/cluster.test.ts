@@ -14,6 +14,7 @@ import { doctor } from '../../src/cli/doctor.ts';
 import { replay } from '../../src/cli/replay.ts';
 import { collectStats } from '../../src/cli/stats.ts';
 import { PermanentError } from '../../src/errors.ts';
+import { watchQueues } from '../../src/metrics/queue-stats.ts';
 import { recordQueueName } from '../../src/queue/records.ts';
 import type { SellsyEvent } from '../../src/sellsy/payload.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
@@ -77,6 +78,7 @@ test('both Sellsy formats and deduplication on a Cluster; every key of the queue
 
   const client = new Cluster(cluster.seeds);
   cleanup.push(async () => client.disconnect());
+  await client.ping();
   const keys = (await Promise.all(client.nodes('master').map((node) => node.keys('{bull}:cluster-formats:*')))).flat();
   assert.ok(keys.length >= 5, `the queue's keys: ${keys.join(', ')}`);
   const slots = new Set(await Promise.all(keys.map((key) => slotOf(client, key))));
@@ -154,8 +156,11 @@ test('replay, stats, doctor and /metrics on a Cluster: per master, and the queue
   }
   assert.ok(lines.some((line) => /^ok +redis: Cluster .* answers \(3 masters: /.test(line)));
 
-  const metrics = await (await fetch(`${l.url}/metrics`)).text();
-  assert.match(metrics, /sellsy_webhooks_queue_jobs\{[^}]*state="failed"[^}]*\} 1/);
+  const watching = watchQueues(l.metrics, l.config);
+  cleanup.push(() => watching.close());
+  // The scrape reads the queue through a Cluster connection of its own, once that one is connected.
+  const failedGauge = /sellsy_webhooks_queue_jobs\{[^}]*state="failed"[^}]*\} 1/;
+  await waitFor(async () => failedGauge.test(await (await fetch(`${l.url}/metrics`)).text()), 10_000, '/metrics');
 
   fixed = true;
   const done = await replay(l.config, { ids: new Set(), name: null, since: null, until: null }, false, () => undefined);
@@ -202,6 +207,10 @@ test('kill -9 of the master of the queue under load, REDIS_WAIT_REPLICAS=1: noth
   const afterKill = await cluster.masterOf(key);
   assert.notEqual(afterKill.port, before.port, 'a replica took over the slot');
   assert.equal(answers.filter((a) => a.status === 200).length, count, 'every delivery answered 200');
+  // The new master has no replica until the old one comes back as its replica: until then WAIT 1 cannot be met, and
+  // what the spool took stays there (doctor says so).
+  assert.ok((l.spooling?.spool.status().depth ?? 0) > 0, 'deliveries wait in the spool for a replica');
+  await cluster.restart(before);
   await l.spooling?.drained(30_000);
   assert.equal(await assertOneJobPerDelivery(l.queue, answers, assert.fail), count);
 });
