@@ -8,7 +8,7 @@ import type { Config } from '../config/config.ts';
 import { adminRoutes } from '../dashboard/dashboard.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { metricsRoute } from '../metrics/server.ts';
-import type { Producer } from '../queue/producer.ts';
+import type { Producer } from '../queue/writer.ts';
 import type { Spool } from '../spool/spool.ts';
 import { webhookRoutes } from './webhook.ts';
 

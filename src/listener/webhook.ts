@@ -25,7 +25,7 @@ import {
   type WebhookJob,
   type WebhookJobData,
 } from '../queue/contract.ts';
-import type { Producer } from '../queue/producer.ts';
+import type { Producer } from '../queue/writer.ts';
 import { jobNameOf, parseDelivery } from '../sellsy/payload.ts';
 import { SIGNATURE_HEADER } from '../sellsy/signature.ts';
 import { accountOf, signedBytesOf, verifyDelivery } from '../sellsy/verify.ts';

@@ -92,6 +92,28 @@ export function masterNodes(client: RedisClient): Redis[] {
   return client instanceof Cluster ? client.nodes('master') : [client];
 }
 
+/** The connections of a client: itself, or a Cluster's node connections. */
+export function connectionsOf(client: RedisClient): Redis[] {
+  return client instanceof Cluster ? client.nodes() : [client];
+}
+
+/** Commands sent and not answered yet, on every connection of the client. */
+export function pendingCommands(client: RedisClient): number {
+  let pending = 0;
+  for (const connection of connectionsOf(client)) pending += connection.commandQueue.length;
+  return pending;
+}
+
+/**
+ * The connection that carries the writes to hash slot `slot`: the client itself, or on a Cluster the connection to
+ * the master of that slot as the client knows it (null when the slot, or its master's connection, is not known).
+ */
+export function slotMaster(client: RedisClient, slot: number | null): Redis | null {
+  if (!(client instanceof Cluster)) return client;
+  const master = slot === null ? undefined : client.slots[slot]?.[0];
+  return client.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === master) ?? null;
+}
+
 /** `host:port` of a node connection. */
 export function addressOf(node: Redis): string {
   const { host, port } = node.options;

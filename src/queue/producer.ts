@@ -11,57 +11,15 @@
  * this producer. The spool knows it only as a `QueueWriter`.
  */
 import { type JobsOptions, Queue } from 'bullmq';
-import { Cluster, type Redis, ReplyError } from 'ioredis';
+import { Cluster, ReplyError } from 'ioredis';
 import { EnqueueError } from '../errors.ts';
 import { GroupConfirm, needsConfirmation, targetOf, type WriteTarget } from './confirm.ts';
-import { createConnection, type RedisClient } from './connection.ts';
+import { connectionsOf, createConnection, pendingCommands, type RedisClient, slotMaster } from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { inspectDurability } from './durability.ts';
 import { FailoverWatch } from './failover-watch.ts';
 import { type BullmqProducerOptions, jobOptionsOf } from './producer-options.ts';
-
-export interface EnqueueResult {
-  /** The job that holds this delivery: a new one, or the earlier one when `duplicate`. */
-  jobId: string;
-  /** The same delivery was already queued within the deduplication window. */
-  duplicate: boolean;
-  /** Written to the local spool instead (Redis down, failing or slower than the ack budget); queued later. */
-  spooled?: boolean;
-  /** Why it was spooled: Redis's failure, or `large` (a body too large to be confirmed within the ack budget). */
-  spoolReason?: EnqueueError['reason'] | 'large';
-}
-
-export interface RedisHealth {
-  /** ioredis connection status (`ready`, `connecting`, `reconnecting`, `end`, …). */
-  status: string;
-  /** The queue can take jobs now. */
-  ready: boolean;
-  lastError: string | null;
-}
-
-export interface Producer {
-  enqueue(job: WebhookJob): Promise<EnqueueResult>;
-  health(): RedisHealth;
-  /** A round trip to Redis, bounded by the command deadline. */
-  ping(): Promise<boolean>;
-  close(): Promise<void>;
-}
-
-/**
- * The queue as a writer with somewhere else to put a delivery sees it: writes with their own deadlines, whether Redis
- * is stuck, and whether it takes writes at all. `enqueue` rejects with `EnqueueError` (`not_connected`, `backlog`,
- * `timeout`, `redis_error`); its other rules are `BullmqProducer.enqueue`'s.
- */
-export interface QueueWriter extends Producer {
-  /** `ENQUEUE_TIMEOUT_MS`: the deadline of a write, unless the caller gives its own. */
-  readonly timeoutMs: number;
-  /** `silenceMs`: fail once Redis answered nothing for that long. `timeoutMs`: this write's deadline. */
-  enqueue(job: WebhookJob, silenceMs?: number, timeoutMs?: number): Promise<EnqueueResult>;
-  /** Redis has been sitting on writes for longer than `ms` without answering any. */
-  stalled(ms: number): boolean;
-  /** Redis takes a write now: false for a Redis that refuses every write, or does not answer in time. */
-  probeWrite(): Promise<boolean>;
-}
+import type { EnqueueResult, QueueWriter, RedisHealth } from './writer.ts';
 
 /**
  * Commands sent to Redis and not answered yet, timed-out ones included: a frozen Redis keeps its connection open, so
@@ -255,12 +213,12 @@ export class BullmqProducer implements QueueWriter {
     if (this.failover?.halted()) {
       throw new EnqueueError('a Sentinel failover is under way: the master may change', 'not_connected');
     }
-    const backlog = this.pendingCommands();
+    const backlog = pendingCommands(this.client);
     if (backlog >= (this.opts.maxPendingCommands ?? MAX_PENDING_COMMANDS)) {
       // A connection this far behind is frozen or half-open (Redis host gone without a reset): destroy the socket,
       // which rejects what it holds and frees the memory, and let ioredis reconnect. (`disconnect()` only half-closes
       // the socket, and a frozen peer never completes the close.)
-      for (const connection of this.connections()) connection.stream?.destroy();
+      for (const connection of connectionsOf(this.client)) connection.stream?.destroy();
       throw new EnqueueError(`${backlog} commands were still waiting for Redis; reconnecting`, 'backlog');
     }
     const data: WebhookJobData = job.data;
@@ -377,22 +335,8 @@ export class BullmqProducer implements QueueWriter {
 
   /** The connection that carries the queue's writes: the client, or on a Cluster the master of the queue's slot. */
   private writeTarget(): WriteTarget | null {
-    if (!(this.client instanceof Cluster)) return targetOf(this.client);
-    const master = this.slot === null ? undefined : this.client.slots[this.slot]?.[0];
-    const node = this.client.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === master);
+    const node = slotMaster(this.client, this.slot);
     return node ? targetOf(node) : null;
-  }
-
-  /** The connections of the client: itself, or a Cluster's node connections. */
-  private connections(): Redis[] {
-    return this.client instanceof Cluster ? this.client.nodes() : [this.client];
-  }
-
-  /** Commands sent and not answered yet, on every connection of the client. */
-  private pendingCommands(): number {
-    let pending = 0;
-    for (const connection of this.connections()) pending += connection.commandQueue.length;
-    return pending;
   }
 
   private readonly sendTurn = (queue: Queue): void => {

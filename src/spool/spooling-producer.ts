@@ -17,7 +17,7 @@
 import type { Logger } from 'pino';
 import { EnqueueError, SpoolError } from '../errors.ts';
 import { boundRawBody, type WebhookJob } from '../queue/contract.ts';
-import type { EnqueueResult, Producer, QueueWriter, RedisHealth } from '../queue/producer.ts';
+import type { EnqueueResult, Producer, QueueWriter, RedisHealth } from '../queue/writer.ts';
 import { DRAIN_BATCH_BYTES, DRAIN_BATCH_ENTRIES, type DrainLimits, type DrainVerdict } from './drain-batches.ts';
 import { MAX_ENTRY_BYTES } from './format.ts';
 import type { Spool } from './spool.ts';

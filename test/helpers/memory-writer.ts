@@ -6,7 +6,7 @@
  */
 import { EnqueueError } from '../../src/errors.ts';
 import type { WebhookJob } from '../../src/queue/contract.ts';
-import type { EnqueueResult, QueueWriter, RedisHealth } from '../../src/queue/producer.ts';
+import type { EnqueueResult, QueueWriter, RedisHealth } from '../../src/queue/writer.ts';
 
 /**
  * How a write is answered: `answer` (taken, or folded into an earlier job with the same deduplication key),
