@@ -26,7 +26,7 @@ import {
   type RedisClient,
   redisSettingsOf,
 } from '../queue/connection.ts';
-import { parseInfo } from '../queue/durability.ts';
+import { onlineReplicas, parseInfo } from '../queue/durability.ts';
 import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/recovery.ts';
 import { formatAge, formatBytes, oneLine } from './format.ts';
@@ -162,7 +162,7 @@ async function nodeStats(config: Config, client: RedisClient): Promise<NodeStats
         node: address,
         usedMemoryBytes: number('used_memory'),
         maxmemoryBytes: number('maxmemory'),
-        replicas: [...info.entries()].filter(([k, v]) => /^slave\d+$/.test(k) && /state=online/.test(v)).length,
+        replicas: onlineReplicas(info),
         holdsQueues: queuesOn === null || queuesOn === `${node.options.host}:${node.options.port}`,
       };
     }),

@@ -77,6 +77,11 @@ export function parseInfo(info: string): Map<string, string> {
 
 const SEVERITY: Record<FindingLevel, number> = { ok: 0, warn: 1, fail: 2 };
 
+/** The replicas an INFO reply shows connected and in sync (`slave<n>:…,state=online,…`). */
+export function onlineReplicas(info: Map<string, string>): number {
+  return [...info.entries()].filter(([field, value]) => /^slave\d+$/.test(field) && /state=online/.test(value)).length;
+}
+
 /**
  * Reads the settings and judges them; `waitAof` is REDIS_WAIT_AOF, which changes the guarantee. On a Cluster, every
  * master is read (INFO would go to one node at random) and the report of the worst one is returned, named by `node`.

@@ -14,7 +14,7 @@ import {
   type RedisClient,
   redisSettingsOf,
 } from '../../queue/connection.ts';
-import { inspectNode, parseInfo } from '../../queue/durability.ts';
+import { inspectNode, onlineReplicas, parseInfo } from '../../queue/durability.ts';
 import { type CheckResult, describe, fail, ok, TIMEOUT_MS, warn } from './check.ts';
 import { queueChecks } from './queue.ts';
 
@@ -89,17 +89,17 @@ function remoteOf(client: Redis): string {
  */
 async function replicasCheck(config: Config, node: RedisClient): Promise<CheckResult> {
   const info = parseInfo(await node.info('replication'));
-  const online = [...info.entries()].filter(([field, value]) => /^slave\d+$/.test(field) && /state=online/.test(value));
+  const online = onlineReplicas(info);
   const wanted = config.redisWaitReplicas;
-  const count = `${online.length} replica${online.length === 1 ? '' : 's'} connected`;
-  if (online.length < wanted) {
+  const count = `${online} replica${online === 1 ? '' : 's'} connected`;
+  if (online < wanted) {
     return fail(
       'redis replicas',
       `${count}, and REDIS_WAIT_REPLICAS=${wanted}: no delivery can be confirmed in Redis, the listener spools every one and the spool does not drain`,
       `bring the replicas back (INFO replication on them: master_link_status), or lower REDIS_WAIT_REPLICAS`,
     );
   }
-  if (wanted === 0 && online.length > 0) {
+  if (wanted === 0 && online > 0) {
     return warn(
       'redis replicas',
       `${count}, and REDIS_WAIT_REPLICAS=0: a 200 is the master's word only, and a failover can lose the deliveries it confirmed last`,
