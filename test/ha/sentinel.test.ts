@@ -6,11 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
-import { startTestListener, untilReady } from '../helpers/listener.ts';
+import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { type Answer, assertOneJobPerDelivery, steadyLoad } from '../helpers/load.ts';
 import { type SentinelGroup, startSentinelGroup } from '../helpers/redis-server.ts';
 import { waitFor } from '../helpers/wait.ts';
-import { startTestWorker } from '../helpers/worker.ts';
+import { json, startTestWorker } from '../helpers/worker.ts';
 
 const RATE = 200;
 const COUNT = 1400;
@@ -63,4 +63,41 @@ test('SENTINEL FAILOVER under load: nothing acknowledged is lost, the worker res
 
 test('kill -9 of the master under load: nothing acknowledged is lost, the worker resumes', async (t) => {
   await switchUnderLoad(t, (group) => group.killMaster());
+});
+
+test('a job whose lock the new master lacks after a failover runs again, and is not lost', async (t) => {
+  const group = await startSentinelGroup();
+  t.after(() => group.destroy());
+  const env = { REDIS_SENTINELS: group.sentinelsEnv, REDIS_SENTINEL_MASTER: group.masterName };
+  const listener = await startTestListener('redis://unused', env);
+  t.after(() => listener.close());
+  await untilReady(listener);
+  let runs = 0;
+  let release: () => void = () => undefined;
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const worker = await startTestWorker(
+    listener,
+    { ...env, WORKER_LOCK_MS: '2000' },
+    {
+      '*': async () => {
+        runs++;
+        if (runs === 1) await released;
+      },
+    },
+  );
+  t.after(() => worker.close());
+
+  const answer = await post(listener.url, '{"relatedtype":"invoice","event":"updated","relatedid":"1"}', json);
+  const jobId = answer.body.jobId as string;
+  await waitFor(() => runs === 1, 10_000, 'the job to start');
+  const master = await group.failover();
+  // The lock the old master held, as if it had not reached the replica before the switch.
+  const admin = master.client();
+  t.after(() => admin.disconnect());
+  assert.equal(await admin.del(`${listener.config.queuePrefix}:${listener.config.queueName}:${jobId}:lock`), 1);
+  release();
+  await waitFor(async () => (await listener.queue.getJobState(jobId)) === 'completed', 30_000, 'the job to complete');
+  assert.equal(runs, 2, 'run again once its lock was found missing');
 });
