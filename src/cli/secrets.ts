@@ -14,6 +14,7 @@ export function secretsOf(config: Config): string[] {
     ...[...(config.sellsyFetch?.credentials.values() ?? [])].map((c) => c.clientSecret),
     config.admin?.password,
     config.admin?.token,
+    config.redis.kind === 'sentinel' ? config.redis.sentinelPassword : null,
     ...passwordsOf(config.redisUrl),
     ...(config.postgres ? passwordsOf(config.postgres.url) : []),
   ];

@@ -8,7 +8,7 @@ import { type DestinationStream, pino } from 'pino';
 import type { Config } from '../config/config.ts';
 import { openDrainProducer } from '../listener/open-producer.ts';
 import { createLogger } from '../logger.ts';
-import { redactUrl } from '../redact.ts';
+import { describeRedis, redisSettingsOf } from '../queue/connection.ts';
 import { inspectSpool } from '../spool/recovery.ts';
 import { Spool } from '../spool/spool.ts';
 import { DRAIN_MAX_BACKOFF_MS, SpoolDrainer } from '../spool/spooling-producer.ts';
@@ -62,7 +62,7 @@ export async function spoolDrain(config: Config, io: SpoolIo, waitMs = 30_000): 
     const deadline = Date.now() + waitMs;
     while (!queue.health().ready) {
       if (Date.now() > deadline) {
-        const at = redactUrl(config.redisUrl, 'REDIS_URL');
+        const at = describeRedis(redisSettingsOf(config));
         io.err(`sellsy-webhooks: Redis at ${at} did not answer within ${waitMs / 1000} s`);
         return 1;
       }

@@ -17,6 +17,8 @@ test('scrubbing replaces every configured secret, a percent-encoded Redis passwo
     ADMIN_PASSWORD: 'admin-password-0011',
     ADMIN_TOKEN: 'admin-token-2233445566778899',
     DATABASE_URL: 'postgres://app:pg-password-77@127.0.0.1:5432/test',
+    REDIS_SENTINELS: '127.0.0.1:26379',
+    REDIS_SENTINEL_PASSWORD: 'sentinel-password-44',
   };
   const config = loadConfig({ ...secrets, REDIS_URL: 'redis://:p%40ss-word-99@127.0.0.1:6379' });
   const lines: string[] = [];
@@ -30,6 +32,7 @@ test('scrubbing replaces every configured secret, a percent-encoded Redis passwo
     secrets.ADMIN_PASSWORD,
     secrets.ADMIN_TOKEN,
     'pg-password-77',
+    'sentinel-password-44',
     'p%40ss-word-99',
     'p@ss-word-99',
   ];
