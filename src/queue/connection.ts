@@ -72,8 +72,9 @@ export function createConnection(settings: RedisSettings, role: ConnectionRole):
         // The data nodes' TLS (rediss://) applies to the master found through the Sentinels only with this on.
         enableTLSForSentinelMode: new URL(settings.url).protocol === 'rediss:',
         // Listens to the Sentinels' +switch-master: without it, a client keeps writing to the old master until that
-        // one answers READONLY or closes the connection, and a write it confirmed meanwhile can be lost.
-        failoverDetector: true,
+        // one answers READONLY or closes the connection, and a write it confirmed meanwhile can be lost. Not for a
+        // one-shot command (`operator`), which never reconnects anyway.
+        failoverDetector: role.role !== 'operator',
         sentinelRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
       });
     case 'cluster':
@@ -118,6 +119,26 @@ export function slotMaster(client: RedisClient, slot: number | null): Redis | nu
 export function addressOf(node: Redis): string {
   const { host, port } = node.options;
   return `${host?.includes(':') ? `[${host}]` : host}:${port}`;
+}
+
+/**
+ * The options of a connection to one Sentinel itself (not to a data node): its own credentials and TLS
+ * (`REDIS_SENTINEL_USERNAME`, `REDIS_SENTINEL_PASSWORD`, `REDIS_SENTINEL_TLS`). For the failover watch and `doctor`.
+ */
+export function sentinelOptions(
+  settings: Extract<RedisSettings, { kind: 'sentinel' }>,
+  address: { host: string; port: number },
+  name: string,
+): RedisOptions {
+  return {
+    host: address.host,
+    port: address.port,
+    username: settings.sentinelUsername ?? undefined,
+    password: settings.sentinelPassword ?? undefined,
+    ...(settings.sentinelTls ? { tls: {} } : {}),
+    connectionName: name,
+    enableReadyCheck: false,
+  };
 }
 
 /** User, password, database and TLS of the data nodes, from `REDIS_URL` (its host and port are not used). */

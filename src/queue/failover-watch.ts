@@ -16,6 +16,7 @@ import { isIP } from 'node:net';
 import { type Redis, Redis as RedisClientClass, type RedisOptions } from 'ioredis';
 import type { RedisAddress, RedisTopology } from '../config/config.ts';
 import { targetOf } from './confirm.ts';
+import { sentinelOptions } from './connection.ts';
 
 /** The longest halt: a failover that neither ends nor aborts by then (Sentinels gone mid-way) stops holding writes. */
 export const HALT_LIMIT_MS = 60_000;
@@ -45,13 +46,7 @@ export class FailoverWatch {
 
   private subscribe(address: RedisAddress): Redis {
     const options: RedisOptions = {
-      host: address.host,
-      port: address.port,
-      username: this.settings.sentinelUsername ?? undefined,
-      password: this.settings.sentinelPassword ?? undefined,
-      ...(this.settings.sentinelTls ? { tls: {} } : {}),
-      connectionName: 'failover-watch',
-      enableReadyCheck: false,
+      ...sentinelOptions(this.settings, address, 'failover-watch'),
       maxRetriesPerRequest: null,
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
     };

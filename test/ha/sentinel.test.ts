@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
+import { doctor } from '../../src/cli/doctor.ts';
+import { loadConfig } from '../../src/config/config.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { type Answer, assertOneJobPerDelivery, steadyLoad } from '../helpers/load.ts';
 import { type SentinelGroup, startSentinelGroup } from '../helpers/redis-server.ts';
@@ -100,4 +102,47 @@ test('a job whose lock the new master lacks after a failover runs again, and is 
   release();
   await waitFor(async () => (await listener.queue.getJobState(jobId)) === 'completed', 30_000, 'the job to complete');
   assert.equal(runs, 2, 'run again once its lock was found missing');
+});
+
+test('doctor on Sentinel: the master through the Sentinels, the Sentinels and their quorum, the replicas', async (t) => {
+  const group = await startSentinelGroup();
+  t.after(() => group.destroy());
+  const env = { REDIS_SENTINELS: group.sentinelsEnv, REDIS_URL: 'redis://unused', SPOOL_DIR: '/tmp' };
+  const run = async (extra: Record<string, string> = {}) => {
+    const lines: string[] = [];
+    await doctor(loadConfig({ ...env, ...extra }), (line) => lines.push(line));
+    return lines;
+  };
+  const master = await group.master();
+  const healthy = await run();
+  const line = (lines: string[], check: string) => lines.find((l) => new RegExp(`^\\w+ +${check}: `).test(l)) ?? '';
+  assert.match(
+    line(healthy, 'redis'),
+    new RegExp(`^ok +redis: master "mymaster" of Sentinels .* \\(master at 127\\.0\\.0\\.1:${master.port}\\)`),
+  );
+  assert.match(
+    line(healthy, 'redis sentinels'),
+    /^ok +redis sentinels: 3 of 3 Sentinels answer; master "mymaster" at 127\.0\.0\.1:\d+, failover authorised/,
+  );
+  assert.match(
+    line(healthy, 'redis replicas'),
+    /^ok +redis replicas: 2 replicas connected; a 200 waits until 1 of them has/,
+  );
+
+  assert.match(line(await run({ REDIS_SENTINEL_MASTER: 'other' }), 'redis'), /^fail +redis: /);
+
+  const [first, second] = group.sentinelServers;
+  await first?.kill();
+  await second?.kill();
+  // The last Sentinel finds the others down after its down-after-milliseconds: then it cannot authorise a failover.
+  let last = '';
+  await waitFor(
+    async () => {
+      last = line(await run(), 'redis sentinels');
+      return last.startsWith('fail');
+    },
+    15_000,
+    'the remaining Sentinel to see it has no quorum',
+  );
+  assert.match(last, /^fail +redis sentinels: the Sentinels could not fail "mymaster" over: .*NOQUORUM/);
 });

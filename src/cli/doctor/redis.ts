@@ -17,6 +17,7 @@ import {
 import { inspectNode, onlineReplicas, parseInfo } from '../../queue/durability.ts';
 import { type CheckResult, describe, fail, ok, TIMEOUT_MS, warn } from './check.ts';
 import { queueChecks } from './queue.ts';
+import { sentinelCheck } from './sentinel.ts';
 
 export async function redisChecks(config: Config): Promise<CheckResult[]> {
   const where = describeRedis(redisSettingsOf(config));
@@ -41,6 +42,8 @@ export async function redisChecks(config: Config): Promise<CheckResult[]> {
     const results = [
       ok('redis', `${where} answers${served} (${Math.round(performance.now() - started)} ms to connect)`),
     ];
+    const sentinels = await sentinelCheck(config);
+    if (sentinels) results.push(sentinels);
     let runsBullmq = true;
     for (const node of nodes) {
       const named = (check: string) => (nodes.length > 1 ? `${check} ${addressOf(node)}` : check);
