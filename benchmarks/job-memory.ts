@@ -5,21 +5,22 @@
  *
  * Two body profiles: typical Sellsy deliveries (`sellsyBody`, about 160 bytes as JSON and 260 as a `notif=` form) and
  * invoices of about 2 KB with rows (`largeBodyTemplates`), each profile one form and one JSON delivery in turn, every
- * body unique and signed. For each profile, three scenarios, each on a fresh private redis-server (AOF everysec, as
- * production), the default queue name and the default settings but for the ones named:
+ * body unique and signed. For each profile, four scenarios, each on a fresh private redis-server (AOF everysec, as
+ * production), the default queue name and the default settings but for the ones named, each after `WARM_UP`
+ * deliveries run the same way (Redis's fixed costs then sit in the baseline):
  * - waiting, then completed: `count` deliveries posted to the listener (the real app in-process through `inject()`,
  *   the real `BullmqProducer`, no spool) with no worker: bytes per waiting job, its deduplication key included; then
  *   a worker (`startWorker`, one handler that succeeds) completes them, kept `JOB_KEEP_COMPLETED_SECONDS`;
  * - failed: `JOB_ATTEMPTS=1` and a handler that throws `PermanentError`: bytes per dead letter (failed reason, stack);
- *   and the default `JOB_ATTEMPTS` (8, retried after 1 ms) with a handler that throws an `Error`: one stack per attempt;
+ * - retried: the default `JOB_ATTEMPTS` (8, retried after 1 ms), a handler that throws an `Error`: a stack per attempt;
  * - latest: `RECORD_ORDER=latest`, every delivery about a record of its own, all completed: bytes per delivery with
  *   the record queue's job and the record's latest-delivery hash, and each of those two alone.
  *
  * Memory is Redis's own count (MEMORY STATS after MEMORY PURGE): the data is `total.allocated` less the overhead that
  * does not grow with the data (start-up, client buffers, script caches, AOF buffer), keeping the keyspace's hash
- * tables; per item, its growth over `count`. BullMQ trims each queue's event stream to about 10,000 events: it is left
- * out of the per-job figures and shown as a fixed cost. jemalloc's own overhead (active pages over allocated bytes)
- * is shown as a ratio, for the margin to leave.
+ * tables; per item, its growth over `count`. BullMQ trims each queue's event stream to about 10,000 events, a fixed
+ * cost: each snapshot deletes the streams, and their size is what that freed. jemalloc's own overhead (active pages
+ * over allocated bytes) is shown as a ratio, for the margin to leave.
  *
  * Prints a table and the machine line; writes bench-results/job-memory-<date>.json. Exits 1 when a delivery did not
  * become exactly one job in the expected state.
@@ -78,13 +79,16 @@ function profiles(): Profile[] {
   ];
 }
 
-/** What Redis holds, as far as the data goes, and the bytes of each class of keys (MEMORY USAGE). */
+/** What Redis holds, as far as the data goes; the bytes of each class of keys (MEMORY USAGE); the event streams. */
 interface Snapshot {
   data: number;
   allocated: number;
   allocatorActive: number;
   rss: number;
   classes: Record<string, number>;
+  /** The event streams, deleted by the snapshot: their entries and what Redis freed with them. */
+  events: number;
+  eventBytes: number;
 }
 
 /** A RESP map given as a flat array, as an object. */
@@ -108,14 +112,25 @@ function classOf(key: string, base: string): string {
   return `${queue}lists and sets`;
 }
 
+/** Redis's allocations, and those of the data: less the overhead that does not grow with it, but its key tables. */
+async function allocations(client: Redis): Promise<{ total: number; data: number }> {
+  const stats = pairs(await client.call('MEMORY', 'STATS'));
+  const db = pairs(stats['db.0']);
+  const num = (name: string, from = stats) => Number(from[name] ?? 0);
+  const total = num('total.allocated');
+  const tables = num('overhead.hashtable.main', db) + num('overhead.hashtable.expires', db);
+  return { total, data: total - num('overhead.total') + tables };
+}
+
+/**
+ * Deletes the event streams (only for QueueEvents listeners; BullMQ starts new ones), so that each snapshot counts
+ * the jobs alone and the streams' own bytes are known.
+ */
 async function snapshot(client: Redis, base: string): Promise<Snapshot> {
   // Active rehashing of the keyspace (both tables counted meanwhile) ends within a few server cron runs.
   await sleep(300);
-  await client.call('MEMORY', 'PURGE');
-  const stats = pairs(await client.call('MEMORY', 'STATS'));
-  const db = pairs(stats['db.0']);
-  const num = (v: unknown) => Number(v ?? 0);
   const classes: Record<string, number> = {};
+  const streams: string[] = [];
   let cursor = '0';
   do {
     const [next, keys] = await client.scan(cursor, 'MATCH', `${base}*`, 'COUNT', 1000);
@@ -125,29 +140,33 @@ async function snapshot(client: Redis, base: string): Promise<Snapshot> {
     const sizes = (await pipeline.exec()) ?? [];
     keys.forEach((key, i) => {
       const name = classOf(key, base);
-      classes[name] = (classes[name] ?? 0) + num(sizes[i]?.[1]);
+      if (name.endsWith('events')) streams.push(key);
+      else classes[name] = (classes[name] ?? 0) + Number(sizes[i]?.[1] ?? 0);
     });
   } while (cursor !== '0');
+  const withStreams = await allocations(client);
+  let events = 0;
+  for (const key of streams) events += await client.xlen(key);
+  if (streams.length > 0) await client.del(...streams);
+  await client.call('MEMORY', 'PURGE');
+  const { total, data } = await allocations(client);
   const info = infoFields(await client.info('memory'));
   return {
-    data:
-      num(stats['total.allocated']) -
-      num(stats['overhead.total']) +
-      num(db['overhead.hashtable.main']) +
-      num(db['overhead.hashtable.expires']),
-    allocated: num(stats['total.allocated']),
-    allocatorActive: num(info.allocator_active),
-    rss: num(info.used_memory_rss),
+    data,
+    allocated: total,
+    allocatorActive: Number(info.allocator_active),
+    rss: Number(info.used_memory_rss),
     classes,
+    events,
+    eventBytes: withStreams.data - data,
   };
 }
 
-/** Bytes per item between two snapshots: the data, less the event streams (a fixed cost), and each class alone. */
+/** Bytes per item between two snapshots: the data, and each class of keys alone. */
 function growth(before: Snapshot, after: Snapshot, count: number) {
   const cls = (name: string) => ((after.classes[name] ?? 0) - (before.classes[name] ?? 0)) / count;
-  const events = cls('events') + cls('record events');
   return {
-    perItem: (after.data - before.data) / count - events,
+    perItem: (after.data - before.data) / count,
     allocatorRatio: (after.allocatorActive - before.allocatorActive) / (after.allocated - before.allocated),
     rssPerItem: (after.rss - before.rss) / count,
     classes: Object.fromEntries(
@@ -210,19 +229,17 @@ async function runScenario(profile: Profile, scenario: Scenario, count: number, 
     await post(0, WARM_UP);
     await work(WARM_UP);
     const empty = await snapshot(c, base);
-    const events0 = await c.xlen(`${base}:events`);
     await post(WARM_UP, count);
     const waiting = await c.llen(`${base}:wait`);
     if (waiting !== count) problems.push(`${profile.name}: ${waiting} waiting jobs instead of ${count}`);
     const queued = await snapshot(c, base);
     await work(WARM_UP + count);
     const finished = await snapshot(c, base);
-    const events = await c.xlen(`${base}:events`);
     return {
       queued: growth(empty, queued, count),
       done: growth(empty, finished, count),
-      /** Bytes per event of the ingest queue's stream. */
-      eventBytes: ((finished.classes.events ?? 0) - (empty.classes.events ?? 0)) / (events - events0),
+      /** Bytes per event of the event streams, from the events of the worker's run. */
+      eventBytes: finished.eventBytes / finished.events,
     };
   } finally {
     await app.close();
