@@ -176,8 +176,8 @@ function growth(before: Snapshot, after: Snapshot, count: number) {
 }
 type Growth = ReturnType<typeof growth>;
 
-/** Deliveries run through each scenario before its baseline: Redis's Lua state and script cache, a fixed cost of
- * several hundred KB, are then in the baseline, not in the per-job figures. */
+/** Deliveries run through each scenario before its baseline: what Redis allocates once, at its first scripts and
+ * commands (several hundred KB), is then in the baseline, not in the per-job figures. */
 const WARM_UP = 50;
 
 interface Scenario {
@@ -267,7 +267,7 @@ async function measureProfile(profile: Profile, count: number) {
     runScenario(profile, { env, handlers, doneSet }, count, problems);
   const completed = await run({}, succeed, ingest('completed'));
   const failed = await run({ JOB_ATTEMPTS: '1' }, refuse, ingest('failed'));
-  // Every attempt of a retried job leaves its stack trace; the default JOB_ATTEMPTS (8), retried at once.
+  // Every attempt of a retried job leaves its stack trace: the default JOB_ATTEMPTS (8), retried within milliseconds.
   const retried = await run({ JOB_BACKOFF_MS: '1' }, unreachable, ingest('failed'));
   const latest = await run({ RECORD_ORDER: 'latest' }, succeed, (cfg) => `${recordQueueName(cfg.queueName)}:completed`);
   return {
