@@ -12,10 +12,11 @@
  * (REDIS_URL, REDIS_SENTINELS, REDIS_CLUSTER_NODES).
  *
  * Steady state (benchmarks/topologies/steady.ts): per topology, with REDIS_WAIT_REPLICAS=0 and, where there is a
- * replica, =1, one listener process measured as `npm run bench` measures it (benchmarks/ingest/measure.ts):
- * saturation (autocannon, 50 connections, 4 s after 2 s of warm-up) then fixed rate (2,000 req/s open loop, 5 s after
- * 2 s at the rate). After each, every 2xx must be a job, counted where the queue lives (on a Cluster under the prefix
- * {bull}). Each topology's saturation is divided by standalone's, measured minutes before in the same run.
+ * replica, =1, the listener measured as `npm run bench` measures it (benchmarks/ingest/measure.ts), each phase on an
+ * emptied Redis and a fresh listener process: saturation (autocannon, 50 connections, 4 s after 2 s of warm-up), fixed
+ * rate (the same warm-up, then 2,000 req/s open loop, 5 s after 2 s at the rate). After each, every 2xx must be a job,
+ * counted where the queue lives (on a Cluster under the prefix {bull}, on Sentinel on the current master). Each
+ * topology's saturation is divided by standalone's, measured minutes before in the same run.
  *
  * Failovers (benchmarks/topologies/failover.ts): 200 req/s open loop for 8 s, the fault in the middle, with
  * REDIS_WAIT_REPLICAS=0 and =1, a fresh topology per run: Sentinel `SENTINEL FAILOVER`, Sentinel kill -9 of the

@@ -79,7 +79,7 @@ export const FAILOVER_RUNS = 6;
 
 /** Seconds a quiet 2-core machine takes, from the overheads measured there (starts, settling, resets). */
 export function estimateS(o: TopologiesOptions): number {
-  const steady = STEADY_RUNS * (o.warmupS + o.durationS + o.openWarmupS + o.openDurationS + 6) + 4 * 3;
-  const failover = FAILOVER_RUNS * (o.failoverS + 1 + 10);
+  const steady = STEADY_RUNS * (2 * o.warmupS + o.durationS + o.openWarmupS + o.openDurationS + 5) + 12;
+  const failover = FAILOVER_RUNS * (o.failoverS + 1 + 5);
   return (o.parts.includes('steady') ? steady : 0) + (o.parts.includes('failover') ? failover : 0);
 }

@@ -1,9 +1,10 @@
 /**
- * The listener in steady state on each topology: saturation (autocannon) then fixed rate (open loop) on one listener
- * process per topology and REDIS_WAIT_REPLICAS value, with the ingest benchmark's measurements and write checks
- * (ingest/measure.ts), the jobs counted where the queue lives.
+ * The listener in steady state on each topology and REDIS_WAIT_REPLICAS value: saturation (autocannon) and fixed rate
+ * (open loop), each on an emptied Redis and a fresh listener process, with the ingest benchmark's measurements and
+ * write checks (ingest/measure.ts), the jobs counted where the queue lives.
  */
 import {
+  type Cpu,
   type FixedRateFigures,
   fixedRate,
   type LoadOptions,
@@ -22,8 +23,6 @@ export interface SteadyRun {
   waitReplicas: number;
   saturation: SaturationFigures;
   fixedRate: FixedRateFigures;
-  /** Deliveries answered from the spool during the fixed-rate run (Redis or WAIT slower than the ack budget). */
-  fixedRateSpooled: number;
 }
 
 /** The jobs of the listener's queue, counted where it lives once its spool has drained (at most 30 s). */
@@ -37,14 +36,23 @@ async function countJobs(topology: Topology, listenerUrl: string): Promise<numbe
   }
 }
 
-async function measureOne(
+/**
+ * One phase on an emptied Redis and a fresh listener: saturation, or fixed rate after the same closed-loop warm-up.
+ * Apart, as in `npm run bench`: the ~2 KB of AOF per job that a saturation run writes would otherwise start Redis's
+ * automatic AOF rewrite (at 64 MB) on every data node during the fixed-rate window.
+ */
+async function measurePhase<T extends { cpu: Cpu }>(
   topology: Topology,
   waitReplicas: number,
   opts: TopologiesOptions,
-  idBase: number,
   incidents: string[],
-): Promise<SteadyRun> {
-  const label = `listener on ${LABELS[topology.kind]}, REDIS_WAIT_REPLICAS=${waitReplicas}`;
+  phase: string,
+  measure: (measured: Measured) => Promise<T>,
+): Promise<T> {
+  await topology.reset();
+  const quiet = await waitForQuiet(opts.quietWaitS);
+  const label = `listener on ${LABELS[topology.kind]}, REDIS_WAIT_REPLICAS=${waitReplicas}, ${phase}`;
+  if (!quiet.ok) incidents.push(`${label}: started on a busy machine (${f(quiet.busy, 0)}% of a core)`);
   const listener = await startListener({ ...topology.env(), REDIS_WAIT_REPLICAS: String(waitReplicas) }, label);
   try {
     const measured: Measured = {
@@ -54,40 +62,41 @@ async function measureOne(
       spooled: () => spooledSoFar(listener.url),
       meter: (generator) => new CpuMeter({ server: listener.pid, generator }, { redis: () => topology.cpu() }),
     };
-    const load: LoadOptions = {
-      connections: opts.connections,
-      warmupS: opts.warmupS,
-      durationS: opts.durationS,
-      rate: opts.rate,
-      openWarmupS: opts.openWarmupS,
-      openConnections: opts.openConnections,
-    };
-    const sat = await saturation(measured, load, idBase);
-    // The same process, warm from the saturation run: only the open-loop warm-up at the rate.
-    const spooledBefore = (await measured.spooled()) ?? 0;
-    const fix = await fixedRate(measured, { ...load, warmupS: 0, durationS: opts.openDurationS }, idBase + 50_000_000);
-    const spooledAfter = (await measured.spooled()) ?? 0;
-    for (const [phase, cpu] of [
-      ['saturation', sat.cpu],
-      ['fixed rate', fix.cpu],
-    ] as const) {
-      if (cpu.other > QUIET_PCT)
-        incidents.push(`${label}, ${phase}: ${f(cpu.other, 0)}% of a core used by other work: figures disturbed`);
-    }
-    return {
-      topology: topology.kind,
-      waitReplicas,
-      saturation: sat,
-      fixedRate: fix,
-      fixedRateSpooled: spooledAfter - spooledBefore,
-    };
+    const figures = await measure(measured);
+    if (figures.cpu.other > QUIET_PCT)
+      incidents.push(`${label}: ${f(figures.cpu.other, 0)}% of a core used by other work: figures disturbed`);
+    return figures;
   } finally {
     const died = await listener.stop();
     if (died) incidents.push(died);
   }
 }
 
-/** Every topology, each with REDIS_WAIT_REPLICAS=0 and (where it has a replica) 1; every run on an emptied Redis. */
+async function measureOne(
+  topology: Topology,
+  waitReplicas: number,
+  opts: TopologiesOptions,
+  idBase: number,
+  incidents: string[],
+): Promise<SteadyRun> {
+  const load: LoadOptions = {
+    connections: opts.connections,
+    warmupS: opts.warmupS,
+    durationS: opts.durationS,
+    rate: opts.rate,
+    openWarmupS: opts.openWarmupS,
+    openConnections: opts.openConnections,
+  };
+  const sat = await measurePhase(topology, waitReplicas, opts, incidents, 'saturation', (m) =>
+    saturation(m, load, idBase),
+  );
+  const fix = await measurePhase(topology, waitReplicas, opts, incidents, 'fixed rate', (m) =>
+    fixedRate(m, { ...load, durationS: opts.openDurationS }, idBase + 50_000_000),
+  );
+  return { topology: topology.kind, waitReplicas, saturation: sat, fixedRate: fix };
+}
+
+/** Every topology, each with REDIS_WAIT_REPLICAS=0 and (where it has a replica) 1; every phase on an emptied Redis. */
 export async function measureSteady(opts: TopologiesOptions, incidents: string[]): Promise<SteadyRun[]> {
   const runs: SteadyRun[] = [];
   let index = 0;
@@ -96,11 +105,7 @@ export async function measureSteady(opts: TopologiesOptions, incidents: string[]
     try {
       for (const waitReplicas of topology.replicas > 0 ? [0, 1] : [0]) {
         index++;
-        await topology.reset();
-        const quiet = await waitForQuiet(opts.quietWaitS);
-        const where = `${LABELS[kind]}, WAIT ${waitReplicas}`;
-        if (!quiet.ok) incidents.push(`${where}: started on a busy machine (${f(quiet.busy, 0)}% of a core)`);
-        process.stderr.write(`bench: topologies [${index}/${STEADY_RUNS}] ${where} ...`);
+        process.stderr.write(`bench: topologies [${index}/${STEADY_RUNS}] ${LABELS[kind]}, WAIT ${waitReplicas} ...`);
         const run = await measureOne(topology, waitReplicas, opts, index * 100_000_000, incidents);
         runs.push(run);
         process.stderr.write(
