@@ -42,7 +42,9 @@
  * --freeze-rounds/BENCH_FREEZE_ROUNDS (1: rounds of the Redis-freeze fault scenario run last, listener beside the
  * naive design, see benchmarks/redis-freeze.ts; 0 skips it),
  * BENCH_PIPELINE (1: the whole-pipeline benchmark, listener → worker → PostgreSQL, run after the freeze scenario, see
- * benchmarks/pipeline.ts for its BENCH_PIPELINE_* and BENCH_DATABASE_URL options; 0 skips it).
+ * benchmarks/pipeline.ts for its BENCH_PIPELINE_* and BENCH_DATABASE_URL options; 0 skips it),
+ * BENCH_TOPOLOGIES (1: the Redis topology benchmark, standalone, replica, Sentinel and Cluster with their failovers,
+ * run last, see benchmarks/topologies.ts for its BENCH_TOPOLOGIES_* options; 0 skips it).
  * Duration: about rounds × targets × (2 × warmup + open-warmup + 2 × duration + ~8 s of start-up and settling), so
  * the default run (3 rounds × 4 targets × 2 phases, 10 s each) takes about 7–8 minutes on a quiet machine, plus
  * any wait for foreign load to drop and any repeated runs; the estimate is printed at the start.
@@ -64,6 +66,8 @@ import { minutes, writeResults } from './lib/report.ts';
 import { pipelineOptionsFromEnv } from './pipeline/options.ts';
 import { runPipelineBenchmark } from './pipeline/run.ts';
 import { runFreezeBenchmark } from './redis-freeze/scenario.ts';
+import { readTopologiesOptions } from './topologies/options.ts';
+import { runTopologiesBenchmark, type TopologiesOutcome } from './topologies/run.ts';
 
 async function main(): Promise<void> {
   const startedAt = performance.now();
@@ -71,6 +75,7 @@ async function main(): Promise<void> {
   const env = machineInfo();
   // Read now, so that a bad BENCH_PIPELINE_* value fails before the long run rather than after it.
   const pipelineOpts = opts.pipeline ? pipelineOptionsFromEnv() : null;
+  const topologiesOpts = opts.topologies ? readTopologiesOptions() : null;
   ensureBuilt(opts.build);
 
   // How busy the machine is before we start: anything but ~0 means other work will share the cores.
@@ -105,6 +110,15 @@ async function main(): Promise<void> {
     }
   }
 
+  let topologies: TopologiesOutcome | { error: string } | null = null;
+  if (topologiesOpts !== null) {
+    try {
+      topologies = await runTopologiesBenchmark(topologiesOpts);
+    } catch (err) {
+      topologies = { error: (err as Error)?.stack ?? String(err) };
+    }
+  }
+
   const sat = opts.targets.map((t) => summarizeSaturation(t, m.saturation)).filter((s) => s !== null);
   const fix = opts.targets.map((t) => summarizeFixedRate(t, m.fixedRate)).filter((s) => s !== null);
   const ratios = computeRatios(m, opts);
@@ -118,9 +132,17 @@ async function main(): Promise<void> {
     out.push('');
     out.push(...('error' in pipeline ? [`Pipeline benchmark FAILED: ${pipeline.error}`] : pipeline.report));
   }
+  if (topologies !== null) {
+    out.push('');
+    out.push(...('error' in topologies ? [`Topology benchmark FAILED: ${topologies.error}`] : topologies.report));
+  }
   const warnings = runWarnings(m, opts);
   if (pipeline !== null && ('error' in pipeline || !pipeline.result.ok))
     warnings.push('pipeline: the benchmark failed or an acknowledged delivery was not exactly one row (see above)');
+  if (topologies !== null && ('error' in topologies || topologies.defects.length > 0))
+    warnings.push(
+      'topologies: the benchmark failed or lost an acknowledged delivery with REDIS_WAIT_REPLICAS=1 (see above)',
+    );
   if (warnings.length > 0) {
     out.push('');
     out.push('Warnings');
@@ -145,6 +167,12 @@ async function main(): Promise<void> {
     fixedRate: m.fixedRate,
     redisFreeze: freeze?.runs ?? null,
     pipeline: pipeline === null ? null : 'error' in pipeline ? pipeline : pipeline.result,
+    topologies:
+      topologies === null
+        ? null
+        : 'error' in topologies
+          ? topologies
+          : { file: topologies.file, defects: topologies.defects, warnings: topologies.warnings },
     warnings,
   });
   out.push('');

@@ -3,9 +3,10 @@
  * a server give at a steady, realistic arrival rate? The generator itself is benchmarks/lib/open-loop.ts.
  *
  *   node --import tsx benchmarks/open-loop.ts --url http://127.0.0.1:PORT --rate 2000 --duration 10 --warmup 2 \
- *        [--connections 128] [--id-base 0] [--timeout 10] [--mark-from S --mark-to S]
+ *        [--connections 128] [--id-base 0] [--timeout 10] [--mark-from S --mark-to S] [--list-acked]
  *        (signing key, if any: env BENCH_SIGN_KEY; --mark-*: also report the requests due in that part of the
- *        measured window, in seconds from its start, e.g. while a fault is injected)
+ *        measured window, in seconds from its start, e.g. while a fault is injected; --list-acked: the relatedid of
+ *        every acknowledged delivery, in `acked`)
  *
  * Prints one JSON object (OpenLoopResult) on stdout, and `@window` on stderr when the measured window starts.
  * Exits when its stdin closes (the orchestrator that started it is gone).
@@ -26,6 +27,7 @@ async function main(): Promise<void> {
       timeout: { type: 'string', default: '10' },
       'mark-from': { type: 'string' },
       'mark-to': { type: 'string' },
+      'list-acked': { type: 'boolean', default: false },
     },
   });
   if (!values.url) throw new Error('--url is required');
@@ -49,6 +51,7 @@ async function main(): Promise<void> {
     signKey: process.env.BENCH_SIGN_KEY || undefined,
     markFromMs: values['mark-from'] === undefined ? null : Number(values['mark-from']) * 1000,
     markToMs: values['mark-to'] === undefined ? null : Number(values['mark-to']) * 1000,
+    listAcked: values['list-acked'] === true,
     // Tells the orchestrator to start measuring the other processes' CPU.
     onWindow: () => process.stderr.write('@window\n'),
     onResult: (result) => process.stdout.write(`${JSON.stringify(result)}\n`),

@@ -12,7 +12,7 @@ import type { PrivateRedis } from '../lib/redis.ts';
 import { f } from '../lib/report.ts';
 import { type LatencySummary, Samples, summarize } from '../lib/stats.ts';
 import type { Options, TargetName } from './options.ts';
-import { startTarget, type Target } from './targets.ts';
+import { startTarget } from './targets.ts';
 
 /**
  * % of one core over the measured window, of the server, Redis and the generator; `other`: everything else the machine
@@ -31,8 +31,27 @@ export interface WriteCheck {
   note: string;
 }
 
-export interface SaturationResult {
-  target: TargetName;
+/** What one run measures: a server on `url`, the writes it made, and the CPU of the processes around it. */
+export interface Measured {
+  /** Named in error messages. */
+  label: string;
+  url: string;
+  signKey?: string;
+  /** Jobs or list entries now in Redis, once the server has written what it acknowledged; null: it writes nothing. */
+  countWrites(): Promise<number | null>;
+  /** Deliveries answered from the listener's spool so far; null for a server without one. */
+  spooled(): Promise<number | null>;
+  /** CPU of the server, Redis and the generator (`generatorPid`) from now until `read`. */
+  meter(generatorPid: number | undefined): { read(): Cpu };
+}
+
+/** How hard and how long one run loads the server. */
+export type LoadOptions = Pick<
+  Options,
+  'connections' | 'warmupS' | 'durationS' | 'rate' | 'openWarmupS' | 'openConnections'
+>;
+
+export interface SaturationFigures {
   connections: number;
   durationS: number;
   requests2xx: number;
@@ -47,19 +66,20 @@ export interface SaturationResult {
   /** Listener: deliveries answered from the spool (warm-up included): Redis missed ACK_BUDGET_MS. */
   spooled: number | null;
 }
+export type SaturationResult = SaturationFigures & { target: TargetName };
 
-export interface FixedRateResult extends OpenLoopResult {
-  target: TargetName;
+export interface FixedRateFigures extends OpenLoopResult {
   cpu: Cpu;
   writes: WriteCheck;
 }
+export type FixedRateResult = FixedRateFigures & { target: TargetName };
 
 /**
  * The warm-up before both measurements: closed-loop autocannon at full speed for `warmupS`, so that every target
  * is JIT-compiled and connected the same way. Closed loop on purpose: it cannot leave a backlog behind (an open-loop
  * warm-up at the fixed rate left a still-cold listener hundreds of ms behind at the start of the measured window).
  */
-async function warmUp(target: Target, opts: Options, counter: { next: number }): Promise<{ ok2xx: number }> {
+async function warmUp(target: Measured, opts: LoadOptions, counter: { next: number }): Promise<{ ok2xx: number }> {
   if (opts.warmupS <= 0) return { ok2xx: 0 };
   const warm = await autocannon({
     url: target.url,
@@ -72,16 +92,12 @@ async function warmUp(target: Target, opts: Options, counter: { next: number }):
   return { ok2xx: warm['2xx'] };
 }
 
-async function saturation(
-  target: Target,
-  redis: PrivateRedis,
-  opts: Options,
-  idBase: number,
-): Promise<SaturationResult> {
+/** Closed loop: autocannon (in this process) after a warm-up, and the check that Redis holds every acknowledged write. */
+export async function saturation(target: Measured, opts: LoadOptions, idBase: number): Promise<SaturationFigures> {
   const counter = { next: idBase };
   const warm = await warmUp(target, opts, counter);
   const latencies = new Samples();
-  const meter = new CpuMeter({ server: target.pid, redis: redis.pid, generator: process.pid });
+  const meter = target.meter(process.pid);
   const run = autocannon({
     url: target.url,
     connections: opts.connections,
@@ -114,7 +130,6 @@ async function saturation(
           note: `${writes} writes for ${acknowledged} acknowledged (+${writes - acknowledged} in flight when autocannon stopped; ≤ ${sent} sent)`,
         };
   return {
-    target: target.name,
     connections: opts.connections,
     durationS: result.duration,
     requests2xx: result['2xx'],
@@ -130,7 +145,11 @@ async function saturation(
   };
 }
 
-async function fixedRate(target: Target, redis: PrivateRedis, opts: Options, idBase: number): Promise<FixedRateResult> {
+/**
+ * Open loop: benchmarks/open-loop.ts at `opts.rate` (after the closed-loop warm-up, unless `opts.warmupS` is 0), and
+ * the check that Redis holds exactly one write per acknowledgement.
+ */
+export async function fixedRate(target: Measured, opts: LoadOptions, idBase: number): Promise<FixedRateFigures> {
   const counter = { next: idBase };
   await warmUp(target, opts, counter);
   // Writes from the warm-up are settled and subtracted: the open-loop run must add exactly one per acknowledgement.
@@ -148,8 +167,8 @@ async function fixedRate(target: Target, redis: PrivateRedis, opts: Options, idB
     connections: opts.openConnections,
     idBase: counter.next,
     env: { ...baseEnv(), ...(target.signKey ? { BENCH_SIGN_KEY: target.signKey } : {}) },
-    label: target.name,
-    meter: (generator) => new CpuMeter({ server: target.pid, redis: redis.pid, generator }),
+    label: target.label,
+    meter: (generator) => target.meter(generator),
   });
 
   const acknowledged = result.all.ok2xx - result.all.notQueued;
@@ -166,11 +185,11 @@ async function fixedRate(target: Target, redis: PrivateRedis, opts: Options, idB
           note: `${writes} writes for ${acknowledged} acknowledged`,
         };
   const none: Cpu = { server: NaN, redis: NaN, generator: NaN, other: NaN };
-  return { ...result, target: target.name, cpu: cpu ?? none, writes: check };
+  return { ...result, cpu: cpu ?? none, writes: check };
 }
 
 /** Jobs or list entries in Redis once the count stops moving (in-flight requests finish their writes). */
-async function stableWrites(target: Target): Promise<number | null> {
+async function stableWrites(target: Measured): Promise<number | null> {
   let writes = await target.countWrites();
   for (let i = 0; i < 50 && writes !== null; i++) {
     await sleep(100);
@@ -237,16 +256,21 @@ export async function measureAll(opts: Options, redis: PrivateRedis): Promise<Me
           if (!quiet.ok) m.incidents.push(`${where}: started on a busy machine (${f(quiet.busy, 0)}% of a core)`);
           process.stderr.write(`bench: [${done}/${total}] ${where} ...`);
           const target = await startTarget(name, redis);
+          const measured: Measured = {
+            ...target,
+            label: name,
+            meter: (generator) => new CpuMeter({ server: target.pid, redis: redis.pid, generator }),
+          };
           let other = 0;
           try {
             const idBase = runIndex * 100_000_000; // unique bodies across runs
             if (phase === 'saturation') {
-              const r = { ...(await saturation(target, redis, opts, idBase)), round, attempt };
+              const r = { target: name, ...(await saturation(measured, opts, idBase)), round, attempt };
               m.saturation.push(r);
               other = r.cpu.other;
               process.stderr.write(` ${f(r.rps, 0)} req/s, p99 ${f(r.latency.p99)} ms, other load ${f(other, 0)}%\n`);
             } else {
-              const r = { ...(await fixedRate(target, redis, opts, idBase)), round, attempt };
+              const r = { target: name, ...(await fixedRate(measured, opts, idBase)), round, attempt };
               m.fixedRate.push(r);
               other = r.cpu.other;
               process.stderr.write(

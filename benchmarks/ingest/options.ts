@@ -25,8 +25,10 @@ export interface Options {
   rounds: number;
   /** Rounds of the Redis-freeze fault scenario (benchmarks/redis-freeze.ts) at the end; 0 skips it. */
   freezeRounds: number;
-  /** The whole-pipeline benchmark (benchmarks/pipeline.ts) at the very end; BENCH_PIPELINE=0 skips it. */
+  /** The whole-pipeline benchmark (benchmarks/pipeline.ts) after the freeze scenario; BENCH_PIPELINE=0 skips it. */
   pipeline: boolean;
+  /** The Redis topology benchmark (benchmarks/topologies.ts) at the very end; BENCH_TOPOLOGIES=0 skips it. */
+  topologies: boolean;
 }
 
 export function readOptions(): Options {
@@ -72,5 +74,6 @@ export function readOptions(): Options {
     rounds: Math.round(num('rounds', values.rounds, env.BENCH_ROUNDS, 3, 1)),
     freezeRounds: Math.round(num('freeze-rounds', values['freeze-rounds'], env.BENCH_FREEZE_ROUNDS, 1, 0)),
     pipeline: env.BENCH_PIPELINE !== '0',
+    topologies: env.BENCH_TOPOLOGIES !== '0',
   };
 }

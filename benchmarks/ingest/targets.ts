@@ -5,10 +5,18 @@
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { FLOOR_KEY } from '../lib/bodies.ts';
-import { baseEnv, isRunning, makeTempDir, removeTempDir, sleep, stopChild, waitForHttp200 } from '../lib/processes.ts';
+import { baseEnv, makeTempDir, waitForHttp200 } from '../lib/processes.ts';
 import type { PrivateRedis } from '../lib/redis.ts';
 import { freePort } from '../lib/redis-server.ts';
-import { jobCount, type Service, spooledSoFar, startReferenceServer, startService } from '../lib/service.ts';
+import {
+  jobCount,
+  type Service,
+  spoolDrained,
+  spooledSoFar,
+  startReferenceServer,
+  startService,
+  stopper,
+} from '../lib/service.ts';
 import type { TargetName } from './options.ts';
 
 export interface Target {
@@ -60,11 +68,7 @@ export async function startTarget(name: TargetName, redis: PrivateRedis): Promis
       if (name === 'bare') return null;
       if (name === 'floor') return redis.client.llen(FLOOR_KEY);
       // Deliveries answered from the spool are jobs only once drained (within a second or so).
-      for (let i = 0; i < 100; i++) {
-        const ready = (await (await fetch(`${url}/readyz`)).json()) as { spool?: { depth: number } | null };
-        if ((ready.spool?.depth ?? 0) === 0) break;
-        await sleep(100);
-      }
+      await spoolDrained(url, 10_000);
       const queue = new Queue(queueName as string, { connection: { host: '127.0.0.1', port: redis.port } });
       try {
         return await jobCount(queue);
@@ -76,13 +80,6 @@ export async function startTarget(name: TargetName, redis: PrivateRedis): Promis
       if (name !== 'listener' && name !== 'listener-signed') return null;
       return spooledSoFar(url);
     },
-    async stop() {
-      const died = isRunning(child)
-        ? null
-        : `${name} died during the run (${child.exitCode ?? child.signalCode}): ${service.output().slice(-1500)}`;
-      await stopChild(child, 5000);
-      removeTempDir(spoolDir);
-      return died;
-    },
+    stop: stopper(service, name, spoolDir),
   };
 }

@@ -12,14 +12,18 @@ function setClockTicks(ticks: number): void {
   if (Number.isFinite(ticks) && ticks > 0) clockTicks = ticks;
 }
 
-/** User + system CPU seconds consumed so far by `pid`, or NaN where /proc is unavailable. */
-export function cpuSeconds(pid: number | undefined): number {
+/**
+ * User + system CPU seconds consumed so far by `pid`, or NaN where /proc is unavailable. `children`: also those of
+ * its children that have exited and been waited for (a Redis AOF rewrite, say: a fork that lasts a second or so).
+ */
+export function cpuSeconds(pid: number | undefined, children = false): number {
   if (pid === undefined) return NaN;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the command name (which is in parentheses and may contain spaces).
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+    const own = Number(fields[11]) + Number(fields[12]);
+    return (children ? own + Number(fields[13]) + Number(fields[14]) : own) / clockTicks;
   } catch {
     return NaN;
   }

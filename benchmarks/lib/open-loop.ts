@@ -45,6 +45,8 @@ export interface OpenLoopResult {
    * window (atS from 0): count, mean and max latency (ms). Shows stalls and backlogs.
    */
   timeline: { atS: number; answered: number; meanMs: number; maxMs: number }[];
+  /** With --list-acked: the relatedid of every acknowledged delivery (2xx, not `"queued":false`), warm-up included. */
+  acked?: number[];
 }
 
 export interface Counts {
@@ -74,6 +76,8 @@ export interface OpenLoopOptions {
   /** A sub-window [from, to) of the measured window, in ms from its start (a fault injected meanwhile); or null. */
   markFromMs: number | null;
   markToMs: number | null;
+  /** Lists the acknowledged deliveries in the result (`acked`). */
+  listAcked: boolean;
   /** Called once, when the measured window starts. */
   onWindow(): void;
   /** Called with the result as soon as it is known, before the connections are closed. */
@@ -126,6 +130,7 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
   const lag = new Samples();
   const measured = newCounts();
   const all = newCounts();
+  const acked: number[] = [];
   let pending = 0;
   let lastMeasuredEnd = 0;
   let cpuAtWindow: NodeJS.CpuUsage | null = null;
@@ -175,6 +180,7 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
             if (spooled) c.spooled++;
           }
           if (inMark && ok) markedLatency.push(end - intended);
+          if (opts.listAcked && ok && !notQueued) acked.push(idBase + i);
           const slice = ok ? slices[Math.min(slices.length - 1, Math.floor((intended - t0) / SLICE_MS))] : undefined;
           if (slice) {
             slice.answered++;
@@ -249,6 +255,7 @@ export async function openLoop(opts: OpenLoopOptions): Promise<OpenLoopResult> {
       meanMs: Math.round((sl.answered ? sl.meanMs / sl.answered : 0) * 100) / 100,
       maxMs: Math.round(sl.maxMs * 100) / 100,
     })),
+    ...(opts.listAcked ? { acked } : {}),
   };
   // Handed over before the connections close: the orchestrator reads the other processes' CPU when it arrives.
   opts.onResult(result);

@@ -5,7 +5,7 @@
  */
 import { Redis } from 'ioredis';
 import { removeAtExit, removeTempDir, sleep, track } from './processes.ts';
-import { startRedis } from './redis-server.ts';
+import { redisCommand, startRedis } from './redis-server.ts';
 
 export interface PrivateRedis {
   url: string;
@@ -34,15 +34,7 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
     client,
     async reset() {
       await client.flushall();
-      // Fails only when a rewrite is already running; then waiting for it is enough.
-      await client.bgrewriteaof().catch(() => undefined);
-      const until = Date.now() + 30_000;
-      for (;;) {
-        const info = await client.info('persistence');
-        if (/aof_rewrite_in_progress:0/.test(info) && /aof_rewrite_scheduled:0/.test(info)) return;
-        if (Date.now() > until) throw new Error('Redis AOF rewrite did not finish within 30 s');
-        await sleep(20);
-      }
+      await rewriteAof(server.port);
     },
     freeze: () => server.freeze(),
     thaw: () => server.thaw(),
@@ -57,4 +49,17 @@ export async function startPrivateRedis(): Promise<PrivateRedis> {
 /** Redis's version, from INFO. */
 export async function redisVersion(client: Redis): Promise<string> {
   return /redis_version:(\S+)/.exec(await client.info('server'))?.[1] ?? 'unknown';
+}
+
+/** Rewrites the AOF of the Redis on 127.0.0.1:`port` (small again after a FLUSHALL) and waits until it is done. */
+export async function rewriteAof(port: number): Promise<void> {
+  // Fails only when a rewrite is already running; then waiting for it is enough.
+  await redisCommand(port, ['BGREWRITEAOF']).catch(() => undefined);
+  const until = Date.now() + 30_000;
+  for (;;) {
+    const info = String(await redisCommand(port, ['INFO', 'persistence']));
+    if (/aof_rewrite_in_progress:0/.test(info) && /aof_rewrite_scheduled:0/.test(info)) return;
+    if (Date.now() > until) throw new Error(`the AOF rewrite of Redis on port ${port} did not finish within 30 s`);
+    await sleep(20);
+  }
 }

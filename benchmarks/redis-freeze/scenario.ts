@@ -5,11 +5,11 @@
 import { Queue } from 'bullmq';
 import { runOpenLoop } from '../lib/load.ts';
 import type { OpenLoopResult } from '../lib/open-loop.ts';
-import { baseEnv, makeTempDir, removeTempDir, sleep, stopChild, waitForHttp200 } from '../lib/processes.ts';
+import { baseEnv, makeTempDir, removeTempDir, stopChild, waitForHttp200 } from '../lib/processes.ts';
 import { startPrivateRedis } from '../lib/redis.ts';
 import { freePort } from '../lib/redis-server.ts';
 import { f, table } from '../lib/report.ts';
-import { startReferenceServer, startService } from '../lib/service.ts';
+import { settledJobBodies, startReferenceServer, startService } from '../lib/service.ts';
 import type { LatencySummary } from '../lib/stats.ts';
 
 export interface FreezeOptions {
@@ -96,16 +96,8 @@ async function runOnce(target: FreezeRun['target'], round: number, opts: FreezeO
     // Wait until the jobs stop changing (the listener's spool drains in the background), at most 60 s.
     const queue = new Queue(queueName, { connection: { url: redis.url } });
     try {
-      let jobs = await readJobs(queue);
-      const until = Date.now() + 60_000;
-      let stableSince = Date.now();
-      while (Date.now() < until) {
-        await sleep(200);
-        const again = await readJobs(queue);
-        if (again.total !== jobs.total) stableSince = Date.now();
-        jobs = again;
-        if (jobs.distinct >= acknowledged && Date.now() - stableSince > 1000) break;
-      }
+      const bodies = await settledJobBodies(queue, acknowledged, 60_000);
+      const jobs = { total: bodies.length, distinct: new Set(bodies).size };
       return {
         target,
         round,
@@ -130,11 +122,6 @@ async function runOnce(target: FreezeRun['target'], round: number, opts: FreezeO
     await redis.destroy();
     removeTempDir(spoolDir);
   }
-}
-
-async function readJobs(queue: Queue): Promise<{ total: number; distinct: number }> {
-  const jobs = await queue.getJobs(['waiting', 'active', 'completed', 'failed', 'delayed', 'prioritized']);
-  return { total: jobs.length, distinct: new Set(jobs.map((job) => job.data.rawBody as string)).size };
 }
 
 export async function runFreezeBenchmark(opts: FreezeOptions): Promise<{ runs: FreezeRun[]; report: string[] }> {
