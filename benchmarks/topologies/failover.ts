@@ -53,8 +53,9 @@ async function provoke(topology: Topology, fault: Fault): Promise<void> {
   else if (fault === 'kill -9 queue master, restart' && cluster) {
     const old = await cluster.masterOf(CLUSTER_QUEUE_KEY);
     await cluster.killMasterOf(CLUSTER_QUEUE_KEY);
-    await cluster.restart(old);
-    topology.track();
+    const restarted = cluster.restart(old);
+    topology.track(); // the node's new process, spawned by now: killed at exit even if that comes before it rejoins
+    await restarted;
   } else throw new Error(`${fault} does not apply to ${topology.kind}`);
 }
 
