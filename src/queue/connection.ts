@@ -60,8 +60,8 @@ export function createConnection(settings: RedisSettings, role: ConnectionRole):
   switch (settings.kind) {
     case 'standalone':
       return new Redis(settings.url, options);
-    case 'sentinel':
-      return new Redis({
+    case 'sentinel': {
+      const sentinel: RedisOptions = {
         ...options,
         ...dataNodeOptions(settings.url),
         sentinels: settings.sentinels.map(({ host, port }) => ({ host, port })),
@@ -75,13 +75,46 @@ export function createConnection(settings: RedisSettings, role: ConnectionRole):
         // one answers READONLY or closes the connection, and a write it confirmed meanwhile can be lost. Not for a
         // one-shot command (`operator`), which never reconnects anyway.
         failoverDetector: role.role !== 'operator',
-        sentinelRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
-      });
+        sentinelRetryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+      };
+      return role.role === 'operator' ? new Redis(sentinel) : new SentinelFollower(sentinel);
+    }
     case 'cluster':
       return new Cluster(
         settings.nodes.map(({ host, port }) => ({ host, port })),
         clusterOptionsOf(options, dataNodeOptions(settings.url)),
       );
+  }
+}
+
+/**
+ * A connection through the Sentinels that does not stay closed by accident. ioredis 6 ends such a connection for good
+ * (status `end`, every later command "Connection is closed.") when its failover detector hears `+switch-master` while
+ * the connection is being made again, as after the master was killed: `SentinelConnector.connect` then throws instead
+ * of retrying. Seen in the Sentinel tests: a worker-role connection ended during a `kill -9` failover. This one
+ * connects again after an end it was not asked for; `disconnect()` and `quit()` still close it for good.
+ */
+class SentinelFollower extends Redis {
+  private closing = false;
+
+  constructor(options: RedisOptions) {
+    super(options as RedisOptions & { replyMapping?: 'legacy' });
+    this.on('end', () => {
+      if (this.closing) return;
+      setTimeout(() => {
+        if (!this.closing && this.status === 'end') this.connect().catch(() => undefined);
+      }, 100).unref();
+    });
+  }
+
+  override disconnect(reconnect = false): void {
+    if (!reconnect) this.closing = true;
+    super.disconnect(reconnect);
+  }
+
+  override quit(callback?: Parameters<Redis['quit']>[0]): ReturnType<Redis['quit']> {
+    this.closing = true;
+    return super.quit(callback);
   }
 }
 

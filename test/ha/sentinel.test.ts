@@ -6,8 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
+import type { Redis } from 'ioredis';
 import { doctor } from '../../src/cli/doctor.ts';
 import { loadConfig } from '../../src/config/config.ts';
+import { createConnection } from '../../src/queue/connection.ts';
 import { post, startTestListener, untilReady } from '../helpers/listener.ts';
 import { type Answer, assertOneJobPerDelivery, steadyLoad } from '../helpers/load.ts';
 import { type SentinelGroup, startSentinelGroup } from '../helpers/redis-server.ts';
@@ -145,4 +147,35 @@ test('doctor on Sentinel: the master through the Sentinels, the Sentinels and th
     'the remaining Sentinel to see it has no quorum',
   );
   assert.match(last, /^fail +redis sentinels: the Sentinels could not fail "mymaster" over: .*NOQUORUM/);
+});
+
+test('a connection through the Sentinels that ioredis ends in the middle of a reconnection connects again', async (t) => {
+  const group = await startSentinelGroup();
+  t.after(() => group.destroy());
+  const config = loadConfig({ REDIS_SENTINELS: group.sentinelsEnv, REDIS_URL: 'redis://unused' });
+  const client = createConnection(config.redis, { role: 'worker', name: 'follower' }) as Redis;
+  client.on('error', () => undefined);
+  t.after(() => client.disconnect());
+  await client.set('before', '1');
+  // What the failover detector does when +switch-master comes while the connection is being made again: the
+  // connector is told to stop mid-way, and ioredis 6 ends the connection for good.
+  const ended = new Promise((resolve) => client.once('end', resolve));
+  client.stream.destroy();
+  await waitFor(() => client.status === 'connecting' || client.status === 'reconnecting', 5000, 'a reconnection', 1);
+  await waitFor(
+    () => {
+      if (client.status === 'connecting')
+        (client as unknown as { connector: { disconnect(): void } }).connector.disconnect();
+      return client.status === 'end';
+    },
+    5000,
+    'ioredis to end the connection',
+    1,
+  );
+  await ended;
+  await waitFor(() => client.status === 'ready', 5000, 'the connection to be made again');
+  assert.equal(await client.get('before'), '1');
+  client.disconnect();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.equal(client.status, 'end', 'closed on purpose: stays closed');
 });
