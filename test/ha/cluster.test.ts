@@ -31,8 +31,17 @@ before(async () => {
   env = { REDIS_CLUSTER_NODES: cluster.seedsEnv };
 });
 after(async () => {
-  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-  await cluster?.destroy();
+  // Each step bounded, and named when it is not done in time: a close that hangs is reported, not waited for.
+  const bounded = async (name: string, step: () => Promise<unknown>) => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise((resolve) => {
+      timer = setTimeout(() => resolve(console.error(`cleanup: ${name} did not end within 20 s`)), 20_000);
+    });
+    await Promise.race([step().catch(() => undefined), late]);
+    clearTimeout(timer);
+  };
+  for (const fn of cleanup.reverse()) await bounded(fn.toString().slice(0, 40), fn);
+  await bounded('the cluster', () => cluster?.destroy() ?? Promise.resolve());
 });
 
 async function listener(extra: Record<string, string> = {}): Promise<TestListener> {
