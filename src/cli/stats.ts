@@ -15,7 +15,6 @@
  * message names the address with its password masked; with --json, `{"error": "…"}`).
  */
 import { type Job, Queue } from 'bullmq';
-import { Cluster } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { readQueue } from '../metrics/queue-stats.ts';
 import {
@@ -25,6 +24,8 @@ import {
   masterNodes,
   type RedisClient,
   redisSettingsOf,
+  slotMaster,
+  slotOf,
 } from '../queue/connection.ts';
 import { onlineReplicas, parseInfo } from '../queue/durability.ts';
 import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
@@ -145,25 +146,18 @@ export async function collectStats(config: Config): Promise<StatsReport> {
 }
 
 async function nodeStats(config: Config, client: RedisClient): Promise<NodeStats[]> {
-  let queuesOn: string | null = null;
-  if (client instanceof Cluster) {
-    const slot = Number(await client.cluster('KEYSLOT', `${config.queuePrefix}:${config.queueName}:meta`));
-    queuesOn = client.slots[slot]?.[0] ?? null;
-  }
+  const slot = await slotOf(client, `${config.queuePrefix}:${config.queueName}:meta`);
+  const queuesOn = slot === null ? null : slotMaster(client, slot);
   return Promise.all(
     masterNodes(client).map(async (node) => {
       const info = parseInfo(await node.info());
       const number = (field: string) => (info.has(field) ? Number(info.get(field)) : null);
-      const address =
-        client instanceof Cluster
-          ? addressOf(node)
-          : `${node.stream?.remoteAddress ?? '?'}:${node.stream?.remotePort ?? '?'}`;
       return {
-        node: address,
+        node: addressOf(node),
         usedMemoryBytes: number('used_memory'),
         maxmemoryBytes: number('maxmemory'),
         replicas: onlineReplicas(info),
-        holdsQueues: queuesOn === null || queuesOn === `${node.options.host}:${node.options.port}`,
+        holdsQueues: queuesOn === null || queuesOn === node,
       };
     }),
   );

@@ -45,11 +45,7 @@ export async function openListenerProducer(
     throw err;
   }
   // The drain's own connection: its large batches must not hold up the live deliveries' writes.
-  const drainQueue = openDrainProducer(config, deps.logger, {
-    confirmTimeoutMs: undefined,
-    ...overrides,
-    onReady: undefined,
-  });
+  const drainQueue = openDrainProducer(config, deps.logger, { ...overrides, onReady: undefined });
   const spooling = new SpoolingProducer(queueProducer, opened.spool, {
     ackBudgetMs: config.spool.ackBudgetMs,
     drainQueue,

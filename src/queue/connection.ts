@@ -148,9 +148,21 @@ export function slotMaster(client: RedisClient, slot: number | null): Redis | nu
   return client.nodes('master').find((n) => `${n.options.host}:${n.options.port}` === master) ?? null;
 }
 
-/** `host:port` of a node connection. */
+/**
+ * The hash slot of `key` on a Cluster (asked of the Cluster, which computes it as it routes), or null on one server
+ * and through Sentinel, where there are no slots.
+ */
+export async function slotOf(client: RedisClient, key: string): Promise<number | null> {
+  return client instanceof Cluster ? Number(await client.cluster('KEYSLOT', key)) : null;
+}
+
+/**
+ * `host:port` of a node connection: where it is connected (through Sentinel, the master it was given), else where it
+ * was told to connect.
+ */
 export function addressOf(node: Redis): string {
-  const { host, port } = node.options;
+  const host = node.stream?.remoteAddress ?? node.options.host;
+  const port = node.stream?.remotePort ?? node.options.port;
   return `${host?.includes(':') ? `[${host}]` : host}:${port}`;
 }
 

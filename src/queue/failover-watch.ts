@@ -13,7 +13,7 @@
  * Written by hand: ioredis's own failover detector listens to `+switch-master` only.
  */
 import { isIP } from 'node:net';
-import { type Redis, Redis as RedisClientClass, type RedisOptions } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import type { RedisAddress, RedisTopology } from '../config/config.ts';
 import { targetOf } from './confirm.ts';
 import { sentinelOptions } from './connection.ts';
@@ -50,7 +50,7 @@ export class FailoverWatch {
       maxRetriesPerRequest: null,
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
     };
-    const client = new RedisClientClass(options);
+    const client = new Redis(options);
     client.on('error', () => undefined); // a Sentinel down is the other Sentinels' business
     void client.subscribe(...CHANNELS).catch(() => undefined);
     void client.psubscribe(ABORTS).catch(() => undefined);

@@ -14,7 +14,14 @@ import { type JobsOptions, Queue } from 'bullmq';
 import { Cluster, ReplyError } from 'ioredis';
 import { EnqueueError } from '../errors.ts';
 import { GroupConfirm, needsConfirmation, targetOf, type WriteTarget } from './confirm.ts';
-import { connectionsOf, createConnection, pendingCommands, type RedisClient, slotMaster } from './connection.ts';
+import {
+  connectionsOf,
+  createConnection,
+  pendingCommands,
+  type RedisClient,
+  slotMaster,
+  slotOf,
+} from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { inspectDurability } from './durability.ts';
 import { FailoverWatch } from './failover-watch.ts';
@@ -138,10 +145,11 @@ export class BullmqProducer implements QueueWriter {
       this.opts.onError?.(err);
     });
     this.queue = queue;
+    // Where the confirmations go on a Cluster: the master of the queue's slot.
     const slot =
-      this.client instanceof Cluster && this.confirm !== null
-        ? this.client.cluster('KEYSLOT', this.probeKey).then((n) => {
-            this.slot = Number(n);
+      this.confirm !== null
+        ? slotOf(this.client, this.probeKey).then((n) => {
+            this.slot = n;
           })
         : undefined;
     Promise.all([queue.waitUntilReady(), slot]).then(
@@ -391,6 +399,11 @@ export class BullmqProducer implements QueueWriter {
     };
   }
 
+  /** A key in the queue's hash slot (on a Cluster, on the node of the queue). */
+  private get probeKey(): string {
+    return `${this.opts.prefix}:${this.opts.queueName}:write-probe`;
+  }
+
   /**
    * Whether Redis takes a write now: within `ENQUEUE_TIMEOUT_MS`, sets a key that expires within a second. A Redis
    * that answers PING but refuses writes (out of memory, read-only replica, failed snapshot) fails this; the drain
@@ -398,11 +411,6 @@ export class BullmqProducer implements QueueWriter {
    * probe (Redis drops the connection of a command it refuses, and the probe can be sent before the close is seen)
    * is no answer: the probe waits for the reconnection and asks again.
    */
-  /** A key in the queue's hash slot (on a Cluster, on the node of the queue). */
-  private get probeKey(): string {
-    return `${this.opts.prefix}:${this.opts.queueName}:write-probe`;
-  }
-
   async probeWrite(): Promise<boolean> {
     const deadline = Date.now() + this.opts.timeoutMs;
     const key = this.probeKey;

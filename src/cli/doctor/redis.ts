@@ -37,7 +37,7 @@ export async function redisChecks(config: Config): Promise<CheckResult[]> {
   try {
     await client.ping();
     const nodes = masterNodes(client);
-    const master = config.redis.kind === 'sentinel' ? ` (master at ${remoteOf(client as Redis)})` : '';
+    const master = config.redis.kind === 'sentinel' ? ` (master at ${addressOf(client as Redis)})` : '';
     const served = nodes.length > 1 ? ` (${nodes.length} masters: ${nodes.map(addressOf).join(', ')})` : master;
     const results = [
       ok('redis', `${where} answers${served} (${Math.round(performance.now() - started)} ms to connect)`),
@@ -77,12 +77,6 @@ export async function redisChecks(config: Config): Promise<CheckResult[]> {
   } finally {
     client.disconnect();
   }
-}
-
-/** The address a connection is connected to (through Sentinel: the master it was given). */
-function remoteOf(client: Redis): string {
-  const { remoteAddress, remotePort } = client.stream ?? {};
-  return remoteAddress ? `${remoteAddress.includes(':') ? `[${remoteAddress}]` : remoteAddress}:${remotePort}` : '?';
 }
 
 /**
