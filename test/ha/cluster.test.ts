@@ -15,6 +15,8 @@ import { replay } from '../../src/cli/replay.ts';
 import { collectStats } from '../../src/cli/stats.ts';
 import { PermanentError } from '../../src/errors.ts';
 import { watchQueues } from '../../src/metrics/queue-stats.ts';
+import { createConnection } from '../../src/queue/connection.ts';
+import { inspectDurability } from '../../src/queue/durability.ts';
 import { recordQueueName } from '../../src/queue/records.ts';
 import type { SellsyEvent } from '../../src/sellsy/payload.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
@@ -164,6 +166,20 @@ test('replay, stats, doctor and /metrics on a Cluster: per master, and the queue
     assert.equal(perNode.length, 3, `${check} on each master:\n${lines.join('\n')}`);
   }
   assert.ok(lines.some((line) => /^ok +redis: Cluster .* answers \(3 masters: /.test(line)));
+
+  // The start-up durability check reads every master and reports the worst, by its address.
+  const [weak] = await cluster.masters();
+  assert.ok(weak);
+  const weakAdmin = weak.client();
+  cleanup.push(async () => weakAdmin.disconnect());
+  await weakAdmin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+  const inspecting = createConnection(l.config.redis, { role: 'worker', name: 'durability' });
+  cleanup.push(async () => inspecting.disconnect());
+  await inspecting.ping();
+  const report = await inspectDurability(inspecting);
+  await weakAdmin.config('SET', 'maxmemory-policy', 'noeviction');
+  assert.equal(report.node, `127.0.0.1:${weak.port}`);
+  assert.equal(report.findings[0]?.code, 'eviction');
 
   const watching = watchQueues(l.metrics, l.config);
   cleanup.push(() => watching.close());

@@ -161,3 +161,31 @@ test('connectOrFail gives up on a Redis that accepts the connection but never an
     redis.thaw();
   }
 });
+
+test('a READONLY answer (a master demoted by a failover) makes a connection reconnect: fail-fast fails the command, a worker sends it again', async (t) => {
+  const replica = await startRedis(['--replicaof', '127.0.0.1', String(redis.port)]);
+  t.after(() => replica.destroy());
+  const failFast = createConnection(standalone(replica.url), {
+    role: 'fail-fast',
+    name: 'demoted',
+    commandTimeoutMs: 1000,
+  });
+  failFast.on('error', () => undefined);
+  t.after(() => failFast.disconnect());
+  await ready(failFast);
+  const reconnecting = new Promise((resolve) => failFast.once('reconnecting', resolve));
+  await assert.rejects(failFast.set('connection-test:readonly', '1'), /READONLY/);
+  await reconnecting;
+
+  // A worker's command is sent again after the reconnection: once the node is a master, it succeeds.
+  const worker = createConnection(standalone(replica.url), { role: 'worker', name: 'demoted-worker' });
+  t.after(() => worker.disconnect());
+  await ready(worker);
+  const write = worker.set('connection-test:readonly', '2');
+  await new Promise((resolve) => worker.once('reconnecting', resolve));
+  const promote = replica.client();
+  t.after(() => promote.disconnect());
+  await promote.call('REPLICAOF', 'NO', 'ONE');
+  assert.equal(await write, 'OK');
+  assert.equal(await promote.get('connection-test:readonly'), '2');
+});
