@@ -189,8 +189,9 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const { job, logFields } = prepared;
     const { name, data } = job;
 
+    metrics.deliveriesWaiting.inc();
     try {
-      const result = await producer.enqueue(job);
+      const result = await producer.enqueue(job).finally(() => metrics.deliveriesWaiting.dec());
       const outcome = result.spooled ? 'spooled' : result.duplicate ? 'duplicate' : 'accepted';
       metrics.deliveries.inc({ outcome });
       const ackMs = reply.elapsedTime;

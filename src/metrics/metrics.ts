@@ -25,6 +25,8 @@ export interface Metrics {
   ackSeconds: Histogram;
   enqueueErrors: Counter<'reason'>;
   redisUp: Gauge;
+  /** Deliveries read whose answer waits on the queue write (or the spool). */
+  deliveriesWaiting: Gauge;
   spoolDepth: Gauge;
   spoolBytes: Gauge;
   spoolOldestAge: Gauge;
@@ -68,6 +70,11 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
   const redisUp = new Gauge({
     name: 'sellsy_webhooks_redis_up',
     help: '1 when the listener can write to the queue, else 0.',
+    registers: listenerRegisters,
+  });
+  const deliveriesWaiting = new Gauge({
+    name: 'sellsy_webhooks_deliveries_waiting',
+    help: 'Deliveries read whose answer waits on the queue write or the spool; grows while Redis is slow.',
     registers: listenerRegisters,
   });
   const spoolDepth = new Gauge({
@@ -114,6 +121,7 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
     ackSeconds,
     enqueueErrors,
     redisUp,
+    deliveriesWaiting,
     spoolDepth,
     spoolBytes,
     spoolOldestAge,
