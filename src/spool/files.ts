@@ -7,6 +7,7 @@
  * (entries moved aside, same format as a segment).
  */
 
+import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { chmod, lstat, open, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -58,14 +59,20 @@ export async function tightenModes(dir: string): Promise<void> {
 }
 
 /**
+ * How a segment is opened for appends: read-write with O_DSYNC, so that a write returns once its bytes are on disk,
+ * in one system call (one trip to the thread pool) instead of a write and an `fdatasync`.
+ */
+export const SEGMENT_APPEND_FLAGS = constants.O_RDWR | constants.O_DSYNC;
+
+/**
  * Creates a segment or quarantine file with its header, the header and the directory entry synced: a file that
- * exists after a crash is a valid, empty one. Removed again if any step fails.
+ * exists after a crash is a valid, empty one. Removed again if any step fails. The handle is opened with
+ * `SEGMENT_APPEND_FLAGS`: each write on it is durable when it returns.
  */
 export async function createSpoolFile(dir: string, path: string): Promise<FileHandle> {
-  const handle = await open(path, 'wx', FILE_MODE);
+  const handle = await open(path, SEGMENT_APPEND_FLAGS | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
   try {
     await handle.write(FILE_HEADER, 0, FILE_HEADER.length, 0);
-    await handle.datasync();
     await syncDir(dir);
   } catch (err) {
     await handle.close().catch(() => undefined);

@@ -54,7 +54,7 @@ export class Quarantine {
     readonly files: QuarantineFile[],
   ) {}
 
-  /** Appends one entry, as it is, to the quarantine file, and waits for the fsync. */
+  /** Appends one entry, as it is, to the quarantine file; on disk when it resolves (the file is O_DSYNC). */
   async append(entry: Buffer): Promise<void> {
     if (this.current === null) {
       const seq = this.files.reduce((max, q) => Math.max(max, q.seq), 0) + 1;
@@ -67,7 +67,6 @@ export class Quarantine {
     const { file, handle } = this.current;
     try {
       await writeAllAt(handle, [entry], file.size);
-      await handle.datasync();
     } catch (err) {
       await handle.truncate(file.size).catch(() => undefined);
       throw err;

@@ -37,6 +37,7 @@ import {
   FILE_MODE,
   newSegment,
   type Segment,
+  SEGMENT_APPEND_FLAGS,
   segmentPath,
   tightenModes,
   writeAllAt,
@@ -177,10 +178,11 @@ export class Spool {
         await this.sealActive();
       }
       active = this.active ?? (await this.createSegment());
-      active.handle ??= await open(active.segment.path, 'r+');
+      active.handle ??= await open(active.segment.path, SEGMENT_APPEND_FLAGS);
       const { segment, handle } = active;
+      // Durable when it returns (O_DSYNC): no fdatasync after it.
       await writeAllAt(handle, parts, segment.size);
-      await handle.datasync();
+      // After the write, not beside it: a directory taken over meanwhile may have been read without this batch.
       await this.checkStillOurs(handle);
       this.writes++;
       segment.size += total;
