@@ -186,15 +186,16 @@ test('the walkthrough, run as written, prints what the README shows', async () =
     // The example delivery is one invoice.paid job holding the body exactly as sent.
     const example = outputs.find((o) => o.command.includes('invoice.paid'));
     assert.ok(example, 'the walkthrough sends the example delivery');
-    const answer = JSON.parse(example.output) as { ok: boolean; jobId: string };
+    const answer = JSON.parse(example.output) as { ok: boolean; deliveryId: string };
     assert.equal(answer.ok, true);
-    const job = await queue.getJob(answer.jobId);
+    // Its job id is its delivery id.
+    const job = await queue.getJob(answer.deliveryId);
     assert.equal(job?.name, 'invoice.paid');
     assert.equal(job?.data.rawBody, '{"event":"invoice.paid","data":{"id":123,"customer":"Acme Corp"}}');
     // Sellsy's form format names the job <relatedtype>.<event>.
     const form = outputs.find((o) => o.command.includes('--data-urlencode'));
     assert.ok(form, 'the walkthrough sends a form delivery');
-    const formJob = await queue.getJob((JSON.parse(form.output) as { jobId: string }).jobId);
+    const formJob = await queue.getJob((JSON.parse(form.output) as { deliveryId: string }).deliveryId);
     assert.equal(formJob?.name, 'invoice.step');
   } finally {
     await queue.close();

@@ -27,7 +27,7 @@ export async function startListener(
   }
   let lastRedisError = '';
   let lastRedisErrorAt = 0;
-  const { producer, spooling, recovery } = await openListenerProducer(
+  const opened = await openListenerProducer(
     config,
     { logger: log, metrics },
     {
@@ -51,6 +51,7 @@ export async function startListener(
       },
     },
   );
+  const { producer, spooling, recovery } = opened;
   if (recovery === null) {
     log.warn(
       'SPOOL_MAX_BYTES=0: no local spool; when Redis cannot take a delivery it is answered with ENQUEUE_FAILURE_STATUS and logged, not kept',
@@ -72,7 +73,7 @@ export async function startListener(
     async close() {
       // Stops accepting, lets in-flight requests (and their enqueues) finish, then closes Redis.
       await app.close();
-      await producer.close();
+      await opened.close();
     },
   };
 }

@@ -39,6 +39,8 @@ export interface Config {
   dedupWindowSeconds: number;
   enqueueTimeoutMs: number;
   enqueueFailureStatus: 200 | 503;
+  /** What the 200 waits for: `inbox` (one RPUSH; the listener's mover thread makes the job) or `job` (BullMQ's add). */
+  ackWrite: 'inbox' | 'job';
   /** Confirm a job only once Redis has fsynced it (WAITAOF). */
   redisWaitAof: boolean;
   /** `REDIS_WAIT_REPLICAS`: confirm a job only once this many replicas have it (WAIT); 0: the master's word. */
@@ -224,6 +226,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dedupWindowSeconds: parsed.DEDUP_WINDOW_SECONDS,
     enqueueTimeoutMs: parsed.ENQUEUE_TIMEOUT_MS,
     enqueueFailureStatus: parsed.ENQUEUE_FAILURE_STATUS,
+    ackWrite: parsed.ACK_WRITE,
     redisWaitAof: parsed.REDIS_WAIT_AOF,
     redisWaitReplicas: parsed.REDIS_WAIT_REPLICAS ?? (redis.kind === 'sentinel' ? 1 : 0),
     spool: { dir: parsed.SPOOL_DIR, maxBytes: parsed.SPOOL_MAX_BYTES, ackBudgetMs: parsed.ACK_BUDGET_MS },

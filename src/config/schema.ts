@@ -30,6 +30,7 @@ export const EnvSchema = Type.Object({
   INFLIGHT_BYTES_LIMIT: Type.Optional(Type.Integer({ minimum: 1024, maximum: Number.MAX_SAFE_INTEGER })),
   DEDUP_WINDOW_SECONDS: Type.Integer({ minimum: 0, maximum: 365 * 24 * 3600, default: 72 * 3600 }),
   ENQUEUE_TIMEOUT_MS: Millis(1000),
+  ACK_WRITE: Type.Union([Type.Literal('inbox'), Type.Literal('job')], { default: 'inbox' }),
   ENQUEUE_FAILURE_STATUS: Type.Union([Type.Literal(200), Type.Literal(503)], { default: 200 }),
   SPOOL_DIR: Type.String({ minLength: 1, default: './spool' }),
   SPOOL_MAX_BYTES: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, default: 1024 * 1024 * 1024 }),

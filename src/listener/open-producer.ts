@@ -15,6 +15,7 @@ import type { Producer } from '../queue/writer.ts';
 import type { SpoolRecovery } from '../spool/recovery.ts';
 import { Spool } from '../spool/spool.ts';
 import { drainCommandTimeoutMs, SpoolingProducer } from '../spool/spooling-producer.ts';
+import { type MoverHost, startMoverHost } from './mover-host.ts';
 
 export interface ListenerProducer {
   /** What the listener calls. */
@@ -25,6 +26,10 @@ export interface ListenerProducer {
   spooling: SpoolingProducer | null;
   /** What the spool found on open (left by an earlier process), or null. */
   recovery: SpoolRecovery | null;
+  /** `ACK_WRITE=inbox`: the thread that makes the inbox's entries jobs; null with `ACK_WRITE=job`. */
+  mover: MoverHost | null;
+  /** Stops the mover and closes the producer (after the listener stopped taking requests). */
+  close(): Promise<void>;
 }
 
 export async function openListenerProducer(
@@ -35,13 +40,24 @@ export async function openListenerProducer(
   // With a spool, a delivery whose confirmation (WAIT, WAITAOF) does not come within the ack budget is spooled too.
   const confirmTimeoutMs = config.spool.maxBytes > 0 ? config.spool.ackBudgetMs : config.enqueueTimeoutMs;
   const base = { ...producerOptionsFrom(config), confirmTimeoutMs, ...overrides };
-  const queueProducer = new BullmqProducer({ onDuplicate: rerunFoldedRecords(config, deps.logger, base), ...base });
-  if (config.spool.maxBytes === 0) return { producer: queueProducer, queueProducer, spooling: null, recovery: null };
+  const queueProducer = new BullmqProducer({
+    onDuplicate: rerunFoldedRecords(config, deps.logger, base),
+    inbox: config.ackWrite === 'inbox',
+    ...base,
+  });
+  const mover = config.ackWrite === 'inbox' ? startMoverHost(config, { ...deps, client: queueProducer.client }) : null;
+  const closing = (producer: Producer) => async () => {
+    await Promise.all([mover?.stop(), producer.close()]);
+  };
+  if (config.spool.maxBytes === 0) {
+    const producer = queueProducer;
+    return { producer, queueProducer, spooling: null, recovery: null, mover, close: closing(producer) };
+  }
   let opened: Awaited<ReturnType<typeof Spool.open>>;
   try {
     opened = await Spool.open({ dir: config.spool.dir, maxBytes: config.spool.maxBytes, logger: deps.logger });
   } catch (err) {
-    await queueProducer.close();
+    await Promise.all([mover?.stop(), queueProducer.close()]);
     throw err;
   }
   // The drain's own connection: its large batches must not hold up the live deliveries' writes.
@@ -56,7 +72,7 @@ export async function openListenerProducer(
       deps.logger.info({ ...counts, spool: opened.spool.status() }, 'spooled deliveries moved to the queue');
     },
   });
-  return { producer: spooling, queueProducer, spooling, recovery: opened.recovery };
+  return { producer: spooling, queueProducer, spooling, recovery: opened.recovery, mover, close: closing(spooling) };
 }
 
 /**
@@ -75,6 +91,26 @@ export function openDrainProducer(
     ...base,
     role: 'drain',
     commandTimeoutMs: drainCommandTimeoutMs(base.timeoutMs),
+  });
+}
+
+/**
+ * The producer the inbox mover writes jobs with (src/listener/mover-thread.ts): BullMQ jobs, its own connection (`role`
+ * mover), folded duplicates rerun their record. No WAIT: the inbox write was confirmed already, and the mover removes
+ * an entry only after its job is written, on the same master (a replica that has the removal has the job).
+ */
+export function openMoverProducer(config: Config, logger: Logger): BullmqProducer {
+  const base = { ...producerOptionsFrom(config), waitAof: false, waitReplicas: 0 };
+  let lastError = '';
+  return new BullmqProducer({
+    onDuplicate: rerunFoldedRecords(config, logger, base),
+    ...base,
+    role: 'mover',
+    onError: (err) => {
+      if (err.message === lastError) return;
+      lastError = err.message;
+      logger.warn({ err: err.message }, 'inbox mover: redis unavailable');
+    },
   });
 }
 

@@ -77,6 +77,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
   });
 
   const probe = async () => ({ ok: true });
+  const inbox = config.ackWrite === 'inbox';
   // Without a spool every body goes to Redis, built whole.
   const largeBytes = deps.spooled ? largeBodyBytes(config.spool.ackBudgetMs) : Number.POSITIVE_INFINITY;
   const gate = config.inflightBytesLimit === null ? null : new ByteGate(config.inflightBytesLimit);
@@ -193,6 +194,8 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     try {
       const result = await producer.enqueue(job).finally(() => metrics.deliveriesWaiting.dec());
       const outcome = result.spooled ? 'spooled' : result.duplicate ? 'duplicate' : 'accepted';
+      // ACK_WRITE=inbox: the job is made after the answer; whether it is a duplicate, and its id, are not known yet.
+      const jobId = inbox ? undefined : result.jobId;
       metrics.deliveries.inc({ outcome });
       const ackMs = reply.elapsedTime;
       metrics.ackSeconds.observe(ackMs / 1000);
@@ -200,19 +203,15 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
         // A large delivery is spooled by design, not because Redis failed: not an enqueue error.
         const large = result.spoolReason === 'large';
         if (!large) metrics.enqueueErrors.inc({ reason: result.spoolReason ?? 'timeout' });
-        log[large ? 'info' : 'warn'](
-          { ...logFields, jobId: result.jobId, outcome, reason: result.spoolReason, ackMs },
-          'delivery',
-        );
+        log[large ? 'info' : 'warn']({ ...logFields, jobId, outcome, reason: result.spoolReason, ackMs }, 'delivery');
       } else {
-        log.info({ ...logFields, jobId: result.jobId, outcome, ackMs }, 'delivery');
+        log.info({ ...logFields, jobId, outcome, ackMs }, 'delivery');
       }
       // Ids are UUIDs (no characters to escape): the answer is written as is, without a serializer.
+      const known = jobId === undefined ? '' : `,"jobId":${JSON.stringify(jobId)},"duplicate":${result.duplicate}`;
       return reply
         .type(JSON_UTF8)
-        .send(
-          `{"ok":true,"deliveryId":"${data.deliveryId}","jobId":${JSON.stringify(result.jobId)},"duplicate":${result.duplicate}${result.spooled ? ',"spooled":true' : ''}}`,
-        );
+        .send(`{"ok":true,"deliveryId":"${data.deliveryId}"${known}${result.spooled ? ',"spooled":true' : ''}}`);
     } catch (err) {
       if (!(err instanceof EnqueueError)) throw err;
       metrics.enqueueErrors.inc({ reason: err.reason });

@@ -33,6 +33,11 @@ export interface Metrics {
   spoolMaxBytes: Gauge;
   spoolQuarantined: Gauge;
   spoolDrained: Counter<'result'>;
+  /** `ACK_WRITE=inbox`: entries in the inbox and their move into jobs. */
+  inboxDepth: Gauge;
+  inboxOldestAge: Gauge;
+  inboxMoved: Counter<'result'>;
+  moveLag: Histogram;
   /** Run before each scrape: gauges read from live objects (the producer, the spool, the queues). */
   beforeScrape: (() => void | Promise<void>)[];
   /** The exposition text, after the `beforeScrape` hooks. */
@@ -109,6 +114,30 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
     registers: listenerRegisters,
   });
   for (const result of ['queued', 'duplicate'] as const) spoolDrained.inc({ result }, 0);
+  // Set by the listener's mover host with ACK_WRITE=inbox (src/listener/mover-host.ts); 0 with ACK_WRITE=job.
+  const inboxDepth = new Gauge({
+    name: 'sellsy_webhooks_inbox_deliveries',
+    help: 'Acknowledged deliveries in the Redis inbox not yet made jobs (ACK_WRITE=inbox), read from Redis when scraped.',
+    registers: listenerRegisters,
+  });
+  const inboxOldestAge = new Gauge({
+    name: 'sellsy_webhooks_inbox_oldest_age_seconds',
+    help: 'Age of the oldest delivery in the Redis inbox (0 when empty): how far the mover is behind.',
+    registers: listenerRegisters,
+  });
+  const inboxMoved = new Counter({
+    name: 'sellsy_webhooks_inbox_moved_total',
+    help: "Inbox entries made jobs by this process's mover: queued (a new job) or duplicate (folded into an earlier job).",
+    labelNames: ['result'] as const,
+    registers: listenerRegisters,
+  });
+  const moveLag = new Histogram({
+    name: 'sellsy_webhooks_move_lag_seconds',
+    help: 'Time from the receipt of a delivery to its BullMQ job, for deliveries moved from the inbox.',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30],
+    registers: listenerRegisters,
+  });
+  for (const result of ['queued', 'duplicate'] as const) inboxMoved.inc({ result }, 0);
   const beforeScrape: (() => void | Promise<void>)[] = [];
   return {
     beforeScrape,
@@ -128,6 +157,10 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
     spoolMaxBytes,
     spoolQuarantined,
     spoolDrained,
+    inboxDepth,
+    inboxOldestAge,
+    inboxMoved,
+    moveLag,
   };
 }
 

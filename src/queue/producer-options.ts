@@ -47,6 +47,11 @@ export interface BullmqProducerOptions {
    * called for a delivery that made a job.
    */
   onDuplicate?: (job: WebhookJob, client: RedisClient) => Promise<void>;
+  /**
+   * `ACK_WRITE=inbox`: a delivery is pushed to the inbox list (src/queue/inbox.ts), not written as a job; the result's
+   * `jobId` is the delivery id and `duplicate` false (the mover finds out later).
+   */
+  inbox?: boolean;
 }
 
 /** The producer settings that come from the configuration. */

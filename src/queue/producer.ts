@@ -25,7 +25,9 @@ import {
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { inspectDurability } from './durability.ts';
 import { FailoverWatch } from './failover-watch.ts';
+import { encodeEntry, inboxKeys } from './inbox.ts';
 import { type BullmqProducerOptions, jobOptionsOf } from './producer-options.ts';
+import { RedisSilence } from './silence.ts';
 import type { EnqueueResult, QueueWriter, RedisHealth } from './writer.ts';
 
 /**
@@ -58,26 +60,26 @@ export class BullmqProducer implements QueueWriter {
   private lastError: string | null = null;
   private closed = false;
   private readonly baseOpts: JobsOptions;
-  /** Writes sent to Redis and not settled yet, and when Redis last made progress on them. */
-  private inFlight = 0;
-  private progressAt = 0;
-  /** The last write failed without an answer from Redis (timeout, lost connection): Redis has been silent since. */
-  private silent = false;
-  private probing = false;
+  /** Whether Redis answers the writes (src/queue/silence.ts). */
+  private readonly silence: RedisSilence;
   /** With `waitAof` or `waitReplicas`: the WAITAOF or WAIT each write waits for, shared by those sent before it. */
   private readonly confirm: GroupConfirm | null;
   /** On a Cluster: the hash slot of the queue's keys, once known (its master is where the writes go). */
   private slot: number | null = null;
   /** With Sentinel: a failover under way, heard from the Sentinels; no write is confirmed meanwhile. */
   private readonly failover: FailoverWatch | null;
+  /** `ACK_WRITE=inbox`: the inbox key the deliveries are pushed to, instead of BullMQ jobs. */
+  private readonly inbox: string | null;
 
   constructor(private readonly opts: BullmqProducerOptions) {
     this.baseOpts = jobOptionsOf(opts);
+    this.inbox = opts.inbox ? inboxKeys(opts.prefix, opts.queueName).inbox : null;
     this.client = createConnection(opts.redis, {
       role: 'fail-fast',
       name: `${opts.queueName}:${opts.role ?? 'producer'}`,
       commandTimeoutMs: Math.max(opts.timeoutMs, opts.commandTimeoutMs ?? 0),
     });
+    this.silence = new RedisSilence(this.client);
     this.client.on('error', (err: Error) => {
       this.lastError = err.message;
       opts.onError?.(err);
@@ -91,9 +93,9 @@ export class BullmqProducer implements QueueWriter {
         : null;
     const confirm = { aof: opts.waitAof ?? false, replicas: opts.waitReplicas ?? 0 };
     this.confirm = needsConfirmation(confirm)
-      ? new GroupConfirm({ ...confirm, timeoutMs: opts.confirmTimeoutMs ?? opts.timeoutMs }, () => {
-          this.progressAt = Date.now();
-        })
+      ? new GroupConfirm({ ...confirm, timeoutMs: opts.confirmTimeoutMs ?? opts.timeoutMs }, () =>
+          this.silence.progressed(),
+        )
       : null;
   }
 
@@ -104,7 +106,7 @@ export class BullmqProducer implements QueueWriter {
   private onConnectionReady(): void {
     if (this.closed) return;
     this.lastError = null;
-    this.silent = false;
+    this.silence.reset();
     this.ensureQueue();
     if (this.opts.onReady) {
       inspectDurability(this.client, this.opts.waitAof).then(this.opts.onReady, (err: Error) =>
@@ -176,29 +178,7 @@ export class BullmqProducer implements QueueWriter {
    * write failed without an answer, Redis counts as stalled until a PING gets one.
    */
   stalled(ms: number): boolean {
-    if (this.silent) {
-      this.probe();
-      return true;
-    }
-    return this.inFlight > 0 && Date.now() - this.progressAt > ms;
-  }
-
-  /** While Redis is silent, a PING (one at a time) finds out when it answers again, instead of a delivery. */
-  private probe(): void {
-    if (this.probing || this.client.status !== 'ready') return;
-    this.probing = true;
-    this.client
-      .ping()
-      .then(
-        () => {
-          this.silent = false;
-          this.progressAt = Date.now();
-        },
-        () => undefined,
-      )
-      .finally(() => {
-        this.probing = false;
-      });
+    return this.silence.stalled(ms);
   }
 
   /**
@@ -246,7 +226,7 @@ export class BullmqProducer implements QueueWriter {
         setImmediate(() => {
           const now = Date.now();
           const waited = now - started;
-          if (waited < limit && now - this.progressAt < step) {
+          if (waited < limit && now - this.silence.progressAt < step) {
             timer = setTimeout(check, Math.min(step, limit - waited));
             return;
           }
@@ -357,38 +337,43 @@ export class BullmqProducer implements QueueWriter {
     // after `add` is called: the uncork waits for the microtask queue to drain (a nextTick scheduled from a
     // microtask runs once the queue is empty). Fewer system calls: less CPU per delivery in the listener and in
     // Redis (docs/benchmarks.md).
+    if (this.inbox !== null) {
+      this.pushTurn(turn, this.inbox, target);
+      return;
+    }
     const stream = turn.length > 1 && !(this.client instanceof Cluster) ? this.client.stream : undefined;
     if (stream) {
       stream.cork();
       void Promise.resolve().then(() => process.nextTick(() => stream.uncork()));
     }
     for (const { name, data, opts, resolve, reject } of turn) {
-      // Silence is counted from the first write Redis did not answer: a write sent while Redis is silent does not
-      // make it look alive.
-      if (this.inFlight++ === 0 && !this.silent) this.progressAt = Date.now();
+      this.silence.sent();
       queue.add(name, data, opts).then(
         (job) => {
-          this.answered();
+          this.silence.answered();
           resolve({ jobId: job.id ?? data.deliveryId, target });
         },
         (err: unknown) => {
-          // A Redis error reply is an answer; a command timeout or a closed connection is not, or a frozen Redis
-          // would look alive each time the commands sent before the freeze time out.
-          if (err instanceof ReplyError) this.answered();
-          else {
-            this.inFlight--;
-            this.silent = true;
-          }
+          this.silence.failed(err);
           reject(err);
         },
       );
     }
   };
 
-  private answered(): void {
-    this.inFlight--;
-    this.progressAt = Date.now();
-    this.silent = false;
+  /** `ACK_WRITE=inbox`: the turn's deliveries in one `RPUSH` to the inbox; the mover makes them jobs. */
+  private pushTurn(turn: PendingAdd[], key: string, target: WriteTarget | null): void {
+    this.silence.sent();
+    this.client.rpush(key, ...turn.map(encodeEntry)).then(
+      () => {
+        this.silence.answered();
+        for (const p of turn) p.resolve({ jobId: p.data.deliveryId, target });
+      },
+      (err: unknown) => {
+        this.silence.failed(err);
+        for (const p of turn) p.reject(err);
+      },
+    );
   }
 
   health(): RedisHealth {

@@ -63,6 +63,9 @@ export async function startTestListener(
     // Tests that read a job right after its 200 need Redis, not the spool, to have answered: on a loaded machine a
     // 10 ms scheduling gap would spool a delivery now and then. Tests of the spool set ACK_BUDGET_MS themselves.
     ACK_BUDGET_MS: '1000',
+    // The 200 waits for the job, so a test can read it at once and see `jobId` and `duplicate` in the answer. The
+    // default, ACK_WRITE=inbox, is tested in test/listener/inbox.test.ts and by every test that runs the CLI.
+    ACK_WRITE: 'job',
     ...env,
   });
   const capture = new LogCapture();
@@ -89,7 +92,7 @@ export async function startTestListener(
     logs: capture.lines,
     async close() {
       await app.close();
-      await producer.close();
+      await opened.close();
       await queue.close();
       inspect.disconnect();
       if (tmp !== null) await rm(tmp, { recursive: true, force: true });

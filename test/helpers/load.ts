@@ -68,21 +68,35 @@ export async function allJobs(queue: Queue) {
 }
 
 /**
- * The zero-loss check: each delivery answered 200 is exactly one job, and no delivery made two jobs.
+ * The zero-loss check: each delivery answered 200 is exactly one job, and no delivery made two jobs. With
+ * ACK_WRITE=inbox the jobs are made after the answers (and, after a kill -9, once the dead mover's lease expired):
+ * waits up to `waitMs` for every answered delivery to have its job (the answer's `jobId`, else its `deliveryId`).
  * Returns the number of jobs.
  */
-export async function assertOneJobPerDelivery(queue: Queue, answers: Answer[], fail: (message: string) => never) {
-  const jobs = await allJobs(queue);
-  const byRelatedId = new Map<string, number>();
-  for (const job of jobs) {
-    const related = String(job.data.event?.relatedId ?? job.data.rawBody);
-    byRelatedId.set(related, (byRelatedId.get(related) ?? 0) + 1);
-  }
-  const duplicated = [...byRelatedId].filter(([, n]) => n > 1);
-  if (duplicated.length > 0) fail(`${duplicated.length} deliveries made more than one job: ${duplicated[0]?.[0]}`);
+export async function assertOneJobPerDelivery(
+  queue: Queue,
+  answers: Answer[],
+  fail: (message: string) => never,
+  waitMs = 20_000,
+) {
   const ok = answers.filter((a) => a.status === 200);
-  const ids = new Set(jobs.map((job) => job.id));
-  const missing = ok.filter((a) => !ids.has(a.body.jobId as string));
-  if (missing.length > 0) fail(`${missing.length} deliveries answered 200 have no job (first: #${missing[0]?.i})`);
-  return jobs.length;
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const jobs = await allJobs(queue);
+    const ids = new Set(jobs.map((job) => job.id));
+    const missing = ok.filter((a) => !ids.has((a.body.jobId ?? a.body.deliveryId) as string));
+    if (missing.length > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      continue;
+    }
+    const byRelatedId = new Map<string, number>();
+    for (const job of jobs) {
+      const related = String(job.data.event?.relatedId ?? job.data.rawBody);
+      byRelatedId.set(related, (byRelatedId.get(related) ?? 0) + 1);
+    }
+    const duplicated = [...byRelatedId].filter(([, n]) => n > 1);
+    if (duplicated.length > 0) fail(`${duplicated.length} deliveries made more than one job: ${duplicated[0]?.[0]}`);
+    if (missing.length > 0) fail(`${missing.length} deliveries answered 200 have no job (first: #${missing[0]?.i})`);
+    return jobs.length;
+  }
 }
