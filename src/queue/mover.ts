@@ -36,6 +36,8 @@ export interface MoverOptions {
   batch?: number;
   /** Lease length, ms; renewed every third of it. Default 5,000. */
   leaseMs?: number;
+  /** Job writes sent together, at most. Default 16. */
+  pipeline?: number;
   /** Longest blocking wait on an empty inbox, s. Default 1. */
   waitS?: number;
   logger?: Logger;
@@ -52,6 +54,7 @@ export class InboxMover {
   private readonly batch: number;
   private readonly leaseMs: number;
   private readonly waitS: number;
+  private readonly pipeline: number;
   private stopping = false;
   /** Stopping, once the inbox is empty or at this time (ms), whichever comes first. */
   private drainUntil: number | null = null;
@@ -66,6 +69,7 @@ export class InboxMover {
     this.batch = opts.batch ?? 200;
     this.leaseMs = opts.leaseMs ?? 5_000;
     this.waitS = opts.waitS ?? 1;
+    this.pipeline = opts.pipeline ?? 16;
   }
 
   get holdsLease(): boolean {
@@ -152,7 +156,10 @@ export class InboxMover {
           continue;
         }
         this.backoffMs = Math.min(RETRY_MAX_MS, Math.max(RETRY_MIN_MS, this.backoffMs * 2));
-        this.opts.logger?.warn({ err: message, retryInMs: this.backoffMs }, 'inbox mover: batch not moved; retrying');
+        // Stopping: the blocking wait ends with its connection closed, which is no failure.
+        if (this.drainUntil === null) {
+          this.opts.logger?.warn({ err: message, retryInMs: this.backoffMs }, 'inbox mover: batch not moved; retrying');
+        }
         await this.pause(this.backoffMs);
       }
     }
@@ -161,7 +168,7 @@ export class InboxMover {
   /** Writes every entry as a job; rejects if any write failed (the batch stays in `moving`). */
   private async write(entries: string[]): Promise<MovedReport> {
     const report: MovedReport = { queued: 0, duplicate: 0, lagsMs: [] };
-    const writes = entries.map(async (entry) => {
+    const writeOne = async (entry: string) => {
       let job: ReturnType<typeof decodeEntry>;
       try {
         job = decodeEntry(entry);
@@ -175,10 +182,14 @@ export class InboxMover {
       else report.queued++;
       const receivedMs = Date.parse(job.data.receivedAt);
       if (Number.isFinite(receivedMs)) report.lagsMs.push(Date.now() - receivedMs);
-    });
-    const settled = await Promise.allSettled(writes);
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed) throw failed.reason;
+    };
+    // A few jobs at a time: Redis runs a client's pipelined commands back to back, and a long run of job scripts
+    // would hold up the listeners' inbox writes (their acknowledgements) behind it.
+    for (let i = 0; i < entries.length; i += this.pipeline) {
+      const settled = await Promise.allSettled(entries.slice(i, i + this.pipeline).map(writeOne));
+      const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (failed) throw failed.reason;
+    }
     return report;
   }
 
