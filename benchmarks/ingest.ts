@@ -59,8 +59,8 @@
  * BENCH_TOPOLOGIES (1: the Redis topology benchmark, standalone, replica, Sentinel and Cluster with their failovers,
  * run last, see benchmarks/topologies.ts for its BENCH_TOPOLOGIES_* options; 0 skips it).
  * Duration: about rounds × targets × (2 × warmup + burst + open-warmup + duration + ~10 s of start-up and settling),
- * so the default ingest phases (3 rounds × 6 targets × 2 phases) take about 15 minutes on a quiet machine, and the 5
- * freeze rounds about 4 more, plus any wait for foreign load to drop and any repeated runs; the estimate is printed
+ * so the default ingest phases (3 rounds × 6 targets × 2 phases) take about 10 minutes on a quiet machine, and the 5
+ * freeze rounds about 3–4 more, plus any wait for foreign load to drop and any repeated runs; the estimate is printed
  * at the start.
  * Prints tables, ratios, the targets' verdicts and the total wall time; writes every run of every round (with its
  * acknowledgements and sustained jobs), the per-round ratios, the per-target medians, the ratio summaries, the
