@@ -10,14 +10,18 @@
  *                                                             request logging, one BullMQ `queue.add` (default
  *                                                             connection options) per request, then 200; no
  *                                                             deadline, no spool (the fault benchmark's reference)
+ *   node --import tsx benchmarks/reference-servers.ts naive-nolog
+ *                                                             the same design without request logging (Fastify's
+ *                                                             logger off): what naive's log lines cost
  *
  * Why: the listener's throughput only means something next to what Fastify alone can do on this machine (bare),
  * and its latency next to the least any "write to Redis, then answer" service must pay (floor).
  *
- * Both keep `application/json` bodies as the raw string (no JSON.parse), the cheapest path Fastify offers; the
- * listener does more (parses, builds a job, runs BullMQ's Lua script), so the ratios are conservative.
+ * bare and floor keep `application/json` bodies as the raw string (no JSON.parse), the cheapest path Fastify
+ * offers; the listener does more (parses, builds a job, runs BullMQ's Lua script), so the ratios are conservative.
  *
- * Environment: PORT (required), HOST (127.0.0.1), REDIS_URL (floor only).
+ * Environment: PORT (required), HOST (127.0.0.1), REDIS_URL (floor, naive, naive-nolog), QUEUE_NAME (naive,
+ * naive-nolog; sellsy-webhooks).
  * `GET /readyz` answers 200 once the server can serve (floor: once Redis answers PING).
  * Exits on SIGTERM/SIGINT, and when its stdin closes (the benchmark that started it is gone).
  */
@@ -27,8 +31,10 @@ import { Redis } from 'ioredis';
 import { FLOOR_KEY, WEBHOOK_PATH } from './lib/bodies.ts';
 
 const mode = process.argv[2];
-if (mode !== 'bare' && mode !== 'floor' && mode !== 'naive') {
-  process.stderr.write('usage: reference-servers.ts bare|floor|naive   (env PORT, HOST, REDIS_URL, QUEUE_NAME)\n');
+if (mode !== 'bare' && mode !== 'floor' && mode !== 'naive' && mode !== 'naive-nolog') {
+  process.stderr.write(
+    'usage: reference-servers.ts bare|floor|naive|naive-nolog   (env PORT, HOST, REDIS_URL, QUEUE_NAME)\n',
+  );
   process.exit(2);
 }
 const port = Number(process.env.PORT);
@@ -49,7 +55,7 @@ app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, b
 });
 
 const naive =
-  mode === 'naive'
+  mode === 'naive' || mode === 'naive-nolog'
     ? new Queue(process.env.QUEUE_NAME ?? 'sellsy-webhooks', { connection: { url: process.env.REDIS_URL } })
     : null;
 

@@ -1,7 +1,8 @@
 /**
- * The ingest benchmark's measurements: saturation (closed loop, autocannon in this process) and fixed rate (open loop,
- * benchmarks/open-loop.ts), each on a fresh target and an empty Redis, in rounds of rotated order; and the check
- * that Redis holds one write per acknowledged delivery.
+ * The ingest benchmark's measurements: saturation (closed loop, autocannon in this process: acknowledgements and the
+ * writes sustained until the last is in Redis) and fixed rate (open loop, benchmarks/open-loop.ts), each on a fresh
+ * target and an empty Redis, in rounds of rotated order; and the check that Redis holds one write per acknowledged
+ * delivery.
  */
 import autocannon from 'autocannon';
 import { autocannonRequests, runOpenLoop } from '../lib/load.ts';
@@ -12,6 +13,7 @@ import type { PrivateRedis } from '../lib/redis.ts';
 import { f } from '../lib/report.ts';
 import { type LatencySummary, Samples, summarize } from '../lib/stats.ts';
 import type { Options, TargetName } from './options.ts';
+import { awaitWrites, type Sustained } from './sustained.ts';
 import { startTarget } from './targets.ts';
 
 /**
@@ -39,6 +41,8 @@ export interface Measured {
   signKey?: string;
   /** Jobs or list entries now in Redis, once the server has written what it acknowledged; null: it writes nothing. */
   countWrites(): Promise<number | null>;
+  /** The same count right now, polled after a saturation burst (./sustained.ts); countWrites when not given. */
+  countNow?(): Promise<number | null>;
   /** Deliveries answered from the listener's spool so far; null for a server without one. */
   spooled(): Promise<number | null>;
   /** CPU of the server, Redis and the generator (`generatorPid`) from now until `read`. */
@@ -55,7 +59,10 @@ export interface SaturationFigures {
   connections: number;
   durationS: number;
   requests2xx: number;
+  /** Acknowledgements per second: 2xx answers of the burst ÷ its duration. */
   rps: number;
+  /** Writes per second sustained until the last of the burst was in Redis; null for bare. */
+  sustained: Sustained | null;
   latency: LatencySummary;
   non2xx: number;
   errors: number;
@@ -92,12 +99,19 @@ async function warmUp(target: Measured, opts: LoadOptions, counter: { next: numb
   return { ok2xx: warm['2xx'] };
 }
 
-/** Closed loop: autocannon (in this process) after a warm-up, and the check that Redis holds every acknowledged write. */
+/**
+ * Closed loop: autocannon (in this process) for a burst of `opts.durationS` after a warm-up; its acknowledgements per
+ * second, the writes per second sustained until the last one is in Redis (./sustained.ts), and the check that Redis
+ * holds every acknowledged write.
+ */
 export async function saturation(target: Measured, opts: LoadOptions, idBase: number): Promise<SaturationFigures> {
   const counter = { next: idBase };
   const warm = await warmUp(target, opts, counter);
+  // The warm-up's writes, settled, so that the burst's own can be timed.
+  const before = await stableWrites(target);
   const latencies = new Samples();
   const meter = target.meter(process.pid);
+  const startedAt = performance.now();
   const run = autocannon({
     url: target.url,
     connections: opts.connections,
@@ -111,6 +125,13 @@ export async function saturation(target: Measured, opts: LoadOptions, idBase: nu
   });
   const result = await run;
   const cpu = meter.read();
+  const sustained =
+    before === null
+      ? null
+      : await awaitWrites(
+          { countNow: target.countNow ?? target.countWrites, countWrites: target.countWrites },
+          { startedAt, before, acknowledged: result['2xx'] },
+        );
   const statusCodes: Record<string, number> = {};
   for (const [code, { count }] of Object.entries(result.statusCodeStats)) statusCodes[code] = Number(count);
 
@@ -118,7 +139,7 @@ export async function saturation(target: Measured, opts: LoadOptions, idBase: nu
   // them, so Redis may hold that many more writes than 2xx answers, but never fewer, nor more than were sent.
   const acknowledged = warm.ok2xx + result['2xx'];
   const sent = counter.next - idBase;
-  const writes = await stableWrites(target);
+  const writes = sustained === null || before === null ? null : before + sustained.added;
   const check: WriteCheck =
     writes === null
       ? { acknowledged, sent, writes, ok: null, note: 'bare writes nothing' }
@@ -134,6 +155,7 @@ export async function saturation(target: Measured, opts: LoadOptions, idBase: nu
     durationS: result.duration,
     requests2xx: result['2xx'],
     rps: result['2xx'] / result.duration,
+    sustained,
     latency: summarize(latencies.values()),
     non2xx: result.non2xx,
     errors: result.errors,
@@ -265,10 +287,14 @@ export async function measureAll(opts: Options, redis: PrivateRedis): Promise<Me
           try {
             const idBase = runIndex * 100_000_000; // unique bodies across runs
             if (phase === 'saturation') {
-              const r = { target: name, ...(await saturation(measured, opts, idBase)), round, attempt };
+              const burst = { ...opts, durationS: opts.burstS };
+              const r = { target: name, ...(await saturation(measured, burst, idBase)), round, attempt };
               m.saturation.push(r);
               other = r.cpu.other;
-              process.stderr.write(` ${f(r.rps, 0)} req/s, p99 ${f(r.latency.p99)} ms, other load ${f(other, 0)}%\n`);
+              const jobs = r.sustained ? `, ${f(r.sustained.writesPerS, 0)} jobs/s` : '';
+              process.stderr.write(
+                ` ${f(r.rps, 0)} acks/s${jobs}, p99 ${f(r.latency.p99)} ms, other load ${f(other, 0)}%\n`,
+              );
             } else {
               const r = { target: name, ...(await fixedRate(measured, opts, idBase)), round, attempt };
               m.fixedRate.push(r);

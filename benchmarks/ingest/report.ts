@@ -19,6 +19,10 @@ export function runWarnings(m: Measurements, opts: Options): string[] {
   const warnings: string[] = [...m.incidents];
   const where = (phase: Phase, r: { target: TargetName; round: number }) => `${phase} round ${r.round} ${r.target}`;
   for (const r of m.saturation) {
+    if (r.sustained !== null && !r.sustained.settled)
+      warnings.push(
+        `${where('saturation', r)}: ${r.sustained.added} writes for ${r.requests2xx} acknowledged in the burst, not settled ${f(r.sustained.lastWriteAfterS, 1)} s after its start`,
+      );
     if (r.spooled)
       warnings.push(
         `${where('saturation', r)}: ${r.spooled} deliveries went to the spool (Redis slower than ACK_BUDGET_MS)`,
@@ -99,13 +103,14 @@ export function measurementReport(input: ReportInput): string[] {
   );
   out.push('');
   out.push(
-    `Saturation (closed loop): autocannon, ${opts.connections} connections, pipelining 1, ${opts.durationS} s after a ${opts.warmupS} s warm-up; latency of 2xx, ms`,
+    `Saturation (closed loop): autocannon, ${opts.connections} connections, pipelining 1, ${opts.burstS} s bursts after a ${opts.warmupS} s warm-up; latency of 2xx, ms`,
   );
   out.push(
     table(
       [
         'target',
-        'req/s',
+        'acks/s',
+        'jobs/s',
         'p50',
         'p99',
         'p99.9',
@@ -117,11 +122,13 @@ export function measurementReport(input: ReportInput): string[] {
         'gen',
         'other',
         'writes check',
-        'req/s by round',
+        'acks/s by round',
+        'jobs/s by round',
       ],
       sat.map((s) => [
         s.target,
         f(s.rps, 0),
+        f(s.writesPerS, 0),
         f(s.latency.p50),
         f(s.latency.p99),
         f(s.latency.p999),
@@ -134,6 +141,7 @@ export function measurementReport(input: ReportInput): string[] {
         f(s.cpu.other, 0),
         writesCell(s.writes),
         joinRounds(s.rpsByRound, 0),
+        joinRounds(s.writesPerSByRound, 0),
       ]),
     ),
   );
@@ -188,10 +196,16 @@ export function measurementReport(input: ReportInput): string[] {
     `Each figure is the median of the ${rounds} rounds' figures (each column on its own); non2xx and errors are totals over the rounds.`,
   );
   out.push(
+    'acks/s: 2xx answers ÷ burst time. jobs/s: acknowledged ÷ seconds from the burst start until the last job (floor: list',
+  );
+  out.push(
+    'entry) was in Redis, its count polled until it stopped growing and any spool drained; equal to acks/s when written before the 200.',
+  );
+  out.push(
     'cpu%: % of one core during the measured window; other = the rest of the machine (foreign load, unattributed kernel time).',
   );
   out.push(
-    'writes check: rounds in which jobs (listener) or LPUSHed entries (floor) added to Redis matched the 2xx answers. Saturation',
+    'writes check: rounds in which jobs (listener, naive) or LPUSHed entries (floor) added to Redis matched the 2xx answers. Saturation',
   );
   out.push(
     'counts the warm-up too and may exceed by the requests in flight when autocannon stopped; fixed rate must match exactly.',

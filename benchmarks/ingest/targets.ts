@@ -1,6 +1,6 @@
 /**
  * The ingest benchmark's targets, each its own process on a free 127.0.0.1 port against the private Redis: the
- * listener (with or without a signing key) and the reference servers (bare, floor, naive).
+ * listener (with or without a signing key) and the reference servers (bare, floor, naive, naive-nolog).
  */
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
@@ -26,8 +26,10 @@ export interface Target {
   /** Listener: its BullMQ queue. */
   queueName?: string;
   signKey?: string;
-  /** Jobs (listener) or list entries (floor) now in Redis; null for bare. */
+  /** Jobs (listener, naive) or list entries (floor) in Redis once the listener's spool is empty; null for bare. */
   countWrites(): Promise<number | null>;
+  /** The same count as it is right now, without waiting for a spool (polled to see when the last job appears). */
+  countNow(): Promise<number | null>;
   /** Listener: deliveries answered from the local spool since it started (its metrics); null for the others. */
   spooled(): Promise<number | null>;
   /** Stops the target; returns a description if it had died on its own before that, else null. */
@@ -53,33 +55,38 @@ export async function startTarget(name: TargetName, redis: PrivateRedis): Promis
       ...(signKey ? { SELLSY_SIGN_KEY: signKey } : {}),
     });
   } else {
-    if (name === 'naive') queueName = `bench-naive-${randomBytes(4).toString('hex')}`;
+    if (name === 'naive' || name === 'naive-nolog') queueName = `bench-${name}-${randomBytes(4).toString('hex')}`;
     service = startReferenceServer(name, { ...env, ...(queueName ? { QUEUE_NAME: queueName } : {}) });
   }
   const { child } = service;
   await waitForHttp200(`${url}/readyz`, child, 20_000, () => `${name} stderr:\n${service.output()}`);
+  // One connection for every count of the run: the saturation phase polls the count every few milliseconds.
+  const queue =
+    queueName === undefined ? null : new Queue(queueName, { connection: { host: '127.0.0.1', port: redis.port } });
+  const countNow = async (): Promise<number | null> => {
+    if (name === 'floor') return redis.client.llen(FLOOR_KEY);
+    return queue === null ? null : jobCount(queue);
+  };
+  const isListener = name === 'listener' || name === 'listener-signed';
+  const stop = stopper(service, name, spoolDir);
   return {
     name,
     url,
     pid: child.pid,
     queueName,
     signKey,
+    countNow,
     async countWrites() {
-      if (name === 'bare') return null;
-      if (name === 'floor') return redis.client.llen(FLOOR_KEY);
       // Deliveries answered from the spool are jobs only once drained (within a second or so).
-      await spoolDrained(url, 10_000);
-      const queue = new Queue(queueName as string, { connection: { host: '127.0.0.1', port: redis.port } });
-      try {
-        return await jobCount(queue);
-      } finally {
-        await queue.close();
-      }
+      if (isListener) await spoolDrained(url, 10_000);
+      return countNow();
     },
     async spooled() {
-      if (name !== 'listener' && name !== 'listener-signed') return null;
-      return spooledSoFar(url);
+      return isListener ? spooledSoFar(url) : null;
     },
-    stop: stopper(service, name, spoolDir),
+    async stop() {
+      await queue?.close().catch(() => undefined);
+      return stop();
+    },
   };
 }

@@ -47,8 +47,14 @@ export function startService(
   return { child, output: () => `${out()}${err()}`.trim() };
 }
 
-/** Starts benchmarks/reference-servers.ts `mode` (bare, floor or naive); it exits when our end of its stdin closes. */
-export function startReferenceServer(mode: 'bare' | 'floor' | 'naive', env: NodeJS.ProcessEnv): Service {
+/**
+ * Starts benchmarks/reference-servers.ts `mode` (bare, floor, naive or naive-nolog); it exits when our end of its
+ * stdin closes.
+ */
+export function startReferenceServer(
+  mode: 'bare' | 'floor' | 'naive' | 'naive-nolog',
+  env: NodeJS.ProcessEnv,
+): Service {
   const child = track(
     spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'benchmarks/reference-servers.ts'), mode], {
       cwd: ROOT,
