@@ -227,7 +227,7 @@ export class BullmqProducer implements QueueWriter {
           const now = Date.now();
           const waited = now - started;
           if (waited < limit && now - this.silence.progressAt < step) {
-            timer = setTimeout(check, Math.min(step, limit - waited));
+            timer = setTimeout(check, Math.min(this.silence.untilSilent(step), limit - waited));
             return;
           }
           if (written.added) {
@@ -248,7 +248,9 @@ export class BullmqProducer implements QueueWriter {
           reject(new EnqueueError(why, 'timeout'));
         });
       };
-      timer = setTimeout(check, step);
+      // When Redis already sits on earlier writes, this one is checked when their silence reaches `step`, not a full
+      // `step` after it was sent: at a freeze's onset, only the first delivery waits the whole budget.
+      timer = setTimeout(check, this.silence.untilSilent(step));
     });
     const written = { added: false };
     const write = this.write(queue, job.name, data, opts, written);

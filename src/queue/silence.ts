@@ -37,6 +37,15 @@ export class RedisSilence {
     return this.inFlight > 0 && Date.now() - this.progressAt > ms;
   }
 
+  /**
+   * How long until Redis has been silent for `ms` (at least 1 ms): from its last answer while earlier writes wait on
+   * it, else (nothing waiting, or Redis already counted silent) `ms` from now.
+   */
+  untilSilent(ms: number): number {
+    if (this.inFlight === 0 || this.silent) return ms;
+    return Math.max(1, Math.min(ms, this.progressAt + ms - Date.now()));
+  }
+
   /** A write is sent. Silence is counted from the first write Redis did not answer: one sent while Redis is silent
    * does not make it look alive. */
   sent(): void {

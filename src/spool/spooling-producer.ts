@@ -247,7 +247,12 @@ export class SpoolingProducer implements Producer {
    */
   kick(): void {
     if (this.draining !== null || this.closed || Date.now() < this.retryAt) return;
-    const redisAnswers = this.drainQueue.health().ready && !this.drainQueue.stalled(this.opts.ackBudgetMs);
+    // Both connections must look alive: the drain's own has sent nothing yet when Redis freezes, and a pass started
+    // then would read the spool and fill the thread pool beside the live deliveries' appends.
+    const redisAnswers =
+      this.drainQueue.health().ready &&
+      !this.drainQueue.stalled(this.opts.ackBudgetMs) &&
+      !this.queue.stalled(this.opts.ackBudgetMs);
     if (this.spool.status().depth > 0 && redisAnswers) {
       const before = { ...this.drainer.total };
       const report = () => {
