@@ -43,6 +43,8 @@ export interface Measured {
   countWrites(): Promise<number | null>;
   /** The same count right now, polled after a saturation burst (./sustained.ts); countWrites when not given. */
   countNow?(): Promise<number | null>;
+  /** Receipt-to-job lag of the jobs received since `sinceMs` (./move-lag.ts); absent for a server without jobs. */
+  moveLag?(sinceMs: number): Promise<LatencySummary>;
   /** Deliveries answered from the listener's spool so far; null for a server without one. */
   spooled(): Promise<number | null>;
   /** CPU of the server, Redis and the generator (`generatorPid`) from now until `read`. */
@@ -78,6 +80,8 @@ export type SaturationResult = SaturationFigures & { target: TargetName };
 export interface FixedRateFigures extends OpenLoopResult {
   cpu: Cpu;
   writes: WriteCheck;
+  /** The listener's: from each delivery's receipt to its job, over the measured window. */
+  moveLag: LatencySummary | null;
 }
 export type FixedRateResult = FixedRateFigures & { target: TargetName };
 
@@ -181,6 +185,7 @@ export async function fixedRate(target: Measured, opts: LoadOptions, idBase: num
   // hundred ms that takes 2–3 s to drain; that transient is not the steady state the window measures. It stays
   // visible in the result's `timeline` (atS < 0), and a backlog still present at the window start is warned about.
   // CPU is measured from the start of the measured window until the generator prints its result.
+  let windowStart = Date.now();
   const { result, cpu } = await runOpenLoop<Cpu>({
     url: target.url,
     rate: opts.rate,
@@ -191,6 +196,9 @@ export async function fixedRate(target: Measured, opts: LoadOptions, idBase: num
     env: { ...baseEnv(), ...(target.signKey ? { BENCH_SIGN_KEY: target.signKey } : {}) },
     label: target.label,
     meter: (generator) => target.meter(generator),
+    onWindow: () => {
+      windowStart = Date.now();
+    },
   });
 
   const acknowledged = result.all.ok2xx - result.all.notQueued;
@@ -207,7 +215,8 @@ export async function fixedRate(target: Measured, opts: LoadOptions, idBase: num
           note: `${writes} writes for ${acknowledged} acknowledged`,
         };
   const none: Cpu = { server: NaN, redis: NaN, generator: NaN, other: NaN };
-  return { ...result, cpu: cpu ?? none, writes: check };
+  const moveLag = target.moveLag ? await target.moveLag(windowStart) : null;
+  return { ...result, cpu: cpu ?? none, writes: check, moveLag };
 }
 
 /** Jobs or list entries in Redis once the count stops moving (in-flight requests finish their writes). */

@@ -2,6 +2,7 @@
  * The ingest benchmark's targets, each its own process on a free 127.0.0.1 port against the private Redis: the
  * listener (with or without a signing key) and the reference servers (bare, floor, naive, naive-nolog).
  */
+
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { FLOOR_KEY } from '../lib/bodies.ts';
@@ -17,6 +18,7 @@ import {
   startService,
   stopper,
 } from '../lib/service.ts';
+import { moveLag } from './move-lag.ts';
 import type { TargetName } from './options.ts';
 
 export interface Target {
@@ -84,6 +86,9 @@ export async function startTarget(name: TargetName, redis: PrivateRedis): Promis
     async spooled() {
       return isListener ? spooledSoFar(url) : null;
     },
+    ...(isListener && queueName !== undefined
+      ? { moveLag: (sinceMs: number) => moveLag(redis.client, 'bull', queueName as string, sinceMs) }
+      : {}),
     async stop() {
       await queue?.close().catch(() => undefined);
       return stop();

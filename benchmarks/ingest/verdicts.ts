@@ -127,6 +127,20 @@ export function issueTargets(
       { ok: listenerFix.length > 0 && failed === 0, detail: `non-2xx, errors or unanswered: ${failed}` },
     ),
   );
+
+  // The inbox's condition: each job exists within 10 ms of its delivery (p99, every fixed-rate round).
+  const lags = listenerFix.flatMap((r) => (r.moveLag !== null && r.moveLag.count > 0 ? [r.moveLag] : []));
+  const lagLabel = `the job within p99 ≤ 10 ms of the delivery's receipt at ${opts.rate} req/s`;
+  verdicts.push(
+    lags.length === 0
+      ? { target: 4, label: lagLabel, verdict: 'NOT MEASURED', detail: 'no listener fixed-rate run' }
+      : {
+          target: 4,
+          label: lagLabel,
+          verdict: lags.length === listenerFix.length && lags.every((l) => l.p99 <= 10) ? 'PASS' : 'FAIL',
+          detail: `p99/max by round, ms: ${lags.map((l) => `${f(l.p99)}/${f(l.max)}`).join(', ')} (${lags.map((l) => l.count).join(', ')} jobs)`,
+        },
+  );
   return verdicts;
 }
 
