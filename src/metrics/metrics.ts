@@ -53,6 +53,7 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
   const registry = new Registry();
   if (options.processMetrics !== false) collectDefaultMetrics({ register: registry });
   const listenerRegisters = options.listener === false ? [] : [registry];
+  const listenerGauge = (name: string, help: string) => new Gauge({ name, help, registers: listenerRegisters });
   const deliveries = new Counter({
     name: 'sellsy_webhooks_deliveries_total',
     help: 'Webhook deliveries received, by outcome.',
@@ -72,41 +73,28 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
     labelNames: ['reason'] as const,
     registers: listenerRegisters,
   });
-  const redisUp = new Gauge({
-    name: 'sellsy_webhooks_redis_up',
-    help: '1 when the listener can write to the queue, else 0.',
-    registers: listenerRegisters,
-  });
-  const deliveriesWaiting = new Gauge({
-    name: 'sellsy_webhooks_deliveries_waiting',
-    help: 'Deliveries read whose answer waits on the queue write or the spool; grows while Redis is slow.',
-    registers: listenerRegisters,
-  });
-  const spoolDepth = new Gauge({
-    name: 'sellsy_webhooks_spool_deliveries',
-    help: 'Deliveries in the local spool, waiting for Redis.',
-    registers: listenerRegisters,
-  });
-  const spoolBytes = new Gauge({
-    name: 'sellsy_webhooks_spool_bytes',
-    help: 'Size of the local spool files.',
-    registers: listenerRegisters,
-  });
-  const spoolOldestAge = new Gauge({
-    name: 'sellsy_webhooks_spool_oldest_age_seconds',
-    help: 'Age of the oldest delivery in the local spool (0 when empty).',
-    registers: listenerRegisters,
-  });
-  const spoolMaxBytes = new Gauge({
-    name: 'sellsy_webhooks_spool_max_bytes',
-    help: 'SPOOL_MAX_BYTES: the size the spool may reach; past it deliveries are lost or refused.',
-    registers: listenerRegisters,
-  });
-  const spoolQuarantined = new Gauge({
-    name: 'sellsy_webhooks_spool_quarantined',
-    help: 'Spooled deliveries Redis could not take, moved aside to quarantine-<n>.log in SPOOL_DIR (kept; `sellsy-webhooks spool drain` requeues them).',
-    registers: listenerRegisters,
-  });
+  const redisUp = listenerGauge('sellsy_webhooks_redis_up', '1 when the listener can write to the queue, else 0.');
+  const deliveriesWaiting = listenerGauge(
+    'sellsy_webhooks_deliveries_waiting',
+    'Deliveries read whose answer waits on the queue write or the spool; grows while Redis is slow.',
+  );
+  const spoolDepth = listenerGauge(
+    'sellsy_webhooks_spool_deliveries',
+    'Deliveries in the local spool, waiting for Redis.',
+  );
+  const spoolBytes = listenerGauge('sellsy_webhooks_spool_bytes', 'Size of the local spool files.');
+  const spoolOldestAge = listenerGauge(
+    'sellsy_webhooks_spool_oldest_age_seconds',
+    'Age of the oldest delivery in the local spool (0 when empty).',
+  );
+  const spoolMaxBytes = listenerGauge(
+    'sellsy_webhooks_spool_max_bytes',
+    'SPOOL_MAX_BYTES: the size the spool may reach; past it deliveries are lost or refused.',
+  );
+  const spoolQuarantined = listenerGauge(
+    'sellsy_webhooks_spool_quarantined',
+    'Spooled deliveries Redis could not take, moved aside to quarantine-<n>.log in SPOOL_DIR (kept; `sellsy-webhooks spool drain` requeues them).',
+  );
   const spoolDrained = new Counter({
     name: 'sellsy_webhooks_spool_drained_total',
     help: 'Spooled deliveries moved to the queue: queued (as their own job), or duplicate (an earlier delivery with the same bytes had a job).',
@@ -115,16 +103,14 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
   });
   for (const result of ['queued', 'duplicate'] as const) spoolDrained.inc({ result }, 0);
   // Set by the listener's mover host with ACK_WRITE=inbox (src/listener/mover-host.ts); 0 with ACK_WRITE=job.
-  const inboxDepth = new Gauge({
-    name: 'sellsy_webhooks_inbox_deliveries',
-    help: 'Acknowledged deliveries in the Redis inbox not yet made jobs (ACK_WRITE=inbox), read from Redis when scraped.',
-    registers: listenerRegisters,
-  });
-  const inboxOldestAge = new Gauge({
-    name: 'sellsy_webhooks_inbox_oldest_age_seconds',
-    help: 'Age of the oldest delivery in the Redis inbox (0 when empty): how far the mover is behind.',
-    registers: listenerRegisters,
-  });
+  const inboxDepth = listenerGauge(
+    'sellsy_webhooks_inbox_deliveries',
+    'Acknowledged deliveries in the Redis inbox not yet made jobs (ACK_WRITE=inbox), read from Redis when scraped.',
+  );
+  const inboxOldestAge = listenerGauge(
+    'sellsy_webhooks_inbox_oldest_age_seconds',
+    'Age of the oldest delivery in the Redis inbox (0 when empty): how far the mover is behind.',
+  );
   const inboxMoved = new Counter({
     name: 'sellsy_webhooks_inbox_moved_total',
     help: "Inbox entries made jobs by this process's mover: queued (a new job) or duplicate (folded into an earlier job).",
