@@ -54,6 +54,12 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
   if (options.processMetrics !== false) collectDefaultMetrics({ register: registry });
   const listenerRegisters = options.listener === false ? [] : [registry];
   const listenerGauge = (name: string, help: string) => new Gauge({ name, help, registers: listenerRegisters });
+  /** Deliveries made jobs, by `result`: `queued` (a new job) or `duplicate`; both exported from the start. */
+  const queuedOrDuplicate = (name: string, help: string) => {
+    const counter = new Counter({ name, help, labelNames: ['result'] as const, registers: listenerRegisters });
+    for (const result of ['queued', 'duplicate'] as const) counter.inc({ result }, 0);
+    return counter;
+  };
   const deliveries = new Counter({
     name: 'sellsy_webhooks_deliveries_total',
     help: 'Webhook deliveries received, by outcome.',
@@ -95,13 +101,10 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
     'sellsy_webhooks_spool_quarantined',
     'Spooled deliveries Redis could not take, moved aside to quarantine-<n>.log in SPOOL_DIR (kept; `sellsy-webhooks spool drain` requeues them).',
   );
-  const spoolDrained = new Counter({
-    name: 'sellsy_webhooks_spool_drained_total',
-    help: 'Spooled deliveries moved to the queue: queued (as their own job), or duplicate (an earlier delivery with the same bytes had a job).',
-    labelNames: ['result'] as const,
-    registers: listenerRegisters,
-  });
-  for (const result of ['queued', 'duplicate'] as const) spoolDrained.inc({ result }, 0);
+  const spoolDrained = queuedOrDuplicate(
+    'sellsy_webhooks_spool_drained_total',
+    'Spooled deliveries moved to the queue: queued (as their own job), or duplicate (an earlier delivery with the same bytes had a job).',
+  );
   // Set by the listener's mover host with ACK_WRITE=inbox (src/listener/mover-host.ts); 0 with ACK_WRITE=job.
   const inboxDepth = listenerGauge(
     'sellsy_webhooks_inbox_deliveries',
@@ -111,19 +114,16 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
     'sellsy_webhooks_inbox_oldest_age_seconds',
     'Age of the oldest delivery in the Redis inbox (0 when empty): how far the mover is behind.',
   );
-  const inboxMoved = new Counter({
-    name: 'sellsy_webhooks_inbox_moved_total',
-    help: "Inbox entries made jobs by this process's mover: queued (a new job) or duplicate (folded into an earlier job).",
-    labelNames: ['result'] as const,
-    registers: listenerRegisters,
-  });
+  const inboxMoved = queuedOrDuplicate(
+    'sellsy_webhooks_inbox_moved_total',
+    "Inbox entries made jobs by this process's mover: queued (a new job) or duplicate (folded into an earlier job).",
+  );
   const moveLag = new Histogram({
     name: 'sellsy_webhooks_move_lag_seconds',
     help: 'Time from the receipt of a delivery to its BullMQ job, for deliveries moved from the inbox.',
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30],
     registers: listenerRegisters,
   });
-  for (const result of ['queued', 'duplicate'] as const) inboxMoved.inc({ result }, 0);
   const beforeScrape: (() => void | Promise<void>)[] = [];
   return {
     beforeScrape,
