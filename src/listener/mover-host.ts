@@ -10,7 +10,7 @@ import type { Config } from '../config/config.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { RedisClient } from '../queue/connection.ts';
 import { inboxKeys, inboxStatus } from '../queue/inbox.ts';
-import type { MoverMessage } from './mover-thread.ts';
+import type { MoverMessage } from '../queue/mover.ts';
 
 export interface MoverHost {
   stop(): Promise<void>;

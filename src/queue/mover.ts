@@ -26,6 +26,9 @@ export interface MovedReport {
   lagsMs: number[];
 }
 
+/** What a mover running in a thread tells the thread that started it. */
+export type MoverMessage = ({ type: 'moved' } & MovedReport) | { type: 'lease'; held: boolean } | { type: 'stopped' };
+
 export interface MoverOptions {
   keys: InboxKeys;
   /** Writes the jobs; its connection also carries the lease and claim scripts (short, bounded commands). */
