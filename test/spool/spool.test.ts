@@ -5,7 +5,8 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { appendFile, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -211,4 +212,29 @@ test('spool status reads the files without the lock and without changing them', 
   assert.equal(status.bytes, spool.status().bytes);
   assert.deepEqual(await files(), before, "no file was changed, added or removed (the lock stays the owner's)");
   await spool.close();
+});
+
+test('the segment being appended to is open with O_DSYNC: each group commit is durable when its write returns', async (t) => {
+  if (process.platform !== 'linux') {
+    t.skip('reads the open file flags from /proc (Linux only)');
+    return;
+  }
+  const dir = tempDir();
+  const { spool } = await Spool.open({ dir, maxBytes: 1 << 20 });
+  try {
+    await spool.append(jobFixture(1));
+    const segments = (await readdir(dir)).filter((name) => /^segment-\d+\.log$/.test(name)).map((n) => join(dir, n));
+    const flags: number[] = [];
+    for (const fd of await readdir('/proc/self/fd')) {
+      const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+      if (!segments.includes(target)) continue;
+      const info = await readFile(`/proc/self/fdinfo/${fd}`, 'utf8').catch(() => '');
+      const octal = /^flags:\s*([0-7]+)$/m.exec(info)?.[1];
+      if (octal) flags.push(Number.parseInt(octal, 8));
+    }
+    assert.ok(flags.length > 0, 'the spool holds its active segment open');
+    for (const f of flags) assert.equal(f & constants.O_DSYNC, constants.O_DSYNC);
+  } finally {
+    await spool.close();
+  }
 });
