@@ -118,8 +118,15 @@ export async function throughputPhase(
 }
 
 /**
- * The reference: phase 1's rows inserted again by this process, one INSERT each (the handler's statement), through
- * a pool of the handler's size with WORKER_CONCURRENCY inserts in flight, into an empty copy of the table.
+ * The reference's pool: one connection per insert in flight, at most 20, as the handler had when it sent one INSERT
+ * per job. Not the connections the worker is seen to use: the batching handler needs only a few, and a reference held
+ * to those would be a slower one-row-per-INSERT, flattering the ratio.
+ */
+export const referencePoolSize = (opts: PipelineOptions) => Math.min(opts.workerConcurrency, 20);
+
+/**
+ * The reference: phase 1's rows inserted again by this process, one INSERT each (the handler's single-row statement),
+ * through a pool of `referencePoolSize` with WORKER_CONCURRENCY inserts in flight, into an empty copy of the table.
  */
 export async function directInsertPhase(ctx: Context, poolSize: number): Promise<DirectInsertResult> {
   const { db, opts } = ctx;

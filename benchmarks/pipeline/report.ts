@@ -13,6 +13,25 @@ const checkCell = (i: Integrity) =>
   `${i.duplicates} duplicates, ${i.non2xx} non-2xx, ${i.errors} errors ` +
   `(${i.spooled} answered from the listener's spool, queued later)`;
 
+/** Issue 14, target 5: the pipeline at saturation against a direct INSERT, and its end-to-end p99 at 500/s. */
+const TARGET_RATIO = 0.5;
+const TARGET_RATE = 500;
+const TARGET_E2E_P99_MS = 10;
+
+const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
+
+function targetLines(r: PipelineResult): string[] {
+  const l = r.latency;
+  const p99 =
+    l.rate === TARGET_RATE
+      ? `${met(l.e2e.p99 <= TARGET_E2E_P99_MS)} (${f(l.e2e.p99)} ms)`
+      : `not measured (the fixed rate was ${l.rate}/s: BENCH_PIPELINE_RATE)`;
+  return [
+    `Target: pipeline ≥ ${TARGET_RATIO}× direct INSERT: ${met(r.ratio >= TARGET_RATIO)} (${f(r.ratio, 3)})`,
+    `Target: end-to-end p99 at ${TARGET_RATE}/s ≤ ${TARGET_E2E_P99_MS} ms: ${p99}`,
+  ];
+}
+
 export function report(r: PipelineResult): string[] {
   const { throughput: t, direct: d, latency: l, options: o } = r;
   const phases: [string, CpuUse][] = [
@@ -22,7 +41,7 @@ export function report(r: PipelineResult): string[] {
   ];
   const disturbed = phases.filter(([, c]) => c.other > QUIET_PCT);
   return [
-    `Pipeline: listener → Redis → worker (WORKER_CONCURRENCY ${o.workerConcurrency}) → postgres handler (pool of ${t.workerPoolSize} seen); ` +
+    `Pipeline: listener → Redis → worker (WORKER_CONCURRENCY ${o.workerConcurrency}) → postgres handler (${t.workerPoolSize} connections seen at most); ` +
       `${o.mode === 'start' ? 'listener and worker in one process (start)' : 'listener and worker as two processes (listen, work)'}; ` +
       `PostgreSQL ${r.postgresVersion} (synchronous_commit ${r.synchronousCommit}), redis ${r.redisVersion}, ` +
       `machine busy before start ${f(r.busyBeforePct, 0)}% of a core`,
@@ -92,5 +111,7 @@ export function report(r: PipelineResult): string[] {
     `  phase 1: ${checkCell(t.integrity)}`,
     `  phase 2: ${checkCell(l.integrity)}`,
     ...disturbed.map(([label, c]) => `Warning: ${f(c.other, 0)}% of a core used by other work during ${label}`),
+    '',
+    ...targetLines(r),
   ];
 }

@@ -16,6 +16,7 @@ import {
   type Context,
   directInsertPhase,
   latencyPhase,
+  referencePoolSize,
   throughputPhase,
   WARMUP_EVENTS,
   workerAppName,
@@ -106,7 +107,7 @@ export async function runPipelineBenchmark(
     process.stderr.write('bench: pipeline reference, the same rows inserted directly\n');
     const { workerPoolSize } = throughput.result;
     if (workerPoolSize < 1) throw new Error(`no connection of the worker (${workerAppName(db.schema)}) was seen`);
-    const direct = await directInsertPhase(ctx, workerPoolSize);
+    const direct = await directInsertPhase(ctx, referencePoolSize(opts));
     await db.query(`TRUNCATE ${db.events}`);
 
     process.stderr.write(`bench: pipeline phase 2, ${opts.rate} deliveries/s for ${opts.seconds} s\n`);

@@ -7,16 +7,22 @@
  * Output: one row keyed by the delivery id, the raw body exact (`raw_body`, or `raw_body_base64` for bytes that are not
  * UTF-8 text PostgreSQL can hold), and the parsed event as jsonb. A NUL or a lone surrogate in a parsed field (which
  * text and jsonb refuse) is stored as U+FFFD: anything the body holds is stored, the raw body exact.
+ * Batching: the rows of jobs running at the same time share one multi-row INSERT (group commit, src/handlers/
+ * group-commit.ts): a job's row goes at once when a statement is free, else with the rows that arrive while it waits.
+ * Each job still resolves only once its own row is committed, or was already there.
  * Guarantee: a delivery is stored at most once: `INSERT … ON CONFLICT DO NOTHING` on the delivery id and on the dedup
- * key, so a retried job, or the same delivery received twice, never adds a second row.
- * Failures: a connection or server error is an ordinary Error (the job is retried); a data error that no retry can fix
- * (SQLSTATE class 22 data exception or 23 integrity violation, except unique_violation) is a `PermanentError`.
+ * key, so a retried job, or the same delivery received twice (in one batch too), never adds a second row.
+ * Failures: a connection or server error is an ordinary Error for every job of the statement (each is retried); a
+ * data error that no retry can fix (SQLSTATE class 22 data exception or 23 integrity violation, except
+ * unique_violation) is a `PermanentError`, for its own job only: a batch that fails so is sent again one row per
+ * INSERT.
  *
  * `openEventStore` creates the schema if absent and applies pending migrations before it returns.
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { PermanentError } from '../errors.ts';
+import { GroupCommit } from './group-commit.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 
 export interface EventStore {
@@ -71,13 +77,71 @@ const LOCK_NAMESPACE = 0x5e115e; // "sellse"
 /** SQLSTATE of the unique_violation that ON CONFLICT DO NOTHING already absorbs: never a permanent failure. */
 const UNIQUE_VIOLATION = '23505';
 
+/** The columns the handler writes, in the order of `rowOf`, with their types (`stored_at` is the server's now()). */
+const COLUMNS = [
+  ['delivery_id', 'uuid'],
+  ['dedup_key', 'text'],
+  ['job_name', 'text'],
+  ['account', 'text'],
+  ['event_type', 'text'],
+  ['event', 'text'],
+  ['related_type', 'text'],
+  ['related_id', 'text'],
+  ['owner_type', 'text'],
+  ['owner_id', 'text'],
+  ['event_timestamp', 'timestamptz'],
+  ['received_at', 'timestamptz'],
+  ['content_type', 'text'],
+  ['raw_body', 'text'],
+  ['raw_body_base64', 'text'],
+  ['event_json', 'jsonb'],
+  ['parse_problem', 'text'],
+  ['signature_status', 'text'],
+] as const;
+
+/** One delivery's values, in the order of COLUMNS. */
+type Row = unknown[];
+
+/**
+ * Group commit (src/handlers/group-commit.ts): statements in flight at most, rows per statement at most, and the size
+ * of a statement's values past its first row (large bodies go in smaller batches).
+ */
+const BATCH_STATEMENTS = 2;
+const BATCH_MAX_ROWS = 100;
+const BATCH_MAX_BYTES = 8 * 1024 * 1024;
+
+/**
+ * `one`: a row. `many`: rows as one array per column, `unnest`ed: one statement text (prepared once per connection)
+ * and 18 parameters whatever the number of rows. Both `ON CONFLICT DO NOTHING` on every unique key; within one
+ * statement too, the second row with a dedup key is skipped.
+ */
+function eventStatements(schema: string): { one: string; many: string } {
+  const into = `INSERT INTO ${schema}.sellsy_events (${COLUMNS.map(([name]) => name).join(', ')})`;
+  return {
+    one: `${into} VALUES (${COLUMNS.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT DO NOTHING`,
+    many:
+      `${into} SELECT * FROM unnest(${COLUMNS.map(([, type], i) => `$${i + 1}::${type}[]`).join(', ')}) ` +
+      'ON CONFLICT DO NOTHING RETURNING delivery_id',
+  };
+}
+
+const compare = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** About the bytes a row sends (its strings' lengths), to keep a batch's values well under PostgreSQL's 1 GB. */
+function sizeOf(row: Row): number {
+  let n = 0;
+  for (const value of row) if (typeof value === 'string') n += value.length;
+  return n;
+}
+
 export async function openEventStore(
   opts: { url: string; schema: string; poolSize?: number },
   log: Logger,
 ): Promise<EventStore> {
   const logger = log.child({ component: 'postgres' });
-  // One connection per concurrent job by default (a smaller pool makes jobs wait, and past connectionTimeoutMillis
-  // fail an attempt), bounded so that many workers do not exhaust max_connections (100 by default).
+  // Connections open only when used: BATCH_STATEMENTS for the batches; the others when a batch's rows are sent again
+  // one by one (all at once: a smaller pool makes them wait, past connectionTimeoutMillis failing an attempt).
+  // Bounded so that many workers do not exhaust max_connections (100 by default).
   const pool = new pg.Pool({ connectionString: opts.url, max: opts.poolSize ?? 10, connectionTimeoutMillis: 5000 });
   // An idle client whose server goes away emits `error` on the pool; unheard, it would crash the process. The pool
   // drops that client and the next query connects again.
@@ -97,22 +161,40 @@ export async function openEventStore(
     await close().catch(() => undefined);
     throw err;
   }
-  const insert = `
-    INSERT INTO ${schema}.sellsy_events (
-      delivery_id, dedup_key, job_name, account, event_type, event, related_type, related_id, owner_type, owner_id,
-      event_timestamp, received_at, content_type, raw_body, raw_body_base64, event_json, parse_problem,
-      signature_status
-    ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
-    ON CONFLICT DO NOTHING`;
+  const statements = eventStatements(schema);
+  const rows = new GroupCommit<Row>(
+    {
+      async insertMany(batch) {
+        // In dedup-key order: two statements holding the same keys (two worker processes) then wait on each other's
+        // rows in the same order rather than deadlock.
+        const sorted = [...batch].sort((a, b) => compare(a[1] as string, b[1] as string));
+        const columns = COLUMNS.map((_, c) => sorted.map((row) => row[c]));
+        const result = await pool.query<{ delivery_id: string }>({
+          name: 'sellsy-events-insert-many',
+          text: statements.many,
+          values: columns,
+        });
+        // A delivery id twice in one batch (the same job run twice at once) is stored once: the first one counts.
+        const stored = new Set(result.rows.map((r) => r.delivery_id));
+        return batch.map((row) => stored.delete(String(row[0]).toLowerCase()));
+      },
+      async insertOne(row) {
+        const result = await pool.query({ name: 'sellsy-events-insert-one', text: statements.one, values: row });
+        return result.rowCount !== 0;
+      },
+      isRowError,
+    },
+    { statements: BATCH_STATEMENTS, maxRows: BATCH_MAX_ROWS, maxBytes: BATCH_MAX_BYTES, sizeOf },
+  );
 
   const handler: Handler = async (event, context) => {
-    let result: pg.QueryResult;
+    let stored: boolean;
     try {
-      result = await pool.query(insert, rowOf(event, context));
+      stored = await rows.submit(rowOf(event, context));
     } catch (err) {
       throw classify(err, context.deliveryId);
     }
-    if (result.rowCount === 0) context.log.debug({ deliveryId: context.deliveryId }, 'postgres: already stored');
+    if (!stored) context.log.debug({ deliveryId: context.deliveryId }, 'postgres: already stored');
   };
   return { handler, migrate, close };
 }
@@ -157,7 +239,7 @@ async function runMigrations(pool: pg.Pool, schemaName: string, log: Logger): Pr
   }
 }
 
-function rowOf(event: Parameters<Handler>[0], context: HandlerContext): unknown[] {
+function rowOf(event: Parameters<Handler>[0], context: HandlerContext): Row {
   const { data } = context;
   let rawBody = data.rawBody;
   let rawBodyBase64 = data.rawBodyBase64 ?? null;
@@ -226,10 +308,16 @@ function jsonb(value: unknown): string | null {
   return json === undefined ? null : json;
 }
 
+/** A data exception (class 22) or an integrity violation (class 23): what a row's values can cause. */
+function isRowError(err: unknown): err is pg.DatabaseError & { code: string } {
+  return (
+    err instanceof pg.DatabaseError && (err.code?.startsWith('22') === true || err.code?.startsWith('23') === true)
+  );
+}
+
 /** A data error no retry can fix becomes a PermanentError; anything else is returned as is (retried). */
 function classify(err: unknown, deliveryId: string): unknown {
-  if (!(err instanceof pg.DatabaseError) || err.code === undefined || err.code === UNIQUE_VIOLATION) return err;
-  if (!err.code.startsWith('22') && !err.code.startsWith('23')) return err;
+  if (!isRowError(err) || err.code === UNIQUE_VIOLATION) return err;
   return new PermanentError(
     `postgres: delivery ${deliveryId} cannot be stored: ${err.message} (SQLSTATE ${err.code})`,
     { cause: err },
