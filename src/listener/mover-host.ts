@@ -57,7 +57,6 @@ export function startMoverHost(
   metrics.beforeScrape.push(scrape);
 
   let stopping = false;
-  let thread: Worker;
   let stopped: (() => void) | null = null;
   const onMessage = (message: MoverMessage) => {
     if (message.type === 'moved') {
@@ -68,11 +67,15 @@ export function startMoverHost(
       log.info(message.held ? 'inbox mover: moving inbox entries into jobs' : 'inbox mover: standing by');
     } else stopped?.();
   };
+  /** Null between a thread's unexpected exit and its restart. */
+  let running: Worker | null = null;
   const start = () => {
-    thread = spawnThread(config);
+    const thread = spawnThread(config);
+    running = thread;
     thread.on('message', onMessage);
     thread.on('error', (err) => log.error({ err }, 'inbox mover thread failed'));
     thread.on('exit', (code) => {
+      if (running === thread) running = null;
       if (stopping) return;
       // The inbox keeps the entries: a new thread moves them (another listener's mover meanwhile, if any).
       log.error({ code }, `inbox mover thread stopped; starting it again in ${RESTART_DELAY_MS} ms`);
@@ -87,6 +90,9 @@ export function startMoverHost(
     async stop() {
       stopping = true;
       metrics.beforeScrape.splice(metrics.beforeScrape.indexOf(scrape), 1);
+      // Stopped while dead (waiting for its restart): nothing to stop.
+      const thread = running;
+      if (thread === null) return;
       const done = new Promise<void>((resolve) => {
         stopped = resolve;
         thread.once('exit', () => resolve());

@@ -26,7 +26,8 @@ async function switchUnderLoad(
   const group = await startSentinelGroup();
   t.after(() => group.destroy());
   const env = { REDIS_SENTINELS: group.sentinelsEnv, REDIS_SENTINEL_MASTER: group.masterName, ACK_BUDGET_MS: '50' };
-  const listener = await startTestListener('redis://unused', env);
+  // The default acknowledgement: the inbox, moved by the listener's mover thread through the same failover.
+  const listener = await startTestListener('redis://unused', { ...env, ACK_WRITE: 'inbox' });
   t.after(() => listener.close());
   await untilReady(listener);
   assert.equal(listener.config.redisWaitReplicas, 1, 'the default with Sentinel');
@@ -56,7 +57,11 @@ async function switchUnderLoad(
   // Read on the new master, through the Sentinels.
   const jobs = await assertOneJobPerDelivery(listener.queue, answers, assert.fail);
   assert.equal(jobs, COUNT);
-  await waitFor(() => ok.every((a) => handled.has(a.body.jobId as string)), 60_000, 'the worker to process every job');
+  await waitFor(
+    () => ok.every((a) => handled.has(a.body.deliveryId as string)),
+    60_000,
+    'the worker to process every job',
+  );
   const spooled = ok.filter((a) => a.body.spooled === true).length;
   t.diagnostic(`spooled during the switch: ${spooled} of ${COUNT}`);
 }
