@@ -192,7 +192,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
 
     metrics.deliveriesWaiting.inc();
     try {
-      const result = await producer.enqueue(job).finally(() => metrics.deliveriesWaiting.dec());
+      const result = await producer.enqueue(job);
       const outcome = result.spooled ? 'spooled' : result.duplicate ? 'duplicate' : 'accepted';
       // ACK_WRITE=inbox: the job is made after the answer; whether it is a duplicate, and its id, are not known yet.
       const jobId = inbox ? undefined : result.jobId;
@@ -227,6 +227,8 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
       );
       if (answer === 503) return sendError(reply, 'enqueue_failed');
       return reply.send({ ok: true, deliveryId: data.deliveryId, queued: false });
+    } finally {
+      metrics.deliveriesWaiting.dec();
     }
   }
 }

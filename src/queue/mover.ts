@@ -39,8 +39,6 @@ export interface MoverOptions {
   batch?: number;
   /** Lease length, ms; renewed every third of it. Default 5,000. */
   leaseMs?: number;
-  /** Job writes sent together, at most. Default 16. */
-  pipeline?: number;
   /** Longest blocking wait on an empty inbox, s. Default 1. */
   waitS?: number;
   logger?: Logger;
@@ -51,14 +49,14 @@ export interface MoverOptions {
 
 const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 2_000;
+/** Job writes sent together, at most (see `write`). */
+const PIPELINE = 16;
 
 export class InboxMover {
   private readonly token = randomUUID();
   private readonly batch: number;
   private readonly leaseMs: number;
   private readonly waitS: number;
-  private readonly pipeline: number;
-  private stopping = false;
   /** Stopping, once the inbox is empty or at this time (ms), whichever comes first. */
   private drainUntil: number | null = null;
   private held = false;
@@ -72,7 +70,6 @@ export class InboxMover {
     this.batch = opts.batch ?? 200;
     this.leaseMs = opts.leaseMs ?? 5_000;
     this.waitS = opts.waitS ?? 1;
-    this.pipeline = opts.pipeline ?? 16;
   }
 
   get holdsLease(): boolean {
@@ -93,13 +90,17 @@ export class InboxMover {
     // A blocking wait ends with its connection.
     this.opts.waiter.disconnect();
     await this.loop;
-    this.stopping = true;
     if (this.renewer) clearInterval(this.renewer);
     if (this.held) {
       this.setHeld(false);
       const cmds = inboxCommands(this.opts.producer.client);
       await cmds.inboxRelease(this.opts.keys.lease, this.token).catch(() => undefined);
     }
+  }
+
+  /** Stopping, and the time given to move what is left has passed. */
+  private drainOver(): boolean {
+    return this.drainUntil !== null && Date.now() >= this.drainUntil;
   }
 
   private setHeld(held: boolean, until = 0): void {
@@ -123,11 +124,10 @@ export class InboxMover {
     const { keys, producer, waiter } = this.opts;
     const cmds = inboxCommands(producer.client);
     this.renewer = setInterval(() => {
-      if (this.held && !this.stopping) this.hold().catch(() => undefined);
+      if (this.held) this.hold().catch(() => undefined);
     }, this.leaseMs / 3);
     this.renewer.unref();
-    while (!this.stopping) {
-      if (this.drainUntil !== null && Date.now() >= this.drainUntil) break;
+    while (!this.drainOver()) {
       try {
         if (!producer.health().ready) {
           // Connecting, or Redis is down: nothing to try yet (the producer logs why).
@@ -151,7 +151,7 @@ export class InboxMover {
         this.backoffMs = 0;
         this.opts.onMoved?.(report);
       } catch (err) {
-        if (this.stopping || (this.drainUntil !== null && Date.now() >= this.drainUntil)) break;
+        if (this.drainOver()) break;
         const message = (err as Error).message;
         if (message.includes(LEASE_LOST)) {
           this.setHeld(false);
@@ -188,8 +188,8 @@ export class InboxMover {
     };
     // A few jobs at a time: Redis runs a client's pipelined commands back to back, and a long run of job scripts
     // would hold up the listeners' inbox writes (their acknowledgements) behind it.
-    for (let i = 0; i < entries.length; i += this.pipeline) {
-      const settled = await Promise.allSettled(entries.slice(i, i + this.pipeline).map(writeOne));
+    for (let i = 0; i < entries.length; i += PIPELINE) {
+      const settled = await Promise.allSettled(entries.slice(i, i + PIPELINE).map(writeOne));
       const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
       if (failed) throw failed.reason;
     }
