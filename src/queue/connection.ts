@@ -56,6 +56,43 @@ export function describeRedis(settings: RedisSettings): string {
 
 /** A new client for `role`; it connects at once, except an `operator` one (see `connectOrFail`). */
 export function createConnection(settings: RedisSettings, role: ConnectionRole): RedisClient {
+  return joinFamily(newClient(settings, role), { closed: false, members: new Set() });
+}
+
+/**
+ * A client and the copies BullMQ makes of it (`duplicate()`: a worker's blocking connection), closed together by
+ * `closeForGood`. BullMQ closes its copy with `disconnect()`, then marks it `end` itself, and its worker loop may
+ * still call `connect()` on it afterwards: with Redis unreachable, that copy then retried for ever, with no error
+ * listener left, and the process never exited (seen with a worker stopped while the Sentinels were down). BullMQ also
+ * disconnects and connects a blocking connection on purpose while it runs, so a `disconnect()` alone cannot mean
+ * "closed for good": `closeForGood` does, and after it no member connects again.
+ */
+interface Family {
+  closed: boolean;
+  members: Set<RedisClient>;
+}
+
+const families = new WeakMap<RedisClient, Family>();
+
+function joinFamily<C extends RedisClient>(client: C, family: Family): C {
+  family.members.add(client);
+  families.set(client, family);
+  const connect = client.connect.bind(client);
+  client.connect = ((callback?: () => void) =>
+    family.closed ? Promise.reject(new Error('Connection is closed.')) : connect(callback)) as C['connect'];
+  const duplicate = client.duplicate.bind(client) as (...args: unknown[]) => C;
+  client.duplicate = ((...args: unknown[]) => joinFamily(duplicate(...args), family)) as C['duplicate'];
+  return client;
+}
+
+/** Closes a client from `createConnection` and every copy made of it, so that none of them connects again. */
+export function closeForGood(client: RedisClient): void {
+  const family = families.get(client) ?? { closed: false, members: new Set([client]) };
+  family.closed = true;
+  for (const member of family.members) member.disconnect();
+}
+
+function newClient(settings: RedisSettings, role: ConnectionRole): RedisClient {
   const options = optionsOf(role);
   switch (settings.kind) {
     case 'standalone':

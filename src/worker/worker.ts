@@ -31,7 +31,7 @@ import { type HttpErrorCode, HttpErrors, PermanentError, RetryLaterError } from 
 import { type HandlerContext, handlersFor, type Registration } from '../handlers/handler.ts';
 import { clipped } from '../logger.ts';
 import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
-import { createConnection, type RedisClient, redisSettingsOf } from '../queue/connection.ts';
+import { closeForGood, createConnection, type RedisClient, redisSettingsOf } from '../queue/connection.ts';
 import { deferredRefusal, type WebhookJobData } from '../queue/contract.ts';
 import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
@@ -342,7 +342,8 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       await refused?.close();
       await recordQueue?.close();
       await pipeline.close();
-      for (const c of connections) c.disconnect();
+      // BullMQ's blocking copies of them too: after a close with Redis away, one could otherwise reconnect for ever.
+      for (const c of connections) closeForGood(c);
     },
   };
 }

@@ -217,7 +217,8 @@ test('the dashboard in a real browser on a Cluster', async () => {
 
 test('kill -9 of the master of the queue under load, REDIS_WAIT_REPLICAS=1: nothing acknowledged is missing', async () => {
   const queue = 'cluster-failover';
-  const l = await listener({ QUEUE_NAME: queue, REDIS_WAIT_REPLICAS: '1', ACK_BUDGET_MS: '50' });
+  // The default acknowledgement: the inbox (in the queue's slot), moved by the listener's mover thread.
+  const l = await listener({ QUEUE_NAME: queue, REDIS_WAIT_REPLICAS: '1', ACK_BUDGET_MS: '50', ACK_WRITE: 'inbox' });
   const key = `{bull}:${queue}:meta`;
   const before = await cluster.masterOf(key);
   let killed: Promise<unknown> | null = null;

@@ -26,7 +26,8 @@ async function switchUnderLoad(
   const group = await startSentinelGroup();
   t.after(() => group.destroy());
   const env = { REDIS_SENTINELS: group.sentinelsEnv, REDIS_SENTINEL_MASTER: group.masterName, ACK_BUDGET_MS: '50' };
-  const listener = await startTestListener('redis://unused', env);
+  // The default acknowledgement: the inbox, moved by the listener's mover thread through the same failover.
+  const listener = await startTestListener('redis://unused', { ...env, ACK_WRITE: 'inbox' });
   t.after(() => listener.close());
   await untilReady(listener);
   assert.equal(listener.config.redisWaitReplicas, 1, 'the default with Sentinel');

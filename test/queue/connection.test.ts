@@ -9,6 +9,7 @@ import type { Redis } from 'ioredis';
 import { loadConfig } from '../../src/config/config.ts';
 import {
   type ConnectionRole,
+  closeForGood,
   connectOrFail,
   createConnection as createClient,
   describeRedis,
@@ -114,6 +115,37 @@ test('a worker connection retries without limit, so blocking commands and BullMQ
   } finally {
     client.disconnect();
   }
+});
+
+test('closeForGood closes a connection and the copies BullMQ makes of it: none connects again, Redis up or away', async () => {
+  // A disconnect alone is not final: BullMQ disconnects and connects a blocking connection again while it runs.
+  const live = createConnection(standalone(redis.url), { role: 'worker', name: 'family-live' });
+  const liveCopy = live.duplicate();
+  try {
+    await Promise.all([ready(live), ready(liveCopy)]);
+    const ended = new Promise((resolve) => liveCopy.once('end', resolve));
+    liveCopy.disconnect();
+    await ended;
+    await liveCopy.connect();
+    assert.equal(await liveCopy.ping(), 'PONG', 'a copy connects again after a plain disconnect');
+  } finally {
+    closeForGood(live);
+  }
+  await assert.rejects(liveCopy.connect(), /Connection is closed/);
+
+  // Redis unreachable: the copy is retrying when its family is closed; it stops, and a later connect() is refused.
+  const away = createConnection(standalone(`redis://127.0.0.1:${await freePort()}`), { role: 'worker', name: 'away' });
+  const awayCopy = away.duplicate();
+  let errors = 0;
+  for (const c of [away, awayCopy]) c.on('error', () => errors++);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.ok(errors > 0, 'both were retrying');
+  closeForGood(away);
+  await assert.rejects(awayCopy.connect(), /Connection is closed/);
+  errors = 0;
+  await new Promise((resolve) => setTimeout(resolve, 800));
+  assert.equal(errors, 0, 'no attempt after the close');
+  assert.deepEqual([live.status, liveCopy.status], ['end', 'end']);
 });
 
 test('a dashboard connection holds commands while it connects and bounds each answer', async () => {
