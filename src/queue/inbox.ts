@@ -47,12 +47,8 @@ export function decodeEntry(entry: string): WebhookJob {
 /** The mover lost its lease (another took it, or it expired): it must stop moving. */
 export const LEASE_LOST = 'INBOX_LEASE_LOST';
 
-/**
- * KEYS inbox, moving, lease; ARGV token, max. Tops `moving` up to `max` entries from the head of the inbox and returns
- * the first `max` of `moving`: the entries a killed mover left there come first.
- */
-const CLAIM = `
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('${LEASE_LOST}') end
+/** Lua: tops `moving` (KEYS[2]) up to ARGV[2] entries from the head of the inbox (KEYS[1]) and returns its first ones. */
+const TOP_UP = `
 local max = tonumber(ARGV[2])
 local want = max - redis.call('LLEN', KEYS[2])
 if want > 0 then
@@ -64,11 +60,22 @@ if want > 0 then
 end
 return redis.call('LRANGE', KEYS[2], 0, max - 1)`;
 
-/** KEYS moving, lease; ARGV token, count. Removes the first `count` entries of `moving`, written as jobs. */
+/**
+ * KEYS inbox, moving, lease; ARGV token, max. Tops `moving` up to `max` entries from the head of the inbox and returns
+ * the first `max` of `moving`: the entries a killed mover left there come first.
+ */
+const CLAIM = `
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('${LEASE_LOST}') end
+${TOP_UP}`;
+
+/**
+ * KEYS inbox, moving, lease; ARGV token, max, count. Removes the first `count` entries of `moving` (written as jobs),
+ * then claims the next ones as CLAIM does: one round trip per batch instead of two.
+ */
 const FINISH = `
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return redis.error_reply('${LEASE_LOST}') end
-redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
-return redis.call('LLEN', KEYS[1])`;
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return redis.error_reply('${LEASE_LOST}') end
+redis.call('LTRIM', KEYS[2], tonumber(ARGV[3]), -1)
+${TOP_UP}`;
 
 /** KEYS lease; ARGV token, ms. Takes the lease if free, or extends it if held with this token. 1 when held. */
 const HOLD = `
@@ -90,7 +97,15 @@ return 0`;
 
 interface InboxCommands {
   inboxClaim(inbox: string, moving: string, lease: string, token: string, max: number): Promise<string[]>;
-  inboxFinish(moving: string, lease: string, token: string, count: number): Promise<number>;
+  /** Removes the first `count` entries of `moving` and claims the next `max`. */
+  inboxFinish(
+    inbox: string,
+    moving: string,
+    lease: string,
+    token: string,
+    max: number,
+    count: number,
+  ): Promise<string[]>;
   inboxHold(lease: string, token: string, ms: number): Promise<number>;
   inboxRelease(lease: string, token: string): Promise<number>;
 }
@@ -100,7 +115,7 @@ export function inboxCommands(client: RedisClient): InboxCommands {
   const target = client as (Redis | Cluster) & Partial<InboxCommands>;
   if (target.inboxClaim === undefined) {
     target.defineCommand('inboxClaim', { numberOfKeys: 3, lua: CLAIM });
-    target.defineCommand('inboxFinish', { numberOfKeys: 2, lua: FINISH });
+    target.defineCommand('inboxFinish', { numberOfKeys: 3, lua: FINISH });
     target.defineCommand('inboxHold', { numberOfKeys: 1, lua: HOLD });
     target.defineCommand('inboxRelease', { numberOfKeys: 1, lua: RELEASE });
   }

@@ -4,8 +4,8 @@
  * One mover moves at a time, the holder of the inbox lease; the movers of the other listeners wait and take the lease
  * over when it expires (its holder stopped or was killed). The holder loops: claim up to `batch` entries, write each
  * as a job through the producer (job id = delivery id, deduplication id = dedup key; a folded duplicate makes its
- * record run again, as on the listener's own path), then remove them from `moving`. When the inbox is empty it waits
- * on `BLMOVE`, which hands it the next entry as soon as it is pushed. A write that fails leaves the whole batch in
+ * record run again, as on the listener's own path), then remove them from `moving` and claim the next ones (one
+ * script: one round trip per batch). When the inbox is empty it waits on `BLMOVE`, which hands it the next entry as soon as it is pushed. A write that fails leaves the whole batch in
  * `moving`, to be written again (harmless: the jobs already made are returned as they are).
  *
  * Runs in a thread of its own in the listener process (src/listener/mover-thread.ts), so that BullMQ's job creation
@@ -127,6 +127,8 @@ export class InboxMover {
       if (this.held) this.hold().catch(() => undefined);
     }, this.leaseMs / 3);
     this.renewer.unref();
+    /** The next batch, claimed by the last `finish`; null: claim it. */
+    let claimed: string[] | null = null;
     while (!this.drainOver()) {
       try {
         if (!producer.health().ready) {
@@ -134,23 +136,29 @@ export class InboxMover {
           await this.pause(RETRY_MIN_MS);
           continue;
         }
-        if (!this.holdsLease && !(await this.hold())) {
-          // Stopping: the mover that holds the lease moves the rest.
-          if (this.drainUntil !== null) break;
-          await this.pause(this.leaseMs / 4);
-          continue;
+        if (!this.holdsLease) {
+          // What the last finish claimed was claimed under a lease since lost: another mover may have it now.
+          claimed = null;
+          if (!(await this.hold())) {
+            // Stopping: the mover that holds the lease moves the rest.
+            if (this.drainUntil !== null) break;
+            await this.pause(this.leaseMs / 4);
+            continue;
+          }
         }
-        const entries = await cmds.inboxClaim(keys.inbox, keys.moving, keys.lease, this.token, this.batch);
+        const entries = claimed ?? (await cmds.inboxClaim(keys.inbox, keys.moving, keys.lease, this.token, this.batch));
+        claimed = null;
         if (entries.length === 0) {
           if (this.drainUntil !== null) break;
           await waiter.blmove(keys.inbox, keys.moving, 'LEFT', 'RIGHT', this.waitS);
           continue;
         }
         const report = await this.write(entries);
-        await cmds.inboxFinish(keys.moving, keys.lease, this.token, entries.length);
+        claimed = await cmds.inboxFinish(keys.inbox, keys.moving, keys.lease, this.token, this.batch, entries.length);
         this.backoffMs = 0;
         this.opts.onMoved?.(report);
       } catch (err) {
+        claimed = null;
         if (this.drainOver()) break;
         const message = (err as Error).message;
         if (message.includes(LEASE_LOST)) {

@@ -125,15 +125,21 @@ test('a mover that lost its lease can neither claim nor remove entries', async (
   await t.client.rpush(t.keys.moving, 'a', 'b');
   await t.client.rpush(t.keys.inbox, 'c');
   await t.client.set(t.keys.lease, 'new-holder', 'PX', 10_000);
-  await assert.rejects(cmds.inboxFinish(t.keys.moving, t.keys.lease, 'old-holder', 2), new RegExp(LEASE_LOST));
+  await assert.rejects(
+    cmds.inboxFinish(t.keys.inbox, t.keys.moving, t.keys.lease, 'old-holder', 10, 2),
+    new RegExp(LEASE_LOST),
+  );
   await assert.rejects(cmds.inboxClaim(t.keys.inbox, t.keys.moving, t.keys.lease, 'old-holder', 10), /LEASE_LOST/);
   assert.deepEqual(await t.client.lrange(t.keys.moving, 0, -1), ['a', 'b']);
   assert.deepEqual(await t.client.lrange(t.keys.inbox, 0, -1), ['c']);
   assert.equal(await cmds.inboxHold(t.keys.lease, 'old-holder', 1000), 0);
   // The holder claims: `moving` first, then the inbox.
   assert.deepEqual(await cmds.inboxClaim(t.keys.inbox, t.keys.moving, t.keys.lease, 'new-holder', 10), ['a', 'b', 'c']);
-  assert.equal(await cmds.inboxFinish(t.keys.moving, t.keys.lease, 'new-holder', 2), 1);
-  assert.deepEqual(await t.client.lrange(t.keys.moving, 0, -1), ['c']);
+  // Finishing removes what was written and claims what came since, in one script.
+  await t.client.rpush(t.keys.inbox, 'd');
+  assert.deepEqual(await cmds.inboxFinish(t.keys.inbox, t.keys.moving, t.keys.lease, 'new-holder', 10, 2), ['c', 'd']);
+  assert.deepEqual(await t.client.lrange(t.keys.moving, 0, -1), ['c', 'd']);
+  assert.equal(await t.client.llen(t.keys.inbox), 0);
 });
 
 test('two movers on one inbox: one moves at a time; when it stops the other takes over; one job per entry', async () => {
