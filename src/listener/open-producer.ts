@@ -107,8 +107,10 @@ export function openMoverProducer(config: Config, logger: Logger): BullmqProduce
     ...base,
     role: 'mover',
     onError: (err) => {
-      if (err.message === lastError) return;
-      lastError = err.message;
+      // Once per cause: ioredis's retries differ only by their delay ("Retrying from scratch after 400ms").
+      const cause = err.message.replace(/\d+/g, 'N');
+      if (cause === lastError) return;
+      lastError = cause;
       logger.warn({ err: err.message }, 'inbox mover: redis unavailable');
     },
   });
