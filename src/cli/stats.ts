@@ -28,6 +28,7 @@ import {
   slotOf,
 } from '../queue/connection.ts';
 import { onlineReplicas, parseInfo } from '../queue/durability.ts';
+import { inboxKeys, inboxStatus } from '../queue/inbox.ts';
 import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/recovery.ts';
 import { formatAge, formatBytes, oneLine } from './format.ts';
@@ -103,7 +104,18 @@ export interface StatsReport {
   /** When the figures were read (ISO 8601). */
   at: string;
   queues: QueueStats[];
+  /** Acknowledged deliveries not yet made jobs (ACK_WRITE=inbox; listeners move them), see `InboxStats`. */
+  inbox: InboxStats;
   spool: SpoolStats;
+}
+
+export interface InboxStats {
+  /** Entries waiting in the inbox or being moved. */
+  depth: number;
+  /** Age of the oldest entry; 0 when empty. */
+  oldestAgeSeconds: number;
+  /** A listener's mover holds the inbox lease (is moving entries, or waiting for them). */
+  moverRunning: boolean;
 }
 
 const WINDOWS = [1, 5, 15] as const;
@@ -138,11 +150,18 @@ export async function collectStats(config: Config): Promise<StatsReport> {
       nodes: await nodeStats(config, client),
       at: new Date(now).toISOString(),
       queues,
+      inbox: await inboxStats(config, client, now),
       spool: await spoolStats(config),
     };
   } finally {
     client.disconnect();
   }
+}
+
+async function inboxStats(config: Config, client: RedisClient, now: number): Promise<InboxStats> {
+  const keys = inboxKeys(config.queuePrefix, config.queueName);
+  const [status, holder] = await Promise.all([inboxStatus(client, keys, now), client.exists(keys.lease)]);
+  return { ...status, oldestAgeSeconds: Math.round(status.oldestAgeSeconds), moverRunning: holder === 1 };
 }
 
 async function nodeStats(config: Config, client: RedisClient): Promise<NodeStats[]> {
@@ -337,6 +356,15 @@ function formatReport(report: StatsReport): string[] {
     }
   }
   lines.push('');
+  const i = report.inbox;
+  const mover = i.moverRunning
+    ? 'a listener is moving them'
+    : 'no listener is moving them: start one (sellsy-webhooks listen)';
+  lines.push(
+    i.depth === 0
+      ? `inbox         empty${i.moverRunning ? '' : ' (no mover running)'}`
+      : `inbox         ${i.depth} deliveries waiting to become jobs, oldest ${formatAge(i.oldestAgeSeconds)} old; ${mover}`,
+  );
   const s = report.spool;
   if (!s.enabled) lines.push(`spool         off (SPOOL_MAX_BYTES=0)`);
   else if ('error' in s) lines.push(`spool         ${s.dir}: cannot be read (${s.error})`);

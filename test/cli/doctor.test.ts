@@ -8,6 +8,7 @@ import { after, before, test } from 'node:test';
 import { Queue, Worker } from 'bullmq';
 import { doctor } from '../../src/cli/doctor.ts';
 import { loadConfig } from '../../src/config/config.ts';
+import { encodeEntry, inboxKeys } from '../../src/queue/inbox.ts';
 import { jobOptionsOf } from '../../src/queue/producer-options.ts';
 import { Spool } from '../../src/spool/spool.ts';
 import { tempSpoolDir } from '../helpers/cli.ts';
@@ -186,6 +187,40 @@ test('doctor warns about dead letters and points at replay', async () => {
     await worker.close();
     await queue.obliterate({ force: true });
     await queue.close();
+  }
+});
+
+test('doctor warns about acknowledged deliveries left in the inbox: none moving them, or a mover behind', async () => {
+  const queueName = `doctor-${randomUUID().slice(0, 8)}`;
+  const keys = inboxKeys('bull', queueName);
+  const client = good.client();
+  try {
+    assert.equal(
+      (await runDoctor({ QUEUE_NAME: queueName })).check('inbox').line,
+      'ok    inbox: empty: every acknowledged delivery is a job',
+    );
+    const old = new Date(Date.now() - 300_000).toISOString();
+    await client.rpush(keys.inbox, encodeEntry(jobFixture(1, old)), encodeEntry(jobFixture(2)));
+    const stranded = (await runDoctor({ QUEUE_NAME: queueName })).check('inbox');
+    assert.match(
+      stranded.line,
+      /^warn {2}inbox: 2 acknowledged deliveries not yet jobs, the oldest 5 min old; no listener is moving them$/,
+    );
+    assert.match(stranded.fix ?? '', /start a listener/);
+    await client.set(keys.lease, 'a-mover', 'PX', 10_000);
+    assert.match(
+      (await runDoctor({ QUEUE_NAME: queueName })).check('inbox').line,
+      /^warn {2}inbox: .*a listener's mover is on them but behind$/,
+    );
+    await client.del(keys.inbox);
+    await client.rpush(keys.inbox, encodeEntry(jobFixture(3, new Date().toISOString())));
+    assert.match(
+      (await runDoctor({ QUEUE_NAME: queueName })).check('inbox').line,
+      /^ok {4}inbox: 1 acknowledged deliveries not yet jobs, the oldest \d+ s old; a listener's mover is on them$/,
+    );
+  } finally {
+    await client.del(keys.inbox, keys.lease);
+    client.disconnect();
   }
 });
 

@@ -4,6 +4,7 @@ import { after, before, test } from 'node:test';
 import { type Job, Queue, Worker } from 'bullmq';
 import { type StatsReport, stats } from '../../src/cli/stats.ts';
 import { type Config, loadConfig } from '../../src/config/config.ts';
+import { encodeEntry, inboxKeys } from '../../src/queue/inbox.ts';
 import { jobOptionsOf } from '../../src/queue/producer-options.ts';
 import { recordQueueName } from '../../src/queue/records.ts';
 import { tempSpoolDir } from '../helpers/cli.ts';
@@ -187,6 +188,31 @@ test('stats adds the record queue once it has keys', async () => {
   } finally {
     await records.obliterate({ force: true });
     await records.close();
+  }
+});
+
+test('stats shows the acknowledged deliveries still in the inbox, and whether a listener is moving them', async () => {
+  const config = configFor(`stats-${randomUUID().slice(0, 8)}`);
+  const keys = inboxKeys(config.queuePrefix, config.queueName);
+  const client = redis.client();
+  try {
+    const empty = await runStats(config);
+    assert.ok(empty.lines.includes('inbox         empty (no mover running)'), empty.lines.join('\n'));
+    const receivedAt = new Date(Date.now() - 90_000).toISOString();
+    await client.rpush(keys.inbox, encodeEntry(jobFixture(1, receivedAt)), encodeEntry(jobFixture(2)));
+    const r = await report(config);
+    assert.equal(r.inbox.depth, 2);
+    assert.ok(r.inbox.oldestAgeSeconds >= 89 && r.inbox.oldestAgeSeconds <= 120, String(r.inbox.oldestAgeSeconds));
+    assert.equal(r.inbox.moverRunning, false);
+    const stuck = (await runStats(config)).lines.find((l) => l.startsWith('inbox'));
+    assert.match(
+      stuck ?? '',
+      /^inbox {9}2 deliveries waiting to become jobs, oldest \d+ s old; no listener is moving them/,
+    );
+    await client.set(keys.lease, 'a-mover', 'PX', 10_000);
+    assert.equal((await report(config)).inbox.moverRunning, true);
+  } finally {
+    client.disconnect();
   }
 });
 

@@ -1,12 +1,14 @@
 /**
- * Queue checks: `dead letters` (failed jobs, newest first) and `workers` (connected BullMQ workers), on the main
+ * Queue checks: `inbox` (acknowledged deliveries not yet jobs, and whether a listener's mover is moving them),
+ * `dead letters` (failed jobs, newest first) and `workers` (connected BullMQ workers), on the main
  * queue and on the per-record queue when it is in use.
  */
 import { Queue } from 'bullmq';
 import type { Config } from '../../config/config.ts';
 import type { RedisClient } from '../../queue/connection.ts';
+import { inboxKeys, inboxStatus } from '../../queue/inbox.ts';
 import { recordQueueInUse, recordQueueName } from '../../queue/records.ts';
-import { oneLine } from '../format.ts';
+import { formatAge, oneLine } from '../format.ts';
 import { type CheckResult, describe, ok, warn } from './check.ts';
 
 export async function queueChecks(config: Config, client: RedisClient): Promise<CheckResult[]> {
@@ -15,7 +17,7 @@ export async function queueChecks(config: Config, client: RedisClient): Promise<
   const queues = names.map((name) => new Queue(name, { connection: client, prefix: config.queuePrefix }));
   for (const queue of queues) queue.on('error', () => undefined);
   try {
-    const results: CheckResult[] = [];
+    const results: CheckResult[] = [await inboxCheck(config, client)];
     const failed = await Promise.all(queues.map((q) => q.getFailedCount()));
     const total = failed.reduce((a, b) => a + b, 0);
     if (total === 0) {
@@ -72,4 +74,32 @@ export async function queueChecks(config: Config, client: RedisClient): Promise<
   } finally {
     await Promise.all(queues.map((q) => q.close()));
   }
+}
+
+/** The inbox's oldest entry past this age, with a mover running: it is behind (as the alert rule says). */
+const INBOX_BEHIND_SECONDS = 60;
+
+async function inboxCheck(config: Config, client: RedisClient): Promise<CheckResult> {
+  const keys = inboxKeys(config.queuePrefix, config.queueName);
+  const [{ depth, oldestAgeSeconds }, movers] = await Promise.all([
+    inboxStatus(client, keys),
+    client.exists(keys.lease),
+  ]);
+  if (depth === 0) return ok('inbox', 'empty: every acknowledged delivery is a job');
+  const what = `${depth} acknowledged deliveries not yet jobs, the oldest ${formatAge(oldestAgeSeconds)} old`;
+  if (movers === 0) {
+    return warn(
+      'inbox',
+      `${what}; no listener is moving them`,
+      'start a listener (sellsy-webhooks listen, or start): its mover makes them jobs, in order',
+    );
+  }
+  if (oldestAgeSeconds > INBOX_BEHIND_SECONDS) {
+    return warn(
+      'inbox',
+      `${what}; a listener's mover is on them but behind`,
+      "look at the listeners' logs (inbox mover) and Redis's load; more listeners do not move faster (one moves at a time)",
+    );
+  }
+  return ok('inbox', `${what}; a listener's mover is on them`);
 }
