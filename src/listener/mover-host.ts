@@ -9,11 +9,13 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { RedisClient } from '../queue/connection.ts';
-import { inboxKeys, inboxStatus } from '../queue/inbox.ts';
+import { inboxCommands, inboxKeys, inboxStatus } from '../queue/inbox.ts';
 import type { MoverMessage } from '../queue/mover.ts';
 
 export interface MoverHost {
   stop(): Promise<void>;
+  /** The thread running now; null between an unexpected exit and its restart, and once stopped. */
+  readonly thread: Worker | null;
 }
 
 const RESTART_DELAY_MS = 1_000;
@@ -58,12 +60,15 @@ export function startMoverHost(
 
   let stopping = false;
   let stopped: (() => void) | null = null;
+  /** The lease token of the thread while it holds the lease. */
+  let heldBy: string | null = null;
   const onMessage = (message: MoverMessage) => {
     if (message.type === 'moved') {
       metrics.inboxMoved.inc({ result: 'queued' }, message.queued);
       metrics.inboxMoved.inc({ result: 'duplicate' }, message.duplicate);
       for (const ms of message.lagsMs) metrics.moveLag.observe(ms / 1000);
     } else if (message.type === 'lease') {
+      heldBy = message.held ? message.token : null;
       log.info(message.held ? 'inbox mover: moving inbox entries into jobs' : 'inbox mover: standing by');
     } else stopped?.();
   };
@@ -77,6 +82,13 @@ export function startMoverHost(
     thread.on('exit', (code) => {
       if (running === thread) running = null;
       if (stopping) return;
+      // A dead thread's lease would keep every mover, its successor included, away for the rest of its term.
+      const token = heldBy;
+      heldBy = null;
+      if (token !== null)
+        inboxCommands(deps.client)
+          .inboxRelease(keys.lease, token)
+          .catch(() => undefined);
       // The inbox keeps the entries: a new thread moves them (another listener's mover meanwhile, if any).
       log.error({ code }, `inbox mover thread stopped; starting it again in ${RESTART_DELAY_MS} ms`);
       setTimeout(() => {
@@ -87,6 +99,9 @@ export function startMoverHost(
   start();
 
   return {
+    get thread() {
+      return running;
+    },
     async stop() {
       stopping = true;
       metrics.beforeScrape.splice(metrics.beforeScrape.indexOf(scrape), 1);

@@ -46,7 +46,7 @@ const mover = new InboxMover({
   waiter,
   logger,
   onMoved: (report) => post({ type: 'moved', ...report }),
-  onLease: (held) => post({ type: 'lease', held }),
+  onLease: (held, token) => post({ type: 'lease', held, token }),
 });
 mover.start();
 

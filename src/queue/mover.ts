@@ -27,7 +27,10 @@ export interface MovedReport {
 }
 
 /** What a mover running in a thread tells the thread that started it. */
-export type MoverMessage = ({ type: 'moved' } & MovedReport) | { type: 'lease'; held: boolean } | { type: 'stopped' };
+export type MoverMessage =
+  | ({ type: 'moved' } & MovedReport)
+  | { type: 'lease'; held: boolean; token: string }
+  | { type: 'stopped' };
 
 export interface MoverOptions {
   keys: InboxKeys;
@@ -43,8 +46,8 @@ export interface MoverOptions {
   waitS?: number;
   logger?: Logger;
   onMoved?: (report: MovedReport) => void;
-  /** The lease was taken (true) or lost/given up (false). */
-  onLease?: (held: boolean) => void;
+  /** The lease was taken (true) or lost/given up (false), with this mover's token. */
+  onLease?: (held: boolean, token: string) => void;
 }
 
 const RETRY_MIN_MS = 50;
@@ -107,7 +110,7 @@ export class InboxMover {
     const changed = held !== this.held;
     this.held = held;
     this.heldUntil = until;
-    if (changed) this.opts.onLease?.(held);
+    if (changed) this.opts.onLease?.(held, this.token);
   }
 
   /** Takes or extends the lease; true while this mover holds it. */

@@ -12,6 +12,7 @@ import { Queue } from 'bullmq';
 import type { FastifyInstance } from 'fastify';
 import { type Config, loadConfig } from '../../src/config/config.ts';
 import { buildApp } from '../../src/listener/app.ts';
+import type { MoverHost } from '../../src/listener/mover-host.ts';
 import { openListenerProducer } from '../../src/listener/open-producer.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
@@ -33,6 +34,8 @@ export interface TestListener {
   queueProducer: BullmqProducer;
   /** Null with SPOOL_MAX_BYTES=0. */
   spooling: SpoolingProducer | null;
+  /** ACK_WRITE=inbox: the mover's thread host; null with ACK_WRITE=job. */
+  mover: MoverHost | null;
   metrics: Metrics;
   queue: Queue;
   logs: Record<string, unknown>[];
@@ -87,6 +90,7 @@ export async function startTestListener(
     producer,
     queueProducer: opened.queueProducer,
     spooling: opened.spooling,
+    mover: opened.mover,
     metrics,
     queue,
     logs: capture.lines,
