@@ -149,6 +149,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
     const large = raw.length > largeBytes;
     const data: WebhookJobData = {
       v: 1,
+      source: 'webhook',
       deliveryId: newDeliveryId(),
       receivedAt: receivedAt.toISOString(),
       contentType: contentType ?? null,
