@@ -18,7 +18,17 @@ import { waitFor } from '../helpers/wait.ts';
 test('help lists every command and every environment variable', async () => {
   const result = await runDispatch(['--help']);
   assert.equal(result.status, 0);
-  for (const command of ['start', 'listen', 'work', 'doctor', 'stats', 'replay', 'backfill', 'spool status', 'sellsy connect']) {
+  for (const command of [
+    'start',
+    'listen',
+    'work',
+    'doctor',
+    'stats',
+    'replay',
+    'backfill',
+    'spool status',
+    'sellsy connect',
+  ]) {
     assert.match(result.stdout, new RegExp(`^  ${command}\\b`, 'm'), `help lists ${command}`);
   }
   for (const name of ENV_NAMES) assert.ok(result.stdout.includes(name), `help mentions ${name}`);
