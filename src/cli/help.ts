@@ -14,8 +14,7 @@ Commands:
   replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]
             puts dead letters (failed jobs) back in the queue with fresh attempts; no filter = all of them;
             --name takes a pattern (invoice.*), --since/--until bound when they failed; --dry-run lists them
-  backfill --since ISO-TIME|DURATION [--until ISO-TIME|DURATION] [--types companies,contacts,invoices,...]
-           [--lookback DURATION] [--dry-run]
+  backfill --since TIME|DURATION [--until TIME|DURATION] [--types companies,contacts,...] [--lookback DURATION] [--dry-run]
             finds the Sellsy objects changed in the window that no webhook brought and queues one
             <relatedtype>.reconciled job per change (docs/reconciliation.md); safe to interrupt and run again
   doctor    checks configuration, Redis (reachable, version, eviction policy, AOF), the spool directory, the queue,

@@ -18,7 +18,8 @@
  *     "rawBody": "<the Sellsy body as received>",
  *     "rawBodyBase64": "<base64>",                    only when the body is not valid UTF-8: its exact bytes
  *     "contentType": "<the Sellsy request's Content-Type>" | null,
- *     "signature": "verified" | "unchecked" | "not_configured"   the Sellsy signature status
+ *     "signature": "verified" | "unchecked" | "not_configured" | "internal"   the signature status (`internal`: a
+ *                                                     synthetic delivery of reconciliation, nothing to verify)
  *   }
  *
  * Outcomes (see the handler API in `src/handlers/handler.ts`):
