@@ -172,3 +172,31 @@ test('backfill without an account for the single API client exits 78 and says to
   assert.equal(result.status, 78);
   assert.match(result.stderr, /SELLSY_ACCOUNT_ID: backfill attributes the changes/);
 });
+
+test('workers run synthetic deliveries through the record stage like webhooks: a *.reconciled handler sees each change once', async () => {
+  const listener = await startTestListener(redis.url);
+  await untilReady(listener);
+  const seen: string[] = [];
+  const worker = await startTestWorker(
+    listener,
+    { RECORD_ORDER: 'latest' },
+    {
+      '*.reconciled': async (event, context) => {
+        seen.push(`${event?.relatedType}:${event?.relatedId}:${context.data.source}:${context.data.signature.status}`);
+      },
+    },
+  );
+  try {
+    const { fake, env } = await setup(listener.config.queueName);
+    fake.put('contacts', '10', { id: 10, updated: ago(HOUR) });
+    fake.put('companies', '1', { id: 1, updated_at: ago(HOUR) });
+    const result = await runDispatch(['backfill', '--since', '24h', '--types', 'companies,contacts'], env);
+    assert.equal(result.status, 0, result.stderr);
+    await waitFor(() => seen.length === 2, 15_000, 'both synthetic deliveries handled');
+    assert.deepEqual(seen.sort(), ['people:10:reconcile:internal', 'third:1:reconcile:internal']);
+    assert.equal(await listener.queue.getFailedCount(), 0, 'none refused');
+  } finally {
+    await worker.close();
+    await listener.close();
+  }
+});
