@@ -95,6 +95,55 @@ export async function reconcile(deps: ReconcileDeps, run: ReconcileRun): Promise
   return tallies;
 }
 
+/** What one object found by a search is, for its run. */
+type Verdict =
+  | { kind: 'change'; changedAt: number | null; fingerprint: string | null }
+  | { kind: 'alreadySeen'; fingerprint: string | null }
+  | { kind: 'unchanged' }
+  | { kind: 'recorded'; fingerprint: string };
+
+/** What a run knows of one object: the object, when a webhook of its record last came, its stored fingerprint. */
+interface Found {
+  object: SellsyObject;
+  seenAt: number | null;
+  stored: string | null;
+}
+
+/** A date-time field of an object as ms, or null. */
+function timeOf(object: SellsyObject, field: string): number | null {
+  const value = object[field];
+  const time = typeof value === 'string' ? Date.parse(value) : Number.NaN;
+  return Number.isNaN(time) ? null : time;
+}
+
+/** Incremental: a change at the object's change time, unless a webhook (or an earlier run) came at or after it. */
+function judgeIncremental({ object, seenAt }: Found, changedAtField: string): Verdict {
+  const changedAt = timeOf(object, changedAtField);
+  if (changedAt !== null && seenAt !== null && seenAt >= changedAt) return { kind: 'alreadySeen', fingerprint: null };
+  // Without a change time (never seen from Sellsy), the object's state stands for the change.
+  return { kind: 'change', changedAt, fingerprint: changedAt === null ? fingerprintOf(object) : null };
+}
+
+/**
+ * Rescan: the fingerprint against the stored one. `lastScan`: when the previous complete scan started (null: none).
+ * `newSince`: an object without a fingerprint created since then is new (null: none is, the first scan).
+ */
+function judgeRescan(
+  { object, seenAt, stored }: Found,
+  createdField: string,
+  lastScan: number | null,
+  newSince: number | null,
+): Verdict {
+  const fingerprint = fingerprintOf(object);
+  if (stored === fingerprint) return { kind: 'unchanged' };
+  if (stored === null) {
+    const created = timeOf(object, createdField);
+    if (newSince === null || (created !== null && created < newSince)) return { kind: 'recorded', fingerprint };
+  }
+  if (lastScan !== null && seenAt !== null && seenAt > lastScan) return { kind: 'alreadySeen', fingerprint };
+  return { kind: 'change', changedAt: null, fingerprint };
+}
+
 async function reconcileType(
   deps: ReconcileDeps,
   run: ReconcileRun,
@@ -122,6 +171,12 @@ async function reconcileType(
   };
   const startedAt = now();
   const lastScan = strategy.kind === 'rescan' ? await deps.state.lastScan(account, collection) : null;
+  // Rescan: objects without a fingerprint are new when created since the last scan, or (a backfill) in the window.
+  const newSince = run.backfill ? Math.min(run.since, lastScan ?? run.since) : lastScan;
+  const judge = (found: Found): Verdict =>
+    strategy.kind === 'incremental'
+      ? judgeIncremental(found, strategy.changedAt)
+      : judgeRescan(found, strategy.created, lastScan, newSince);
   const start = strategy.kind === 'rescan' ? Math.min(run.since, run.until - run.lookbackMs) : run.since;
   const pages = searchPages(api, collection, {
     filters: { [strategy.filter]: { start: iso(start), end: iso(run.until) } },
@@ -131,21 +186,39 @@ async function reconcileType(
     },
   });
   for await (const { objects } of pages) {
-    const withIds = objects.filter((o) => typeof o.id === 'string' || typeof o.id === 'number');
     tally.found += objects.length;
+    const withIds = objects.filter((o) => typeof o.id === 'string' || typeof o.id === 'number');
     const ids = withIds.map((o) => String(o.id));
-    const seen = await deps.seen.get(ids.map((id) => recordKey(account, collection, id)));
-    const decide = strategy.kind === 'incremental' ? incremental : rescan;
-    const { changes, fingerprints } = await decide();
+    const [seen, stored] = await Promise.all([
+      deps.seen.get(ids.map((id) => recordKey(account, collection, id))),
+      strategy.kind === 'rescan' ? deps.state.fingerprints(account, collection, ids) : [],
+    ]);
+    const changes: Change[] = [];
+    const fingerprints = new Map<string, string>();
+    withIds.forEach((object, i) => {
+      const id = ids[i] as string;
+      const verdict = judge({ object, seenAt: seen[i] ?? null, stored: stored[i] ?? null });
+      if (verdict.kind === 'unchanged') tally.unchanged++;
+      else if (verdict.kind === 'recorded') tally.recorded++;
+      else if (verdict.kind === 'alreadySeen') tally.alreadySeen++;
+      else {
+        const { changedAt, fingerprint } = verdict;
+        changes.push({ account, collection, relatedType: plan.relatedType, id, changedAt, fingerprint });
+      }
+      if (strategy.kind === 'rescan' && 'fingerprint' in verdict && verdict.fingerprint !== null) {
+        fingerprints.set(id, verdict.fingerprint);
+      }
+    });
     tally.changes += changes.length;
     if (!run.dryRun) {
       const at = new Date(now());
       const results = await Promise.all(changes.map((c) => deps.writer.enqueue(syntheticJob(c, at))));
       for (const r of results) r.duplicate ? tally.duplicates++ : tally.queued++;
+      // Only once their jobs are written: an interrupted run finds these changes again.
       await Promise.all(
-        changes
-          .filter((c) => c.changedAt !== null)
-          .map((c) => deps.seen.mark(recordKey(account, collection, c.id), c.changedAt as number)),
+        changes.flatMap((c) =>
+          c.changedAt === null ? [] : [deps.seen.mark(recordKey(account, collection, c.id), c.changedAt)],
+        ),
       );
       await deps.state.setFingerprints(account, collection, fingerprints);
     }
@@ -153,61 +226,7 @@ async function reconcileType(
     tally.quotaByMinute = api.quota.byMinute;
     tally.quotaByDay = api.quota.byDay;
     run.onProgress?.({ ...tally });
-
-    async function incremental(): Promise<{ changes: Change[]; fingerprints: Map<string, string> }> {
-      const changes: Change[] = [];
-      const field = strategy.kind === 'incremental' ? strategy.changedAt : '';
-      withIds.forEach((object, i) => {
-        const time = typeof object[field] === 'string' ? Date.parse(object[field] as string) : Number.NaN;
-        const changedAt = Number.isNaN(time) ? null : time;
-        const seenAt = seen[i] ?? null;
-        if (changedAt !== null && seenAt !== null && seenAt >= changedAt) {
-          tally.alreadySeen++;
-          return;
-        }
-        const fingerprint = changedAt === null ? fingerprintOf(object) : null;
-        changes.push(changeOf(object, changedAt, fingerprint));
-      });
-      return { changes, fingerprints: new Map() };
-    }
-
-    async function rescan(): Promise<{ changes: Change[]; fingerprints: Map<string, string> }> {
-      const stored = await deps.state.fingerprints(account, collection, ids);
-      const changes: Change[] = [];
-      const fingerprints = new Map<string, string>();
-      const createdField = strategy.kind === 'rescan' ? strategy.created : '';
-      // Objects without a fingerprint are new since the last scan, or (a backfill) created in the window.
-      const newSince = run.backfill ? Math.min(run.since, lastScan ?? run.since) : lastScan;
-      withIds.forEach((object, i) => {
-        const id = ids[i] as string;
-        const fingerprint = fingerprintOf(object);
-        const before = stored[i] ?? null;
-        if (before === fingerprint) {
-          tally.unchanged++;
-          return;
-        }
-        fingerprints.set(id, fingerprint);
-        if (before === null) {
-          const created = typeof object[createdField] === 'string' ? Date.parse(object[createdField] as string) : NaN;
-          if (newSince === null || (!Number.isNaN(created) && created < newSince)) {
-            tally.recorded++;
-            return;
-          }
-        }
-        const seenAt = seen[i] ?? null;
-        if (lastScan !== null && seenAt !== null && seenAt > lastScan) {
-          tally.alreadySeen++;
-          return;
-        }
-        changes.push(changeOf(object, null, fingerprint));
-      });
-      return { changes, fingerprints };
-    }
   }
   if (strategy.kind === 'rescan' && !run.dryRun) await deps.state.setLastScan(account, collection, startedAt);
   return tally;
-
-  function changeOf(object: SellsyObject, changedAt: number | null, fingerprint: string | null): Change {
-    return { account, collection, relatedType: plan.relatedType, id: String(object.id), changedAt, fingerprint };
-  }
 }

@@ -106,8 +106,13 @@ test('backfill queues one synthetic delivery per change of companies, contacts a
 test('backfill --dry-run queues nothing and records nothing: the real run after it queues every change', async () => {
   const { fake, env, jobs } = await setup();
   seedChanges(fake);
-  const dry = await runDispatch(['backfill', '--since', '24h', '--dry-run'], env);
+  const dry = await runDispatch(['backfill', '--since', '24h', '--dry-run'], env, { isTTY: true });
   assert.equal(dry.status, 0, dry.stderr);
+  assert.match(
+    dry.stdout,
+    /\rcontacts \(account 929\): found 2, queued 0, already seen 0 · API calls \d+, quota left 600\/minute, 100000\/day/,
+    'on a terminal, a progress line after each page',
+  );
   assert.match(dry.stdout, /dry run: nothing is queued/);
   assert.match(dry.stdout, /total: found 7, would queue 7/);
   assert.equal((await jobs()).length, 0);
@@ -199,4 +204,24 @@ test('workers run synthetic deliveries through the record stage like webhooks: a
     await worker.close();
     await listener.close();
   }
+});
+
+test('with SELLSY_ACCOUNT_CREDENTIALS each account is read with its own client and its changes attributed to it', async () => {
+  const { fake, env, jobs } = await setup();
+  fake.put('companies', '1', { id: 1, updated_at: ago(HOUR) });
+  fake.addAccount('other-id', 'other-secret').put('companies', '1', { id: 1, updated_at: ago(2 * HOUR) });
+  const { SELLSY_ACCOUNT_ID: _, SELLSY_CLIENT_ID: __, SELLSY_CLIENT_SECRET: ___, ...rest } = env;
+  const credentials = {
+    '929': { clientId: fake.clientId, clientSecret: fake.clientSecret },
+    '930': { clientId: 'other-id', clientSecret: 'other-secret' },
+  };
+  const result = await runDispatch(['backfill', '--since', '24h', '--types', 'companies'], {
+    ...rest,
+    SELLSY_ACCOUNT_CREDENTIALS: JSON.stringify(credentials),
+  });
+  assert.equal(result.status, 0, result.stderr);
+  const byAccount = (await jobs()).map((j) => `${j.data.account}:${j.data.event?.relatedId}:${j.data.event?.corpId}`);
+  assert.deepEqual(byAccount.sort(), ['929:1:929', '930:1:930']);
+  const changedAt = (await jobs()).map((j) => (JSON.parse(j.data.rawBody) as { changedAt: string }).changedAt).sort();
+  assert.notEqual(changedAt[0], changedAt[1], 'each account answered with its own object');
 });
