@@ -24,8 +24,6 @@ export type DeliverySource = 'webhook' | 'reconcile';
 export interface WebhookJobData {
   /** Contract version. */
   v: 1;
-  /** Who made the job; absent on jobs written before this field existed, which are all `webhook`. */
-  source?: DeliverySource;
   /** Unique per delivery; also the BullMQ job id of the job it created. */
   deliveryId: string;
   /** ISO 8601 time the listener received the request. */
@@ -53,6 +51,8 @@ export interface WebhookJobData {
   dedupKey: string;
   /** Request metadata, for tracing; absent on a synthetic delivery (`source` `reconcile`), which had no request. */
   request?: { id: string; path: string; ip: string; userAgent: string | null };
+  /** Who made the job; absent on jobs written before this field existed, which are all `webhook`. */
+  source?: DeliverySource;
 }
 
 export interface WebhookJob {

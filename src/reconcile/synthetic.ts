@@ -44,7 +44,6 @@ export function syntheticJob(change: Change, now: Date): WebhookJob {
     name: `${change.relatedType}.reconciled`,
     data: {
       v: 1,
-      source: 'reconcile',
       deliveryId: newDeliveryId(),
       receivedAt: now.toISOString(),
       contentType: CONTENT_TYPE,
@@ -54,6 +53,7 @@ export function syntheticJob(change: Change, now: Date): WebhookJob {
       event: parseDelivery(Buffer.from(rawBody, 'utf8'), CONTENT_TYPE).event,
       parseProblem: null,
       dedupKey: dedupKeyOf(change.account, `reconcile\n${change.collection}\n${change.id}\n${what}`),
+      source: 'reconcile',
     },
   };
 }
