@@ -125,3 +125,18 @@ test('a search filter the collection does not support answers 400, as Sellsy doe
   );
   assert.equal(await queue.count(), 0);
 });
+
+test('a run interrupted after its first page, run again, queues every change exactly once', async () => {
+  const { queue, run } = await setup();
+  const updated = new Date(Date.now() - 3_600_000).toISOString();
+  for (let id = 1; id <= 250; id++) fake.put('companies', String(id), { id, updated_at: updated });
+  const stop = new AbortController();
+  await assert.rejects(run({ types: ['companies'], signal: stop.signal, onProgress: () => stop.abort() }));
+  assert.equal(await queue.count(), 100, 'the first page was queued before the interruption');
+  const [again] = await run({ types: ['companies'] });
+  assert.equal(again?.alreadySeen, 100);
+  assert.equal(again?.queued, 150);
+  const ids = (await queue.getJobs(['wait'])).map((j) => j.data.event?.relatedId);
+  assert.equal(ids.length, 250);
+  assert.equal(new Set(ids).size, 250);
+});
