@@ -1,6 +1,6 @@
 /**
  * `sellsy-webhooks <command>`: the services (listen, work, start) and the operator's commands (doctor, stats, replay,
- * spool, sellsy), which run once and exit.
+ * backfill, spool, sellsy), which run once and exit.
  *
  * `dispatch(argv, env, io)` runs one command line and returns its exit code: 0 done (or a service started), 1 runtime
  * failure (or a failed check), 2 usage error, 78 bad configuration. It never ends the process and reads neither
@@ -15,6 +15,7 @@ import { createMetrics } from '../metrics/metrics.ts';
 import { watchQueues } from '../metrics/queue-stats.ts';
 import { startMetricsServer } from '../metrics/server.ts';
 import { type RunningWorker, startWorker } from '../worker/worker.ts';
+import { backfill, parseBackfillArgs } from './backfill.ts';
 import { doctor } from './doctor.ts';
 import { HELP, version } from './help.ts';
 import type { CliIo, Service } from './io.ts';
@@ -67,6 +68,11 @@ function oneShot(command: string, args: string[], io: CliIo): ((config: Config) 
           return EXIT_FAILURE;
         }
       };
+    }
+    case 'backfill': {
+      const parsed = parseBackfillArgs(args);
+      if (typeof parsed === 'string') return parsed;
+      return (config) => backfill(config, parsed, io);
     }
     case 'spool':
       if (args[0] === 'status') return only(args.slice(1), '--json') ?? ((config) => spoolStatus(config, json, io));

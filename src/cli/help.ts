@@ -14,6 +14,9 @@ Commands:
   replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]
             puts dead letters (failed jobs) back in the queue with fresh attempts; no filter = all of them;
             --name takes a pattern (invoice.*), --since/--until bound when they failed; --dry-run lists them
+  backfill --since TIME|DURATION [--until TIME|DURATION] [--types companies,contacts,...] [--lookback DURATION] [--dry-run]
+            finds the Sellsy objects changed in the window that no webhook brought and queues one
+            <relatedtype>.reconciled job per change (docs/reconciliation.md); safe to interrupt and run again
   doctor    checks configuration, Redis (reachable, version, eviction policy, AOF), the spool directory, the queue,
             PostgreSQL, the Sellsy API credentials and FORWARD_URL; ok/warn/fail with the fix; exit 1 on a fail
   stats [--json]
@@ -37,6 +40,7 @@ Configuration comes from environment variables; see .env.example and the README.
   replay, stats: REDIS_URL QUEUE_NAME QUEUE_PREFIX (stats: SPOOL_DIR)
   doctor:   every variable it checks (all of the above)
   sellsy:   SELLSY_CLIENT_ID SELLSY_CLIENT_SECRET SELLSY_API_URL SELLSY_TOKEN_URL SELLSY_API_TIMEOUT_MS
+  backfill: the sellsy ones, SELLSY_ACCOUNT_ID SELLSY_ACCOUNT_CREDENTIALS, and REDIS_URL QUEUE_NAME QUEUE_PREFIX
   worker:   REDIS_URL QUEUE_NAME QUEUE_PREFIX WORKER_CONCURRENCY WORKER_LOCK_MS HANDLERS RECORD_ORDER
             SELLSY_SIGN_KEY SELLSY_ACCOUNT_KEYS BAD_SIGNATURE_KEEP_SECONDS (SIGNATURE_CHECK=worker)
             forward: FORWARD_URL FORWARD_SECRET FORWARD_TIMEOUT_MS

@@ -7,6 +7,7 @@
  * - `webhook-id`: the delivery id, the same on every retry (the receiver's idempotency key);
  * - `webhook-timestamp`: unix seconds at send time;
  * - `webhook-signature`: `v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">`;
+ * - `x-sellsy-webhooks-source`: `webhook` (Sellsy posted it) or `reconcile` (a synthetic delivery, src/reconcile/);
  * and a JSON body:
  *   {
  *     "type": "<relatedtype>.<event>" | "unknown",   the job name
@@ -18,7 +19,8 @@
  *     "rawBody": "<the Sellsy body as received>",
  *     "rawBodyBase64": "<base64>",                    only when the body is not valid UTF-8: its exact bytes
  *     "contentType": "<the Sellsy request's Content-Type>" | null,
- *     "signature": "verified" | "unchecked" | "not_configured"   the Sellsy signature status
+ *     "signature": "verified" | "unchecked" | "not_configured" | "internal"   the signature status (`internal`: a
+ *                                                     synthetic delivery of reconciliation, nothing to verify)
  *   }
  *
  * Outcomes (see the handler API in `src/handlers/handler.ts`):
@@ -76,6 +78,7 @@ export function createForwardHandler(opts: ForwardOptions): Handler {
           'webhook-id': context.deliveryId,
           'webhook-timestamp': String(timestamp),
           'webhook-signature': signWithKey(key, context.deliveryId, timestamp, body),
+          'x-sellsy-webhooks-source': context.data.source ?? 'webhook',
         },
         body,
         signal,

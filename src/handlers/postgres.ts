@@ -69,6 +69,11 @@ const MIGRATIONS: readonly { version: number; up: (schema: string) => string }[]
       CREATE INDEX sellsy_events_record_idx ON ${s}.sellsy_events (account, related_type, related_id);
     `,
   },
+  {
+    // Who made the job (the queue contract's `source`): every row stored before is a webhook delivery.
+    version: 2,
+    up: (s) => `ALTER TABLE ${s}.sellsy_events ADD COLUMN source text NOT NULL DEFAULT 'webhook';`,
+  },
 ];
 
 /** First key of the two-int advisory lock: this service's migrations (the second key is the schema's hash). */
@@ -97,6 +102,7 @@ const COLUMNS = [
   ['event_json', 'jsonb'],
   ['parse_problem', 'text'],
   ['signature_status', 'text'],
+  ['source', 'text'],
 ] as const;
 
 /** One delivery's values, in the order of COLUMNS. */
@@ -112,7 +118,7 @@ const BATCH_MAX_BYTES = 8 * 1024 * 1024;
 
 /**
  * `one`: a row. `many`: rows as one array per column, `unnest`ed: one statement text (prepared once per connection)
- * and 18 parameters whatever the number of rows. Both `ON CONFLICT DO NOTHING` on every unique key; within one
+ * and one parameter per column whatever the number of rows. Both `ON CONFLICT DO NOTHING` on every unique key; within one
  * statement too, the second row with a dedup key is skipped.
  */
 function eventStatements(schema: string): { one: string; many: string } {
@@ -268,6 +274,7 @@ function rowOf(event: Parameters<Handler>[0], context: HandlerContext): Row {
     jsonb(event),
     data.parseProblem,
     data.signature.status,
+    data.source ?? 'webhook',
   ];
 }
 

@@ -167,6 +167,7 @@ export async function webhookRoutes(app: FastifyInstance, deps: WebhookDeps): Pr
         ip: request.ip,
         userAgent: request.headers['user-agent'] ?? null,
       },
+      source: 'webhook',
     };
     // The spool then stores the body's bytes once instead of the job's JSON (see src/spool/format.ts). A large
     // body goes to the spool without being written to Redis: its string and event tree are built only if read.

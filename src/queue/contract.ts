@@ -5,6 +5,10 @@
  * Queue: `QUEUE_NAME` (default `sellsy-webhooks`), key prefix `QUEUE_PREFIX` (default `bull`).
  * Job name: `<relatedtype>.<event>` (e.g. `invoice.step`), or `unknown` when the body is not a Sellsy event.
  * Job id: the delivery id (a UUID). Deduplication id: `dedupKey`.
+ *
+ * Two sources write jobs (`source`): the listener, one job per webhook delivery Sellsy posted, and reconciliation
+ * (src/reconcile/), one synthetic delivery per change it found in the Sellsy API that no webhook brought: job name
+ * `<relatedtype>.reconciled`, signature status `internal`, no `request`.
  */
 
 import { isUtf8 } from 'node:buffer';
@@ -13,6 +17,9 @@ import type { Config } from '../config/config.ts';
 import type { HttpErrorCode } from '../errors.ts';
 import { type ParseProblem, parseDelivery, type SellsyEvent } from '../sellsy/payload.ts';
 import { accountOf, checkSignature, type SignatureStatus, type SignedScope, signedBytesOf } from '../sellsy/verify.ts';
+
+/** Who made a job: a webhook delivery, or reconciliation's synthetic delivery. */
+export type DeliverySource = 'webhook' | 'reconcile';
 
 export interface WebhookJobData {
   /** Contract version. */
@@ -42,8 +49,10 @@ export interface WebhookJobData {
   /** sha256 hex of account and the signed bytes (the raw body, or the `notif` value with
    * `SIGNATURE_FORM_SCOPE=notif`): the same delivery received twice has the same key. */
   dedupKey: string;
-  /** Request metadata, for tracing. */
-  request: { id: string; path: string; ip: string; userAgent: string | null };
+  /** Request metadata, for tracing; absent on a synthetic delivery (`source` `reconcile`), which had no request. */
+  request?: { id: string; path: string; ip: string; userAgent: string | null };
+  /** Who made the job; absent on jobs written before this field existed, which are all `webhook`. */
+  source?: DeliverySource;
 }
 
 export interface WebhookJob {

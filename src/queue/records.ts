@@ -6,6 +6,7 @@
 import { hash } from 'node:crypto';
 import { type Job, type JobsOptions, Queue } from 'bullmq';
 import type { Config } from '../config/config.ts';
+import { collectionOf } from '../sellsy/api.ts';
 import type { RedisClient } from './connection.ts';
 import type { WebhookJob, WebhookJobData } from './contract.ts';
 import { LatestDeliveries, latestTtlMs } from './latest.ts';
@@ -13,11 +14,20 @@ import { type BullmqProducerOptions, jobOptionsOf } from './producer-options.ts'
 
 export const recordQueueName = (queueName: string): string => `${queueName}-records`;
 
-/** The record a delivery is about, or null (unparsed, or no related id). */
+/**
+ * The record a delivery is about, or null (unparsed, or no related id): account, Sellsy collection and id. A company
+ * posted as `third`, `client`, `prospect` or `company` (and a reconciled one) is one record: `companies`. A related
+ * type without a collection keys on itself, lower-cased.
+ */
 export function recordKeyOf(data: WebhookJobData): string | null {
   const e = data.event;
   if (!e?.relatedType || !e.relatedId) return null;
-  const key = `${data.account ?? ''}:${e.relatedType}:${e.relatedId}`;
+  return recordKey(data.account, collectionOf(e.relatedType) ?? e.relatedType.toLowerCase(), e.relatedId);
+}
+
+/** The record key of an object of a Sellsy collection (or of a related type without one), by id. */
+export function recordKey(account: string | null, collection: string, id: string): string {
+  const key = `${account ?? ''}:${collection}:${id}`;
   return key.length <= 200 ? key : hash('sha256', key, 'hex');
 }
 

@@ -24,7 +24,9 @@ export type SignatureStatus =
   /** `SIGNATURE_CHECK=worker`: the consumer must check `signature.header` against `rawBody`. */
   | 'unchecked'
   /** No key is configured: nothing was checked. */
-  | 'not_configured';
+  | 'not_configured'
+  /** Not a request: the service made the job itself (a synthetic delivery of reconciliation, src/reconcile/). */
+  | 'internal';
 
 /** What a signature covers: the raw body, or (`SIGNATURE_FORM_SCOPE=notif`) the decoded `notif` of a form body. */
 export type SignedScope = 'body' | 'notif';

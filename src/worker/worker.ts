@@ -16,6 +16,8 @@
  *   A delivery the ingest queue folded as a duplicate reaches this stage too: the listener offers it and adds a
  *   record job (src/queue/records.ts, `RecordReruns`).
  *
+ * Webhook deliveries of a record also leave their receipt time (src/queue/seen.ts), for reconciliation.
+ *
  * Deferred signatures (`SIGNATURE_CHECK=worker`): a job the listener queued `unchecked` is verified before any
  * handler. A refused one releases the deduplication key it took (a genuine delivery with the same bytes then makes a
  * job of its own) and fails for good; it is kept `BAD_SIGNATURE_KEEP_SECONDS` (src/worker/refused.ts).
@@ -35,6 +37,7 @@ import { closeForGood, createConnection, type RedisClient, redisSettingsOf } fro
 import { deferredRefusal, type WebhookJobData } from '../queue/contract.ts';
 import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
+import { RecordSeen } from '../queue/seen.ts';
 
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';
@@ -99,6 +102,11 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     recordQueue.on('error', () => undefined);
     latest = new LatestDeliveries(client, `${config.queuePrefix}:${name}`, latestTtlMs(config));
   }
+  // When each record's latest webhook came: reconciliation queues no change a webhook brought after it.
+  const seenClient = connect(`${config.queueName}:seen`);
+  seenClient.on('error', () => undefined); // reported by the workers' own connections
+  connections.push(seenClient);
+  const seen = RecordSeen.of(seenClient, config.queuePrefix, config.queueName);
   let refused: RefusedDeadLetters | null = null;
   let sweepTimer: NodeJS.Timeout | null = null;
   const sweep = () => {
@@ -196,7 +204,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       metrics?.jobAttempts.observe({ queue, outcome: 'completed' }, job.attemptsMade + 1);
       log.info(
         {
-          reqId: job.data.request.id,
+          reqId: job.data.request?.id,
           jobId: job.id,
           deliveryId: job.data.deliveryId,
           event: job.name,
@@ -229,6 +237,8 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       if (job.id !== undefined) await refused?.add(job.id);
       throw new RefusedSignatureError(refusal);
     }
+    const seenRecord = job.data.source === 'reconcile' ? null : recordKeyOf(job.data);
+    if (seenRecord !== null) await seen.mark(seenRecord, Date.parse(job.data.receivedAt) || Date.now());
     const record = recordQueue ? recordKeyOf(job.data) : null;
     const chain = record === null ? fullChain : pipeline.store;
     if (job.name === 'unknown' && !unknownHandled) {
@@ -290,7 +300,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       if (err instanceof RefusedSignatureError) sweep();
       log[final ? 'error' : 'warn'](
         {
-          reqId: job.data.request.id,
+          reqId: job.data.request?.id,
           jobId: job.id,
           deliveryId: job.data.deliveryId,
           event: job.name,

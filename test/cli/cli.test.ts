@@ -18,7 +18,17 @@ import { waitFor } from '../helpers/wait.ts';
 test('help lists every command and every environment variable', async () => {
   const result = await runDispatch(['--help']);
   assert.equal(result.status, 0);
-  for (const command of ['start', 'listen', 'work', 'doctor', 'stats', 'replay', 'spool status', 'sellsy connect']) {
+  for (const command of [
+    'start',
+    'listen',
+    'work',
+    'doctor',
+    'stats',
+    'replay',
+    'backfill',
+    'spool status',
+    'sellsy connect',
+  ]) {
     assert.match(result.stdout, new RegExp(`^  ${command}\\b`, 'm'), `help lists ${command}`);
   }
   for (const name of ENV_NAMES) assert.ok(result.stdout.includes(name), `help mentions ${name}`);
@@ -39,6 +49,9 @@ test('operator commands check their arguments before anything else: exit 2 with 
     [['replay', '--until', 'soon'], /replay: --until "soon" is not a date/],
     [['stats', '--jsno'], /stats: unexpected argument "--jsno"/],
     [['doctor', 'now'], /doctor: unexpected argument "now"/],
+    [['backfill'], /backfill: --since is required/],
+    [['backfill', '--since', 'yesterday'], /backfill: --since "yesterday" is neither a date/],
+    [['backfill', '--since', '24h', '--types', 'companies,widgets'], /backfill: --types: unknown "widgets"/],
   ] as const) {
     const result = await runDispatch([...args]);
     assert.equal(result.status, 2, `${args.join(' ')}: ${result.stderr}`);

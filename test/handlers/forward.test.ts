@@ -111,6 +111,14 @@ test('the request carries the content type, user agent, delivery id and current 
   assert.equal(headers['webhook-id'], jobFixture(3).data.deliveryId);
   const timestamp = Number(headers['webhook-timestamp']);
   assert.ok(timestamp >= before && timestamp <= afterSend, `timestamp ${timestamp} is the send time`);
+  assert.equal(headers['x-sellsy-webhooks-source'], 'webhook', 'a job without source is a webhook delivery');
+});
+
+test('a synthetic delivery of reconciliation is forwarded with the source header reconcile', async () => {
+  const receiver = await startReceiver();
+  const base = contextFor(6);
+  await forwarder(receiver.url)(event, { ...base, data: { ...base.data, source: 'reconcile' } });
+  assert.equal(receiver.received[0]?.headers['x-sellsy-webhooks-source'], 'reconcile');
 });
 
 test('the standardwebhooks library verifies the forwarded body and headers', async () => {

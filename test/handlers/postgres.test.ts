@@ -41,6 +41,7 @@ test('opening the store creates the schema, the events table with its columns an
       'event_json jsonb',
       'parse_problem text',
       'signature_status text not null',
+      'source text not null',
     ],
   );
   const indexes = (
@@ -58,9 +59,13 @@ test('opening the store creates the schema, the events table with its columns an
     indexes.some((d) => d.includes('(account, related_type, related_id)')),
     'record index',
   );
-  const migrations = await db.query(`SELECT version, applied_at FROM ${db.schema}.sellsy_webhooks_migrations`);
-  assert.equal(migrations.length, 1);
-  assert.equal(migrations[0]?.version, 1);
+  const migrations = await db.query(
+    `SELECT version, applied_at FROM ${db.schema}.sellsy_webhooks_migrations ORDER BY version`,
+  );
+  assert.deepEqual(
+    migrations.map((m) => m.version),
+    [1, 2],
+  );
   assert.ok(migrations[0]?.applied_at instanceof Date);
 });
 
@@ -72,10 +77,10 @@ test('opening the store a second time, or migrating again, changes nothing and k
   const second = await openEventStore({ url: db.url, schema: db.schema }, silent);
   t.after(() => second.close());
   await second.migrate();
-  const migrations = await db.query(`SELECT version FROM ${db.schema}.sellsy_webhooks_migrations`);
+  const migrations = await db.query(`SELECT version FROM ${db.schema}.sellsy_webhooks_migrations ORDER BY version`);
   assert.deepEqual(
     migrations.map((m) => m.version),
-    [1],
+    [1, 2],
   );
   assert.equal((await rows(db)).length, 1);
 });
@@ -88,7 +93,7 @@ test('several stores opening the same new schema at the same time all succeed an
   );
   t.after(() => Promise.all(stores.map((s) => s.close())));
   const migrations = await db.query(`SELECT version FROM ${db.schema}.sellsy_webhooks_migrations`);
-  assert.equal(migrations.length, 1);
+  assert.equal(migrations.length, 2);
   await Promise.all(stores.map((s, i) => store(s, delivery(i + 1, EVENT_BODY.replace('"42"', `"${i + 1}"`)))));
   assert.equal((await rows(db)).length, 4);
 });
@@ -119,6 +124,19 @@ test('a delivery is stored with its raw body exact, its parsed fields and its ti
   assert.equal((row.event_json as { extra: { note: string } }).extra.note, 'Société Générale — 10 € · 日本 · 😀');
   assert.equal(row.parse_problem, null);
   assert.equal(row.signature_status, 'not_configured');
+  assert.equal(row.source, 'webhook', 'a job without source (written before the field) is a webhook delivery');
+});
+
+test('a synthetic delivery of reconciliation is stored with its source', async (t) => {
+  const { db, store: s } = await withStore(t);
+  const job = delivery(1, EVENT_BODY);
+  job.data.source = 'reconcile';
+  job.data.signature = { status: 'internal', header: null, scope: 'body' };
+  delete job.data.request;
+  await store(s, job);
+  const row = await only(db);
+  assert.equal(row.source, 'reconcile');
+  assert.equal(row.signature_status, 'internal');
 });
 
 test('a body that is not UTF-8 keeps its exact bytes in raw_body_base64', async (t) => {

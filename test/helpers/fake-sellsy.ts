@@ -18,6 +18,8 @@
  *   `last_succeeded`), an unknown field, a `type` other than `http` or a `configuration` id outside the catalogue:
  *   stricter than needed, so a client that echoes what it read is caught. Stored webhooks, sign keys included:
  *   `webhooks()`; `putWebhook()` stores one as Sellsy would hold it (failures and all), `clearWebhooks()` empties.
+ * - `POST /v2/<collection>/search`: filters, seek paging and order over the objects `put` there
+ *   (test/helpers/fake-sellsy-search.ts).
  * More endpoints: `route(method, pattern, handler)`; routes added later are tried first.
  */
 import { once } from 'node:events';
@@ -25,6 +27,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SellsyApiOptions } from '../../src/sellsy/api.ts';
+import { searchRoute } from './fake-sellsy-search.ts';
 
 export interface FakeRequest {
   method: string;
@@ -97,6 +100,8 @@ export interface FakeSellsy {
   /** Another account, reached with these credentials; `put` stores its objects. */
   addAccount(clientId: string, clientSecret: string): { put(collection: string, id: string, object: unknown): void };
   remove(collection: string, id: string): void;
+  /** The objects of a collection, of the account a token was given to (the main account for any other token). */
+  objectsOf(collection: string, token: string | null): unknown[];
   failNext(n: number, status: number, headers?: Record<string, string>, body?: unknown): void;
   delayNext(n: number, ms: number): void;
   expireTokens(): void;
@@ -221,6 +226,11 @@ export async function startFakeSellsy(
     remove(collection, id) {
       objects.get(collection)?.delete(id);
     },
+    objectsOf(collection, token) {
+      const account = token === null ? undefined : tokenAccount.get(token);
+      const from = account === undefined ? objects : (accounts.get(account)?.objects ?? objects);
+      return [...(from.get(collection)?.values() ?? [])];
+    },
     failNext(n, status, headers, body) {
       for (let i = 0; i < n; i++) {
         failures.push(
@@ -293,6 +303,8 @@ export async function startFakeSellsy(
     const object = from.get(collection)?.get(decodeURIComponent(id));
     return object === undefined ? sellsyError(404, `${collection} ${id} not found`) : { status: 200, body: object };
   });
+
+  fake.route('POST', /^\/v2\/([a-z-]+)\/search$/, searchRoute(fake));
 
   // Webhooks management. Added after the generic look-up above, so these are tried first for `/v2/webhooks/…`.
   fake.route('GET', /^\/v2\/webhooks$/, ({ request }) => {

@@ -1,0 +1,36 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { Redis } from 'ioredis';
+import { RecordSeen, SEEN_TTL_MS } from '../../src/queue/seen.ts';
+import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+
+let redis: RedisServer;
+let client: Redis;
+before(async () => {
+  redis = await startRedis();
+  client = redis.client();
+});
+after(async () => {
+  client?.disconnect();
+  await redis?.destroy();
+});
+
+test('a record keeps the latest time it was seen, whatever order the marks come in', async () => {
+  const seen = RecordSeen.of(client, 'test', 'order');
+  await seen.mark('929:companies:1', 2_000);
+  await seen.mark('929:companies:1', 1_000);
+  await seen.mark('929:contacts:2', 500);
+  await seen.mark('929:contacts:2', 700);
+  assert.deepEqual(await seen.get(['929:companies:1', '929:contacts:2', '929:invoices:3']), [2_000, 700, null]);
+  assert.deepEqual(await seen.get([]), []);
+});
+
+test('each mark, kept or not, renews the expiry of the record', async () => {
+  const seen = new RecordSeen(client, 'test:ttl', 60_000);
+  await seen.mark('r', 5);
+  await client.pexpire('test:ttl:r', 1_000);
+  await seen.mark('r', 4);
+  const ttl = await client.pttl('test:ttl:r');
+  assert.ok(ttl > 1_000 && ttl <= 60_000, `the key lives on (${ttl} ms left)`);
+  assert.ok(SEEN_TTL_MS >= 30 * 24 * 3600 * 1000, 'by default at least the 30-day look-back');
+});
