@@ -43,6 +43,7 @@ interface DestinationSpec {
   secret?: string;
   secrets?: string[];
   events?: string[];
+  maxPerSecond?: number;
 }
 
 function destinationsFile(specs: DestinationSpec[]): string {
@@ -52,6 +53,7 @@ function destinationsFile(specs: DestinationSpec[]): string {
     if (d.secret) lines.push(`    secret: \${${d.secret}}`);
     if (d.secrets) lines.push(`    secrets: [${d.secrets.map((s) => `"\${${s}}"`).join(', ')}]`);
     if (d.events) lines.push(`    events: ${JSON.stringify(d.events)}`);
+    if (d.maxPerSecond) lines.push(`    max_per_second: ${d.maxPerSecond}`);
   }
   const path = join(tempDir(), 'destinations.yaml');
   writeFileSync(path, `${lines.join('\n')}\n`);
@@ -372,4 +374,30 @@ test('user handlers run once per job after the fan-out, not once per destination
   assert.equal(calls.length, 1);
   assert.equal(a.received.length, 1);
   assert.equal(b.received.length, 1);
+});
+
+test('max_per_second spaces the requests to that destination without slowing the others', async () => {
+  const arrivals =
+    (target: { at: number[] }): Answer =>
+    (res) => {
+      target.at.push(Date.now());
+      res.end();
+    };
+  const slowTimes = { at: [] as number[] };
+  const fastTimes = { at: [] as number[] };
+  const slow = await receiver(arrivals(slowTimes));
+  const fast = await receiver(arrivals(fastTimes));
+  const { listener } = await setup([
+    { name: 'slow', receiver: slow, secret: 'ACCOUNTING_SECRET', maxPerSecond: 5 },
+    { name: 'fast', receiver: fast, secret: 'CRM_SECRET' },
+  ]);
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i++) ids.push(await deliver(listener, body('invoice', 'step', 600 + i)));
+  await Promise.all(ids.map((id) => settled(listener, id, 'completed')));
+  const span = (t: number[]) => Math.max(...t) - Math.min(...t);
+  assert.equal(slowTimes.at.length, 6);
+  assert.equal(fastTimes.at.length, 6);
+  // Six requests at 5 a second: five intervals of 200 ms at least between the first and the last.
+  assert.ok(span(slowTimes.at) >= 950, `slow span ${span(slowTimes.at)} ms`);
+  assert.ok(span(fastTimes.at) < span(slowTimes.at) - 400, `fast span ${span(fastTimes.at)} ms`);
 });
