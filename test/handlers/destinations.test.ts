@@ -13,6 +13,7 @@ import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { replay } from '../../src/cli/replay.ts';
 import { loadConfig } from '../../src/config/config.ts';
+import { spawnCli } from '../helpers/cli.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type Answer, answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
@@ -400,4 +401,77 @@ test('max_per_second spaces the requests to that destination without slowing the
   // Six requests at 5 a second: five intervals of 200 ms at least between the first and the last.
   assert.ok(span(slowTimes.at) >= 950, `slow span ${span(slowTimes.at)} ms`);
   assert.ok(span(fastTimes.at) < span(slowTimes.at) - 400, `fast span ${span(fastTimes.at)} ms`);
+});
+
+test('a worker stopped mid-fan-out hands the job back; the destination that took the event does not get it again', async () => {
+  const quick = await receiver();
+  const hanging = await receiver(() => {}); // never answers while the first worker runs
+  const listener = await startTestListener(redis.url, { JOB_BACKOFF_MS: '20' });
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  const env = {
+    ...secrets,
+    SHUTDOWN_TIMEOUT_MS: '2000',
+    FORWARD_TIMEOUT_MS: '60000',
+    DESTINATIONS_FILE: destinationsFile([
+      { name: 'quick', receiver: quick, secret: 'ACCOUNTING_SECRET' },
+      { name: 'hanging', receiver: hanging, secret: 'CRM_SECRET' },
+    ]),
+  };
+  const first = await startTestWorker(listener, env);
+  const id = await deliver(listener, body('invoice', 'step', 700));
+  await waitFor(() => quick.received.length === 1 && hanging.received.length === 1, 10_000, 'both requests made');
+  await first.close();
+  assert.ok(first.logs.some((l) => l.msg === 'job handed back at shutdown' && l.jobId === id));
+  assert.equal(await listener.queue.getJobState(id), 'waiting');
+
+  hanging.answer = answerWith(204);
+  const second = await startTestWorker(listener, env);
+  cleanup.push(() => second.close());
+  await settled(listener, id, 'completed');
+  assert.equal(quick.received.length, 1, 'the destination that took the event is not sent to again');
+  assert.equal(hanging.received.length, 2);
+});
+
+test('a worker killed (kill -9) mid-fan-out: after a restart every destination has the event, every copy with the same webhook-id', async () => {
+  const quick = await receiver();
+  const hanging = await receiver((res, i) => {
+    if (i > 0) res.end(); // the first request is left unanswered: the worker is killed while it waits
+  });
+  const listener = await startTestListener(redis.url, { JOB_BACKOFF_MS: '20' });
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  const env = {
+    ...secrets,
+    REDIS_URL: redis.url,
+    QUEUE_NAME: listener.config.queueName,
+    WORKER_LOCK_MS: '2000',
+    LOG_LEVEL: 'warn',
+    FORWARD_TIMEOUT_MS: '60000',
+    DESTINATIONS_FILE: destinationsFile([
+      { name: 'quick', receiver: quick, secret: 'ACCOUNTING_SECRET' },
+      { name: 'hanging', receiver: hanging, secret: 'CRM_SECRET' },
+    ]),
+  };
+  const first = spawnCli(['work'], env);
+  cleanup.push(async () => first.child.kill('SIGKILL'));
+  const id = await deliver(listener, body('invoice', 'step', 800));
+  await waitFor(() => quick.received.length === 1 && hanging.received.length === 1, 20_000, 'mid-fan-out');
+  first.child.kill('SIGKILL');
+  await first.exited;
+
+  const second = spawnCli(['work'], env);
+  cleanup.push(async () => second.child.kill('SIGKILL'));
+  try {
+    await settled(listener, id, 'completed', 30_000);
+    const job = await listener.queue.getJob(id);
+    for (const target of [quick, hanging]) {
+      assert.ok(target.received.length >= 1);
+      assert.deepEqual(new Set(target.received.map(deliveryIdOf)), new Set([job?.data.deliveryId]));
+    }
+    assert.equal(hanging.received.length, 2);
+  } finally {
+    second.child.kill('SIGTERM');
+    assert.equal(await second.exited, 0);
+  }
 });
