@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { loadConfig } from '../../src/config/config.ts';
@@ -197,5 +197,15 @@ test('the example file in deploy/ is valid once its secret variables are set', (
       ['crm-sync', 2, ['company.*', 'contact.*', 'individual.*']],
       ['warehouse', 1, ['*', 'unknown']],
     ],
+  );
+});
+
+test('docs/destinations.md shows the example file as it is in deploy/', () => {
+  const example = readFileSync(join(ROOT, 'deploy/destinations.example.yaml'), 'utf8');
+  const fromList = example.slice(example.indexOf('destinations:'));
+  const doc = readFileSync(join(ROOT, 'docs/destinations.md'), 'utf8');
+  assert.ok(
+    doc.includes(`\`\`\`yaml\n${fromList}\`\`\``),
+    'the yaml block of the page is the file from "destinations:"',
   );
 });
