@@ -89,10 +89,8 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
     } catch (err) {
       const seconds = (performance.now() - started) / 1000;
       observer?.failed(target.name, seconds);
-      log.warn(
-        { destination: target.name, attempt: context.attempt, err: (err as Error).message },
-        'destination failed',
-      );
+      // `destination` comes from the child logger's bindings.
+      log.warn({ attempt: context.attempt, err: (err as Error).message }, 'destination failed');
       throw err;
     }
     observer?.sent(target.name, (performance.now() - started) / 1000);
