@@ -10,6 +10,7 @@ export function secretsOf(config: Config): string[] {
     ...config.signature.keys,
     ...[...config.signature.accountKeys.values()].flat(),
     config.forward?.secret,
+    ...config.destinations.flatMap((d) => d.secrets),
     config.sellsyApi?.clientSecret,
     ...[...(config.sellsyFetch?.credentials.values() ?? [])].map((c) => c.clientSecret),
     config.admin?.password,

@@ -4,10 +4,12 @@
  */
 import envSchema from 'env-schema';
 import { ConfigError } from '../errors.ts';
+import { DEFAULT_EVENTS, type Destination, loadDestinations } from './destinations.ts';
 import { hasHashTag, parseRedisTopology, type RedisTopology } from './redis.ts';
 import { type Env, EnvSchema } from './schema.ts';
 import { shown } from './shown.ts';
 
+export type { Destination } from './destinations.ts';
 export type { RedisAddress, RedisTopology } from './redis.ts';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -66,8 +68,13 @@ export interface Config {
      * delivery runs the handlers, concurrently. */
     recordOrder: 'latest' | 'off';
   };
-  /** Built-in `forward`: POST each event to an internal URL, signed per Standard Webhooks. Null: off. */
+  /** `FORWARD_URL`: POST each event to an internal URL, signed per Standard Webhooks. Null: unset. */
   forward: { url: string; secret: string; timeoutMs: number } | null;
+  /**
+   * Where the built-in `forward` sends each event: the destinations of `DESTINATIONS_FILE`, or the one named
+   * `default` that `FORWARD_URL` stands for. Empty: `forward` off.
+   */
+  destinations: readonly Destination[];
   /** Built-in `postgres`: one row per delivery in `<schema>.sellsy_events`. Null: off. */
   postgres: { url: string; schema: string } | null;
   /** Built-in `sellsy-fetch`: the full object from the Sellsy API v2. Null: off. */
@@ -154,6 +161,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       );
     }
   }
+  let destinations: Destination[] = [];
+  if (parsed.DESTINATIONS_FILE !== undefined && parsed.FORWARD_URL !== undefined) {
+    problems.push(
+      'DESTINATIONS_FILE and FORWARD_URL: set one of them (FORWARD_URL is the one-destination shorthand; with a file, ' +
+        'add it there as a destination and unset FORWARD_URL and FORWARD_SECRET)',
+    );
+  } else if (parsed.DESTINATIONS_FILE !== undefined) {
+    destinations = loadDestinations(parsed.DESTINATIONS_FILE, env, parsed.FORWARD_TIMEOUT_MS, problems);
+  }
   if ((parsed.SELLSY_CLIENT_ID === undefined) !== (parsed.SELLSY_CLIENT_SECRET === undefined)) {
     problems.push('SELLSY_CLIENT_ID and SELLSY_CLIENT_SECRET: set both (sellsy-fetch on) or neither (off)');
   }
@@ -186,6 +202,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     problems.push('ADMIN_USER and ADMIN_PASSWORD: set both (dashboard with a login) or neither');
   }
   if (problems.length > 0 || redis === null) throw new ConfigError(problems);
+  const forward =
+    parsed.FORWARD_URL !== undefined && parsed.FORWARD_SECRET !== undefined
+      ? { url: parsed.FORWARD_URL, secret: parsed.FORWARD_SECRET, timeoutMs: parsed.FORWARD_TIMEOUT_MS }
+      : null;
+  if (forward) {
+    destinations = [
+      {
+        name: 'default',
+        url: forward.url,
+        secrets: [forward.secret],
+        events: DEFAULT_EVENTS,
+        timeoutMs: forward.timeoutMs,
+        maxPerSecond: null,
+      },
+    ];
+  }
   const sellsyApi =
     parsed.SELLSY_CLIENT_ID !== undefined && parsed.SELLSY_CLIENT_SECRET !== undefined
       ? {
@@ -245,10 +277,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       handlersModule: parsed.HANDLERS ?? null,
       recordOrder: parsed.RECORD_ORDER === 'auto' ? (sellsyFetch ? 'latest' : 'off') : parsed.RECORD_ORDER,
     },
-    forward:
-      parsed.FORWARD_URL !== undefined && parsed.FORWARD_SECRET !== undefined
-        ? { url: parsed.FORWARD_URL, secret: parsed.FORWARD_SECRET, timeoutMs: parsed.FORWARD_TIMEOUT_MS }
-        : null,
+    forward,
+    destinations,
     postgres: parsed.DATABASE_URL !== undefined ? { url: parsed.DATABASE_URL, schema: parsed.DATABASE_SCHEMA } : null,
     sellsyApi,
     sellsyFetch,

@@ -53,6 +53,7 @@ export const EnvSchema = Type.Object({
   FORWARD_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   FORWARD_SECRET: Type.Optional(Type.String({ pattern: '^whsec_' })),
   FORWARD_TIMEOUT_MS: Millis(10_000),
+  DESTINATIONS_FILE: Type.Optional(Type.String({ minLength: 1 })),
   DATABASE_URL: Type.Optional(Type.String({ pattern: '^postgres(ql)?://' })),
   DATABASE_SCHEMA: Type.String({ pattern: '^[a-z_][a-z0-9_]{0,62}$', default: 'public' }),
   SELLSY_CLIENT_ID: Type.Optional(Type.String({ minLength: 1 })),

@@ -6,7 +6,9 @@
  * - `content-type: application/json`, `user-agent: sellsy-webhooks`;
  * - `webhook-id`: the delivery id, the same on every retry (the receiver's idempotency key);
  * - `webhook-timestamp`: unix seconds at send time;
- * - `webhook-signature`: `v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">`;
+ * - `webhook-signature`: `v1,<base64 HMAC-SHA256 of "<webhook-id>.<webhook-timestamp>.<body>">`; with two secrets (a
+ *   rotation), one signature per secret, separated by a space, as Standard Webhooks allows (a receiver accepts the
+ *   message when any one matches its secret);
  * - `x-sellsy-webhooks-source`: `webhook` (Sellsy posted it) or `reconcile` (a synthetic delivery, src/reconcile/);
  * and a JSON body:
  *   {
@@ -41,8 +43,8 @@ import type { Handler, HandlerContext } from './handler.ts';
 export interface ForwardOptions {
   /** Where to POST. */
   url: string;
-  /** `whsec_` followed by the base64 of the key. */
-  secret: string;
+  /** `whsec_` followed by the base64 of the key; during a rotation, the new and the old one (each signs). */
+  secret: string | readonly string[];
   /** Budget for the whole exchange (connect, send, answer); past it the attempt fails and is retried. */
   timeoutMs: number;
 }
@@ -61,7 +63,8 @@ export function signStandardWebhook(secret: string, id: string, timestampSeconds
 
 export function createForwardHandler(opts: ForwardOptions): Handler {
   // Decoded once, as the reference library does: a bad secret fails at start, not on every job.
-  const key = decodeSecret(opts.secret);
+  const keys = (typeof opts.secret === 'string' ? [opts.secret] : opts.secret).map(decodeSecret);
+  if (keys.length === 0) throw new Error('forward: at least one secret is needed');
   const target = describeUrl(opts.url);
   return async (event, context) => {
     const body = JSON.stringify(forwardBody(event, context));
@@ -77,7 +80,7 @@ export function createForwardHandler(opts: ForwardOptions): Handler {
           'user-agent': 'sellsy-webhooks',
           'webhook-id': context.deliveryId,
           'webhook-timestamp': String(timestamp),
-          'webhook-signature': signWithKey(key, context.deliveryId, timestamp, body),
+          'webhook-signature': keys.map((key) => signWithKey(key, context.deliveryId, timestamp, body)).join(' '),
           'x-sellsy-webhooks-source': context.data.source ?? 'webhook',
         },
         body,

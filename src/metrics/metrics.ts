@@ -251,3 +251,46 @@ export function createWorkerMetrics(
   }
   return { jobs, jobSeconds, jobAttempts };
 }
+
+/** Per destination of the built-in `forward` (label `destination`: the names in DESTINATIONS_FILE, or `default`). */
+export interface DestinationMetrics {
+  sent(destination: string, seconds: number): void;
+  failed(destination: string, seconds: number): void;
+}
+
+export function createDestinationMetrics(registry: Registry, names: readonly string[]): DestinationMetrics {
+  const labelNames = ['destination'] as const;
+  const sent = new Counter({
+    name: 'sellsy_webhooks_destination_sent_total',
+    help: 'Events a destination took (answered 2xx), by destination.',
+    labelNames,
+    registers: [registry],
+  });
+  const failed = new Counter({
+    name: 'sellsy_webhooks_destination_failed_total',
+    help: 'Requests to a destination that failed (an error status, a network error or a timeout), by destination.',
+    labelNames,
+    registers: [registry],
+  });
+  const seconds = new Histogram({
+    name: 'sellsy_webhooks_destination_request_seconds',
+    help: 'Time a request to a destination took, whatever its outcome, by destination.',
+    labelNames,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [registry],
+  });
+  for (const destination of names) {
+    sent.inc({ destination }, 0);
+    failed.inc({ destination }, 0);
+  }
+  return {
+    sent(destination, s) {
+      sent.inc({ destination });
+      seconds.observe({ destination }, s);
+    },
+    failed(destination, s) {
+      failed.inc({ destination });
+      seconds.observe({ destination }, s);
+    },
+  };
+}

@@ -11,10 +11,12 @@ import { pathToFileURL } from 'node:url';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { ConfigError } from '../errors.ts';
-import { createForwardHandler } from '../handlers/forward.ts';
+import { createFanOutHandler, type DestinationObserver, fanOutPatterns } from '../handlers/destinations.ts';
 import type { Handler, HandlerMap, Registration } from '../handlers/handler.ts';
 import { openEventStore } from '../handlers/postgres.ts';
 import { createSellsyFetchHandler } from '../handlers/sellsy-fetch.ts';
+import { closeForGood, createConnection, redisSettingsOf } from '../queue/connection.ts';
+import { RedisDestinationLedger } from '../queue/destination-ledger.ts';
 import { SellsyAccounts } from '../sellsy/api.ts';
 import { isPattern } from '../sellsy/payload.ts';
 
@@ -33,6 +35,8 @@ export interface Pipeline {
 export interface PipelineOptions {
   /** Handlers given in code (tests, embedding) instead of, or beside, the `HANDLERS` module. */
   handlers?: HandlerMap;
+  /** Told of each request to a destination (the worker's metrics). */
+  destinationObserver?: DestinationObserver;
 }
 
 export async function buildPipeline(config: Config, log: Logger, options: PipelineOptions = {}): Promise<Pipeline> {
@@ -62,9 +66,27 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
       });
       fetch.push({ pattern: '*', handler: createSellsyFetchHandler(sellsyApi), source: 'sellsy-fetch' });
     }
-    if (config.forward) {
-      const forward = createForwardHandler(config.forward);
-      for (const pattern of ['*', 'unknown']) handlers.push({ pattern, handler: forward, source: 'forward' });
+    if (config.destinations.length > 0) {
+      let ledger: RedisDestinationLedger | null = null;
+      if (config.destinations.length > 1) {
+        const client = createConnection(redisSettingsOf(config), {
+          role: 'worker',
+          name: `${config.queueName}:destinations`,
+        });
+        client.on('error', () => undefined); // reported by the workers' own connections
+        closers.push(async () => closeForGood(client));
+        // Kept while the job may still be retried or replayed: its time as a dead letter, and a day for its retries.
+        const ttlSeconds = config.jobs.keepFailedSeconds + 24 * 3600;
+        ledger = new RedisDestinationLedger(client, `${config.queuePrefix}:${config.queueName}`, ttlSeconds);
+      }
+      const forward = createFanOutHandler({
+        destinations: config.destinations,
+        ledger,
+        ...(options.destinationObserver ? { observer: options.destinationObserver } : {}),
+      });
+      for (const pattern of fanOutPatterns(config.destinations)) {
+        handlers.push({ pattern, handler: forward, source: 'forward' });
+      }
     }
   } catch (err) {
     for (const close of closers) await close();

@@ -32,7 +32,7 @@ import type { Config } from '../config/config.ts';
 import { type HttpErrorCode, HttpErrors, PermanentError, RetryLaterError } from '../errors.ts';
 import { type HandlerContext, handlersFor, type Registration } from '../handlers/handler.ts';
 import { clipped } from '../logger.ts';
-import { createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
+import { createDestinationMetrics, createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
 import { closeForGood, createConnection, type RedisClient, redisSettingsOf } from '../queue/connection.ts';
 import { deferredRefusal, type WebhookJobData } from '../queue/contract.ts';
 import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
@@ -86,7 +86,13 @@ export interface WorkerOptions extends PipelineOptions {
 
 export async function startWorker(config: Config, logger: Logger, options: WorkerOptions = {}): Promise<RunningWorker> {
   const log = logger.child({ component: 'worker' });
-  const pipeline = await buildPipeline(config, log, options);
+  const { registry } = options;
+  const destinationNames = config.destinations.map((d) => d.name);
+  const destinationMetrics = registry ? createDestinationMetrics(registry, destinationNames) : null;
+  const pipeline = await buildPipeline(config, log, {
+    ...options,
+    ...(destinationMetrics ? { destinationObserver: destinationMetrics } : {}),
+  });
   const connections: RedisClient[] = [];
   const redis = redisSettingsOf(config);
   const connect = (name: string) => createConnection(redis, { role: 'worker', name });
@@ -125,7 +131,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     sweep();
   }
   const api = pipeline.sellsyApi;
-  const metrics = options.registry ? createWorkerMetrics(options.registry, api ? { sellsyApi: () => api } : {}) : null;
+  const metrics = registry ? createWorkerMetrics(registry, api ? { sellsyApi: () => api } : {}) : null;
   const queueLabel = (stage: 'delivery' | 'record'): JobQueueLabel => (stage === 'record' ? 'records' : 'ingest');
   let stopping = false;
 
@@ -322,6 +328,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       recordQueue: recordQueue?.name ?? null,
       concurrency: config.worker.concurrency,
       handlers: fullChain.map((r) => `${r.source}:${r.pattern}`),
+      destinations: destinationNames,
     },
     'worker started',
   );

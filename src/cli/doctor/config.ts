@@ -36,6 +36,9 @@ export async function configChecks(config: Config): Promise<CheckResult[]> {
     ...(config.postgres ? ['postgres'] : []),
     ...(config.sellsyApi ? ['sellsy-fetch'] : []),
     ...(config.forward ? ['forward'] : []),
+    ...(config.destinations.length > 0 && !config.forward
+      ? [`forward to ${config.destinations.length} destinations (${config.destinations.map((d) => d.name).join(', ')})`]
+      : []),
   ];
   const parts = [
     `built-in: ${builtIns.length > 0 ? builtIns.join(', ') : 'none'}`,

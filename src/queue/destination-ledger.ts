@@ -1,0 +1,59 @@
+/**
+ * Which destinations already took a delivery, so that a retried job sends only to the ones that did not.
+ *
+ * One Redis hash per delivery, `<prefix>:<queue>:destinations:<deliveryId>`: field = destination name, value `sent`
+ * or `refused: <reason>` (a 4xx/3xx answer, not retried within the job's attempts). Written only when an attempt
+ * ends with some destination failing (one HSET + EXPIRE), read only when more than one destination takes the event,
+ * removed when the job completes: the common case, every destination answering at once, costs one read.
+ *
+ * Why not the job's own data (`job.updateData`): the data is the stable queue contract and holds the raw body (up
+ * to BODY_LIMIT_BYTES), rewritten whole on each update; a record-stage job runs on another job's delivery; and
+ * `replay` resets a dead letter's attempts but keeps this hash, so a replayed dead letter sends only to the
+ * destinations that had not taken it. Keyed by delivery id, as `webhook-id` is.
+ *
+ * A worker killed between a destination's 2xx and the end of the attempt writes nothing: the job runs again and that
+ * destination gets the delivery a second time, with the same `webhook-id` (its idempotency key).
+ */
+import type { RedisClient } from './connection.ts';
+
+export type LedgerEntry = 'sent' | `refused: ${string}`;
+
+export interface DestinationLedger {
+  read(deliveryId: string): Promise<Map<string, LedgerEntry>>;
+  /** Adds entries (none: only renews the expiry). */
+  record(deliveryId: string, entries: ReadonlyMap<string, LedgerEntry>): Promise<void>;
+  forget(deliveryId: string): Promise<void>;
+}
+
+export class RedisDestinationLedger implements DestinationLedger {
+  constructor(
+    private readonly redis: RedisClient,
+    /** `<prefix>:<queue>` */
+    private readonly base: string,
+    /** Outlives the job's retries and its time as a dead letter (JOB_KEEP_FAILED_SECONDS), renewed at each write. */
+    private readonly ttlSeconds: number,
+  ) {}
+
+  private key(deliveryId: string): string {
+    return `${this.base}:destinations:${deliveryId}`;
+  }
+
+  async read(deliveryId: string): Promise<Map<string, LedgerEntry>> {
+    const hash = await this.redis.hgetall(this.key(deliveryId));
+    return new Map(Object.entries(hash) as [string, LedgerEntry][]);
+  }
+
+  async record(deliveryId: string, entries: ReadonlyMap<string, LedgerEntry>): Promise<void> {
+    const key = this.key(deliveryId);
+    const multi = this.redis.multi();
+    if (entries.size > 0) multi.hset(key, Object.fromEntries(entries));
+    multi.expire(key, this.ttlSeconds);
+    const results = await multi.exec();
+    const failed = results?.find(([err]) => err !== null)?.[0];
+    if (failed) throw failed;
+  }
+
+  async forget(deliveryId: string): Promise<void> {
+    await this.redis.del(this.key(deliveryId));
+  }
+}

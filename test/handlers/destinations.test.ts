@@ -1,0 +1,477 @@
+/**
+ * Fan-out to several destinations (DESTINATIONS_FILE) through the real path: deliveries posted to a listener, queued
+ * in a private redis-server, run by an in-process BullMQ worker whose `forward` sends to HTTP receivers on loopback,
+ * each request checked with the `standardwebhooks` library against its destination's secret.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { Registry } from 'prom-client';
+import { Webhook } from 'standardwebhooks';
+import { replay } from '../../src/cli/replay.ts';
+import { loadConfig } from '../../src/config/config.ts';
+import { spawnCli } from '../helpers/cli.ts';
+import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { type Answer, answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
+import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { useTempDirs } from '../helpers/temp-dirs.ts';
+import { waitFor } from '../helpers/wait.ts';
+import { json, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+
+const tempDir = useTempDirs('sellsy-destinations-');
+const secrets = {
+  ACCOUNTING_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
+  CRM_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
+  CRM_SECRET_OLD: `whsec_${randomBytes(32).toString('base64')}`,
+};
+
+let redis: RedisServer;
+const cleanup: (() => Promise<unknown>)[] = [];
+before(async () => {
+  redis = await startRedis();
+});
+after(async () => {
+  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+  await redis?.destroy();
+});
+
+interface DestinationSpec {
+  name: string;
+  receiver: Receiver;
+  secret?: string;
+  secrets?: string[];
+  events?: string[];
+  maxPerSecond?: number;
+}
+
+function destinationsFile(specs: DestinationSpec[]): string {
+  const lines = ['destinations:'];
+  for (const d of specs) {
+    lines.push(`  - name: ${d.name}`, `    url: ${d.receiver.url}`);
+    if (d.secret) lines.push(`    secret: \${${d.secret}}`);
+    if (d.secrets) lines.push(`    secrets: [${d.secrets.map((s) => `"\${${s}}"`).join(', ')}]`);
+    if (d.events) lines.push(`    events: ${JSON.stringify(d.events)}`);
+    if (d.maxPerSecond) lines.push(`    max_per_second: ${d.maxPerSecond}`);
+  }
+  const path = join(tempDir(), 'destinations.yaml');
+  writeFileSync(path, `${lines.join('\n')}\n`);
+  return path;
+}
+
+async function receiver(answer?: Answer): Promise<Receiver> {
+  const r = await startReceiver(answer);
+  cleanup.push(() => r.close());
+  return r;
+}
+
+interface Setup {
+  listener: TestListener;
+  worker: TestWorker;
+  registry: Registry;
+  workerEnv: Record<string, string>;
+}
+
+async function setup(specs: DestinationSpec[], listenerEnv: Record<string, string> = {}): Promise<Setup> {
+  const listener = await startTestListener(redis.url, { JOB_BACKOFF_MS: '20', ...listenerEnv });
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  const registry = new Registry();
+  const workerEnv = { ...secrets, DESTINATIONS_FILE: destinationsFile(specs) };
+  const worker = await startTestWorker(listener, workerEnv, undefined, registry);
+  cleanup.push(() => worker.close());
+  return { listener, worker, registry, workerEnv };
+}
+
+function body(type: string, event: string, id: number): string {
+  return JSON.stringify({ eventType: 'x', event, relatedtype: type, relatedid: String(id), corpid: '929' });
+}
+
+async function deliver(listener: TestListener, text: string): Promise<string> {
+  const res = await post(listener.url, text, json);
+  assert.equal(res.status, 200);
+  return res.body.jobId as string;
+}
+
+async function settled(listener: TestListener, jobId: string, state: 'completed' | 'failed', timeoutMs = 20_000) {
+  await waitFor(async () => (await listener.queue.getJobState(jobId)) === state, timeoutMs, `job ${jobId} ${state}`);
+  const job = await listener.queue.getJob(jobId);
+  assert.ok(job);
+  return job;
+}
+
+/** The requests a receiver got, each verified with `secret`, as the forward body they carry. */
+function verifiedBodies(target: Receiver, secret: string): { type: string; deliveryId: string }[] {
+  return target.received.map((r) => {
+    const headers = Object.fromEntries(Object.entries(r.headers).map(([k, v]) => [k, String(v)]));
+    return new Webhook(secret).verify(r.body, headers) as { type: string; deliveryId: string };
+  });
+}
+
+function countBy<T>(items: T[], key: (t: T) => string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const item of items) out.set(key(item), (out.get(key(item)) ?? 0) + 1);
+  return out;
+}
+
+/** The keys of the record of which destinations took which delivery. */
+async function ledgerKeys(listener: TestListener): Promise<string[]> {
+  const client = new Redis(redis.url);
+  try {
+    return await client.keys(`${listener.config.queuePrefix}:${listener.config.queueName}:destinations:*`);
+  } finally {
+    client.disconnect();
+  }
+}
+
+async function ledgerOf(listener: TestListener, deliveryId: string) {
+  const client = new Redis(redis.url);
+  try {
+    const key = `${listener.config.queuePrefix}:${listener.config.queueName}:destinations:${deliveryId}`;
+    return { hash: await client.hgetall(key), ttl: await client.ttl(key) };
+  } finally {
+    client.disconnect();
+  }
+}
+
+const deliveryIdOf = (r: { headers: Record<string, unknown> }) => String(r.headers['webhook-id']);
+
+/** The value of one sample of the exposition text, or null when absent. */
+async function sample(registry: Registry, name: string, destination: string): Promise<number | null> {
+  const text = await registry.metrics();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{destination="${destination}"}`));
+  return line === undefined ? null : Number(line.split(' ').pop());
+}
+
+test('two destinations with different filters each receive exactly the matching events once, signed with their own secret', async () => {
+  const accounting = await receiver();
+  const crm = await receiver();
+  const { listener, worker } = await setup([
+    { name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET', events: ['invoice.*', 'payment.*'] },
+    { name: 'crm', receiver: crm, secret: 'CRM_SECRET', events: ['company.*'] },
+  ]);
+  const events = [
+    body('invoice', 'created', 1),
+    body('invoice', 'step', 2),
+    body('company', 'updated', 3),
+    body('payment', 'created', 4),
+    body('contact', 'created', 5), // neither destination takes it: the job completes, nothing is sent
+  ];
+  const ids: string[] = [];
+  for (const e of events) ids.push(await deliver(listener, e));
+  for (const id of ids) await settled(listener, id, 'completed');
+
+  const accountingBodies = verifiedBodies(accounting, secrets.ACCOUNTING_SECRET);
+  assert.deepEqual(accountingBodies.map((b) => b.type).sort(), ['invoice.created', 'invoice.step', 'payment.created']);
+  assert.deepEqual(
+    verifiedBodies(crm, secrets.CRM_SECRET).map((b) => b.type),
+    ['company.updated'],
+  );
+  // Once each, webhook-id = the delivery id, and a destination's secret does not verify the other's requests.
+  assert.ok([...countBy(accounting.received, deliveryIdOf).values()].every((n) => n === 1));
+  for (const b of accountingBodies) assert.ok(accounting.received.some((r) => deliveryIdOf(r) === b.deliveryId));
+  assert.throws(() => verifiedBodies(crm, secrets.ACCOUNTING_SECRET));
+  const started = worker.logs.find((l) => l.msg === 'worker started');
+  assert.deepEqual(started?.destinations, ['accounting', 'crm']);
+});
+
+test('a destination answering 500 three times per event: the other receives each event once and at once, the failing one each once in the end', async () => {
+  const healthy = await receiver();
+  const arrivals = new Map<string, number[]>();
+  const failingAnswer: Answer = (res, index) => {
+    const id = deliveryIdOf(flaky.received[index] ?? { headers: {} });
+    const seen = arrivals.get(id) ?? [];
+    seen.push(Date.now());
+    arrivals.set(id, seen);
+    res.statusCode = seen.length <= 3 ? 500 : 204;
+    res.end();
+  };
+  const flaky = await receiver(failingAnswer);
+  const healthyAt = new Map<string, number>();
+  healthy.answer = (res, index) => {
+    healthyAt.set(deliveryIdOf(healthy.received[index] ?? { headers: {} }), Date.now());
+    res.end();
+  };
+  const { listener, worker, registry } = await setup(
+    [
+      { name: 'warehouse', receiver: healthy, secret: 'ACCOUNTING_SECRET' },
+      { name: 'crm', receiver: flaky, secret: 'CRM_SECRET' },
+    ],
+    { JOB_ATTEMPTS: '6', JOB_BACKOFF_MS: '100' },
+  );
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push(await deliver(listener, body('invoice', 'step', 100 + i)));
+  const jobs = await Promise.all(ids.map((id) => settled(listener, id, 'completed')));
+
+  const healthyCounts = countBy(healthy.received, deliveryIdOf);
+  const flakyCounts = countBy(flaky.received, deliveryIdOf);
+  assert.equal(healthyCounts.size, 5);
+  assert.ok(
+    [...healthyCounts.values()].every((n) => n === 1),
+    'the healthy destination got each event once',
+  );
+  assert.equal(flakyCounts.size, 5);
+  assert.ok(
+    [...flakyCounts.values()].every((n) => n === 4),
+    'three 500s, then the 2xx, per event',
+  );
+  for (const job of jobs) assert.equal(job.attemptsMade, 4);
+  // Without delay: each event reached the healthy destination before the failing one's first retry of it.
+  for (const [id, at] of healthyAt) {
+    const retries = arrivals.get(id) ?? [];
+    assert.ok(at < (retries[1] ?? 0), `event ${id} reached the healthy destination before the first retry`);
+  }
+  // Both secrets verify their own destination's requests, including the retries.
+  assert.equal(verifiedBodies(healthy, secrets.ACCOUNTING_SECRET).length, 5);
+  assert.equal(verifiedBodies(flaky, secrets.CRM_SECRET).length, 20);
+  // The record of who took each event is removed once the job completes.
+  assert.deepEqual(await ledgerKeys(listener), []);
+
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_sent_total', 'warehouse'), 5);
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_failed_total', 'warehouse'), 0);
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_sent_total', 'crm'), 5);
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_failed_total', 'crm'), 15);
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_request_seconds_count', 'crm'), 20);
+  const failures = worker.logs.filter((l) => l.msg === 'destination failed');
+  assert.equal(failures.length, 15);
+  assert.ok(failures.every((l) => l.destination === 'crm' && /answered 500/.test(String(l.err))));
+});
+
+test('when the attempts run out the dead letter names the destinations still failing, and a replay sends only to them', async () => {
+  const healthy = await receiver();
+  const down = await receiver(answerWith(503, 'maintenance'));
+  const { listener, workerEnv } = await setup(
+    [
+      { name: 'accounting', receiver: healthy, secret: 'ACCOUNTING_SECRET' },
+      { name: 'crm', receiver: down, secret: 'CRM_SECRET' },
+    ],
+    { JOB_ATTEMPTS: '3' },
+  );
+  const id = await deliver(listener, body('invoice', 'step', 200));
+  const job = await settled(listener, id, 'failed');
+  assert.equal(job.attemptsMade, 3);
+  assert.match(
+    job.failedReason,
+    /^\[forward \*\] destinations still failing: crm \(forward to http:\/\/127\.0\.0\.1:\d+\/hooks\/sellsy answered 503 \(retryable\)\); sent to accounting$/,
+  );
+  assert.equal(healthy.received.length, 1);
+  assert.equal(down.received.length, 3);
+  // Kept with the dead letter: JOB_KEEP_FAILED_SECONDS (30 days) and a day.
+  const ledger = await ledgerOf(listener, job.data.deliveryId);
+  assert.deepEqual(ledger.hash, { accounting: 'sent' });
+  assert.ok(ledger.ttl > 30 * 24 * 3600 && ledger.ttl <= 31 * 24 * 3600, `ttl ${ledger.ttl}`);
+
+  down.answer = answerWith(200);
+  const config = loadConfig({ ...workerEnv, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
+  const lines: string[] = [];
+  const result = await replay(config, { ids: new Set([id]), name: null, since: null, until: null }, false, (l) =>
+    lines.push(l),
+  );
+  assert.equal(result.replayed, 1, lines.join('\n'));
+  await settled(listener, id, 'completed');
+  assert.equal(down.received.length, 4, 'the replay sent to the destination that had failed');
+  assert.equal(healthy.received.length, 1, 'and not again to the one that took the event');
+  assert.equal(deliveryIdOf(down.received[3] ?? { headers: {} }), deliveryIdOf(healthy.received[0] ?? { headers: {} }));
+  assert.deepEqual(await ledgerKeys(listener), [], 'the record goes once every destination took the event');
+});
+
+test('a destination refusing the event (4xx) is not retried; the job fails for good naming it once the others took it', async () => {
+  const healthy = await receiver();
+  const refusing = await receiver(answerWith(404, 'no such hook'));
+  const { listener } = await setup(
+    [
+      { name: 'accounting', receiver: healthy, secret: 'ACCOUNTING_SECRET' },
+      { name: 'crm', receiver: refusing, secret: 'CRM_SECRET' },
+    ],
+    { JOB_ATTEMPTS: '5' },
+  );
+  const id = await deliver(listener, body('invoice', 'step', 300));
+  const job = await settled(listener, id, 'failed');
+  assert.equal(job.attemptsMade, 1, 'a dead letter at once');
+  assert.match(
+    job.failedReason,
+    /destinations refused the event: crm \(.*answered 404: no such hook\); sent to accounting/,
+  );
+  assert.equal(healthy.received.length, 1);
+  assert.equal(refusing.received.length, 1);
+});
+
+test('two secrets during a rotation: two signatures, each verifiable with its own secret', async () => {
+  const target = await receiver();
+  const other = await receiver();
+  const { listener } = await setup([
+    { name: 'crm', receiver: target, secrets: ['CRM_SECRET', 'CRM_SECRET_OLD'] },
+    { name: 'accounting', receiver: other, secret: 'ACCOUNTING_SECRET' },
+  ]);
+  await settled(listener, await deliver(listener, body('company', 'created', 400)), 'completed');
+  assert.equal(target.received.length, 1);
+  const signature = String(target.received[0]?.headers['webhook-signature']);
+  assert.match(signature, /^v1,[A-Za-z0-9+/=]+ v1,[A-Za-z0-9+/=]+$/);
+  assert.equal(verifiedBodies(target, secrets.CRM_SECRET)[0]?.type, 'company.created');
+  assert.equal(verifiedBodies(target, secrets.CRM_SECRET_OLD)[0]?.type, 'company.created');
+  assert.throws(() => verifiedBodies(target, secrets.ACCOUNTING_SECRET), 'another secret does not verify it');
+  // Each signature on its own verifies with its own secret only.
+  const [sigNew, sigOld] = signature.split(' ');
+  const request = target.received[0] ?? { headers: {}, body: '' };
+  const headersWith = (sig: string | undefined) => ({
+    'webhook-id': String(request.headers['webhook-id']),
+    'webhook-timestamp': String(request.headers['webhook-timestamp']),
+    'webhook-signature': String(sig),
+  });
+  assert.ok(new Webhook(secrets.CRM_SECRET).verify(request.body, headersWith(sigNew)));
+  assert.ok(new Webhook(secrets.CRM_SECRET_OLD).verify(request.body, headersWith(sigOld)));
+  assert.throws(() => new Webhook(secrets.CRM_SECRET).verify(request.body, headersWith(sigOld)));
+});
+
+test('an unknown delivery goes only to destinations whose events include unknown, and is a dead letter when none does', async () => {
+  const all = await receiver();
+  const invoices = await receiver();
+  const first = await setup([
+    { name: 'warehouse', receiver: all, secret: 'ACCOUNTING_SECRET' },
+    { name: 'accounting', receiver: invoices, secret: 'CRM_SECRET', events: ['invoice.*'] },
+  ]);
+  await settled(first.listener, await deliver(first.listener, '{"hello":"not a Sellsy event"}'), 'completed');
+  assert.deepEqual(
+    verifiedBodies(all, secrets.ACCOUNTING_SECRET).map((b) => b.type),
+    ['unknown'],
+  );
+  assert.equal(invoices.received.length, 0);
+
+  const second = await setup([
+    { name: 'accounting', receiver: invoices, secret: 'CRM_SECRET', events: ['invoice.*'] },
+    { name: 'crm', receiver: all, secret: 'ACCOUNTING_SECRET', events: ['company.*'] },
+  ]);
+  const job = await settled(second.listener, await deliver(second.listener, '{"hello":"again"}'), 'failed');
+  assert.match(job.failedReason, /no handler for "unknown"/);
+  assert.equal(invoices.received.length, 0);
+});
+
+test('user handlers run once per job after the fan-out, not once per destination', async () => {
+  const a = await receiver();
+  const b = await receiver();
+  const listener = await startTestListener(redis.url, { JOB_BACKOFF_MS: '20' });
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  const calls: string[] = [];
+  const worker = await startTestWorker(
+    listener,
+    {
+      ...secrets,
+      DESTINATIONS_FILE: destinationsFile([
+        { name: 'a', receiver: a, secret: 'ACCOUNTING_SECRET' },
+        { name: 'b', receiver: b, secret: 'CRM_SECRET' },
+      ]),
+    },
+    {
+      '*': async (_event, ctx) => {
+        calls.push(ctx.deliveryId);
+      },
+    },
+  );
+  cleanup.push(() => worker.close());
+  await settled(listener, await deliver(listener, body('invoice', 'step', 500)), 'completed');
+  assert.equal(calls.length, 1);
+  assert.equal(a.received.length, 1);
+  assert.equal(b.received.length, 1);
+});
+
+test('max_per_second spaces the requests to that destination without slowing the others', async () => {
+  const arrivals =
+    (target: { at: number[] }): Answer =>
+    (res) => {
+      target.at.push(Date.now());
+      res.end();
+    };
+  const slowTimes = { at: [] as number[] };
+  const fastTimes = { at: [] as number[] };
+  const slow = await receiver(arrivals(slowTimes));
+  const fast = await receiver(arrivals(fastTimes));
+  const { listener } = await setup([
+    { name: 'slow', receiver: slow, secret: 'ACCOUNTING_SECRET', maxPerSecond: 5 },
+    { name: 'fast', receiver: fast, secret: 'CRM_SECRET' },
+  ]);
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i++) ids.push(await deliver(listener, body('invoice', 'step', 600 + i)));
+  await Promise.all(ids.map((id) => settled(listener, id, 'completed')));
+  const span = (t: number[]) => Math.max(...t) - Math.min(...t);
+  assert.equal(slowTimes.at.length, 6);
+  assert.equal(fastTimes.at.length, 6);
+  // Six requests at 5 a second: five intervals of 200 ms at least between the first and the last.
+  assert.ok(span(slowTimes.at) >= 950, `slow span ${span(slowTimes.at)} ms`);
+  assert.ok(span(fastTimes.at) < span(slowTimes.at) - 400, `fast span ${span(fastTimes.at)} ms`);
+});
+
+test('a worker stopped mid-fan-out hands the job back; the destination that took the event does not get it again', async () => {
+  const quick = await receiver();
+  const hanging = await receiver(() => {}); // never answers while the first worker runs
+  const listener = await startTestListener(redis.url, { JOB_BACKOFF_MS: '20' });
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  const env = {
+    ...secrets,
+    SHUTDOWN_TIMEOUT_MS: '2000',
+    FORWARD_TIMEOUT_MS: '60000',
+    DESTINATIONS_FILE: destinationsFile([
+      { name: 'quick', receiver: quick, secret: 'ACCOUNTING_SECRET' },
+      { name: 'hanging', receiver: hanging, secret: 'CRM_SECRET' },
+    ]),
+  };
+  const first = await startTestWorker(listener, env);
+  const id = await deliver(listener, body('invoice', 'step', 700));
+  await waitFor(() => quick.received.length === 1 && hanging.received.length === 1, 10_000, 'both requests made');
+  await first.close();
+  assert.ok(first.logs.some((l) => l.msg === 'job handed back at shutdown' && l.jobId === id));
+  assert.equal(await listener.queue.getJobState(id), 'waiting');
+
+  hanging.answer = answerWith(204);
+  const second = await startTestWorker(listener, env);
+  cleanup.push(() => second.close());
+  await settled(listener, id, 'completed');
+  assert.equal(quick.received.length, 1, 'the destination that took the event is not sent to again');
+  assert.equal(hanging.received.length, 2);
+});
+
+test('a worker killed (kill -9) mid-fan-out: after a restart every destination has the event, every copy with the same webhook-id', async () => {
+  const quick = await receiver();
+  const hanging = await receiver((res, i) => {
+    if (i > 0) res.end(); // the first request is left unanswered: the worker is killed while it waits
+  });
+  const listener = await startTestListener(redis.url, { JOB_BACKOFF_MS: '20' });
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  const env = {
+    ...secrets,
+    REDIS_URL: redis.url,
+    QUEUE_NAME: listener.config.queueName,
+    WORKER_LOCK_MS: '2000',
+    LOG_LEVEL: 'warn',
+    FORWARD_TIMEOUT_MS: '60000',
+    DESTINATIONS_FILE: destinationsFile([
+      { name: 'quick', receiver: quick, secret: 'ACCOUNTING_SECRET' },
+      { name: 'hanging', receiver: hanging, secret: 'CRM_SECRET' },
+    ]),
+  };
+  const first = spawnCli(['work'], env);
+  cleanup.push(async () => first.child.kill('SIGKILL'));
+  const id = await deliver(listener, body('invoice', 'step', 800));
+  await waitFor(() => quick.received.length === 1 && hanging.received.length === 1, 20_000, 'mid-fan-out');
+  first.child.kill('SIGKILL');
+  await first.exited;
+
+  const second = spawnCli(['work'], env);
+  cleanup.push(async () => second.child.kill('SIGKILL'));
+  try {
+    await settled(listener, id, 'completed', 30_000);
+    const job = await listener.queue.getJob(id);
+    for (const target of [quick, hanging]) {
+      assert.ok(target.received.length >= 1);
+      assert.deepEqual(new Set(target.received.map(deliveryIdOf)), new Set([job?.data.deliveryId]));
+    }
+    assert.equal(hanging.received.length, 2);
+  } finally {
+    second.child.kill('SIGTERM');
+    assert.equal(await second.exited, 0);
+  }
+});
