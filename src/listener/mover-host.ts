@@ -14,11 +14,6 @@ import type { MoverMessage } from '../queue/mover.ts';
 
 export interface MoverHost {
   stop(): Promise<void>;
-  /**
-   * Deliveries being acknowledged now (shared with the thread): the listener counts them, the mover yields to them
-   * (src/queue/mover.ts, `busy`).
-   */
-  readonly acknowledging: Int32Array;
   /** The thread running now; null between an unexpected exit and its restart, and once stopped. */
   readonly thread: Worker | null;
 }
@@ -32,14 +27,13 @@ const SCRAPE_WAIT_MS = 250;
  * The thread's entry. Run from the TypeScript sources (tests, `tsx`), a thread does not inherit the parent's module
  * hooks (Node 20): it registers tsx's before loading the entry.
  */
-function spawnThread(config: Config, acknowledging: Int32Array): Worker {
-  const workerData = { config, acknowledging: acknowledging.buffer };
+function spawnThread(config: Config): Worker {
   const fromSources = import.meta.url.endsWith('.ts');
   const entry = new URL(fromSources ? './mover-thread.ts' : './mover-thread.js', import.meta.url);
-  if (!fromSources) return new Worker(entry, { workerData });
+  if (!fromSources) return new Worker(entry, { workerData: { config } });
   const tsx = import.meta.resolve('tsx/esm/api');
   const bootstrap = `import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); });`;
-  return new Worker(bootstrap, { eval: true, workerData });
+  return new Worker(bootstrap, { eval: true, workerData: { config } });
 }
 
 /** `client`: a listener connection, for the inbox's depth and age when `/metrics` is scraped. */
@@ -64,7 +58,6 @@ export function startMoverHost(
   };
   metrics.beforeScrape.push(scrape);
 
-  const acknowledging = new Int32Array(new SharedArrayBuffer(4));
   let stopping = false;
   let stopped: (() => void) | null = null;
   /** The lease token of the thread while it holds the lease. */
@@ -82,7 +75,7 @@ export function startMoverHost(
   /** Null between a thread's unexpected exit and its restart. */
   let running: Worker | null = null;
   const start = () => {
-    const thread = spawnThread(config, acknowledging);
+    const thread = spawnThread(config);
     running = thread;
     thread.on('message', onMessage);
     thread.on('error', (err) => log.error({ err }, 'inbox mover thread failed'));
@@ -106,7 +99,6 @@ export function startMoverHost(
   start();
 
   return {
-    acknowledging,
     get thread() {
       return running;
     },

@@ -46,22 +46,12 @@ export async function openListenerProducer(
     ...base,
   });
   const mover = config.ackWrite === 'inbox' ? startMoverHost(config, { ...deps, client: queueProducer.client }) : null;
-  /** With the mover: each delivery being acknowledged is counted, for the mover thread to yield to (see MoverHost). */
-  const counted = (producer: Producer): Producer =>
-    mover === null ? producer : countingAcknowledgements(producer, mover.acknowledging);
   const closing = (producer: Producer) => async () => {
     await Promise.all([mover?.stop(), producer.close()]);
   };
   if (config.spool.maxBytes === 0) {
     const producer = queueProducer;
-    return {
-      producer: counted(producer),
-      queueProducer,
-      spooling: null,
-      recovery: null,
-      mover,
-      close: closing(producer),
-    };
+    return { producer, queueProducer, spooling: null, recovery: null, mover, close: closing(producer) };
   }
   let opened: Awaited<ReturnType<typeof Spool.open>>;
   try {
@@ -82,31 +72,7 @@ export async function openListenerProducer(
       deps.logger.info({ ...counts, spool: opened.spool.status() }, 'spooled deliveries moved to the queue');
     },
   });
-  return {
-    producer: counted(spooling),
-    queueProducer,
-    spooling,
-    recovery: opened.recovery,
-    mover,
-    close: closing(spooling),
-  };
-}
-
-/** `producer`, with the writes under way counted in `count[0]` (an `Int32Array` shared with the mover's thread). */
-function countingAcknowledgements(producer: Producer, count: Int32Array): Producer {
-  return {
-    async enqueue(job) {
-      Atomics.add(count, 0, 1);
-      try {
-        return await producer.enqueue(job);
-      } finally {
-        Atomics.sub(count, 0, 1);
-      }
-    },
-    health: () => producer.health(),
-    ping: () => producer.ping(),
-    close: () => producer.close(),
-  };
+  return { producer: spooling, queueProducer, spooling, recovery: opened.recovery, mover, close: closing(spooling) };
 }
 
 /**

@@ -45,11 +45,6 @@ export interface MoverOptions {
   /** Longest blocking wait on an empty inbox, s. Default 1. */
   waitS?: number;
   logger?: Logger;
-  /**
-   * The listener is busy acknowledging deliveries: the mover waits (up to `YIELD_MAX_MS` per group of writes) so that
-   * the acknowledgements, which Sellsy waits for, go first; it catches up once the burst is over.
-   */
-  busy?: () => boolean;
   onMoved?: (report: MovedReport) => void;
   /** The lease was taken (true) or lost/given up (false), with this mover's token. */
   onLease?: (held: boolean, token: string) => void;
@@ -59,9 +54,6 @@ const RETRY_MIN_MS = 50;
 const RETRY_MAX_MS = 2_000;
 /** Job writes sent together, at most (see `write`). */
 const PIPELINE = 16;
-/** The longest a group of job writes waits for a busy listener (see `busy`), and the step of that wait, ms. */
-const YIELD_MAX_MS = 50;
-const YIELD_STEP_MS = 1;
 
 export class InboxMover {
   private readonly token = randomUUID();
@@ -208,21 +200,11 @@ export class InboxMover {
     // A few jobs at a time: Redis runs a client's pipelined commands back to back, and a long run of job scripts
     // would hold up the listeners' inbox writes (their acknowledgements) behind it.
     for (let i = 0; i < entries.length; i += PIPELINE) {
-      await this.yieldToListener();
       const settled = await Promise.allSettled(entries.slice(i, i + PIPELINE).map(writeOne));
       const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
       if (failed) throw failed.reason;
     }
     return report;
-  }
-
-  /** Waits while the listener is busy, for up to `YIELD_MAX_MS` (unless stopping). */
-  private async yieldToListener(): Promise<void> {
-    const busy = this.opts.busy;
-    if (busy === undefined) return;
-    for (let waited = 0; waited < YIELD_MAX_MS && this.drainUntil === null && busy(); waited += YIELD_STEP_MS) {
-      await new Promise((resolve) => setTimeout(resolve, YIELD_STEP_MS));
-    }
   }
 
   private pause(ms: number): Promise<void> {
