@@ -1,0 +1,175 @@
+/**
+ * The periodic reconcile run by workers (RECONCILE_INTERVAL_SECONDS), against real Redis, real worker processes and
+ * the fake Sellsy: one run per interval across two workers, a run killed with `kill -9` resumed from its cursor, the
+ * quota share, the metrics.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { type Job, Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { Registry } from 'prom-client';
+import { loadConfig } from '../../src/config/config.ts';
+import { createLogger } from '../../src/logger.ts';
+import type { WebhookJobData } from '../../src/queue/contract.ts';
+import { reconcileQueueName } from '../../src/reconcile/periodic.ts';
+import { startWorker } from '../../src/worker/worker.ts';
+import { spawnCli } from '../helpers/cli.ts';
+import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
+import { searchRoute } from '../helpers/fake-sellsy-search.ts';
+import { LogCapture } from '../helpers/listener.ts';
+import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { waitFor } from '../helpers/wait.ts';
+
+let redis: RedisServer;
+let client: Redis;
+const fakes: FakeSellsy[] = [];
+const queues: Queue[] = [];
+before(async () => {
+  redis = await startRedis();
+  client = new Redis(redis.url);
+});
+after(async () => {
+  client?.disconnect();
+  await Promise.all(queues.map((q) => q.close()));
+  await Promise.all(fakes.map((f) => f.close()));
+  await redis?.destroy();
+});
+
+const ago = (ms: number) => new Date(Date.now() - ms).toISOString();
+
+async function setup() {
+  const queueName = `test-${randomBytes(4).toString('hex')}`;
+  const fake = await startFakeSellsy();
+  fakes.push(fake);
+  const queue = new Queue<WebhookJobData>(queueName, { connection: { url: redis.url } });
+  const reconcileQueue = new Queue(reconcileQueueName(queueName), { connection: { url: redis.url } });
+  queues.push(queue, reconcileQueue);
+  const env: Record<string, string> = {
+    REDIS_URL: redis.url,
+    QUEUE_NAME: queueName,
+    SELLSY_CLIENT_ID: fake.clientId,
+    SELLSY_CLIENT_SECRET: fake.clientSecret,
+    SELLSY_API_URL: fake.apiUrl,
+    SELLSY_TOKEN_URL: fake.tokenUrl,
+    SELLSY_ACCOUNT_ID: '929',
+    RECORD_ORDER: 'off',
+    WORKER_LOCK_MS: '1000',
+    LOG_LEVEL: 'silent',
+  };
+  const synthetic = async () =>
+    (
+      (await queue.getJobs([
+        'wait',
+        'active',
+        'completed',
+        'failed',
+        'delayed',
+        'prioritized',
+      ])) as Job<WebhookJobData>[]
+    ).filter((j) => j.data.source === 'reconcile');
+  const cursor = async () => Number(await client.get(`bull:${queueName}:reconcile:cursor`)) || null;
+  const runs = async () => {
+    const last = await client.hget(`bull:${queueName}:reconcile:runs`, 'lastSuccess');
+    return last === null ? null : (JSON.parse(last) as { at: string; changes: number; queued: number });
+  };
+  return { queueName, fake, queue, reconcileQueue, env, synthetic, cursor, runs };
+}
+
+async function worker(env: Record<string, string>, registry?: Registry) {
+  return startWorker(loadConfig(env), createLogger('silent', new LogCapture()), registry ? { registry } : {});
+}
+
+test('two workers: the periodic reconcile runs once per interval, and each change is queued once', async () => {
+  const { fake, env, synthetic, reconcileQueue, runs } = await setup();
+  for (const id of [1, 2, 3]) fake.put('companies', String(id), { id, updated_at: ago(60_000 + id) });
+  fake.put('contacts', '10', { id: 10, updated: ago(30_000) });
+  const settings = { ...env, RECONCILE_INTERVAL_SECONDS: '1' };
+  const registry = new Registry();
+  const workers = [await worker(settings, registry), await worker(settings)];
+  const startedAt = Date.now();
+  try {
+    await waitFor(async () => (await runs()) !== null, 15_000, 'a first run succeeded');
+    // A change after the first run: the next run finds it, the runs after it do not queue it again.
+    fake.put('companies', '4', { id: 4, updated_at: new Date().toISOString() });
+    await new Promise((r) => setTimeout(r, 4000));
+    const elapsedS = (Date.now() - startedAt) / 1000;
+    const jobs = (await reconcileQueue.getJobs(['completed', 'failed', 'active'])) as Job[];
+    const done = jobs.filter((j) => j.returnvalue === 'success');
+    assert.ok(done.length >= 3, `${done.length} runs in ${elapsedS} s`);
+    assert.ok(
+      jobs.length <= Math.ceil(elapsedS) + 1,
+      `at most one run per interval across both workers: ${jobs.length} runs in ${elapsedS} s`,
+    );
+    const ids = (await synthetic()).map((j) => `${j.name}:${j.data.event?.relatedId}`).sort();
+    assert.deepEqual(ids, [
+      'people.reconciled:10',
+      'third.reconciled:1',
+      'third.reconciled:2',
+      'third.reconciled:3',
+      'third.reconciled:4',
+    ]);
+    // Every search type read once per run: no two runs read at once.
+    const searches = fake.apiRequests().filter((r) => r.path.startsWith('/v2/companies/search'));
+    assert.equal(searches.length, done.length + jobs.filter((j) => j.returnvalue === 'failure').length);
+
+    const text = await registry.metrics();
+    assert.match(text, /sellsy_webhooks_reconcile_runs_total\{outcome="success"\} [1-9]/);
+    assert.match(text, /sellsy_webhooks_reconcile_objects_scanned_total\{collection="companies"\} [1-9]/);
+    assert.match(text, /sellsy_webhooks_reconcile_changes_total\{collection="companies"\} [1-9]/);
+    assert.match(text, /sellsy_webhooks_reconcile_duration_seconds_count [1-9]/);
+    assert.match(text, /sellsy_webhooks_reconcile_interval_seconds 1\n/);
+    const last = /sellsy_webhooks_reconcile_last_success_timestamp_seconds ([\d.e+]+)/.exec(text);
+    assert.ok(last && Number(last[1]) * 1000 > startedAt, 'the last success is after the start');
+  } finally {
+    await Promise.all(workers.map((w) => w.close()));
+  }
+});
+
+test('a run killed with kill -9 in the middle leaves its cursor; the next run queues what was left, nothing twice', async () => {
+  const { fake, env, synthetic, cursor, runs } = await setup();
+  for (let id = 1; id <= 250; id++) fake.put('companies', String(id), { id, updated_at: ago(60_000 + id * 10) });
+  // The second page of companies waits until released: the run is killed while it waits.
+  let release: () => void = () => undefined;
+  const held = new Promise<void>((r) => {
+    release = r;
+  });
+  let holding = true;
+  const search = searchRoute(fake);
+  fake.route('POST', /^\/v2\/(companies)\/search$/, async (context) => {
+    if (holding && context.request.path.includes('offset=')) await held;
+    return search(context);
+  });
+  const settings = { ...env, RECONCILE_INTERVAL_SECONDS: '2', METRICS_PORT: '0' };
+  const first = spawnCli(['work'], settings);
+  try {
+    await waitFor(
+      () => fake.apiRequests().some((r) => r.path.startsWith('/v2/companies/search') && r.path.includes('offset=')),
+      20_000,
+      'the run asked for its second page',
+    );
+    await waitFor(async () => (await synthetic()).length === 100, 5000, 'the first page queued');
+    const before = await cursor();
+    assert.ok(before !== null, 'the first run set its cursor before reading');
+    first.child.kill('SIGKILL');
+    await first.exited;
+  } finally {
+    first.child.kill('SIGKILL');
+  }
+  holding = false;
+  release();
+  const cursorAfterKill = await cursor();
+  assert.equal(await runs(), null, 'no run succeeded');
+  const second = await worker({ ...settings, METRICS_PORT: '' });
+  try {
+    await waitFor(async () => (await runs()) !== null, 20_000, 'the next run succeeded');
+    const ids = (await synthetic()).map((j) => j.data.event?.relatedId);
+    assert.equal(ids.length, 250, 'every change queued, none twice');
+    assert.equal(new Set(ids).size, 250);
+    const last = await runs();
+    assert.equal(last?.queued, 150, 'the next run queued what the killed one had left');
+    assert.ok(((await cursor()) ?? 0) > (cursorAfterKill ?? 0), 'the cursor moved once a run succeeded');
+  } finally {
+    await second.close();
+  }
+});
