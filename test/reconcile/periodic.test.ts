@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import { type Job, Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
+import { stats } from '../../src/cli/stats.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { createLogger } from '../../src/logger.ts';
 import type { WebhookJobData } from '../../src/queue/contract.ts';
@@ -85,8 +86,8 @@ test('two workers: the periodic reconcile runs once per interval, and each chang
   for (const id of [1, 2, 3]) fake.put('companies', String(id), { id, updated_at: ago(60_000 + id) });
   fake.put('contacts', '10', { id: 10, updated: ago(30_000) });
   const settings = { ...env, RECONCILE_INTERVAL_SECONDS: '1' };
-  const registry = new Registry();
-  const workers = [await worker(settings, registry), await worker(settings)];
+  const registries = [new Registry(), new Registry()];
+  const workers = [await worker(settings, registries[0]), await worker(settings, registries[1])];
   const startedAt = Date.now();
   try {
     await waitFor(async () => (await runs()) !== null, 15_000, 'a first run succeeded');
@@ -113,14 +114,35 @@ test('two workers: the periodic reconcile runs once per interval, and each chang
     const searches = fake.apiRequests().filter((r) => r.path.startsWith('/v2/companies/search'));
     assert.equal(searches.length, done.length + jobs.filter((j) => j.returnvalue === 'failure').length);
 
-    const text = await registry.metrics();
-    assert.match(text, /sellsy_webhooks_reconcile_runs_total\{outcome="success"\} [1-9]/);
-    assert.match(text, /sellsy_webhooks_reconcile_objects_scanned_total\{collection="companies"\} [1-9]/);
-    assert.match(text, /sellsy_webhooks_reconcile_changes_total\{collection="companies"\} [1-9]/);
-    assert.match(text, /sellsy_webhooks_reconcile_duration_seconds_count [1-9]/);
+    const texts = await Promise.all(registries.map((r) => r.metrics()));
+    const value = (text: string, series: string) =>
+      Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+    const both = (series: string) => texts.reduce((n, t) => n + value(t, series), 0);
+    assert.equal(both('sellsy_webhooks_reconcile_runs_total{outcome="success"}'), done.length, 'runs by outcome');
+    assert.ok(both('sellsy_webhooks_reconcile_objects_scanned_total{collection="companies"}') >= 3 * done.length);
+    assert.equal(both('sellsy_webhooks_reconcile_changes_total{collection="companies"}'), 4, 'changes found');
+    assert.equal(both('sellsy_webhooks_reconcile_duration_seconds_count'), done.length);
+    const text = texts[0] ?? '';
     assert.match(text, /sellsy_webhooks_reconcile_interval_seconds 1\n/);
     const last = /sellsy_webhooks_reconcile_last_success_timestamp_seconds ([\d.e+]+)/.exec(text);
     assert.ok(last && Number(last[1]) * 1000 > startedAt, 'the last success is after the start');
+
+    const json: string[] = [];
+    assert.equal(await stats(loadConfig(settings), (l) => json.push(l), { json: true }), 0);
+    const report = JSON.parse(json.join('')) as {
+      reconcile: { intervalSeconds: number; cursor: string; last: { outcome: string; changes: number; at: string } };
+    };
+    assert.equal(report.reconcile.intervalSeconds, 1);
+    assert.equal(report.reconcile.last.outcome, 'success');
+    assert.ok(Date.parse(report.reconcile.cursor) > startedAt, 'the cursor is the end of the last window');
+    const lines: string[] = [];
+    await stats(loadConfig(settings), (l) => lines.push(l));
+    assert.ok(
+      lines.some((l) =>
+        /^reconcile {5}every 1 s; last run \S+, success: \d+ changes \(\d+ queued\) in \d+ objects/.test(l),
+      ),
+      lines.join('\n'),
+    );
   } finally {
     await Promise.all(workers.map((w) => w.close()));
   }
