@@ -195,3 +195,36 @@ test('a run killed with kill -9 in the middle leaves its cursor; the next run qu
     await second.close();
   }
 });
+
+test('a failed run is recorded as such and leaves the cursor where it was; stats shows its error', async () => {
+  const { fake, env, cursor, runs, queueName } = await setup();
+  fake.failNext(10_000, 500);
+  const registry = new Registry();
+  const settings = { ...env, RECONCILE_INTERVAL_SECONDS: '1' };
+  const running = await worker(settings, registry);
+  try {
+    const last = async () => {
+      const v = await client.hget(`bull:${queueName}:reconcile:runs`, 'last');
+      return v === null ? null : (JSON.parse(v) as { outcome: string; error: string });
+    };
+    await waitFor(async () => (await last()) !== null, 15_000, 'a run ended');
+    const first = await cursor();
+    await waitFor(
+      async () => (await registry.metrics()).includes('sellsy_webhooks_reconcile_runs_total{outcome="failure"} 2'),
+      15_000,
+      'a second failed run',
+    );
+    assert.equal(await cursor(), first, 'failed runs leave the cursor');
+    assert.equal(await runs(), null, 'no success recorded');
+    assert.match((await last())?.error ?? '', /answered 500/);
+    assert.match(await registry.metrics(), /sellsy_webhooks_reconcile_errors_total\{collection="companies"\} [1-9]/);
+    const lines: string[] = [];
+    await stats(loadConfig(settings), (l) => lines.push(l));
+    assert.ok(
+      lines.some((l) => /^reconcile .*, failure: .*answered 500.*; last success never$/.test(l)),
+      lines.join('\n'),
+    );
+  } finally {
+    await running.close();
+  }
+});
