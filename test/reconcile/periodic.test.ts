@@ -228,3 +228,33 @@ test('a failed run is recorded as such and leaves the cursor where it was; stats
     await running.close();
   }
 });
+
+test('a run longer than the interval: the next one, in the other worker, is skipped instead of running beside it', async () => {
+  const { fake, env, reconcileQueue } = await setup();
+  fake.put('companies', '1', { id: 1, updated_at: ago(60_000) });
+  let inFlight = 0;
+  let most = 0;
+  const search = searchRoute(fake);
+  fake.route('POST', /^\/v2\/(companies)\/search$/, async (context) => {
+    inFlight++;
+    most = Math.max(most, inFlight);
+    await new Promise((r) => setTimeout(r, 2500));
+    inFlight--;
+    return search(context);
+  });
+  const settings = { ...env, RECONCILE_INTERVAL_SECONDS: '1', WORKER_LOCK_MS: '3000' };
+  const workers = [await worker(settings), await worker(settings)];
+  try {
+    await waitFor(
+      async () => {
+        const jobs = (await reconcileQueue.getJobs(['completed'])) as Job[];
+        return jobs.some((j) => j.returnvalue === 'skipped') && jobs.some((j) => j.returnvalue === 'success');
+      },
+      20_000,
+      'a run succeeded and one was skipped',
+    );
+    assert.equal(most, 1, 'never two searches of one run type at once: never two runs at once');
+  } finally {
+    await Promise.all(workers.map((w) => w.close()));
+  }
+});
