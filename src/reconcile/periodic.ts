@@ -48,6 +48,20 @@ export interface PeriodicReconcile {
 const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 
+/**
+ * With the periodic reconcile off (`RECONCILE_INTERVAL_SECONDS=0`): removes its scheduler and the job it had waiting,
+ * left by workers that ran it, so that it does not start again with a worker of an older configuration by surprise.
+ */
+export async function removePeriodicSchedule(client: RedisClient, config: Config): Promise<void> {
+  const queue = new Queue(reconcileQueueName(config.queueName), { connection: client, prefix: config.queuePrefix });
+  queue.on('error', () => undefined);
+  try {
+    await queue.removeJobScheduler('periodic');
+  } finally {
+    await queue.close();
+  }
+}
+
 type Outcome = { outcome: 'skipped' } | { outcome: 'success' | 'failure'; run: LastRun };
 
 export async function startPeriodicReconcile(

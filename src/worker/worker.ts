@@ -38,7 +38,7 @@ import { deferredRefusal, type WebhookJobData } from '../queue/contract.ts';
 import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { RecordSeen } from '../queue/seen.ts';
-import { type PeriodicReconcile, startPeriodicReconcile } from '../reconcile/periodic.ts';
+import { type PeriodicReconcile, removePeriodicSchedule, startPeriodicReconcile } from '../reconcile/periodic.ts';
 
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';
@@ -327,6 +327,11 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
           ...(options.reconcileMinuteMs ? { minuteMs: options.reconcileMinuteMs } : {}),
         })
       : null;
+  if (periodic === null) {
+    removePeriodicSchedule(seenClient, config).catch((err: Error) => {
+      if (!stopping) log.warn({ err: err.message }, 'periodic reconcile: its schedule could not be removed');
+    });
+  }
   log.info(
     {
       queue: config.queueName,

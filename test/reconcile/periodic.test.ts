@@ -258,3 +258,16 @@ test('a run longer than the interval: the next one, in the other worker, is skip
     await Promise.all(workers.map((w) => w.close()));
   }
 });
+
+test('a worker started with the periodic reconcile off removes the schedule workers left', async () => {
+  const { env, reconcileQueue } = await setup();
+  const on = await worker({ ...env, RECONCILE_INTERVAL_SECONDS: '60' });
+  await waitFor(async () => (await reconcileQueue.getJobSchedulersCount()) === 1, 10_000, 'scheduled');
+  await on.close();
+  const off = await worker(env);
+  try {
+    await waitFor(async () => (await reconcileQueue.getJobSchedulersCount()) === 0, 10_000, 'the schedule removed');
+  } finally {
+    await off.close();
+  }
+});
