@@ -85,14 +85,22 @@ test('two workers: the periodic reconcile runs once per interval, and each chang
   const { fake, env, synthetic, reconcileQueue, runs } = await setup();
   for (const id of [1, 2, 3]) fake.put('companies', String(id), { id, updated_at: ago(60_000 + id) });
   fake.put('contacts', '10', { id: 10, updated: ago(30_000) });
+  const invoice = (status: string) => ({ id: 20, status, created: ago(3_600_000), amounts: { total: '10.00' } });
+  fake.put('invoices', '20', invoice('due'));
   const settings = { ...env, RECONCILE_INTERVAL_SECONDS: '1' };
   const registries = [new Registry(), new Registry()];
   const workers = [await worker(settings, registries[0]), await worker(settings, registries[1])];
   const startedAt = Date.now();
   try {
     await waitFor(async () => (await runs()) !== null, 15_000, 'a first run succeeded');
-    // A change after the first run: the next run finds it, the runs after it do not queue it again.
+    assert.equal(
+      (await synthetic()).filter((j) => j.name === 'invoice.reconciled').length,
+      0,
+      'not a backfill: the first scan of invoices only records their fingerprints',
+    );
+    // Changes after the first run: the next run finds them, the runs after it do not queue them again.
     fake.put('companies', '4', { id: 4, updated_at: new Date().toISOString() });
+    fake.put('invoices', '20', invoice('paid'));
     await new Promise((r) => setTimeout(r, 4000));
     const elapsedS = (Date.now() - startedAt) / 1000;
     const jobs = (await reconcileQueue.getJobs(['completed', 'failed', 'active'])) as Job[];
@@ -104,6 +112,7 @@ test('two workers: the periodic reconcile runs once per interval, and each chang
     );
     const ids = (await synthetic()).map((j) => `${j.name}:${j.data.event?.relatedId}`).sort();
     assert.deepEqual(ids, [
+      'invoice.reconciled:20',
       'people.reconciled:10',
       'third.reconciled:1',
       'third.reconciled:2',
