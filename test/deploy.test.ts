@@ -12,7 +12,7 @@ import { parse, parseAllDocuments } from 'yaml';
 import { dispatch, EXIT_CONFIG } from '../src/cli/dispatch.ts';
 import { type Config, loadConfig } from '../src/config/config.ts';
 import { ENV_NAMES } from '../src/config/schema.ts';
-import { createMetrics, createWorkerMetrics } from '../src/metrics/metrics.ts';
+import { createMetrics, createReconcileMetrics, createWorkerMetrics } from '../src/metrics/metrics.ts';
 import { watchQueues } from '../src/metrics/queue-stats.ts';
 import { ROOT } from './helpers/cli.ts';
 import { freePort } from './helpers/redis-server.ts';
@@ -39,6 +39,7 @@ test('every alert rule has a severity and a summary, and names only metrics the 
     quota: { bySecond: null, byMinute: null, byDay: null, byMonth: null, at: null },
   };
   createWorkerMetrics(metrics.registry, { sellsyApi: () => api });
+  createReconcileMetrics(metrics.registry, 900, async () => null);
   // An address where nothing listens: only the names are needed, not the values.
   const stats = watchQueues(metrics, loadConfig({ REDIS_URL: `redis://127.0.0.1:${await freePort()}` }));
   const families = new Map<string, string>();

@@ -8,15 +8,14 @@
  * Exit codes: 0 done, 1 failure (Redis unreachable, a Sellsy API error), 2 usage error, 78 no API credentials.
  */
 import type { Config } from '../config/config.ts';
-import { ConfigError } from '../errors.ts';
 import { describeRedis, redisSettingsOf } from '../queue/connection.ts';
 import { BullmqProducer } from '../queue/producer.ts';
 import { producerOptionsFrom } from '../queue/producer-options.ts';
 import { RecordSeen } from '../queue/seen.ts';
+import { accountClients } from '../reconcile/accounts.ts';
 import { DEFAULT_TYPES, planOf } from '../reconcile/collections.ts';
 import { reconcile, type Tally } from '../reconcile/reconcile.ts';
 import { ReconcileState } from '../reconcile/state.ts';
-import { SellsyApi } from '../sellsy/api.ts';
 import { parseFlags } from './flags.ts';
 import type { CliIo } from './io.ts';
 
@@ -81,34 +80,6 @@ export function parseBackfillArgs(args: string[], now = Date.now()): BackfillArg
   return { since, until, types: [...new Set(types)], lookbackMs, dryRun: values['dry-run'] === true };
 }
 
-/** Each account to read with its client: `SELLSY_ACCOUNT_CREDENTIALS`, and the single client's `SELLSY_ACCOUNT_ID`. */
-function accountClients(config: Config, io: Pick<CliIo, 'err'>): { account: string; api: SellsyApi }[] {
-  const settings = config.sellsyFetch;
-  if (settings === null) {
-    throw new ConfigError([
-      'backfill reads the Sellsy API: set SELLSY_CLIENT_ID and SELLSY_CLIENT_SECRET (with SELLSY_ACCOUNT_ID), or SELLSY_ACCOUNT_CREDENTIALS',
-    ]);
-  }
-  const { apiUrl, tokenUrl, timeoutMs } = settings;
-  const clients = [...settings.credentials].map(([account, c]) => ({
-    account,
-    api: new SellsyApi({ ...c, apiUrl, tokenUrl, timeoutMs }),
-  }));
-  const single = config.sellsyApi;
-  if (single !== null && settings.accountId !== null && !settings.credentials.has(settings.accountId)) {
-    clients.push({ account: settings.accountId, api: new SellsyApi(single) });
-  } else if (single !== null && settings.accountId === null) {
-    // Changes are attributed to an account (record ids are per account): the single client's must be named.
-    if (clients.length === 0) {
-      throw new ConfigError([
-        'SELLSY_ACCOUNT_ID: backfill attributes the changes it finds to an account; set it to the Sellsy account id (corpid) of SELLSY_CLIENT_ID',
-      ]);
-    }
-    io.err('sellsy-webhooks backfill: SELLSY_CLIENT_ID has no SELLSY_ACCOUNT_ID: its account is not read');
-  }
-  return clients;
-}
-
 function describeTally(t: Tally): string {
   const parts = [`found ${t.found}`, `queued ${t.queued}`, `already seen ${t.alreadySeen}`];
   if (t.duplicates > 0) parts.push(`already queued ${t.duplicates}`);
@@ -120,7 +91,7 @@ function describeTally(t: Tally): string {
 const quotaOf = (t: Tally) => `quota left ${t.quotaByMinute ?? '?'}/minute, ${t.quotaByDay ?? '?'}/day`;
 
 export async function backfill(config: Config, args: BackfillArgs, io: CliIo, waitMs = 30_000): Promise<number> {
-  const clients = accountClients(config, io);
+  const clients = accountClients(config, 'backfill', (message) => io.err(`sellsy-webhooks ${message}`));
   const producer = new BullmqProducer({ ...producerOptionsFrom(config), role: 'reconcile' });
   try {
     const deadline = Date.now() + waitMs;
@@ -144,6 +115,7 @@ export async function backfill(config: Config, args: BackfillArgs, io: CliIo, wa
           writer: producer,
           state: new ReconcileState(producer.client, config.queuePrefix, config.queueName),
           seen: RecordSeen.of(producer.client, config.queuePrefix, config.queueName),
+          quotaShare: config.reconcile.quotaShare,
         },
         {
           ...args,

@@ -30,6 +30,7 @@ import {
 import { onlineReplicas, parseInfo } from '../queue/durability.ts';
 import { inboxKeys, inboxStatus } from '../queue/inbox.ts';
 import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
+import { type LastRun, ReconcileState } from '../reconcile/state.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/recovery.ts';
 import { formatAge, formatBytes, oneLine } from './format.ts';
 import { scrubbing } from './secrets.ts';
@@ -106,7 +107,18 @@ export interface StatsReport {
   queues: QueueStats[];
   /** Acknowledged deliveries not yet made jobs (ACK_WRITE=inbox; listeners move them), see `InboxStats`. */
   inbox: InboxStats;
+  /** The periodic reconcile (RECONCILE_INTERVAL_SECONDS): its last run, as the workers recorded it in Redis. */
+  reconcile: ReconcileStats;
   spool: SpoolStats;
+}
+
+export interface ReconcileStats {
+  /** RECONCILE_INTERVAL_SECONDS as this process reads it (0: off). */
+  intervalSeconds: number;
+  /** The end of the last successful window (ISO 8601), or null before the first run. */
+  cursor: string | null;
+  last: LastRun | null;
+  lastSuccess: LastRun | null;
 }
 
 export interface InboxStats {
@@ -151,6 +163,7 @@ export async function collectStats(config: Config): Promise<StatsReport> {
       at: new Date(now).toISOString(),
       queues,
       inbox: await inboxStats(config, client, now),
+      reconcile: await reconcileStats(config, client),
       spool: await spoolStats(config),
     };
   } finally {
@@ -162,6 +175,17 @@ async function inboxStats(config: Config, client: RedisClient, now: number): Pro
   const keys = inboxKeys(config.queuePrefix, config.queueName);
   const [status, holder] = await Promise.all([inboxStatus(client, keys, now), client.exists(keys.lease)]);
   return { ...status, oldestAgeSeconds: Math.round(status.oldestAgeSeconds), moverRunning: holder === 1 };
+}
+
+async function reconcileStats(config: Config, client: RedisClient): Promise<ReconcileStats> {
+  const state = new ReconcileState(client, config.queuePrefix, config.queueName);
+  const [cursor, { last, lastSuccess }] = await Promise.all([state.cursor(), state.runs()]);
+  return {
+    intervalSeconds: config.reconcile.intervalSeconds,
+    cursor: cursor === null ? null : new Date(cursor).toISOString(),
+    last,
+    lastSuccess,
+  };
 }
 
 async function nodeStats(config: Config, client: RedisClient): Promise<NodeStats[]> {
@@ -365,6 +389,7 @@ function formatReport(report: StatsReport): string[] {
       ? `inbox         empty${i.moverRunning ? '' : ' (no mover running)'}`
       : `inbox         ${i.depth} deliveries waiting to become jobs, oldest ${formatAge(i.oldestAgeSeconds)} old; ${mover}`,
   );
+  lines.push(reconcileLine(report.reconcile));
   const s = report.spool;
   if (!s.enabled) lines.push(`spool         off (SPOOL_MAX_BYTES=0)`);
   else if ('error' in s) lines.push(`spool         ${s.dir}: cannot be read (${s.error})`);
@@ -380,4 +405,15 @@ function formatReport(report: StatsReport): string[] {
     );
   }
   return lines;
+}
+
+function reconcileLine(r: ReconcileStats): string {
+  const every = r.intervalSeconds > 0 ? `every ${r.intervalSeconds} s` : 'off (RECONCILE_INTERVAL_SECONDS=0)';
+  if (r.last === null) return `reconcile     ${every}; no run yet`;
+  const run = (l: LastRun) =>
+    `${l.at}, ${l.outcome}: ${l.changes} changes (${l.queued} queued) in ${l.scanned} objects, ${l.since} → ${l.until}`;
+  const failed = r.last.outcome === 'failure' ? ` (${r.last.error ?? 'failed'})` : '';
+  const success =
+    r.last.outcome === 'failure' ? `; last success ${r.lastSuccess === null ? 'never' : r.lastSuccess.at}` : '';
+  return `reconcile     ${every}; last run ${run(r.last)}${failed}${success}`;
 }

@@ -91,6 +91,12 @@ export interface Config {
     tokenUrl: string;
     timeoutMs: number;
   } | null;
+  /**
+   * Reconciliation (docs/reconciliation.md). `intervalSeconds`: the periodic reconcile run by workers (0: off);
+   * `overlapSeconds`: how far before the cursor each run reads again; `lookbackSeconds`: how far back a rescan type is
+   * read; `quotaShare`: the share of the per-minute quota left that a run (or a backfill) may spend.
+   */
+  reconcile: { intervalSeconds: number; overlapSeconds: number; lookbackSeconds: number; quotaShare: number };
   /** Where `GET /metrics` is served: null = on the listener's port; a port = there only (and for `work` too). */
   metricsPort: number | null;
   /** The Bull Board dashboard at `/admin`: null = off (no credentials configured). */
@@ -198,6 +204,23 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'SIGNATURE_CHECK: "worker" needs SELLSY_SIGN_KEY or SELLSY_ACCOUNT_KEYS (the worker verifies with them)',
     );
   }
+  if (parsed.RECONCILE_INTERVAL_SECONDS > 0 && !single && credentials.size === 0) {
+    problems.push(
+      'RECONCILE_INTERVAL_SECONDS: the periodic reconcile reads the Sellsy API: set SELLSY_CLIENT_ID and ' +
+        'SELLSY_CLIENT_SECRET with SELLSY_ACCOUNT_ID, or SELLSY_ACCOUNT_CREDENTIALS (or set it to 0)',
+    );
+  }
+  if (
+    parsed.RECONCILE_INTERVAL_SECONDS > 0 &&
+    single &&
+    parsed.SELLSY_ACCOUNT_ID === undefined &&
+    credentials.size === 0
+  ) {
+    problems.push(
+      'SELLSY_ACCOUNT_ID: the periodic reconcile (RECONCILE_INTERVAL_SECONDS) attributes the changes it finds to an ' +
+        'account; set it to the Sellsy account id (corpid) of SELLSY_CLIENT_ID',
+    );
+  }
   if ((parsed.ADMIN_USER === undefined) !== (parsed.ADMIN_PASSWORD === undefined)) {
     problems.push('ADMIN_USER and ADMIN_PASSWORD: set both (dashboard with a login) or neither');
   }
@@ -282,6 +305,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     postgres: parsed.DATABASE_URL !== undefined ? { url: parsed.DATABASE_URL, schema: parsed.DATABASE_SCHEMA } : null,
     sellsyApi,
     sellsyFetch,
+    reconcile: {
+      intervalSeconds: parsed.RECONCILE_INTERVAL_SECONDS,
+      overlapSeconds: parsed.RECONCILE_OVERLAP_SECONDS,
+      lookbackSeconds: parsed.RECONCILE_LOOKBACK_SECONDS,
+      quotaShare: parsed.RECONCILE_QUOTA_SHARE,
+    },
     metricsPort: parsed.METRICS_PORT ?? null,
     admin:
       parsed.ADMIN_PASSWORD !== undefined || parsed.ADMIN_TOKEN !== undefined

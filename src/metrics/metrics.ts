@@ -294,3 +294,80 @@ export function createDestinationMetrics(registry: Registry, names: readonly str
     },
   };
 }
+
+/** How a periodic reconcile run ended: `skipped` when another process's run still held the reconcile lock. */
+export const RECONCILE_OUTCOMES = ['success', 'failure', 'skipped'] as const;
+
+export interface ReconcileMetrics {
+  runs: Counter<'outcome'>;
+  scanned: Counter<'collection'>;
+  changes: Counter<'collection'>;
+  duration: Histogram;
+  errors: Counter<'collection'>;
+}
+
+/**
+ * The periodic reconcile's metrics (src/reconcile/periodic.ts), in a worker's registry. Counters count the runs this
+ * process made; the last success comes from Redis when scraped (`lastRuns`), so every worker exports the same one,
+ * whichever ran it. Before the first success it is the time the periodic reconcile was turned on, so that the alert
+ * on it also fires when no run ever succeeds.
+ */
+export function createReconcileMetrics(
+  registry: Registry,
+  intervalSeconds: number,
+  lastSuccess: () => Promise<number | null>,
+): ReconcileMetrics {
+  const runs = new Counter({
+    name: 'sellsy_webhooks_reconcile_runs_total',
+    help: 'Periodic reconcile runs made by this process, by outcome (skipped: another run held the lock).',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
+  for (const outcome of RECONCILE_OUTCOMES) runs.inc({ outcome }, 0);
+  const scanned = new Counter({
+    name: 'sellsy_webhooks_reconcile_objects_scanned_total',
+    help: 'Objects the periodic reconcile read from the Sellsy API, by Sellsy collection.',
+    labelNames: ['collection'] as const,
+    registers: [registry],
+  });
+  const changes = new Counter({
+    name: 'sellsy_webhooks_reconcile_changes_total',
+    help: 'Changes no webhook brought, found by the periodic reconcile, by Sellsy collection.',
+    labelNames: ['collection'] as const,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'sellsy_webhooks_reconcile_duration_seconds',
+    help: 'Time a periodic reconcile run took, whatever its outcome.',
+    buckets: [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800],
+    registers: [registry],
+  });
+  const errors = new Counter({
+    name: 'sellsy_webhooks_reconcile_errors_total',
+    help: 'Periodic reconcile runs that failed, by the Sellsy collection being read (none: outside a collection).',
+    labelNames: ['collection'] as const,
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'sellsy_webhooks_reconcile_interval_seconds',
+    help: 'RECONCILE_INTERVAL_SECONDS: how often the periodic reconcile runs (0: off).',
+    registers: [registry],
+    collect() {
+      this.set(intervalSeconds);
+    },
+  });
+  new Gauge({
+    name: 'sellsy_webhooks_reconcile_last_success_timestamp_seconds',
+    help: 'When the last periodic reconcile run succeeded (unix seconds; before the first, when it was turned on).',
+    registers: [registry],
+    async collect() {
+      try {
+        const at = await lastSuccess();
+        if (at !== null) this.set(at / 1000);
+      } catch {
+        // Redis unavailable: keep the last figure read (its own alerts cover Redis).
+      }
+    },
+  });
+  return { runs, scanned, changes, duration, errors };
+}

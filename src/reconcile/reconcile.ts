@@ -21,6 +21,7 @@ import type { RecordSeen } from '../queue/seen.ts';
 import type { SellsyApi } from '../sellsy/api.ts';
 import { type CollectionPlan, planOf } from './collections.ts';
 import { fingerprintOf } from './fingerprint.ts';
+import { QuotaShare } from './quota.ts';
 import { type SellsyObject, searchPages } from './search.ts';
 import type { ReconcileState } from './state.ts';
 import { type Change, syntheticJob } from './synthetic.ts';
@@ -37,6 +38,10 @@ export interface ReconcileDeps {
   state: ReconcileState;
   seen: RecordSeen;
   now?: () => number;
+  /** `RECONCILE_QUOTA_SHARE`: the share of each minute's quota left that the run may spend per account; none: no cap. */
+  quotaShare?: number;
+  /** The length of a quota minute (tests shorten it). */
+  minuteMs?: number;
 }
 
 export interface ReconcileRun {
@@ -86,10 +91,16 @@ const iso = (ms: number) => new Date(ms).toISOString();
 export async function reconcile(deps: ReconcileDeps, run: ReconcileRun): Promise<Tally[]> {
   const tallies: Tally[] = [];
   for (const { account, api } of deps.accounts) {
+    // One per account: each account has its own quota.
+    const quota = deps.quotaShare === undefined ? undefined : new QuotaShare(api, deps.quotaShare, deps.minuteMs);
     for (const collection of run.types) {
       const plan = planOf(collection);
       if (plan === null) throw new Error(`no reconcile strategy for Sellsy collection ${JSON.stringify(collection)}`);
-      tallies.push(await reconcileType(deps, run, account, api, plan));
+      try {
+        tallies.push(await reconcileType(deps, run, account, api, plan, quota));
+      } catch (err) {
+        throw Object.assign(err as Error, { collection });
+      }
     }
   }
   return tallies;
@@ -150,6 +161,7 @@ async function reconcileType(
   account: string,
   api: SellsyApi,
   plan: CollectionPlan,
+  quota: QuotaShare | undefined,
 ): Promise<Tally> {
   const now = deps.now ?? Date.now;
   const { strategy, collection } = plan;
@@ -181,6 +193,7 @@ async function reconcileType(
   const pages = searchPages(api, collection, {
     filters: { [strategy.filter]: { start: iso(start), end: iso(run.until) } },
     ...(run.signal ? { signal: run.signal } : {}),
+    ...(quota ? { quota } : {}),
     onRateLimited: () => {
       tally.rateLimited++;
     },

@@ -7,10 +7,12 @@
  * Rate limits: the client's (src/sellsy/api.ts) waits before a call when the second's quota is spent; a 429 it turns
  * into `RetryLaterError` with the wait Sellsy's headers ask for, and the same page is asked again after that wait.
  * Every other error ends the search (a 400: the filter is not supported).
+ * Quota share: with `quota`, each call first waits until the minute's share allows it (src/reconcile/quota.ts).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RetryLaterError } from '../errors.ts';
 import type { SellsyApi } from '../sellsy/api.ts';
+import type { QuotaShare } from './quota.ts';
 
 /** Sellsy's largest page. */
 export const PAGE_LIMIT = 100;
@@ -29,6 +31,8 @@ export interface SearchOptions {
   signal?: AbortSignal;
   /** Called before waiting out a 429, with the wait. */
   onRateLimited?: (delayMs: number) => void;
+  /** The share of the minute's quota the search may spend (src/reconcile/quota.ts); none: no cap. */
+  quota?: QuotaShare;
 }
 
 export async function* searchPages(
@@ -40,16 +44,19 @@ export async function* searchPages(
   for (;;) {
     const query = new URLSearchParams({ limit: String(PAGE_LIMIT) });
     if (offset !== null) query.set('offset', offset);
-    const answer = await withRateLimitWaits(
-      () =>
-        api.request<SearchAnswer>(
+    const answer = await withRateLimitWaits(async () => {
+      await options.quota?.take(options.signal);
+      try {
+        return await api.request<SearchAnswer>(
           'POST',
           `/${collection}/search?${query}`,
           { filters: options.filters },
           options.signal ? { signal: options.signal } : {},
-        ),
-      options,
-    );
+        );
+      } finally {
+        options.quota?.observe();
+      }
+    }, options);
     const objects = Array.isArray(answer?.data) ? (answer.data as SellsyObject[]) : [];
     const total = Number(answer?.pagination?.total);
     yield { objects, total: Number.isFinite(total) ? total : null };

@@ -6,10 +6,32 @@
  * - `scans`: a hash, `<account>:<collection>` → the time (ms) the last complete rescan of that type started. Absent:
  *   the type was never scanned, and its first scan records fingerprints without queueing (unless a backfill).
  *
+ * - `cursor`: the periodic reconcile's cursor, the end (ms) of the last successful window. A run reads from
+ *   `cursor - RECONCILE_OVERLAP_SECONDS`; only a successful run moves it, so a run killed mid-way is covered again.
+ * - `runs`: a hash, `last` and `lastSuccess` → the periodic run's summary as JSON (`LastRun`), and `enabledAt`: when a
+ *   worker first scheduled the periodic reconcile (what "has not succeeded for 3 intervals" counts from before the
+ *   first success).
+ *
  * Fingerprints are written after the change they reveal was queued: a run interrupted in between finds the change
  * again, and the queue's deduplication folds the second job.
  */
 import type { RedisClient } from '../queue/connection.ts';
+
+/** What `stats` shows of a periodic run. */
+export interface LastRun {
+  /** When it ended (ISO 8601). */
+  at: string;
+  outcome: 'success' | 'failure';
+  /** The window read (ISO 8601). */
+  since: string;
+  until: string;
+  durationSeconds: number;
+  scanned: number;
+  changes: number;
+  queued: number;
+  /** The failure, on one line. */
+  error?: string;
+}
 
 export class ReconcileState {
   private readonly base: string;
@@ -44,5 +66,49 @@ export class ReconcileState {
 
   async setLastScan(account: string, collection: string, startedAt: number): Promise<void> {
     await this.client.hset(`${this.base}:scans`, `${account}:${collection}`, String(startedAt));
+  }
+
+  /** The periodic reconcile's cursor (ms), or null before its first run. */
+  async cursor(): Promise<number | null> {
+    const value = await this.client.get(`${this.base}:cursor`);
+    return value === null ? null : Number(value);
+  }
+
+  /** Sets the cursor unless one exists; returns the cursor in force. */
+  async initCursor(at: number): Promise<number> {
+    await this.client.set(`${this.base}:cursor`, String(Math.floor(at)), 'NX');
+    return (await this.cursor()) ?? at;
+  }
+
+  async setCursor(at: number): Promise<void> {
+    await this.client.set(`${this.base}:cursor`, String(Math.floor(at)));
+  }
+
+  async recordRun(run: LastRun): Promise<void> {
+    const json = JSON.stringify(run);
+    await this.client.hset(
+      `${this.base}:runs`,
+      run.outcome === 'success' ? { last: json, lastSuccess: json } : { last: json },
+    );
+  }
+
+  /** Records when the periodic reconcile was turned on, unless known. */
+  async markEnabled(at: number): Promise<void> {
+    await this.client.hsetnx(`${this.base}:runs`, 'enabledAt', String(Math.floor(at)));
+  }
+
+  async runs(): Promise<{ last: LastRun | null; lastSuccess: LastRun | null; enabledAt: number | null }> {
+    const [last, lastSuccess, enabledAt] = await this.client.hmget(
+      `${this.base}:runs`,
+      'last',
+      'lastSuccess',
+      'enabledAt',
+    );
+    const parse = (v: string | null) => (v === null ? null : (JSON.parse(v) as LastRun));
+    return {
+      last: parse(last ?? null),
+      lastSuccess: parse(lastSuccess ?? null),
+      enabledAt: enabledAt ? Number(enabledAt) : null,
+    };
   }
 }

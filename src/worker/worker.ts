@@ -38,6 +38,7 @@ import { deferredRefusal, type WebhookJobData } from '../queue/contract.ts';
 import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { RecordSeen } from '../queue/seen.ts';
+import { type PeriodicReconcile, removePeriodicSchedule, startPeriodicReconcile } from '../reconcile/periodic.ts';
 
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';
@@ -82,6 +83,8 @@ class RefusedSignatureError extends PermanentError {
 export interface WorkerOptions extends PipelineOptions {
   /** Registers the worker's metrics there (the listener's registry in `start`). */
   registry?: Registry;
+  /** The periodic reconcile's quota minute, in ms (tests shorten it). */
+  reconcileMinuteMs?: number;
 }
 
 export async function startWorker(config: Config, logger: Logger, options: WorkerOptions = {}): Promise<RunningWorker> {
@@ -322,6 +325,19 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       );
     });
   }
+  // RECONCILE_INTERVAL_SECONDS: the periodic reconcile (src/reconcile/periodic.ts), one run at a time across workers.
+  const periodic: PeriodicReconcile | null =
+    config.reconcile.intervalSeconds > 0
+      ? await startPeriodicReconcile(config, log, {
+          ...(options.registry ? { registry: options.registry } : {}),
+          ...(options.reconcileMinuteMs ? { minuteMs: options.reconcileMinuteMs } : {}),
+        })
+      : null;
+  if (periodic === null) {
+    removePeriodicSchedule(seenClient, config).catch((err: Error) => {
+      if (!stopping) log.warn({ err: err.message }, 'periodic reconcile: its schedule could not be removed');
+    });
+  }
   log.info(
     {
       queue: config.queueName,
@@ -340,6 +356,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     ready: () => connections.every((c) => c.status === 'ready'),
     async close() {
       stopping = true;
+      await periodic?.close();
       const workers = [worker, recordWorker].filter((w): w is Worker<WebhookJobData> => w !== null);
       // Past the grace period, handlers are aborted and their jobs handed back rather than cut off by the exit.
       const grace = Math.max(config.shutdownTimeoutMs - 2000, config.shutdownTimeoutMs / 2);

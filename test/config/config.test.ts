@@ -207,3 +207,23 @@ test('impossible Redis topologies are named at start', () => {
   const secret = problems({ REDIS_SENTINELS: 'a', REDIS_SENTINEL_PASSWORD: 'pw-secret-1' });
   assert.ok(!secret.includes('pw-secret-1'));
 });
+
+test('the periodic reconcile is off by default; on, it needs API credentials and the single client its account', () => {
+  assert.deepEqual(loadConfig({}).reconcile, {
+    intervalSeconds: 0,
+    overlapSeconds: 300,
+    lookbackSeconds: 30 * 24 * 3600,
+    quotaShare: 0.5,
+  });
+  assert.throws(
+    () => loadConfig({ RECONCILE_INTERVAL_SECONDS: '900' }),
+    /RECONCILE_INTERVAL_SECONDS: the periodic reconcile reads the Sellsy API/,
+  );
+  const api = { SELLSY_CLIENT_ID: 'id', SELLSY_CLIENT_SECRET: 'secret', RECONCILE_INTERVAL_SECONDS: '900' };
+  assert.throws(() => loadConfig(api), /SELLSY_ACCOUNT_ID: the periodic reconcile/);
+  assert.equal(loadConfig({ ...api, SELLSY_ACCOUNT_ID: '929' }).reconcile.intervalSeconds, 900);
+  for (const share of ['0', '1.5', 'half']) {
+    assert.throws(() => loadConfig({ RECONCILE_QUOTA_SHARE: share }), /RECONCILE_QUOTA_SHARE/);
+  }
+  assert.throws(() => loadConfig({ RECONCILE_OVERLAP_SECONDS: '-1' }), /RECONCILE_OVERLAP_SECONDS/);
+});

@@ -1,0 +1,41 @@
+/**
+ * The Sellsy accounts reconciliation reads, each with its own API client: `SELLSY_ACCOUNT_CREDENTIALS`, and the single
+ * `SELLSY_CLIENT_ID` under its `SELLSY_ACCOUNT_ID`. Shared by `backfill` and the workers' periodic reconcile.
+ * Changes are attributed to an account (Sellsy ids are per account): the single client without `SELLSY_ACCOUNT_ID`
+ * is not read (a `ConfigError` when it is the only one).
+ */
+import type { Config } from '../config/config.ts';
+import { ConfigError } from '../errors.ts';
+import { SellsyApi } from '../sellsy/api.ts';
+
+export interface AccountClient {
+  account: string;
+  api: SellsyApi;
+}
+
+/** `who` names the reader in messages (`backfill`, `the periodic reconcile`); `warn` is told of an unread client. */
+export function accountClients(config: Config, who: string, warn: (message: string) => void): AccountClient[] {
+  const settings = config.sellsyFetch;
+  if (settings === null) {
+    throw new ConfigError([
+      `${who} reads the Sellsy API: set SELLSY_CLIENT_ID and SELLSY_CLIENT_SECRET (with SELLSY_ACCOUNT_ID), or SELLSY_ACCOUNT_CREDENTIALS`,
+    ]);
+  }
+  const { apiUrl, tokenUrl, timeoutMs } = settings;
+  const clients = [...settings.credentials].map(([account, c]) => ({
+    account,
+    api: new SellsyApi({ ...c, apiUrl, tokenUrl, timeoutMs }),
+  }));
+  const single = config.sellsyApi;
+  if (single !== null && settings.accountId !== null && !settings.credentials.has(settings.accountId)) {
+    clients.push({ account: settings.accountId, api: new SellsyApi(single) });
+  } else if (single !== null && settings.accountId === null) {
+    if (clients.length === 0) {
+      throw new ConfigError([
+        `SELLSY_ACCOUNT_ID: ${who} attributes the changes it finds to an account; set it to the Sellsy account id (corpid) of SELLSY_CLIENT_ID`,
+      ]);
+    }
+    warn(`${who}: SELLSY_CLIENT_ID has no SELLSY_ACCOUNT_ID: its account is not read`);
+  }
+  return clients;
+}
