@@ -13,7 +13,6 @@
  *
  * A signature that matches over bytes Sellsy never sends is refused (`forbidden_bytes`): see `hasForbiddenBytes`.
  */
-import type { Config } from '../config/config.ts';
 import type { HttpErrorCode } from '../errors.ts';
 import { hasForbiddenBytes, matchSignature } from './signature.ts';
 
@@ -48,7 +47,19 @@ export function signedBytesOf(
   return decoded === null ? { bytes: raw, scope: 'body' } : { bytes: decoded, scope: 'notif' };
 }
 
-export function keysFor(config: Config, account: string | null): readonly string[] {
+/**
+ * What verification reads of the configuration (its `signature`, src/config/config.ts, which has this shape): the
+ * Sellsy protocol does not depend on the configuration module, the configuration depends on it (event patterns).
+ */
+export interface SignatureSettings {
+  signature: {
+    check: 'listener' | 'worker';
+    keys: readonly string[];
+    accountKeys: ReadonlyMap<string, readonly string[]>;
+  };
+}
+
+export function keysFor(config: SignatureSettings, account: string | null): readonly string[] {
   const own = account === null ? undefined : config.signature.accountKeys.get(account);
   return own ?? config.signature.keys;
 }
@@ -62,7 +73,7 @@ const PATH_ACCOUNT = /^[A-Za-z0-9_-]{1,64}$/;
  * (`account_mismatch`) or, with per-account keys, when either is not spelled as an account id (`bad_account`).
  */
 export function accountOf(
-  config: Config,
+  config: SignatureSettings,
   pathAccount: string | null | undefined,
   corpId: string | null | undefined,
 ): { ok: true; account: string | null } | { ok: false; error: 'account_mismatch' | 'bad_account' } {
@@ -80,7 +91,7 @@ export function accountOf(
 
 /** The listener's verdict: checked now, carried as `unchecked` (SIGNATURE_CHECK=worker), or `not_configured`. */
 export function verifyDelivery(
-  config: Config,
+  config: SignatureSettings,
   account: string | null,
   signedBytes: Buffer | string,
   header: string | undefined,
@@ -93,7 +104,7 @@ export function verifyDelivery(
 
 /** The check itself, with the account's keys; also what a worker runs on an `unchecked` job. */
 export function checkSignature(
-  config: Config,
+  config: SignatureSettings,
   account: string | null,
   signedBytes: Buffer | string,
   header: string | undefined,
