@@ -5,8 +5,9 @@
  * such as `invoice.*`). It prints the key for `SELLSY_SIGN_KEY`.
  *
  * `sellsy-webhooks sellsy status [--url URL]`: Sellsy's view of its webhooks (or of the one posting to URL):
- * enabled, content type, events, failure counters, with a warning line for each thing that loses deliveries. Never
- * prints a sign key.
+ * enabled, content type, events, failure counters, with a warning line for each thing that loses deliveries, and,
+ * when Sellsy reports failed deliveries, the `backfill --since` command that queues what they lost. Never prints a
+ * sign key.
  *
  * Needs `SELLSY_CLIENT_ID`/`SELLSY_CLIENT_SECRET` (an API client allowed to manage webhooks).
  * Exit codes: 0 done, 1 Sellsy API failure (or, for status, no webhook posts to --url), 2 usage error (arguments,
@@ -216,6 +217,13 @@ export async function sellsyStatus(
     return EXIT_OK;
   }
   for (const webhook of webhooks) for (const line of describeWebhook(webhook)) out(line);
+  const since = backfillSince(webhooks, config.reconcile.overlapSeconds);
+  if (since !== null) {
+    // Sellsy documents no retry: a failed delivery is lost. The command reads the objects changed since then and
+    // queues what no webhook brought (docs/reconciliation.md); it is safe to run twice.
+    out('Sellsy reports failed deliveries; queue the changes they lost with:');
+    out(`sellsy-webhooks backfill --since ${since}`);
+  }
   return EXIT_OK;
 }
 
@@ -223,7 +231,7 @@ export async function sellsyStatus(
 function describeWebhook(w: SellsyWebhook): string[] {
   const id = idOf(w) ?? '?';
   const events = enabledEvents(w.configuration);
-  const failures = typeof w.nb_failures === 'number' ? w.nb_failures : Number(w.nb_failures ?? 0) || 0;
+  const failures = failuresOf(w);
   const lines = [
     `webhook ${id}`,
     `  name               ${text(w.name)}`,
@@ -252,6 +260,29 @@ function describeWebhook(w: SellsyWebhook): string[] {
   }
   if (events === 0) lines.push(`warning: webhook ${id} is subscribed to no event`);
   return lines;
+}
+
+/**
+ * The `--since` of the backfill that covers the failures of `webhooks`: the earliest `last_failed` of a webhook with
+ * failures, minus `overlapSeconds` (RECONCILE_OVERLAP_SECONDS: a change stamped a little before its delivery failed
+ * is covered too), as ISO 8601 UTC. Null when no webhook reports a failure. A count without a readable time gives
+ * `24h`: Sellsy failed at some point and a day is the backfill's cheap default.
+ */
+export function backfillSince(webhooks: readonly SellsyWebhook[], overlapSeconds: number): string | null {
+  let earliest: number | null = null;
+  let undated = false;
+  for (const w of webhooks) {
+    if (failuresOf(w) <= 0) continue;
+    const t = typeof w.last_failed === 'string' ? Date.parse(w.last_failed) : Number.NaN;
+    if (Number.isNaN(t)) undated = true;
+    else earliest = earliest === null ? t : Math.min(earliest, t);
+  }
+  if (earliest !== null) return new Date(earliest - overlapSeconds * 1000).toISOString();
+  return undated ? '24h' : null;
+}
+
+function failuresOf(w: SellsyWebhook): number {
+  return typeof w.nb_failures === 'number' ? w.nb_failures : Number(w.nb_failures ?? 0) || 0;
 }
 
 function apiOf(config: Config, command: string, err: Print): SellsyApi | null {

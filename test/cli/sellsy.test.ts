@@ -277,6 +277,45 @@ test('sellsy status shows nb_failures and last_failed, warns about failures, and
   assert.doesNotMatch(text, /sign_key/);
 });
 
+test('sellsy status prints the backfill command for failed deliveries: the earliest last_failed minus the overlap', async () => {
+  fake.putWebhook({ endpoint: ENDPOINT, nb_failures: 2, last_failed: '2026-11-28T09:00:00+01:00' });
+  fake.putWebhook({
+    endpoint: 'https://b.example.com/webhook/sellsy',
+    nb_failures: 1,
+    last_failed: '2026-11-29T10:00:00Z',
+  });
+  // A webhook without failures does not move the window, whatever its last_failed says.
+  fake.putWebhook({
+    endpoint: 'https://c.example.com/webhook/sellsy',
+    nb_failures: 0,
+    last_failed: '2026-11-01T00:00:00Z',
+  });
+  const { code, text, lines } = await status();
+  assert.equal(code, 0, text);
+  // RECONCILE_OVERLAP_SECONDS defaults to 300: five minutes before 08:00 UTC.
+  assert.equal(lines.at(-1), 'sellsy-webhooks backfill --since 2026-11-28T07:55:00.000Z', text);
+  const custom = loadConfig({
+    SELLSY_CLIENT_ID: fake.clientId,
+    SELLSY_CLIENT_SECRET: fake.clientSecret,
+    SELLSY_API_URL: fake.apiUrl,
+    SELLSY_TOKEN_URL: fake.tokenUrl,
+    RECONCILE_OVERLAP_SECONDS: '0',
+  });
+  const only = await status('https://b.example.com/webhook/sellsy', custom);
+  assert.equal(only.lines.at(-1), 'sellsy-webhooks backfill --since 2026-11-29T10:00:00.000Z', only.text);
+});
+
+test('sellsy status prints no backfill command without failures, and --since 24h when the failure has no time', async () => {
+  fake.putWebhook({ endpoint: ENDPOINT });
+  const clean = await status();
+  assert.equal(clean.code, 0, clean.text);
+  assert.doesNotMatch(clean.text, /backfill/);
+  resetWebhooks(fake);
+  fake.putWebhook({ endpoint: ENDPOINT, nb_failures: 1, last_failed: null });
+  const undated = await status();
+  assert.equal(undated.lines.at(-1), 'sellsy-webhooks backfill --since 24h', undated.text);
+});
+
 test('sellsy status never prints the key sellsy connect set', async () => {
   const connected = await connect(['--url', ENDPOINT]);
   const key = keyOf(connected.lines);
