@@ -14,6 +14,7 @@ import { type Config, loadConfig } from '../src/config/config.ts';
 import { ENV_NAMES } from '../src/config/schema.ts';
 import { createMetrics, createReconcileMetrics, createWorkerMetrics } from '../src/metrics/metrics.ts';
 import { watchQueues } from '../src/metrics/queue-stats.ts';
+import { createWebhookWatchMetrics } from '../src/sellsy/webhook-watch.ts';
 import { ROOT } from './helpers/cli.ts';
 import { freePort } from './helpers/redis-server.ts';
 
@@ -40,6 +41,7 @@ test('every alert rule has a severity and a summary, and names only metrics the 
   };
   createWorkerMetrics(metrics.registry, { sellsyApi: () => api });
   createReconcileMetrics(metrics.registry, 900, async () => null);
+  createWebhookWatchMetrics(metrics.registry, () => null);
   // An address where nothing listens: only the names are needed, not the values.
   const stats = watchQueues(metrics, loadConfig({ REDIS_URL: `redis://127.0.0.1:${await freePort()}` }));
   const families = new Map<string, string>();

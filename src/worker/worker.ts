@@ -39,6 +39,8 @@ import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { RecordSeen } from '../queue/seen.ts';
 import { type PeriodicReconcile, removePeriodicSchedule, startPeriodicReconcile } from '../reconcile/periodic.ts';
+import { SellsyApi } from '../sellsy/api.ts';
+import { startWebhookWatch, type WebhookWatch } from '../sellsy/webhook-watch.ts';
 
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';
@@ -85,6 +87,8 @@ export interface WorkerOptions extends PipelineOptions {
   registry?: Registry;
   /** The periodic reconcile's quota minute, in ms (tests shorten it). */
   reconcileMinuteMs?: number;
+  /** How often Sellsy's view of the webhooks is read, in ms (tests shorten it). */
+  webhookWatchIntervalMs?: number;
 }
 
 export async function startWorker(config: Config, logger: Logger, options: WorkerOptions = {}): Promise<RunningWorker> {
@@ -338,6 +342,19 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       if (!stopping) log.warn({ err: err.message }, 'periodic reconcile: its schedule could not be removed');
     });
   }
+  // Sellsy's view of the webhooks posting here, as metrics (src/sellsy/webhook-watch.ts): sellsy-fetch's client when it
+  // has one for this account (its quota figures and 429s), else one of its own.
+  const webhookWatch: WebhookWatch | null =
+    registry && config.sellsyApi !== null
+      ? startWebhookWatch({
+          client: seenClient,
+          api: pipeline.sellsyApi?.clientFor(config.sellsyFetch?.accountId ?? null) ?? new SellsyApi(config.sellsyApi),
+          keyPrefix: `${config.queuePrefix}:${config.queueName}`,
+          registry,
+          log,
+          ...(options.webhookWatchIntervalMs ? { intervalMs: options.webhookWatchIntervalMs } : {}),
+        })
+      : null;
   log.info(
     {
       queue: config.queueName,
@@ -356,6 +373,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     ready: () => connections.every((c) => c.status === 'ready'),
     async close() {
       stopping = true;
+      webhookWatch?.close();
       await periodic?.close();
       const workers = [worker, recordWorker].filter((w): w is Worker<WebhookJobData> => w !== null);
       // Past the grace period, handlers are aborted and their jobs handed back rather than cut off by the exit.

@@ -1,0 +1,161 @@
+/**
+ * Sellsy's view of the webhooks posting to this service, read by the workers and exported as metrics, so that an
+ * alert fires when Sellsy disables the endpoint or counts new failed deliveries (Sellsy retries nothing it documents:
+ * each failure is a change lost until a backfill, docs/reconciliation.md).
+ *
+ * Started by a worker with a metrics registry and the single Sellsy API client (`SELLSY_CLIENT_ID`). Every
+ * `intervalMs` (default 5 minutes) one process across all of them reads `GET /webhooks`: each tries a Redis key
+ * `<prefix>:<queue>:sellsy-webhooks:read` (SET NX, expiring after the interval), and the one that takes it reads and
+ * stores what it read under `…:sellsy-webhooks:view`; every process exports that stored view, so all workers export
+ * the same figures for about one API call per interval (two pages or more only with 100+ webhooks), however many
+ * workers run. The call goes through a `SellsyApi` client (sellsy-fetch's own when it is on): its token, its
+ * quota figures and its 429 handling; a failed read is logged and the next interval tries again.
+ *
+ * "Posting to this service": a webhook whose endpoint path is `/webhook/sellsy` or `/webhook/sellsy/<account>`,
+ * whatever the host (the workers do not know the public URL).
+ */
+import type { Logger } from 'pino';
+import { Gauge, type Registry } from 'prom-client';
+import type { RedisClient } from '../queue/connection.ts';
+import type { SellsyApi } from './api.ts';
+import { idOf, listWebhooks, type SellsyWebhook } from './webhooks.ts';
+
+export const WEBHOOK_WATCH_INTERVAL_MS = 5 * 60_000;
+const WEBHOOK_PATH = '/webhook/sellsy';
+
+/** One webhook as exported. */
+export interface WatchedWebhook {
+  id: string;
+  endpoint: string;
+  enabled: boolean;
+  failures: number;
+  /** `last_failed` in ms since the epoch; null when Sellsy has none (or an unreadable one). */
+  lastFailedMs: number | null;
+}
+
+export interface WebhookView {
+  /** When it was read, ms since the epoch. */
+  readAt: number;
+  webhooks: WatchedWebhook[];
+}
+
+export interface WebhookWatchOptions {
+  client: RedisClient;
+  api: SellsyApi;
+  /** `<QUEUE_PREFIX>:<QUEUE_NAME>`. */
+  keyPrefix: string;
+  registry: Registry;
+  log: Logger;
+  intervalMs?: number;
+}
+
+export interface WebhookWatch {
+  /** One tick now: read Sellsy if no other process did this interval, then load the stored view. */
+  tick(): Promise<void>;
+  close(): void;
+}
+
+/** Whether a webhook's endpoint is one of this service's listener paths. */
+export function postsToThisService(endpoint: unknown): boolean {
+  if (typeof endpoint !== 'string' || !URL.canParse(endpoint)) return false;
+  const path = new URL(endpoint).pathname.replace(/\/+$/, '');
+  return path === WEBHOOK_PATH || /^\/webhook\/sellsy\/[A-Za-z0-9_-]{1,64}$/.test(path);
+}
+
+/** The exported fields of the webhooks posting to this service. */
+export function watchedOf(webhooks: readonly SellsyWebhook[]): WatchedWebhook[] {
+  return webhooks
+    .filter((w) => postsToThisService(w.endpoint))
+    .map((w) => {
+      const lastFailed = typeof w.last_failed === 'string' ? Date.parse(w.last_failed) : Number.NaN;
+      return {
+        id: idOf(w) ?? '?',
+        endpoint: String(w.endpoint),
+        enabled: w.is_enabled === true,
+        failures: Number(w.nb_failures ?? 0) || 0,
+        lastFailedMs: Number.isNaN(lastFailed) ? null : lastFailed,
+      };
+    });
+}
+
+/** The gauges, set from `view()` when scraped (and emptied first: a deleted webhook leaves no stale series). */
+export function createWebhookWatchMetrics(registry: Registry, view: () => WebhookView | null): void {
+  const labelNames = ['webhook', 'endpoint'] as const;
+  const each = (name: string, help: string, value: (w: WatchedWebhook) => number | null) =>
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const w of view()?.webhooks ?? []) {
+          const v = value(w);
+          if (v !== null) this.set({ webhook: w.id, endpoint: w.endpoint }, v);
+        }
+      },
+    });
+  each(
+    'sellsy_webhooks_sellsy_webhook_enabled',
+    "Sellsy's is_enabled of each webhook posting to this service (0: Sellsy sends it nothing).",
+    (w) => (w.enabled ? 1 : 0),
+  );
+  each(
+    'sellsy_webhooks_sellsy_webhook_failures',
+    "Sellsy's nb_failures of each webhook posting to this service: deliveries it counts as failed.",
+    (w) => w.failures,
+  );
+  each(
+    'sellsy_webhooks_sellsy_webhook_last_failure_timestamp_seconds',
+    "Sellsy's last_failed of each webhook posting to this service (absent when it has none).",
+    (w) => (w.lastFailedMs === null ? null : w.lastFailedMs / 1000),
+  );
+  new Gauge({
+    name: 'sellsy_webhooks_sellsy_webhook_view_timestamp_seconds',
+    help: "When Sellsy's view of the webhooks was last read (by any worker).",
+    registers: [registry],
+    collect() {
+      const v = view();
+      this.reset();
+      if (v !== null) this.set(v.readAt / 1000);
+    },
+  });
+}
+
+export function startWebhookWatch(options: WebhookWatchOptions): WebhookWatch {
+  const { client, api, log } = options;
+  const intervalMs = options.intervalMs ?? WEBHOOK_WATCH_INTERVAL_MS;
+  const readKey = `${options.keyPrefix}:sellsy-webhooks:read`;
+  const viewKey = `${options.keyPrefix}:sellsy-webhooks:view`;
+  let view: WebhookView | null = null;
+  let lastError = '';
+  createWebhookWatchMetrics(options.registry, () => view);
+
+  async function tick(): Promise<void> {
+    try {
+      if ((await client.set(readKey, String(process.pid), 'PX', intervalMs, 'NX')) !== null) {
+        const read: WebhookView = { readAt: Date.now(), webhooks: watchedOf(await listWebhooks(api)) };
+        // Kept three intervals: a view older than that (every reader failing) disappears rather than look current.
+        await client.set(viewKey, JSON.stringify(read), 'PX', 3 * intervalMs);
+        lastError = '';
+      }
+      const stored = await client.get(viewKey);
+      view = stored === null ? null : (JSON.parse(stored) as WebhookView);
+    } catch (err) {
+      const message = (err as Error).message;
+      if (message !== lastError) log.warn({ err: message }, "Sellsy's view of the webhooks could not be read");
+      lastError = message;
+    }
+  }
+
+  // A few ticks per interval: the process holding the read key reads Sellsy, the others pick up its view soon after.
+  const timer = setInterval(() => void tick(), Math.max(100, Math.floor(intervalMs / 4)));
+  timer.unref();
+  void tick();
+  return {
+    tick,
+    close() {
+      clearInterval(timer);
+    },
+  };
+}
