@@ -149,11 +149,19 @@ export function startWebhookWatch(options: WebhookWatchOptions): WebhookWatch {
   }
 
   // A few ticks per interval: the process holding the read key reads Sellsy, the others pick up its view soon after.
-  const timer = setInterval(() => void tick(), Math.max(100, Math.floor(intervalMs / 4)));
+  // One tick at a time: a slow Sellsy (up to its timeout) must not pile reads up behind one another.
+  let running: Promise<void> | null = null;
+  const once = () => {
+    running ??= tick().finally(() => {
+      running = null;
+    });
+    return running;
+  };
+  const timer = setInterval(() => void once(), Math.max(100, Math.floor(intervalMs / 4)));
   timer.unref();
-  void tick();
+  void once();
   return {
-    tick,
+    tick: once,
     close() {
       clearInterval(timer);
     },
