@@ -14,7 +14,7 @@ import { type Config, loadConfig } from '../src/config/config.ts';
 import { ENV_NAMES } from '../src/config/schema.ts';
 import { createMetrics, createReconcileMetrics, createWorkerMetrics } from '../src/metrics/metrics.ts';
 import { watchQueues } from '../src/metrics/queue-stats.ts';
-import { createWebhookWatchMetrics } from '../src/sellsy/webhook-watch.ts';
+import { createWebhookWatchMetrics } from '../src/reconcile/webhook-watch.ts';
 import { ROOT } from './helpers/cli.ts';
 import { freePort } from './helpers/redis-server.ts';
 

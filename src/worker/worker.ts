@@ -39,8 +39,8 @@ import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { RecordSeen } from '../queue/seen.ts';
 import { type PeriodicReconcile, removePeriodicSchedule, startPeriodicReconcile } from '../reconcile/periodic.ts';
+import { startWebhookWatch, type WebhookWatch } from '../reconcile/webhook-watch.ts';
 import { SellsyApi } from '../sellsy/api.ts';
-import { startWebhookWatch, type WebhookWatch } from '../sellsy/webhook-watch.ts';
 
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';
@@ -342,7 +342,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       if (!stopping) log.warn({ err: err.message }, 'periodic reconcile: its schedule could not be removed');
     });
   }
-  // Sellsy's view of the webhooks posting here, as metrics (src/sellsy/webhook-watch.ts): sellsy-fetch's client when it
+  // Sellsy's view of the webhooks posting here, as metrics (src/reconcile/webhook-watch.ts): sellsy-fetch's client when it
   // has one for this account (its quota figures and 429s), else one of its own.
   const webhookWatch: WebhookWatch | null =
     registry && config.sellsyApi !== null

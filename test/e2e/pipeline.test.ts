@@ -221,7 +221,7 @@ test('sellsy-fetch: the Sellsy API answers 429 three times; the worker slows dow
   const records = new Queue(recordQueueName(listener.config.queueName), { connection: { url: redis.url } });
   cleanup.push(() => records.close());
   try {
-    // The worker reads Sellsy's view of the webhooks as it starts (src/sellsy/webhook-watch.ts), with the same
+    // The worker reads Sellsy's view of the webhooks as it starts (src/reconcile/webhook-watch.ts), with the same
     // client: let that call be done before the 429s, which are meant for sellsy-fetch.
     await waitFor(() => fake.apiRequests().some((r) => r.path.startsWith('/v2/webhooks')), 10_000, 'webhook view');
     await new Promise((r) => setTimeout(r, 100));

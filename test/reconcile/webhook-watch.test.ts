@@ -1,5 +1,5 @@
 /**
- * Sellsy's view of the webhooks posting to this service, exported by the workers (src/sellsy/webhook-watch.ts):
+ * Sellsy's view of the webhooks posting to this service, exported by the workers (src/reconcile/webhook-watch.ts):
  * against the fake Sellsy and a private Redis, two workers share one read per interval and export the same figures.
  */
 import assert from 'node:assert/strict';
@@ -9,8 +9,8 @@ import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { loadConfig } from '../../src/config/config.ts';
 import { createLogger } from '../../src/logger.ts';
+import { postsToThisService, startWebhookWatch } from '../../src/reconcile/webhook-watch.ts';
 import { SellsyApi } from '../../src/sellsy/api.ts';
-import { postsToThisService, startWebhookWatch } from '../../src/sellsy/webhook-watch.ts';
 import { startWorker } from '../../src/worker/worker.ts';
 import { type FakeSellsy, fakeApiOptions, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { LogCapture } from '../helpers/listener.ts';

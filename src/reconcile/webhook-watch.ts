@@ -17,8 +17,8 @@
 import type { Logger } from 'pino';
 import { Gauge, type Registry } from 'prom-client';
 import type { RedisClient } from '../queue/connection.ts';
-import type { SellsyApi } from './api.ts';
-import { idOf, listWebhooks, type SellsyWebhook } from './webhooks.ts';
+import type { SellsyApi } from '../sellsy/api.ts';
+import { idOf, listWebhooks, type SellsyWebhook } from '../sellsy/webhooks.ts';
 
 export const WEBHOOK_WATCH_INTERVAL_MS = 5 * 60_000;
 const WEBHOOK_PATH = '/webhook/sellsy';
