@@ -1,11 +1,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { loadConfig } from '../../src/config/config.ts';
+import type { HandlerContext } from '../../src/handlers/handler.ts';
+import { createSellsyFetchHandler } from '../../src/handlers/sellsy-fetch.ts';
+import { createLogger } from '../../src/logger.ts';
 import { deferredRefusal } from '../../src/queue/contract.ts';
 import { recordKeyOf } from '../../src/queue/records.ts';
+import { PLANS } from '../../src/reconcile/collections.ts';
 import { fingerprintOf } from '../../src/reconcile/fingerprint.ts';
 import { type Change, syntheticJob } from '../../src/reconcile/synthetic.ts';
+import { SellsyApi } from '../../src/sellsy/api.ts';
 import { jobNameOf, parseDelivery } from '../../src/sellsy/payload.ts';
+import { startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { jobFixture } from '../helpers/jobs.ts';
 
 const change: Change = {
@@ -67,4 +73,39 @@ test('an invoice fingerprint changes with its status or amounts, not with its si
   );
   assert.notEqual(fingerprintOf({ ...invoice, status: 'paid' }), base);
   assert.notEqual(fingerprintOf({ ...invoice, amounts: { total: '12.00', tax: '2.00' } }), base);
+});
+
+test('sellsy-fetch fetches the object a synthetic delivery names, for every collection reconciliation reads', async (t) => {
+  const fake = await startFakeSellsy();
+  t.after(() => fake.close());
+  const api = new SellsyApi({
+    clientId: fake.clientId,
+    clientSecret: fake.clientSecret,
+    apiUrl: fake.apiUrl,
+    tokenUrl: fake.tokenUrl,
+    timeoutMs: 5000,
+  });
+  const fetch = createSellsyFetchHandler(api);
+  for (const plan of PLANS) {
+    fake.put(plan.collection, '77', { id: 77, collection: plan.collection });
+    const { name, data } = syntheticJob(
+      { ...change, collection: plan.collection, relatedType: plan.relatedType, id: '77' },
+      new Date(),
+    );
+    const context: HandlerContext = {
+      deliveryId: data.deliveryId,
+      name,
+      data,
+      attempt: 1,
+      attempts: 1,
+      signal: new AbortController().signal,
+      log: createLogger('silent'),
+    };
+    await fetch(data.event, context);
+    assert.deepEqual(
+      context.object,
+      { id: 77, collection: plan.collection },
+      `${name} fetched from ${plan.collection}`,
+    );
+  }
 });
