@@ -3,6 +3,8 @@
  * (jobs in the failed set of the ingest queue and of the record queue) back to wait, with their attempts reset, so
  * the workers run them again. Without a filter, every failed job. `--name` takes a handler pattern (`invoice.*`);
  * `--since`/`--until` (ISO 8601) bound the time the job failed. `--dry-run` lists what it would replay.
+ * `--destination NAME` sends to that destination alone, its dead letters and with `--since` the kept deliveries
+ * (src/cli/replay-destination.ts).
  * Exit codes: 0 done (even when nothing matched), 1 Redis unreachable, 2 usage error.
  */
 import { type Job, Queue } from 'bullmq';
@@ -12,15 +14,18 @@ import type { WebhookJobData } from '../queue/contract.ts';
 import { recordQueueName, requeueRecordJob } from '../queue/records.ts';
 import { isPattern, matches } from '../sellsy/payload.ts';
 import { parseFlags } from './flags.ts';
+import { replayToDestination } from './replay-destination.ts';
 
 export const REPLAY_USAGE =
-  'Usage: sellsy-webhooks replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]';
+  'Usage: sellsy-webhooks replay [--destination NAME] [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]';
 
 export interface ReplayFilter {
   ids: ReadonlySet<string>;
   name: string | null;
   since: number | null;
   until: number | null;
+  /** `--destination`: send to this destination only (src/cli/replay-destination.ts). */
+  destination?: string | null;
 }
 
 /** Parses the arguments; a string is a usage error to print. */
@@ -30,6 +35,7 @@ export function parseReplayArgs(args: string[]): { filter: ReplayFilter; dryRun:
     {
       id: { type: 'string', multiple: true },
       name: { type: 'string' },
+      destination: { type: 'string' },
       since: { type: 'string' },
       until: { type: 'string' },
       'dry-run': { type: 'boolean' },
@@ -52,7 +58,13 @@ export function parseReplayArgs(args: string[]): { filter: ReplayFilter; dryRun:
   if (typeof since === 'string') return since;
   if (typeof until === 'string') return until;
   return {
-    filter: { ids: new Set(values.id ?? []), name: values.name ?? null, since, until },
+    filter: {
+      ids: new Set(values.id ?? []),
+      name: values.name ?? null,
+      since,
+      until,
+      destination: values.destination ?? null,
+    },
     dryRun: values['dry-run'] === true,
   };
 }
@@ -79,6 +91,7 @@ export async function replay(
   dryRun: boolean,
   out: (line: string) => void,
 ): Promise<ReplayResult> {
+  if (filter.destination) return replayToDestination(config, filter.destination, filter, dryRun, out);
   // Fails fast: an operator's command must say "unreachable", not wait for Redis forever.
   const connection = await connectOrFail(config, 'replay', 5000);
   const ingest = new Queue<WebhookJobData>(config.queueName, { connection, prefix: config.queuePrefix });

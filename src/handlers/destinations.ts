@@ -96,7 +96,29 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
     observer?.sent(target.name, (performance.now() - started) / 1000);
   }
 
+  /**
+   * A catch-up job of `replay --destination`: that destination alone; its success is recorded so that a later
+   * replay of the dead letter does not send it there again.
+   */
+  async function sendOnly(name: string, event: Parameters<Handler>[0], context: HandlerContext): Promise<void> {
+    const target = targets.find((t) => t.name === name);
+    if (target === undefined) {
+      throw new PermanentError(`destination ${JSON.stringify(name)} is not configured in this worker`);
+    }
+    await sendTo(target, event, context);
+    if (!single) {
+      await (opts.ledger as DestinationLedger)
+        .record(context.deliveryId, new Map([[name, 'sent']]))
+        .catch((err: Error) => context.log.warn({ err: err.message }, 'destinations: could not record the catch-up'));
+    }
+  }
+
   return async (event, context) => {
+    const only = context.data.onlyDestination;
+    if (only !== undefined) {
+      await sendOnly(only, event, context);
+      return;
+    }
     const matching = targets.filter((t) => t.events.some((p) => matches(p, context.name)));
     if (matching.length === 0) return;
     if (single) {

@@ -475,3 +475,111 @@ test('a worker killed (kill -9) mid-fan-out: after a restart every destination h
     assert.equal(await second.exited, 0);
   }
 });
+
+test('replay --destination sends the dead letters to that destination only, and a later plain replay skips it', async () => {
+  const accounting = await receiver();
+  const crm = await receiver(answerWith(503, 'maintenance'));
+  const warehouse = await receiver(answerWith(503, 'down'));
+  const { listener, workerEnv } = await setup(
+    [
+      { name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' },
+      { name: 'crm', receiver: crm, secret: 'CRM_SECRET', events: ['invoice.*'] },
+      { name: 'warehouse', receiver: warehouse, secret: 'ACCOUNTING_SECRET' },
+    ],
+    { JOB_ATTEMPTS: '2' },
+  );
+  const ids = [
+    await deliver(listener, body('invoice', 'step', 300)),
+    await deliver(listener, body('invoice', 'created', 301)),
+    await deliver(listener, body('company', 'updated', 302)), // crm does not take it
+  ];
+  const dead = [];
+  for (const id of ids) dead.push(await settled(listener, id, 'failed'));
+  assert.equal(accounting.received.length, 3);
+  assert.equal(crm.received.length, 4, 'two invoices, two attempts each');
+  const warehouseBefore = warehouse.received.length;
+  assert.equal(warehouseBefore, 6);
+
+  crm.answer = answerWith(200);
+  const config = loadConfig({ ...workerEnv, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
+  const filter = { ids: new Set<string>(), name: null, since: null, until: null, destination: 'crm' };
+  const lines: string[] = [];
+  const result = await replay(config, filter, false, (l) => lines.push(l));
+  assert.equal(result.replayed, 2, lines.join('\n'));
+  await waitFor(async () => crm.received.length === 6, 20_000, 'crm caught up');
+  const caughtUp = crm.received.slice(4).map(deliveryIdOf).sort();
+  assert.deepEqual(caughtUp, [dead[0]?.data.deliveryId, dead[1]?.data.deliveryId].sort());
+  assert.deepEqual(
+    verifiedBodies(crm, secrets.CRM_SECRET)
+      .slice(4)
+      .map((b) => b.type)
+      .sort(),
+    ['invoice.created', 'invoice.step'],
+  );
+  // Give a wrongly sent request time to arrive: none reaches the others, and the dead letters stay for warehouse.
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(accounting.received.length, 3, 'nothing sent again to the destination that took them');
+  assert.equal(warehouse.received.length, warehouseBefore, 'nothing sent to the destination still down');
+  for (const id of ids) assert.equal(await listener.queue.getJobState(id), 'failed');
+  assert.equal((await ledgerOf(listener, dead[0]?.data.deliveryId ?? '')).hash.crm, 'sent');
+
+  // Run again: crm has them all now, nothing is queued.
+  const again = await replay(config, filter, true, () => undefined);
+  assert.equal(again.matched, 0);
+
+  // The warehouse is repaired: a plain replay sends to it, and not again to crm.
+  warehouse.answer = answerWith(200);
+  const plain = await replay(config, { ids: new Set(ids), name: null, since: null, until: null }, false, () => {});
+  assert.equal(plain.replayed, 3);
+  for (const id of ids) await settled(listener, id, 'completed');
+  assert.equal(warehouse.received.length, warehouseBefore + 3);
+  assert.equal(crm.received.length, 6, 'crm did not get them a second time');
+  assert.equal(accounting.received.length, 3);
+});
+
+test('replay --destination --since brings a new destination up to date with the kept deliveries, from that time on', async () => {
+  const accounting = await receiver();
+  const warehouse = await receiver();
+  const { listener, worker } = await setup([{ name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' }]);
+  const old = await deliver(listener, body('invoice', 'step', 400));
+  await settled(listener, old, 'completed');
+  await new Promise((r) => setTimeout(r, 20));
+  const since = Date.now();
+  const recent = [
+    await deliver(listener, body('invoice', 'step', 401)),
+    await deliver(listener, body('payment', 'created', 402)),
+    await deliver(listener, body('company', 'updated', 403)), // the warehouse does not take it
+  ];
+  const recentJobs = [];
+  for (const id of recent) recentJobs.push(await settled(listener, id, 'completed'));
+  assert.equal(accounting.received.length, 4);
+  await worker.close();
+
+  // The warehouse is added to the file: the workers restart with it, and it catches up.
+  const workerEnv = {
+    ...secrets,
+    DESTINATIONS_FILE: destinationsFile([
+      { name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' },
+      { name: 'warehouse', receiver: warehouse, secret: 'CRM_SECRET', events: ['invoice.*', 'payment.*'] },
+    ]),
+  };
+  const restarted = await startTestWorker(listener, workerEnv, undefined, new Registry());
+  cleanup.push(() => restarted.close());
+  const config = loadConfig({ ...workerEnv, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
+  const filter = { ids: new Set<string>(), name: null, since, until: null, destination: 'warehouse' };
+  const dry: string[] = [];
+  assert.equal((await replay(config, filter, true, (l) => dry.push(l))).matched, 2, dry.join('\n'));
+  const result = await replay(config, filter, false, () => undefined);
+  assert.equal(result.replayed, 2);
+  await waitFor(async () => warehouse.received.length === 2, 20_000, 'warehouse caught up');
+  assert.deepEqual(
+    verifiedBodies(warehouse, secrets.CRM_SECRET)
+      .map((b) => b.deliveryId)
+      .sort(),
+    [recentJobs[0]?.data.deliveryId, recentJobs[1]?.data.deliveryId].sort(),
+    'the deliveries since the time it names, with their own webhook-id, not the older one',
+  );
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(accounting.received.length, 4, 'the destination that had them gets nothing again');
+  assert.equal(warehouse.received.length, 2);
+});
