@@ -45,6 +45,8 @@ interface DestinationSpec {
   secrets?: string[];
   events?: string[];
   maxPerSecond?: number;
+  breakerFailures?: number;
+  breakerProbeSeconds?: number;
 }
 
 function destinationsFile(specs: DestinationSpec[]): string {
@@ -55,6 +57,8 @@ function destinationsFile(specs: DestinationSpec[]): string {
     if (d.secrets) lines.push(`    secrets: [${d.secrets.map((s) => `"\${${s}}"`).join(', ')}]`);
     if (d.events) lines.push(`    events: ${JSON.stringify(d.events)}`);
     if (d.maxPerSecond) lines.push(`    max_per_second: ${d.maxPerSecond}`);
+    if (d.breakerFailures) lines.push(`    breaker_failures: ${d.breakerFailures}`);
+    if (d.breakerProbeSeconds) lines.push(`    breaker_probe_seconds: ${d.breakerProbeSeconds}`);
   }
   const path = join(tempDir(), 'destinations.yaml');
   writeFileSync(path, `${lines.join('\n')}\n`);
@@ -197,7 +201,8 @@ test('a destination answering 500 three times per event: the other receives each
   const { listener, worker, registry } = await setup(
     [
       { name: 'warehouse', receiver: healthy, secret: 'ACCOUNTING_SECRET' },
-      { name: 'crm', receiver: flaky, secret: 'CRM_SECRET' },
+      // 15 failures in a row across the events: more than the breaker's default 10, which would pause crm.
+      { name: 'crm', receiver: flaky, secret: 'CRM_SECRET', breakerFailures: 100 },
     ],
     { JOB_ATTEMPTS: '6', JOB_BACKOFF_MS: '100' },
   );
@@ -582,4 +587,51 @@ test('replay --destination --since brings a new destination up to date with the 
   await new Promise((r) => setTimeout(r, 500));
   assert.equal(accounting.received.length, 4, 'the destination that had them gets nothing again');
   assert.equal(warehouse.received.length, 2);
+});
+
+test('a destination down for good opens its circuit breaker: far fewer requests than attempts, the other unaffected; a probe that succeeds closes it', async () => {
+  const accounting = await receiver();
+  const down = await receiver(answerWith(503, 'down'));
+  const { listener, worker, registry } = await setup(
+    [
+      { name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' },
+      { name: 'crm', receiver: down, secret: 'CRM_SECRET', breakerFailures: 3, breakerProbeSeconds: 1 },
+    ],
+    { JOB_ATTEMPTS: '8' },
+  );
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push(await deliver(listener, body('invoice', 'step', 500 + i)));
+  const dead = [];
+  for (const id of ids) dead.push(await settled(listener, id, 'failed', 60_000));
+  const attempts = dead.reduce((n, job) => n + job.attemptsMade, 0);
+  assert.equal(attempts, 40);
+  assert.ok(down.received.length <= 15, `${down.received.length} requests for ${attempts} attempts`);
+  assert.ok(down.received.length >= 3);
+  assert.equal(accounting.received.length, 5, 'the other destination took each event once');
+  assert.ok(
+    dead.some((job) =>
+      /crm \(destination crm paused: circuit breaker open after \d+ consecutive failures/.test(job.failedReason),
+    ),
+  );
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_breaker_open', 'crm'), 1);
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_breaker_open', 'accounting'), 0);
+  assert.ok(
+    worker.logs.some((l) => l.msg === 'circuit breaker open: requests paused, probing' && l.destination === 'crm'),
+  );
+  const client = new Redis(redis.url);
+  cleanup.push(async () => client.disconnect());
+  const key = `${listener.config.queuePrefix}:${listener.config.queueName}:breaker:crm`;
+  assert.equal(await client.hget(key, 'open'), '1');
+
+  // Repaired: the next probe succeeds and closes the breaker; later events go at once.
+  down.answer = answerWith(200);
+  const before = down.received.length;
+  const next = await deliver(listener, body('invoice', 'step', 600));
+  await settled(listener, next, 'completed', 20_000);
+  assert.equal(await client.exists(key), 0, 'closed: the state is gone');
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_breaker_open', 'crm'), 0);
+  assert.ok(worker.logs.some((l) => l.msg === 'circuit breaker closed: the destination answered'));
+  const last = await deliver(listener, body('invoice', 'step', 601));
+  await settled(listener, last, 'completed');
+  assert.equal(down.received.length, before + 2, 'one request per event once closed');
 });
