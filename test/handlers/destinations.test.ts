@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { replay } from '../../src/cli/replay.ts';
+import { stats } from '../../src/cli/stats.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { spawnCli } from '../helpers/cli.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
@@ -592,7 +593,7 @@ test('replay --destination --since brings a new destination up to date with the 
 test('a destination down for good opens its circuit breaker: far fewer requests than attempts, the other unaffected; a probe that succeeds closes it', async () => {
   const accounting = await receiver();
   const down = await receiver(answerWith(503, 'down'));
-  const { listener, worker, registry } = await setup(
+  const { listener, worker, registry, workerEnv } = await setup(
     [
       { name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' },
       { name: 'crm', receiver: down, secret: 'CRM_SECRET', breakerFailures: 3, breakerProbeSeconds: 1 },
@@ -622,6 +623,20 @@ test('a destination down for good opens its circuit breaker: far fewer requests 
   cleanup.push(async () => client.disconnect());
   const key = `${listener.config.queuePrefix}:${listener.config.queueName}:breaker:crm`;
   assert.equal(await client.hget(key, 'open'), '1');
+
+  // stats: a line per destination, with its breaker and its dead letters.
+  const config = loadConfig({ ...workerEnv, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
+  const lines: string[] = [];
+  assert.equal(await stats(config, (l) => lines.push(l)), 0);
+  assert.ok(lines.includes('destination   accounting: breaker closed; no dead letter'), lines.join('\n'));
+  assert.ok(
+    lines.some((l) =>
+      /^destination {3}crm: breaker OPEN after \d+ failures \(paused, probing\); 5 dead letters still failing there \(sellsy-webhooks replay --destination crm\)$/.test(
+        l,
+      ),
+    ),
+    lines.join('\n'),
+  );
 
   // Repaired: the next probe succeeds and closes the breaker; later events go at once.
   down.answer = answerWith(200);
