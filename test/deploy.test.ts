@@ -12,7 +12,12 @@ import { parse, parseAllDocuments } from 'yaml';
 import { dispatch, EXIT_CONFIG } from '../src/cli/dispatch.ts';
 import { type Config, loadConfig } from '../src/config/config.ts';
 import { ENV_NAMES } from '../src/config/schema.ts';
-import { createMetrics, createReconcileMetrics, createWorkerMetrics } from '../src/metrics/metrics.ts';
+import {
+  createDestinationMetrics,
+  createMetrics,
+  createReconcileMetrics,
+  createWorkerMetrics,
+} from '../src/metrics/metrics.ts';
 import { watchQueues } from '../src/metrics/queue-stats.ts';
 import { createWebhookWatchMetrics } from '../src/reconcile/webhook-watch.ts';
 import { ROOT } from './helpers/cli.ts';
@@ -42,6 +47,7 @@ test('every alert rule has a severity and a summary, and names only metrics the 
   createWorkerMetrics(metrics.registry, { sellsyApi: () => api });
   createReconcileMetrics(metrics.registry, 900, async () => null);
   createWebhookWatchMetrics(metrics.registry, () => null);
+  createDestinationMetrics(metrics.registry, ['default']);
   // An address where nothing listens: only the names are needed, not the values.
   const stats = watchQueues(metrics, loadConfig({ REDIS_URL: `redis://127.0.0.1:${await freePort()}` }));
   const families = new Map<string, string>();

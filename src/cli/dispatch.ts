@@ -57,11 +57,21 @@ function oneShot(command: string, args: string[], io: CliIo): ((config: Config) 
       return async (config) => {
         try {
           const result = await replay(config, parsed.filter, parsed.dryRun, out);
-          out(
-            parsed.dryRun
-              ? `${result.matched} dead letters would be replayed`
-              : `${result.replayed} dead letters replayed${result.skipped > 0 ? `, ${result.skipped} skipped` : ''}`,
-          );
+          const skipped = result.skipped > 0 ? `, ${result.skipped} skipped` : '';
+          const to = parsed.filter.destination;
+          if (to) {
+            out(
+              parsed.dryRun
+                ? `${result.matched} deliveries would be sent to ${to}`
+                : `${result.replayed} deliveries queued for ${to}${skipped}`,
+            );
+          } else {
+            out(
+              parsed.dryRun
+                ? `${result.matched} dead letters would be replayed`
+                : `${result.replayed} dead letters replayed${skipped}`,
+            );
+          }
           return EXIT_OK;
         } catch (e) {
           err(`sellsy-webhooks replay: ${(e as Error).message}`);

@@ -7,7 +7,7 @@
  * then a count (`0 fail, 2 warn, 11 ok`). Checks, in this order: `signatures`, `handlers`; `redis` (reachable),
  * `redis version`, `redis eviction`, `redis aof`, `redis wait-aof`, `dead letters`, `workers` (skipped when Redis
  * does not answer); `spool`, `spool disk`, `spool contents` (one `spool` warning with SPOOL_MAX_BYTES=0); `postgres`
- * (with DATABASE_URL), `sellsy api` (with SELLSY_CLIENT_ID), `forward url` (with FORWARD_URL).
+ * (with DATABASE_URL), `sellsy api` (with SELLSY_CLIENT_ID), `forward url` (with FORWARD_URL), `destination <name>` (each of DESTINATIONS_FILE).
  *
  * It changes nothing, except a probe file created, fsynced and deleted in SPOOL_DIR (and SPOOL_DIR itself when it
  * did not exist, removed again), one Sellsy token request and one look-up of invoice 0, and one HEAD to FORWARD_URL.
@@ -20,7 +20,7 @@
 import type { Config } from '../config/config.ts';
 import { type CheckResult, type CheckStatus, describe, fail } from './doctor/check.ts';
 import { configChecks } from './doctor/config.ts';
-import { forwardCheck } from './doctor/forward.ts';
+import { destinationChecks, forwardCheck } from './doctor/forward.ts';
 import { postgresCheck } from './doctor/postgres.ts';
 import { redisChecks } from './doctor/redis.ts';
 import { sellsyCheck } from './doctor/sellsy.ts';
@@ -72,6 +72,9 @@ export async function doctor(
   if (config.postgres) groups.push(guarded('postgres', postgresCheck(config.postgres)));
   if (config.sellsyApi) groups.push(guarded('sellsy api', sellsyCheck(config.sellsyApi)));
   if (config.forward) groups.push(guarded('forward url', forwardCheck(config.forward)));
+  else if (config.destinations.length > 0) {
+    groups.push(guarded('destinations', destinationChecks(config.destinations)));
+  }
   const tally: Record<CheckStatus, number> = { ok: 0, warn: 0, fail: 0 };
   for (const group of groups) {
     for (const result of await group) {

@@ -11,9 +11,10 @@ Commands:
             what the local spool in SPOOL_DIR holds: deliveries, size, oldest (safe while a listener runs)
   spool drain
             moves every spooled delivery into the queue once, then exits (no listener may run on SPOOL_DIR)
-  replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]
+  replay [--destination NAME] [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]
             puts dead letters (failed jobs) back in the queue with fresh attempts; no filter = all of them;
             --name takes a pattern (invoice.*), --since/--until bound when they failed; --dry-run lists them
+            --destination NAME sends to that destination only: its dead letters, and with --since the kept deliveries
   backfill --since TIME|DURATION [--until TIME|DURATION] [--types companies,contacts,...] [--lookback DURATION] [--dry-run]
             finds the Sellsy objects changed in the window that no webhook brought and queues one
             <relatedtype>.reconciled job per change (docs/reconciliation.md); safe to interrupt and run again

@@ -3,6 +3,8 @@
  * (jobs in the failed set of the ingest queue and of the record queue) back to wait, with their attempts reset, so
  * the workers run them again. Without a filter, every failed job. `--name` takes a handler pattern (`invoice.*`);
  * `--since`/`--until` (ISO 8601) bound the time the job failed. `--dry-run` lists what it would replay.
+ * `--destination NAME` sends to that destination alone, its dead letters and with `--since` the kept deliveries
+ * (src/cli/replay-destination.ts).
  * Exit codes: 0 done (even when nothing matched), 1 Redis unreachable, 2 usage error.
  */
 import { type Job, Queue } from 'bullmq';
@@ -10,18 +12,13 @@ import type { Config } from '../config/config.ts';
 import { connectOrFail } from '../queue/connection.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { recordQueueName, requeueRecordJob } from '../queue/records.ts';
-import { isPattern, matches } from '../sellsy/payload.ts';
+import { isPattern } from '../sellsy/payload.ts';
 import { parseFlags } from './flags.ts';
+import { replayToDestination } from './replay-destination.ts';
+import { type ReplayFilter, type ReplayResult, selects } from './replay-filter.ts';
 
 export const REPLAY_USAGE =
-  'Usage: sellsy-webhooks replay [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]';
-
-export interface ReplayFilter {
-  ids: ReadonlySet<string>;
-  name: string | null;
-  since: number | null;
-  until: number | null;
-}
+  'Usage: sellsy-webhooks replay [--destination NAME] [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]';
 
 /** Parses the arguments; a string is a usage error to print. */
 export function parseReplayArgs(args: string[]): { filter: ReplayFilter; dryRun: boolean } | string {
@@ -30,6 +27,7 @@ export function parseReplayArgs(args: string[]): { filter: ReplayFilter; dryRun:
     {
       id: { type: 'string', multiple: true },
       name: { type: 'string' },
+      destination: { type: 'string' },
       since: { type: 'string' },
       until: { type: 'string' },
       'dry-run': { type: 'boolean' },
@@ -52,25 +50,15 @@ export function parseReplayArgs(args: string[]): { filter: ReplayFilter; dryRun:
   if (typeof since === 'string') return since;
   if (typeof until === 'string') return until;
   return {
-    filter: { ids: new Set(values.id ?? []), name: values.name ?? null, since, until },
+    filter: {
+      ids: new Set(values.id ?? []),
+      name: values.name ?? null,
+      since,
+      until,
+      destination: values.destination ?? null,
+    },
     dryRun: values['dry-run'] === true,
   };
-}
-
-export function selects(filter: ReplayFilter, job: Pick<Job, 'id' | 'name' | 'finishedOn'>): boolean {
-  if (filter.ids.size > 0 && !filter.ids.has(job.id ?? '')) return false;
-  if (filter.name !== null && !matches(filter.name, job.name)) return false;
-  const failedAt = job.finishedOn ?? 0;
-  if (filter.since !== null && failedAt < filter.since) return false;
-  if (filter.until !== null && failedAt > filter.until) return false;
-  return true;
-}
-
-export interface ReplayResult {
-  matched: number;
-  replayed: number;
-  /** Jobs that left the failed set while the replay ran (retried, removed or expired meanwhile). */
-  skipped: number;
 }
 
 export async function replay(
@@ -79,6 +67,7 @@ export async function replay(
   dryRun: boolean,
   out: (line: string) => void,
 ): Promise<ReplayResult> {
+  if (filter.destination) return replayToDestination(config, filter.destination, filter, dryRun, out);
   // Fails fast: an operator's command must say "unreachable", not wait for Redis forever.
   const connection = await connectOrFail(config, 'replay', 5000);
   const ingest = new Queue<WebhookJobData>(config.queueName, { connection, prefix: config.queuePrefix });

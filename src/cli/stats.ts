@@ -34,6 +34,7 @@ import { type LastRun, ReconcileState } from '../reconcile/state.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/recovery.ts';
 import { formatAge, formatBytes, oneLine } from './format.ts';
 import { scrubbing } from './secrets.ts';
+import { type DestinationStats, destinationLines, destinationStats } from './stats-destinations.ts';
 
 export interface StatsOptions {
   /** One JSON object (`StatsReport`) instead of the text screen. */
@@ -109,6 +110,8 @@ export interface StatsReport {
   inbox: InboxStats;
   /** The periodic reconcile (RECONCILE_INTERVAL_SECONDS): its last run, as the workers recorded it in Redis. */
   reconcile: ReconcileStats;
+  /** Per destination of `forward` (DESTINATIONS_FILE or FORWARD_URL): breaker and dead letters; [] when none. */
+  destinations: DestinationStats[];
   spool: SpoolStats;
 }
 
@@ -164,6 +167,7 @@ export async function collectStats(config: Config): Promise<StatsReport> {
       queues,
       inbox: await inboxStats(config, client, now),
       reconcile: await reconcileStats(config, client),
+      destinations: await destinationStats(config, client),
       spool: await spoolStats(config),
     };
   } finally {
@@ -390,6 +394,7 @@ function formatReport(report: StatsReport): string[] {
       : `inbox         ${i.depth} deliveries waiting to become jobs, oldest ${formatAge(i.oldestAgeSeconds)} old; ${mover}`,
   );
   lines.push(reconcileLine(report.reconcile));
+  lines.push(...destinationLines(report.destinations));
   const s = report.spool;
   if (!s.enabled) lines.push(`spool         off (SPOOL_MAX_BYTES=0)`);
   else if ('error' in s) lines.push(`spool         ${s.dir}: cannot be read (${s.error})`);

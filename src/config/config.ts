@@ -4,7 +4,13 @@
  */
 import envSchema from 'env-schema';
 import { ConfigError } from '../errors.ts';
-import { DEFAULT_EVENTS, type Destination, loadDestinations } from './destinations.ts';
+import {
+  DEFAULT_BREAKER_FAILURES,
+  DEFAULT_BREAKER_PROBE_SECONDS,
+  DEFAULT_EVENTS,
+  type Destination,
+  loadDestinations,
+} from './destinations.ts';
 import { hasHashTag, parseRedisTopology, type RedisTopology } from './redis.ts';
 import { type Env, EnvSchema } from './schema.ts';
 import { shown } from './shown.ts';
@@ -238,6 +244,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         events: DEFAULT_EVENTS,
         timeoutMs: forward.timeoutMs,
         maxPerSecond: null,
+        breakerFailures: DEFAULT_BREAKER_FAILURES,
+        breakerProbeSeconds: DEFAULT_BREAKER_PROBE_SECONDS,
       },
     ];
   }

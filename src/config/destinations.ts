@@ -9,6 +9,8 @@
  *       events: ["invoice.*", "payment.*"]    # handler patterns; default: every event and `unknown`
  *       timeout_ms: 10000                     # default FORWARD_TIMEOUT_MS
  *       max_per_second: 20                    # default: no limit
+ *       breaker_failures: 10                  # consecutive failures that open the circuit breaker
+ *       breaker_probe_seconds: 30             # while open, one probe request this often
  *
  * Secrets are never written in the file: a file is copied, committed and shown far more than an environment is, so
  * a value that is not exactly `${VARIABLE}` is refused, and the variable is read from the environment. Every
@@ -29,12 +31,29 @@ export interface Destination {
   timeoutMs: number;
   /** Sends at most this many requests a second from one worker process; null: no limit. */
   maxPerSecond: number | null;
+  /** Consecutive failed requests (across workers) that open the circuit breaker (src/queue/destination-breaker.ts). */
+  breakerFailures: number;
+  /** While open, one probe request every this many seconds. */
+  breakerProbeSeconds: number;
 }
+
+export const DEFAULT_BREAKER_FAILURES = 10;
+export const DEFAULT_BREAKER_PROBE_SECONDS = 30;
 
 const VARIABLE = 'DESTINATIONS_FILE';
 const NAME = /^[a-z0-9-]{1,40}$/;
 const REFERENCE = /^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$/;
-const KEYS = new Set(['name', 'url', 'secret', 'secrets', 'events', 'timeout_ms', 'max_per_second']);
+const KEYS = new Set([
+  'name',
+  'url',
+  'secret',
+  'secrets',
+  'events',
+  'timeout_ms',
+  'max_per_second',
+  'breaker_failures',
+  'breaker_probe_seconds',
+]);
 export const DEFAULT_EVENTS: readonly string[] = ['*', 'unknown'];
 export const SECRET_HINT =
   `whsec_ followed by base64 of 24 to 64 random bytes; generate one with: ` +
@@ -150,8 +169,12 @@ function checkEntry(
   }
   const timeoutMs = integer(e.timeout_ms, 1, 600_000, '"timeout_ms"', problem) ?? defaultTimeoutMs;
   const maxPerSecond = integer(e.max_per_second, 1, 100_000, '"max_per_second"', problem);
+  const breakerFailures =
+    integer(e.breaker_failures, 1, 1_000_000, '"breaker_failures"', problem) ?? DEFAULT_BREAKER_FAILURES;
+  const breakerProbeSeconds =
+    integer(e.breaker_probe_seconds, 1, 86_400, '"breaker_probe_seconds"', problem) ?? DEFAULT_BREAKER_PROBE_SECONDS;
   if (problems.length > before || name === null || url === null) return null;
-  return { name, url, secrets, events, timeoutMs, maxPerSecond };
+  return { name, url, secrets, events, timeoutMs, maxPerSecond, breakerFailures, breakerProbeSeconds };
 }
 
 /** `secret: ${VAR}` or `secrets: [${NEW}, ${OLD}]`, each read from the environment and checked. */

@@ -19,6 +19,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Destination } from '../config/destinations.ts';
 import { PermanentError } from '../errors.ts';
+import type { BreakerDecision, DestinationBreaker } from '../queue/destination-breaker.ts';
 import type { DestinationLedger, LedgerEntry } from '../queue/destination-ledger.ts';
 import { createForwardHandler } from './forward.ts';
 import { type Handler, type HandlerContext, matches } from './handler.ts';
@@ -27,12 +28,16 @@ import { type Handler, type HandlerContext, matches } from './handler.ts';
 export interface DestinationObserver {
   sent(destination: string, seconds: number): void;
   failed(destination: string, seconds: number): void;
+  /** The circuit breaker's state as this worker last saw it. */
+  breaker?(destination: string, open: boolean): void;
 }
 
 export interface FanOutOptions {
   destinations: readonly Destination[];
   /** Needed with more than one destination. */
   ledger: DestinationLedger | null;
+  /** Shared by the workers; null: no breaker (tests of the handler alone). */
+  breaker?: DestinationBreaker | null;
   observer?: DestinationObserver;
 }
 
@@ -41,6 +46,8 @@ interface Target {
   events: readonly string[];
   send: Handler;
   pace: Pace | null;
+  breakerFailures: number;
+  probeMs: number;
 }
 
 /**
@@ -73,7 +80,10 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
     events: d.events,
     send: createForwardHandler({ url: d.url, secret: d.secrets, timeoutMs: d.timeoutMs }),
     pace: d.maxPerSecond === null ? null : new Pace(d.maxPerSecond),
+    breakerFailures: d.breakerFailures,
+    probeMs: d.breakerProbeSeconds * 1000,
   }));
+  const breaker = opts.breaker ?? null;
   const single = targets.length === 1;
   if (!single && opts.ledger === null) throw new Error('forward: several destinations need a ledger');
   const observer = opts.observer;
@@ -82,6 +92,7 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
   async function sendTo(target: Target, event: Parameters<Handler>[0], context: HandlerContext): Promise<void> {
     const log = context.log.child({ destination: target.name });
     const ctx: HandlerContext = { ...context, log };
+    const decision = await decide(target, log);
     await target.pace?.wait(context.signal);
     const started = performance.now();
     try {
@@ -91,12 +102,68 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
       observer?.failed(target.name, seconds);
       // `destination` comes from the child logger's bindings.
       log.warn({ attempt: context.attempt, err: (err as Error).message }, 'destination failed');
+      // A refusal is an answer from a working destination; a shutdown says nothing of it.
+      if (breaker && !(err instanceof PermanentError) && !context.signal.aborted) {
+        const open = await breaker.failure(target.name, target.breakerFailures, target.probeMs).catch(() => null);
+        if (open !== null) observer?.breaker?.(target.name, open);
+        if (open && decision.state === 'closed') {
+          log.warn({ failures: target.breakerFailures }, 'circuit breaker open: requests paused, probing');
+        }
+      }
       throw err;
     }
     observer?.sent(target.name, (performance.now() - started) / 1000);
+    if (breaker && (decision.state !== 'closed' || decision.dirty)) {
+      const wasOpen = await breaker.success(target.name).catch(() => null);
+      if (wasOpen !== null) observer?.breaker?.(target.name, false);
+      if (wasOpen) log.info('circuit breaker closed: the destination answered');
+    }
+  }
+
+  /** Whether to send: throws, without a request, while the breaker is open and this is not the probe's turn. */
+  async function decide(target: Target, log: HandlerContext['log']): Promise<BreakerDecision> {
+    if (!breaker) return { state: 'closed', dirty: false };
+    let decision: BreakerDecision;
+    try {
+      decision = await breaker.before(target.name, target.probeMs);
+    } catch (err) {
+      // Redis unreadable: send, as without a breaker (the job needs Redis anyway).
+      log.warn({ err: (err as Error).message }, 'circuit breaker unreadable: sending');
+      return { state: 'closed', dirty: false };
+    }
+    observer?.breaker?.(target.name, decision.state !== 'closed');
+    if (decision.state === 'open') {
+      throw new Error(
+        `destination ${target.name} paused: circuit breaker open after ${decision.failures} consecutive failures, ` +
+          `next probe in ${Math.ceil(decision.probeInMs / 1000)} s (no request sent)`,
+      );
+    }
+    return decision;
+  }
+
+  /**
+   * A catch-up job of `replay --destination`: that destination alone; its success is recorded so that a later
+   * replay of the dead letter does not send it there again.
+   */
+  async function sendOnly(name: string, event: Parameters<Handler>[0], context: HandlerContext): Promise<void> {
+    const target = targets.find((t) => t.name === name);
+    if (target === undefined) {
+      throw new PermanentError(`destination ${JSON.stringify(name)} is not configured in this worker`);
+    }
+    await sendTo(target, event, context);
+    if (!single) {
+      await (opts.ledger as DestinationLedger)
+        .record(context.deliveryId, new Map([[name, 'sent']]))
+        .catch((err: Error) => context.log.warn({ err: err.message }, 'destinations: could not record the catch-up'));
+    }
   }
 
   return async (event, context) => {
+    const only = context.data.onlyDestination;
+    if (only !== undefined) {
+      await sendOnly(only, event, context);
+      return;
+    }
     const matching = targets.filter((t) => t.events.some((p) => matches(p, context.name)));
     if (matching.length === 0) return;
     if (single) {

@@ -256,6 +256,7 @@ export function createWorkerMetrics(
 export interface DestinationMetrics {
   sent(destination: string, seconds: number): void;
   failed(destination: string, seconds: number): void;
+  breaker(destination: string, open: boolean): void;
 }
 
 export function createDestinationMetrics(registry: Registry, names: readonly string[]): DestinationMetrics {
@@ -279,9 +280,16 @@ export function createDestinationMetrics(registry: Registry, names: readonly str
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [registry],
   });
+  const breaker = new Gauge({
+    name: 'sellsy_webhooks_destination_breaker_open',
+    help: 'Circuit breaker of a destination as this worker last saw it: 1 open (requests paused, probing), 0 closed.',
+    labelNames,
+    registers: [registry],
+  });
   for (const destination of names) {
     sent.inc({ destination }, 0);
     failed.inc({ destination }, 0);
+    breaker.set({ destination }, 0);
   }
   return {
     sent(destination, s) {
@@ -291,6 +299,9 @@ export function createDestinationMetrics(registry: Registry, names: readonly str
     failed(destination, s) {
       failed.inc({ destination });
       seconds.observe({ destination }, s);
+    },
+    breaker(destination, open) {
+      breaker.set({ destination }, open ? 1 : 0);
     },
   };
 }

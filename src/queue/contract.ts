@@ -53,6 +53,11 @@ export interface WebhookJobData {
   request?: { id: string; path: string; ip: string; userAgent: string | null };
   /** Who made the job; absent on jobs written before this field existed, which are all `webhook`. */
   source?: DeliverySource;
+  /**
+   * Set only on a catch-up job of `replay --destination NAME` (src/cli/replay-destination.ts): the delivery is sent
+   * to this destination alone, by `forward` alone (no postgres, no user handler: they ran when it was delivered).
+   */
+  onlyDestination?: string;
 }
 
 export interface WebhookJob {

@@ -16,6 +16,7 @@ import type { Handler, HandlerMap, Registration } from '../handlers/handler.ts';
 import { openEventStore } from '../handlers/postgres.ts';
 import { createSellsyFetchHandler } from '../handlers/sellsy-fetch.ts';
 import { closeForGood, createConnection, redisSettingsOf } from '../queue/connection.ts';
+import { RedisDestinationBreaker } from '../queue/destination-breaker.ts';
 import { RedisDestinationLedger } from '../queue/destination-ledger.ts';
 import { SellsyAccounts } from '../sellsy/api.ts';
 import { isPattern } from '../sellsy/payload.ts';
@@ -68,20 +69,22 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
     }
     if (config.destinations.length > 0) {
       let ledger: RedisDestinationLedger | null = null;
+      const client = createConnection(redisSettingsOf(config), {
+        role: 'worker',
+        name: `${config.queueName}:destinations`,
+      });
+      client.on('error', () => undefined); // reported by the workers' own connections
+      closers.push(async () => closeForGood(client));
+      const base = `${config.queuePrefix}:${config.queueName}`;
       if (config.destinations.length > 1) {
-        const client = createConnection(redisSettingsOf(config), {
-          role: 'worker',
-          name: `${config.queueName}:destinations`,
-        });
-        client.on('error', () => undefined); // reported by the workers' own connections
-        closers.push(async () => closeForGood(client));
         // Kept while the job may still be retried or replayed: its time as a dead letter, and a day for its retries.
         const ttlSeconds = config.jobs.keepFailedSeconds + 24 * 3600;
-        ledger = new RedisDestinationLedger(client, `${config.queuePrefix}:${config.queueName}`, ttlSeconds);
+        ledger = new RedisDestinationLedger(client, base, ttlSeconds);
       }
       const forward = createFanOutHandler({
         destinations: config.destinations,
         ledger,
+        breaker: new RedisDestinationBreaker(client, base),
         ...(options.destinationObserver ? { observer: options.destinationObserver } : {}),
       });
       for (const pattern of fanOutPatterns(config.destinations)) {

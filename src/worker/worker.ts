@@ -240,6 +240,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
   const recordChain = [...pipeline.fetch, ...pipeline.handlers];
   const fullChain = [...pipeline.store, ...recordChain];
   // An `unknown` job has no record: it always meets the full chain.
+  const catchUpChain = [...pipeline.fetch, ...pipeline.handlers.filter((r) => r.source === 'forward')];
   const unknownHandled = handlersFor(fullChain, 'unknown').length > 0;
 
   const deliveryStage = processor('delivery', async (job, signal) => {
@@ -249,6 +250,11 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       await job.removeDeduplicationKey();
       if (job.id !== undefined) await refused?.add(job.id);
       throw new RefusedSignatureError(refusal);
+    }
+    if (job.data.onlyDestination !== undefined) {
+      // A catch-up job (replay --destination): the object is fetched again, and only `forward` sends it.
+      await run(catchUpChain, contextOf(job.name, job.data, job, signal));
+      return `completed: sent to ${job.data.onlyDestination}`;
     }
     const seenRecord = job.data.source === 'reconcile' ? null : recordKeyOf(job.data);
     if (seenRecord !== null) await seen.mark(seenRecord, Date.parse(job.data.receivedAt) || Date.now());

@@ -321,6 +321,35 @@ test('doctor is ok with any HTTP answer from FORWARD_URL', async () => {
   }
 });
 
+test('doctor checks each destination of DESTINATIONS_FILE: a line per destination, a warning naming the one down', async () => {
+  const server = createServer((_req, res) => res.writeHead(405).end());
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const downPort = await freePort();
+  const file = join(tempSpoolDir(), 'destinations.yaml');
+  writeFileSync(
+    file,
+    `destinations:
+  - name: accounting
+    url: http://127.0.0.1:${port}/hooks
+    secret: \${S}
+  - name: warehouse
+    url: http://127.0.0.1:${downPort}/ingest
+    secret: \${S}
+`,
+  );
+  try {
+    const run = await runDoctor({ DESTINATIONS_FILE: file, S: WHSEC });
+    assert.match(run.check('destination accounting').line, /^ok {4}destination accounting: .* answered HEAD with 405/);
+    const down = run.check('destination warehouse');
+    assert.match(down.line, /^warn {2}destination warehouse: .* unreachable: .*ECONNREFUSED/);
+    assert.match(down.fix ?? '', /replay --destination warehouse/);
+    assert.ok(!run.lines.some((l) => / forward url: /.test(l)));
+  } finally {
+    server.close();
+  }
+});
+
 test('doctor warns when FORWARD_URL does not answer', async () => {
   const port = await freePort();
   const run = await runDoctor({ FORWARD_URL: `http://127.0.0.1:${port}/hooks`, FORWARD_SECRET: WHSEC });

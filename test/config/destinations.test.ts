@@ -37,6 +37,8 @@ test('destinations are read from the file with their secrets from the environmen
     events: ["invoice.*", "payment.*"]
     timeout_ms: 2500
     max_per_second: 20
+    breaker_failures: 5
+    breaker_probe_seconds: 60
   - name: warehouse
     url: http://warehouse.internal/ingest?token=t
     secrets: ["\${NEW_SECRET}", "\${OLD_SECRET}"]
@@ -56,6 +58,8 @@ test('destinations are read from the file with their secrets from the environmen
       events: ['invoice.*', 'payment.*'],
       timeoutMs: 2500,
       maxPerSecond: 20,
+      breakerFailures: 5,
+      breakerProbeSeconds: 60,
     },
     {
       name: 'warehouse',
@@ -64,6 +68,8 @@ test('destinations are read from the file with their secrets from the environmen
       events: ['*', 'unknown'],
       timeoutMs: 7000,
       maxPerSecond: null,
+      breakerFailures: 10,
+      breakerProbeSeconds: 30,
     },
   ]);
   assert.equal(config.forward, null);
@@ -88,6 +94,8 @@ test('FORWARD_URL alone is the destination "default", taking every event', () =>
       events: ['*', 'unknown'],
       timeoutMs: 10_000,
       maxPerSecond: null,
+      breakerFailures: 10,
+      breakerProbeSeconds: 30,
     },
   ]);
   assert.deepEqual(loadConfig({}).destinations, []);
@@ -149,6 +157,7 @@ test('every bad entry is reported at once, one line per problem', () => {
     secret: "\${S}"
     events: ["invoice"]
     timeout_ms: 0
+    breaker_probe_seconds: 0
     retries: 3
   - name: c
     url: https://c.internal/
@@ -160,10 +169,11 @@ test('every bad entry is reported at once, one line per problem', () => {
     'DESTINATIONS_FILE: destination 1: "name" must be 1 to 40 characters among a-z, 0-9 and "-" (it names the destination in metrics and logs)',
     'DESTINATIONS_FILE: destination 1: "url" must be an http:// or https:// URL (got "ftp:")',
     "DESTINATIONS_FILE: destination 1: the environment variable WEAK must be whsec_ followed by base64 of 24 to 64 random bytes; generate one with: node -e \"console.log('whsec_'+crypto.randomBytes(32).toString('base64'))\" (got a secret of 5 bytes)",
-    'DESTINATIONS_FILE: destination 2 (b): unknown field "retries" (fields: name, url, secret, secrets, events, timeout_ms, max_per_second)',
+    'DESTINATIONS_FILE: destination 2 (b): unknown field "retries" (fields: name, url, secret, secrets, events, timeout_ms, max_per_second, breaker_failures, breaker_probe_seconds)',
     'DESTINATIONS_FILE: destination 2 (b): "url" must not hold credentials (user:password@); the receiver verifies the signature instead (got "https://b.internal/hooks")',
     'DESTINATIONS_FILE: destination 2 (b): "events" must be a non-empty list of patterns such as "invoice.*", "*.deleted", "invoice.step", "*" or "unknown"',
     'DESTINATIONS_FILE: destination 2 (b): "timeout_ms" must be a whole number from 1 to 600000 (got 0)',
+    'DESTINATIONS_FILE: destination 2 (b): "breaker_probe_seconds" must be a whole number from 1 to 86400 (got 0)',
     'DESTINATIONS_FILE: destination 3 (c): set "secret" (or "secrets" with two during a rotation), and only one of them',
     'DESTINATIONS_FILE: destination 4 must be a mapping with name, url and secret',
   ]);

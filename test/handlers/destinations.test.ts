@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
 import { replay } from '../../src/cli/replay.ts';
+import { stats } from '../../src/cli/stats.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { spawnCli } from '../helpers/cli.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
@@ -45,6 +46,8 @@ interface DestinationSpec {
   secrets?: string[];
   events?: string[];
   maxPerSecond?: number;
+  breakerFailures?: number;
+  breakerProbeSeconds?: number;
 }
 
 function destinationsFile(specs: DestinationSpec[]): string {
@@ -55,6 +58,8 @@ function destinationsFile(specs: DestinationSpec[]): string {
     if (d.secrets) lines.push(`    secrets: [${d.secrets.map((s) => `"\${${s}}"`).join(', ')}]`);
     if (d.events) lines.push(`    events: ${JSON.stringify(d.events)}`);
     if (d.maxPerSecond) lines.push(`    max_per_second: ${d.maxPerSecond}`);
+    if (d.breakerFailures) lines.push(`    breaker_failures: ${d.breakerFailures}`);
+    if (d.breakerProbeSeconds) lines.push(`    breaker_probe_seconds: ${d.breakerProbeSeconds}`);
   }
   const path = join(tempDir(), 'destinations.yaml');
   writeFileSync(path, `${lines.join('\n')}\n`);
@@ -197,7 +202,8 @@ test('a destination answering 500 three times per event: the other receives each
   const { listener, worker, registry } = await setup(
     [
       { name: 'warehouse', receiver: healthy, secret: 'ACCOUNTING_SECRET' },
-      { name: 'crm', receiver: flaky, secret: 'CRM_SECRET' },
+      // 15 failures in a row across the events: more than the breaker's default 10, which would pause crm.
+      { name: 'crm', receiver: flaky, secret: 'CRM_SECRET', breakerFailures: 100 },
     ],
     { JOB_ATTEMPTS: '6', JOB_BACKOFF_MS: '100' },
   );
@@ -474,4 +480,173 @@ test('a worker killed (kill -9) mid-fan-out: after a restart every destination h
     second.child.kill('SIGTERM');
     assert.equal(await second.exited, 0);
   }
+});
+
+test('replay --destination sends the dead letters to that destination only, and a later plain replay skips it', async () => {
+  const accounting = await receiver();
+  const crm = await receiver(answerWith(503, 'maintenance'));
+  const warehouse = await receiver(answerWith(503, 'down'));
+  const { listener, workerEnv } = await setup(
+    [
+      { name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' },
+      { name: 'crm', receiver: crm, secret: 'CRM_SECRET', events: ['invoice.*'] },
+      { name: 'warehouse', receiver: warehouse, secret: 'ACCOUNTING_SECRET' },
+    ],
+    { JOB_ATTEMPTS: '2' },
+  );
+  const ids = [
+    await deliver(listener, body('invoice', 'step', 300)),
+    await deliver(listener, body('invoice', 'created', 301)),
+    await deliver(listener, body('company', 'updated', 302)), // crm does not take it
+  ];
+  const dead = [];
+  for (const id of ids) dead.push(await settled(listener, id, 'failed'));
+  assert.equal(accounting.received.length, 3);
+  assert.equal(crm.received.length, 4, 'two invoices, two attempts each');
+  const warehouseBefore = warehouse.received.length;
+  assert.equal(warehouseBefore, 6);
+
+  crm.answer = answerWith(200);
+  const config = loadConfig({ ...workerEnv, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
+  const filter = { ids: new Set<string>(), name: null, since: null, until: null, destination: 'crm' };
+  const lines: string[] = [];
+  const result = await replay(config, filter, false, (l) => lines.push(l));
+  assert.equal(result.replayed, 2, lines.join('\n'));
+  await waitFor(async () => crm.received.length === 6, 20_000, 'crm caught up');
+  const caughtUp = crm.received.slice(4).map(deliveryIdOf).sort();
+  assert.deepEqual(caughtUp, [dead[0]?.data.deliveryId, dead[1]?.data.deliveryId].sort());
+  assert.deepEqual(
+    verifiedBodies(crm, secrets.CRM_SECRET)
+      .slice(4)
+      .map((b) => b.type)
+      .sort(),
+    ['invoice.created', 'invoice.step'],
+  );
+  // Give a wrongly sent request time to arrive: none reaches the others, and the dead letters stay for warehouse.
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(accounting.received.length, 3, 'nothing sent again to the destination that took them');
+  assert.equal(warehouse.received.length, warehouseBefore, 'nothing sent to the destination still down');
+  for (const id of ids) assert.equal(await listener.queue.getJobState(id), 'failed');
+  assert.equal((await ledgerOf(listener, dead[0]?.data.deliveryId ?? '')).hash.crm, 'sent');
+
+  // Run again: crm has them all now, nothing is queued.
+  const again = await replay(config, filter, true, () => undefined);
+  assert.equal(again.matched, 0);
+
+  // The warehouse is repaired: a plain replay sends to it, and not again to crm.
+  warehouse.answer = answerWith(200);
+  const plain = await replay(config, { ids: new Set(ids), name: null, since: null, until: null }, false, () => {});
+  assert.equal(plain.replayed, 3);
+  for (const id of ids) await settled(listener, id, 'completed');
+  assert.equal(warehouse.received.length, warehouseBefore + 3);
+  assert.equal(crm.received.length, 6, 'crm did not get them a second time');
+  assert.equal(accounting.received.length, 3);
+});
+
+test('replay --destination --since brings a new destination up to date with the kept deliveries, from that time on', async () => {
+  const accounting = await receiver();
+  const warehouse = await receiver();
+  const { listener, worker } = await setup([{ name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' }]);
+  const old = await deliver(listener, body('invoice', 'step', 400));
+  await settled(listener, old, 'completed');
+  await new Promise((r) => setTimeout(r, 20));
+  const since = Date.now();
+  const recent = [
+    await deliver(listener, body('invoice', 'step', 401)),
+    await deliver(listener, body('payment', 'created', 402)),
+    await deliver(listener, body('company', 'updated', 403)), // the warehouse does not take it
+  ];
+  const recentJobs = [];
+  for (const id of recent) recentJobs.push(await settled(listener, id, 'completed'));
+  assert.equal(accounting.received.length, 4);
+  await worker.close();
+
+  // The warehouse is added to the file: the workers restart with it, and it catches up.
+  const workerEnv = {
+    ...secrets,
+    DESTINATIONS_FILE: destinationsFile([
+      { name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' },
+      { name: 'warehouse', receiver: warehouse, secret: 'CRM_SECRET', events: ['invoice.*', 'payment.*'] },
+    ]),
+  };
+  const restarted = await startTestWorker(listener, workerEnv, undefined, new Registry());
+  cleanup.push(() => restarted.close());
+  const config = loadConfig({ ...workerEnv, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
+  const filter = { ids: new Set<string>(), name: null, since, until: null, destination: 'warehouse' };
+  const dry: string[] = [];
+  assert.equal((await replay(config, filter, true, (l) => dry.push(l))).matched, 2, dry.join('\n'));
+  const result = await replay(config, filter, false, () => undefined);
+  assert.equal(result.replayed, 2);
+  await waitFor(async () => warehouse.received.length === 2, 20_000, 'warehouse caught up');
+  assert.deepEqual(
+    verifiedBodies(warehouse, secrets.CRM_SECRET)
+      .map((b) => b.deliveryId)
+      .sort(),
+    [recentJobs[0]?.data.deliveryId, recentJobs[1]?.data.deliveryId].sort(),
+    'the deliveries since the time it names, with their own webhook-id, not the older one',
+  );
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(accounting.received.length, 4, 'the destination that had them gets nothing again');
+  assert.equal(warehouse.received.length, 2);
+});
+
+test('a destination down for good opens its circuit breaker: far fewer requests than attempts, the other unaffected; a probe that succeeds closes it', async () => {
+  const accounting = await receiver();
+  const down = await receiver(answerWith(503, 'down'));
+  const { listener, worker, registry, workerEnv } = await setup(
+    [
+      { name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' },
+      { name: 'crm', receiver: down, secret: 'CRM_SECRET', breakerFailures: 3, breakerProbeSeconds: 1 },
+    ],
+    { JOB_ATTEMPTS: '8' },
+  );
+  const ids: string[] = [];
+  for (let i = 0; i < 5; i++) ids.push(await deliver(listener, body('invoice', 'step', 500 + i)));
+  const dead = [];
+  for (const id of ids) dead.push(await settled(listener, id, 'failed', 60_000));
+  const attempts = dead.reduce((n, job) => n + job.attemptsMade, 0);
+  assert.equal(attempts, 40);
+  assert.ok(down.received.length <= 15, `${down.received.length} requests for ${attempts} attempts`);
+  assert.ok(down.received.length >= 3);
+  assert.equal(accounting.received.length, 5, 'the other destination took each event once');
+  assert.ok(
+    dead.some((job) =>
+      /crm \(destination crm paused: circuit breaker open after \d+ consecutive failures/.test(job.failedReason),
+    ),
+  );
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_breaker_open', 'crm'), 1);
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_breaker_open', 'accounting'), 0);
+  assert.ok(
+    worker.logs.some((l) => l.msg === 'circuit breaker open: requests paused, probing' && l.destination === 'crm'),
+  );
+  const client = new Redis(redis.url);
+  cleanup.push(async () => client.disconnect());
+  const key = `${listener.config.queuePrefix}:${listener.config.queueName}:breaker:crm`;
+  assert.equal(await client.hget(key, 'open'), '1');
+
+  // stats: a line per destination, with its breaker and its dead letters.
+  const config = loadConfig({ ...workerEnv, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
+  const lines: string[] = [];
+  assert.equal(await stats(config, (l) => lines.push(l)), 0);
+  assert.ok(lines.includes('destination   accounting: breaker closed; no dead letter'), lines.join('\n'));
+  assert.ok(
+    lines.some((l) =>
+      /^destination {3}crm: breaker OPEN after \d+ failures \(paused, probing\); 5 dead letters still failing there \(sellsy-webhooks replay --destination crm\)$/.test(
+        l,
+      ),
+    ),
+    lines.join('\n'),
+  );
+
+  // Repaired: the next probe succeeds and closes the breaker; later events go at once.
+  down.answer = answerWith(200);
+  const before = down.received.length;
+  const next = await deliver(listener, body('invoice', 'step', 600));
+  await settled(listener, next, 'completed', 20_000);
+  assert.equal(await client.exists(key), 0, 'closed: the state is gone');
+  assert.equal(await sample(registry, 'sellsy_webhooks_destination_breaker_open', 'crm'), 0);
+  assert.ok(worker.logs.some((l) => l.msg === 'circuit breaker closed: the destination answered'));
+  const last = await deliver(listener, body('invoice', 'step', 601));
+  await settled(listener, last, 'completed');
+  assert.equal(down.received.length, before + 2, 'one request per event once closed');
 });
