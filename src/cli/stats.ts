@@ -28,7 +28,7 @@ import {
   slotOf,
 } from '../queue/connection.ts';
 import { onlineReplicas, parseInfo } from '../queue/durability.ts';
-import { inboxKeys, inboxStatus } from '../queue/inbox.ts';
+import { inboxKeys, inboxState } from '../queue/inbox.ts';
 import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
 import { type LastRun, ReconcileState } from '../reconcile/state.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/recovery.ts';
@@ -177,8 +177,8 @@ export async function collectStats(config: Config): Promise<StatsReport> {
 
 async function inboxStats(config: Config, client: RedisClient, now: number): Promise<InboxStats> {
   const keys = inboxKeys(config.queuePrefix, config.queueName);
-  const [status, holder] = await Promise.all([inboxStatus(client, keys, now), client.exists(keys.lease)]);
-  return { ...status, oldestAgeSeconds: Math.round(status.oldestAgeSeconds), moverRunning: holder === 1 };
+  const state = await inboxState(client, keys, now);
+  return { ...state, oldestAgeSeconds: Math.round(state.oldestAgeSeconds) };
 }
 
 async function reconcileStats(config: Config, client: RedisClient): Promise<ReconcileStats> {

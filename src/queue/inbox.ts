@@ -142,3 +142,13 @@ export async function inboxStatus(
   }
   return { depth: waiting + moving, oldestAgeSeconds };
 }
+
+/** `inboxStatus`, and whether a mover holds the lease (a listener is moving the entries, or waiting for them). */
+export async function inboxState(
+  client: RedisClient,
+  keys: InboxKeys,
+  now = Date.now(),
+): Promise<{ depth: number; oldestAgeSeconds: number; moverRunning: boolean }> {
+  const [status, holders] = await Promise.all([inboxStatus(client, keys, now), client.exists(keys.lease)]);
+  return { ...status, moverRunning: holders === 1 };
+}

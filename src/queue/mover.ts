@@ -5,8 +5,9 @@
  * over when it expires (its holder stopped or was killed). The holder loops: claim up to `batch` entries, write each
  * as a job through the producer (job id = delivery id, deduplication id = dedup key; a folded duplicate makes its
  * record run again, as on the listener's own path), then remove them from `moving` and claim the next ones (one
- * script: one round trip per batch). When the inbox is empty it waits on `BLMOVE`, which hands it the next entry as soon as it is pushed. A write that fails leaves the whole batch in
- * `moving`, to be written again (harmless: the jobs already made are returned as they are).
+ * script: one round trip per batch). When the inbox is empty it waits on `BLMOVE`, which hands it the next entry as
+ * soon as it is pushed. A write that fails leaves the whole batch in `moving`, to be written again (harmless: the jobs
+ * already made are returned as they are).
  *
  * Runs in a thread of its own in the listener process (src/listener/mover-thread.ts), so that BullMQ's job creation
  * never holds up the event loop that answers Sellsy.

@@ -6,7 +6,7 @@
 import { Queue } from 'bullmq';
 import type { Config } from '../../config/config.ts';
 import type { RedisClient } from '../../queue/connection.ts';
-import { inboxKeys, inboxStatus } from '../../queue/inbox.ts';
+import { inboxKeys, inboxState } from '../../queue/inbox.ts';
 import { recordQueueInUse, recordQueueName } from '../../queue/records.ts';
 import { formatAge, oneLine } from '../format.ts';
 import { type CheckResult, describe, ok, warn } from './check.ts';
@@ -81,13 +81,10 @@ const INBOX_BEHIND_SECONDS = 60;
 
 async function inboxCheck(config: Config, client: RedisClient): Promise<CheckResult> {
   const keys = inboxKeys(config.queuePrefix, config.queueName);
-  const [{ depth, oldestAgeSeconds }, movers] = await Promise.all([
-    inboxStatus(client, keys),
-    client.exists(keys.lease),
-  ]);
+  const { depth, oldestAgeSeconds, moverRunning } = await inboxState(client, keys);
   if (depth === 0) return ok('inbox', 'empty: every acknowledged delivery is a job');
   const what = `${depth} acknowledged deliveries not yet jobs, the oldest ${formatAge(oldestAgeSeconds)} old`;
-  if (movers === 0) {
+  if (!moverRunning) {
     return warn(
       'inbox',
       `${what}; no listener is moving them`,
