@@ -18,15 +18,12 @@
  */
 import { type Job, Queue } from 'bullmq';
 import type { Config } from '../config/config.ts';
-import type { Destination } from '../config/destinations.ts';
+import { takesEvent } from '../config/destinations.ts';
 import { connectOrFail } from '../queue/connection.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { jobOptionsOf } from '../queue/producer-options.ts';
 import { recordQueueName } from '../queue/records.ts';
-import { matches } from '../sellsy/payload.ts';
-import { type ReplayFilter, type ReplayResult, selects } from './replay-filter.ts';
-
-const PAGE = 500;
+import { jobsOf, type ReplayFilter, type ReplayResult, selects } from './replay-filter.ts';
 
 export async function replayToDestination(
   config: Config,
@@ -102,24 +99,4 @@ export async function replayToDestination(
     connection.disconnect();
   }
   return result;
-}
-
-function takesEvent(destination: Destination, jobName: string): boolean {
-  return destination.events.some((p) => matches(p, jobName));
-}
-
-/** Every job of a set, read by pages (collected by the caller by delivery id, so shifting positions are harmless). */
-async function* jobsOf(
-  queue: Queue<WebhookJobData>,
-  state: 'failed' | 'completed',
-): AsyncGenerator<Job<WebhookJobData>> {
-  const total = state === 'failed' ? await queue.getFailedCount() : await queue.getCompletedCount();
-  for (let start = 0; start < total + PAGE; start += PAGE) {
-    const page =
-      state === 'failed'
-        ? await queue.getFailed(start, start + PAGE - 1)
-        : await queue.getCompleted(start, start + PAGE - 1);
-    for (const job of page) if (job) yield job;
-    if (page.length < PAGE) break;
-  }
 }

@@ -2,7 +2,8 @@
  * What `replay` selects (src/cli/replay.ts) and what it reports, shared with the replay to one destination
  * (src/cli/replay-destination.ts).
  */
-import type { Job } from 'bullmq';
+import type { Job, Queue } from 'bullmq';
+import type { WebhookJobData } from '../queue/contract.ts';
 import { matches } from '../sellsy/payload.ts';
 
 export interface ReplayFilter {
@@ -28,4 +29,22 @@ export interface ReplayResult {
   replayed: number;
   /** Jobs that left the failed set while the replay ran (retried, removed or expired meanwhile). */
   skipped: number;
+}
+
+const PAGE = 500;
+
+/** Every job of a set, read by pages (collected by the caller by delivery id, so shifting positions are harmless). */
+export async function* jobsOf(
+  queue: Queue<WebhookJobData>,
+  state: 'failed' | 'completed',
+): AsyncGenerator<Job<WebhookJobData>> {
+  const total = state === 'failed' ? await queue.getFailedCount() : await queue.getCompletedCount();
+  for (let start = 0; start < total + PAGE; start += PAGE) {
+    const page =
+      state === 'failed'
+        ? await queue.getFailed(start, start + PAGE - 1)
+        : await queue.getCompleted(start, start + PAGE - 1);
+    for (const job of page) if (job) yield job;
+    if (page.length < PAGE) break;
+  }
 }

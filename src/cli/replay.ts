@@ -15,7 +15,7 @@ import { recordQueueName, requeueRecordJob } from '../queue/records.ts';
 import { isPattern } from '../sellsy/payload.ts';
 import { parseFlags } from './flags.ts';
 import { replayToDestination } from './replay-destination.ts';
-import { type ReplayFilter, type ReplayResult, selects } from './replay-filter.ts';
+import { jobsOf, type ReplayFilter, type ReplayResult, selects } from './replay-filter.ts';
 
 export const REPLAY_USAGE =
   'Usage: sellsy-webhooks replay [--destination NAME] [--id ID]... [--name PATTERN] [--since ISO-TIME] [--until ISO-TIME] [--dry-run]';
@@ -81,12 +81,7 @@ export async function replay(
       // Collected first, by id: a replayed job leaves the failed set, and jobs failing or expiring meanwhile shift
       // the positions that pages are read by.
       const chosen = new Map<string, Job<WebhookJobData>>();
-      const total = await queue.getFailedCount();
-      for (let start = 0; start < total + 500; start += 500) {
-        const page = await queue.getFailed(start, start + 499);
-        for (const job of page) if (job.id && selects(filter, job)) chosen.set(job.id, job);
-        if (page.length < 500) break;
-      }
+      for await (const job of jobsOf(queue, 'failed')) if (job.id && selects(filter, job)) chosen.set(job.id, job);
       for (const job of chosen.values()) {
         result.matched++;
         const failedAt = job.finishedOn ? new Date(job.finishedOn).toISOString() : '-';

@@ -18,7 +18,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import { isPattern } from '../sellsy/payload.ts';
+import { isPattern, matches } from '../sellsy/payload.ts';
 
 export interface Destination {
   /** `default` for the FORWARD_URL shorthand. */
@@ -35,6 +35,11 @@ export interface Destination {
   breakerFailures: number;
   /** While open, one probe request every this many seconds. */
   breakerProbeSeconds: number;
+}
+
+/** Whether a destination takes the events of this job name (its `events` patterns). */
+export function takesEvent(destination: Pick<Destination, 'events'>, jobName: string): boolean {
+  return destination.events.some((pattern) => matches(pattern, jobName));
 }
 
 export const DEFAULT_BREAKER_FAILURES = 10;

@@ -17,12 +17,12 @@
  * the `forward` ones, unchanged.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { Destination } from '../config/destinations.ts';
+import { type Destination, takesEvent } from '../config/destinations.ts';
 import { PermanentError } from '../errors.ts';
 import type { BreakerDecision, DestinationBreaker } from '../queue/destination-breaker.ts';
 import type { DestinationLedger, LedgerEntry } from '../queue/destination-ledger.ts';
 import { createForwardHandler } from './forward.ts';
-import { type Handler, type HandlerContext, matches } from './handler.ts';
+import type { Handler, HandlerContext } from './handler.ts';
 
 /** What each request to a destination did, for the metrics. */
 export interface DestinationObserver {
@@ -164,7 +164,7 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
       await sendOnly(only, event, context);
       return;
     }
-    const matching = targets.filter((t) => t.events.some((p) => matches(p, context.name)));
+    const matching = targets.filter((t) => takesEvent(t, context.name));
     if (matching.length === 0) return;
     if (single) {
       await sendTo(matching[0] as Target, event, context);

@@ -12,7 +12,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { SellsyApi } from '../sellsy/api.ts';
 
-export const MINUTE_MS = 60_000;
+const MINUTE_MS = 60_000;
 
 export class QuotaShare {
   #minute = -1;
@@ -43,12 +43,6 @@ export class QuotaShare {
     const left = this.api.quota.byMinute;
     if (this.#budget !== null || left === null) return;
     this.#budget = Math.max(1, Math.floor((left + this.#spent) * this.share));
-  }
-
-  /** Calls this minute may still make; null when the quota is not known yet. */
-  get remaining(): number | null {
-    this.#roll();
-    return this.#budget === null ? null : Math.max(0, this.#budget - this.#spent);
   }
 
   #roll(): void {

@@ -15,7 +15,7 @@ import type { SellsyApi } from '../sellsy/api.ts';
 import type { QuotaShare } from './quota.ts';
 
 /** Sellsy's largest page. */
-export const PAGE_LIMIT = 100;
+const PAGE_LIMIT = 100;
 /** 429s in a row on one page before the search gives up (a quota that does not come back). */
 const MAX_RATE_LIMITED = 30;
 
@@ -39,7 +39,7 @@ export async function* searchPages(
   api: SellsyApi,
   collection: string,
   options: SearchOptions,
-): AsyncGenerator<{ objects: SellsyObject[]; total: number | null }> {
+): AsyncGenerator<{ objects: SellsyObject[] }> {
   let offset: string | null = null;
   for (;;) {
     const query = new URLSearchParams({ limit: String(PAGE_LIMIT) });
@@ -58,8 +58,7 @@ export async function* searchPages(
       }
     }, options);
     const objects = Array.isArray(answer?.data) ? (answer.data as SellsyObject[]) : [];
-    const total = Number(answer?.pagination?.total);
-    yield { objects, total: Number.isFinite(total) ? total : null };
+    yield { objects };
     const next = answer?.pagination?.offset;
     const nextOffset = typeof next === 'string' || typeof next === 'number' ? String(next) : '';
     if (objects.length < PAGE_LIMIT || nextOffset === '' || nextOffset === offset) return;

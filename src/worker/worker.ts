@@ -256,9 +256,11 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       await run(catchUpChain, contextOf(job.name, job.data, job, signal));
       return `completed: sent to ${job.data.onlyDestination}`;
     }
-    const seenRecord = job.data.source === 'reconcile' ? null : recordKeyOf(job.data);
-    if (seenRecord !== null) await seen.mark(seenRecord, Date.parse(job.data.receivedAt) || Date.now());
-    const record = recordQueue ? recordKeyOf(job.data) : null;
+    const recordKey = recordKeyOf(job.data);
+    if (recordKey !== null && job.data.source !== 'reconcile') {
+      await seen.mark(recordKey, Date.parse(job.data.receivedAt) || Date.now());
+    }
+    const record = recordQueue ? recordKey : null;
     const chain = record === null ? fullChain : pipeline.store;
     if (job.name === 'unknown' && !unknownHandled) {
       throw new UnrecoverableError(

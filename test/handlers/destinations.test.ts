@@ -371,14 +371,15 @@ test('user handlers run once per job after the fan-out, not once per destination
       ]),
     },
     {
-      '*': async (_event, ctx) => {
-        calls.push(ctx.deliveryId);
+      // What each destination had received when the user handler ran: the fan-out comes first.
+      '*': async () => {
+        calls.push(`${a.received.length},${b.received.length}`);
       },
     },
   );
   cleanup.push(() => worker.close());
   await settled(listener, await deliver(listener, body('invoice', 'step', 500)), 'completed');
-  assert.equal(calls.length, 1);
+  assert.deepEqual(calls, ['1,1'], 'one run of the user handler, after both destinations took the event');
   assert.equal(a.received.length, 1);
   assert.equal(b.received.length, 1);
 });

@@ -32,5 +32,8 @@ test('each mark, kept or not, renews the expiry of the record', async () => {
   await seen.mark('r', 4);
   const ttl = await client.pttl('test:ttl:r');
   assert.ok(ttl > 1_000 && ttl <= 60_000, `the key lives on (${ttl} ms left)`);
-  assert.ok(SEEN_TTL_MS >= 30 * 24 * 3600 * 1000, 'by default at least the 30-day look-back');
+  // By default a record is kept at least as long as the 30-day look-back reconciliation reads.
+  await RecordSeen.of(client, 'test', 'default-ttl').mark('r', 1);
+  const kept = await client.pttl('test:default-ttl:seen:r');
+  assert.ok(kept > 30 * 24 * 3600 * 1000 && kept <= SEEN_TTL_MS, `kept ${kept} ms`);
 });

@@ -31,19 +31,18 @@ export async function destinationChecks(destinations: readonly Destination[]): P
 }
 
 async function urlCheck(name: string, url: string, timeout: number, fix: string): Promise<CheckResult[]> {
-  const forward = { url, timeoutMs: timeout };
   // Only the origin is shown: a path or query string may hold a token of the receiver.
   let target: string;
   try {
-    const url = new URL(forward.url);
-    target = url.pathname === '/' && url.search === '' ? url.origin : `${url.origin}/…`;
+    const parsed = new URL(url);
+    target = parsed.pathname === '/' && parsed.search === '' ? parsed.origin : `${parsed.origin}/…`;
   } catch {
     target = '(FORWARD_URL)';
   }
-  const timeoutMs = Math.min(forward.timeoutMs, HTTP_TIMEOUT_MS);
+  const timeoutMs = Math.min(timeout, HTTP_TIMEOUT_MS);
   const started = performance.now();
   try {
-    const response = await fetch(forward.url, {
+    const response = await fetch(url, {
       method: 'HEAD',
       redirect: 'manual',
       signal: AbortSignal.timeout(timeoutMs),
