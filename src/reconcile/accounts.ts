@@ -6,15 +6,24 @@
  */
 import type { Config } from '../config/config.ts';
 import { ConfigError } from '../errors.ts';
-import { SellsyApi } from '../sellsy/api.ts';
+import { type SellsyAccounts, SellsyApi } from '../sellsy/api.ts';
 
 export interface AccountClient {
   account: string;
   api: SellsyApi;
 }
 
-/** `who` names the reader in messages (`backfill`, `the periodic reconcile`); `warn` is told of an unread client. */
-export function accountClients(config: Config, who: string, warn: (message: string) => void): AccountClient[] {
+/**
+ * `who` names the reader in messages (`backfill`, `the periodic reconcile`); `warn` is told of an unread client.
+ * `shared`: the clients the process already has (a worker's sellsy-fetch), reused so that an account has one token
+ * and one view of its quota, not one per reader.
+ */
+export function accountClients(
+  config: Config,
+  who: string,
+  warn: (message: string) => void,
+  shared: SellsyAccounts | null = null,
+): AccountClient[] {
   const settings = config.sellsyFetch;
   if (settings === null) {
     throw new ConfigError([
@@ -24,11 +33,11 @@ export function accountClients(config: Config, who: string, warn: (message: stri
   const { apiUrl, tokenUrl, timeoutMs } = settings;
   const clients = [...settings.credentials].map(([account, c]) => ({
     account,
-    api: new SellsyApi({ ...c, apiUrl, tokenUrl, timeoutMs }),
+    api: shared?.clientFor(account) ?? new SellsyApi({ ...c, apiUrl, tokenUrl, timeoutMs }),
   }));
   const single = config.sellsyApi;
   if (single !== null && settings.accountId !== null && !settings.credentials.has(settings.accountId)) {
-    clients.push({ account: settings.accountId, api: new SellsyApi(single) });
+    clients.push({ account: settings.accountId, api: shared?.clientFor(settings.accountId) ?? new SellsyApi(single) });
   } else if (single !== null && settings.accountId === null) {
     if (clients.length === 0) {
       throw new ConfigError([

@@ -28,6 +28,7 @@ import { closeForGood, createConnection, type RedisClient, redisSettingsOf } fro
 import { BullmqProducer } from '../queue/producer.ts';
 import { producerOptionsFrom } from '../queue/producer-options.ts';
 import { RecordSeen } from '../queue/seen.ts';
+import type { SellsyAccounts } from '../sellsy/api.ts';
 import { accountClients } from './accounts.ts';
 import { DEFAULT_TYPES } from './collections.ts';
 import { reconcile, type Tally } from './reconcile.ts';
@@ -39,6 +40,8 @@ export interface PeriodicOptions {
   registry?: Registry;
   /** The length of a quota minute (tests shorten it). */
   minuteMs?: number;
+  /** The worker's Sellsy API clients (sellsy-fetch's), shared: one token and one quota view per account. */
+  sellsyApi?: SellsyAccounts | null;
 }
 
 export interface PeriodicReconcile {
@@ -73,7 +76,7 @@ export async function startPeriodicReconcile(
   const intervalMs = config.reconcile.intervalSeconds * 1000;
   const overlapMs = config.reconcile.overlapSeconds * 1000;
   const lockMs = config.worker.lockMs;
-  const accounts = accountClients(config, 'the periodic reconcile', (message) => log.warn(message));
+  const accounts = accountClients(config, 'the periodic reconcile', (message) => log.warn(message), options.sellsyApi);
   const producer = new BullmqProducer({ ...producerOptionsFrom(config), role: 'reconcile' });
   const redis = redisSettingsOf(config);
   const connections: RedisClient[] = [];

@@ -341,6 +341,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
   const periodic: PeriodicReconcile | null =
     config.reconcile.intervalSeconds > 0
       ? await startPeriodicReconcile(config, log, {
+          sellsyApi: pipeline.sellsyApi,
           ...(options.registry ? { registry: options.registry } : {}),
           ...(options.reconcileMinuteMs ? { minuteMs: options.reconcileMinuteMs } : {}),
         })

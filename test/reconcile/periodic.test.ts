@@ -131,6 +131,12 @@ test('two workers: the periodic reconcile runs once per interval, and each chang
     assert.ok(both('sellsy_webhooks_reconcile_objects_scanned_total{collection="companies"}') >= 3 * done.length);
     assert.equal(both('sellsy_webhooks_reconcile_changes_total{collection="companies"}'), 4, 'changes found');
     assert.equal(both('sellsy_webhooks_reconcile_duration_seconds_count'), done.length);
+    // The runs used the workers' own Sellsy clients (sellsy-fetch's): their calls count there, one token per account.
+    assert.ok(
+      both('sellsy_webhooks_sellsy_api_calls_total') >=
+        fake.apiRequests().filter((r) => r.path.includes('/search')).length,
+      "the searches are counted by the workers' API clients",
+    );
     const text = texts[0] ?? '';
     assert.match(text, /sellsy_webhooks_reconcile_interval_seconds 1\n/);
     const last = /sellsy_webhooks_reconcile_last_success_timestamp_seconds ([\d.e+]+)/.exec(text);
