@@ -15,10 +15,20 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config/config.ts';
-import { WEBHOOK_PATH } from '../listener/webhook.ts';
 import { SellsyApi } from '../sellsy/api.ts';
 import { isPattern } from '../sellsy/payload.ts';
-import { connectWebhook, idOf, listWebhooks, type SellsyWebhook, webhooksPostingTo } from '../sellsy/webhooks.ts';
+import {
+  ACCOUNT_SEGMENT,
+  connectWebhook,
+  failuresOf,
+  idOf,
+  lastFailedMs,
+  listenerPathOf,
+  listWebhooks,
+  type SellsyWebhook,
+  WEBHOOK_PATH,
+  webhooksPostingTo,
+} from '../sellsy/webhooks.ts';
 import { parseFlags } from './flags.ts';
 
 export const CONNECT_USAGE =
@@ -49,7 +59,6 @@ export interface ConnectArgs {
 const SIGN_KEY_BYTES = 32;
 /** Catalogue ids shown when an event is unknown. */
 const SHOWN_EVENTS = 8;
-const ACCOUNT_SEGMENT = /^[A-Za-z0-9_-]{1,64}$/;
 
 /** Parses `sellsy connect` arguments; a string is a usage error to print. */
 export function parseConnectArgs(args: string[]): ConnectArgs | string {
@@ -122,12 +131,6 @@ function isLoopback(hostname: string): boolean {
   return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname);
 }
 
-/** The `<account>` of a `/webhook/sellsy/<account>` endpoint, else null. */
-function accountOfEndpoint(href: string): string | null {
-  const path = new URL(href).pathname;
-  return path.startsWith(`${WEBHOOK_PATH}/`) ? path.slice(WEBHOOK_PATH.length + 1) : null;
-}
-
 /**
  * `sellsy connect`: creates or updates the webhook posting to `parsed.url` (arguments checked by `parseConnectArgs`);
  * see the header for exit codes.
@@ -161,7 +164,7 @@ export async function sellsyConnect(
     // the same key to check them. It is generated here, so this is the only moment the operator can copy it.
     out('Set the new sign key where the listener (and a worker with SIGNATURE_CHECK=worker) reads it:');
     out(`SELLSY_SIGN_KEY=${signKey}`);
-    const account = accountOfEndpoint(parsed.url);
+    const account = listenerPathOf(parsed.url)?.account ?? null;
     if (account !== null) {
       out(
         `This endpoint names account ${account}: if SELLSY_ACCOUNT_KEYS has an entry for ${JSON.stringify(account)}, ` +
@@ -273,16 +276,12 @@ export function backfillSince(webhooks: readonly SellsyWebhook[], overlapSeconds
   let undated = false;
   for (const w of webhooks) {
     if (failuresOf(w) <= 0) continue;
-    const t = typeof w.last_failed === 'string' ? Date.parse(w.last_failed) : Number.NaN;
-    if (Number.isNaN(t)) undated = true;
+    const t = lastFailedMs(w);
+    if (t === null) undated = true;
     else earliest = earliest === null ? t : Math.min(earliest, t);
   }
   if (earliest !== null) return new Date(earliest - overlapSeconds * 1000).toISOString();
   return undated ? '24h' : null;
-}
-
-function failuresOf(w: SellsyWebhook): number {
-  return typeof w.nb_failures === 'number' ? w.nb_failures : Number(w.nb_failures ?? 0) || 0;
 }
 
 function apiOf(config: Config, command: string, err: Print): SellsyApi | null {

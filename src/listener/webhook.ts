@@ -29,10 +29,9 @@ import type { Producer } from '../queue/writer.ts';
 import { jobNameOf, parseDelivery } from '../sellsy/payload.ts';
 import { SIGNATURE_HEADER } from '../sellsy/signature.ts';
 import { accountOf, signedBytesOf, verifyDelivery } from '../sellsy/verify.ts';
+import { WEBHOOK_PATH } from '../sellsy/webhooks.ts';
 import { largeBodyBytes } from '../spool/spooling-producer.ts';
 import { ByteGate } from './inflight.ts';
-
-export const WEBHOOK_PATH = '/webhook/sellsy';
 
 export interface WebhookDeps {
   config: Config;

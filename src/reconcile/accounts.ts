@@ -48,3 +48,32 @@ export function accountClients(
   }
   return clients;
 }
+
+/**
+ * Every Sellsy API client of the configuration, for reading what each account holds beyond its records (its
+ * webhooks): one per `SELLSY_ACCOUNT_CREDENTIALS` account and the single client, under `SELLSY_ACCOUNT_ID` or, unlike
+ * `accountClients`, under no account (nothing read from it is attributed to records). Empty without credentials.
+ */
+export function everyAccountClient(
+  config: Config,
+  shared: SellsyAccounts | null = null,
+): { account: string | null; api: SellsyApi }[] {
+  const settings = config.sellsyFetch;
+  const clients: { account: string | null; api: SellsyApi }[] = [];
+  if (settings !== null) {
+    const { apiUrl, tokenUrl, timeoutMs } = settings;
+    for (const [account, c] of settings.credentials) {
+      clients.push({
+        account,
+        api: shared?.clientFor(account) ?? new SellsyApi({ ...c, apiUrl, tokenUrl, timeoutMs }),
+      });
+    }
+  }
+  const single = config.sellsyApi;
+  const singleAccount = settings?.accountId ?? null;
+  if (single !== null && (singleAccount === null || !clients.some((c) => c.account === singleAccount))) {
+    const sharedSingle = singleAccount === null ? null : shared?.clientFor(singleAccount);
+    clients.push({ account: singleAccount, api: sharedSingle ?? shared?.clientFor(null) ?? new SellsyApi(single) });
+  }
+  return clients;
+}

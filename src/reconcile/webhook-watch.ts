@@ -3,13 +3,15 @@
  * alert fires when Sellsy disables the endpoint or counts new failed deliveries (Sellsy retries nothing it documents:
  * each failure is a change lost until a backfill, docs/reconciliation.md).
  *
- * Started by a worker with a metrics registry and the single Sellsy API client (`SELLSY_CLIENT_ID`). Every
- * `intervalMs` (default 5 minutes) one process across all of them reads `GET /webhooks`: each tries a Redis key
- * `<prefix>:<queue>:sellsy-webhooks:read` (SET NX, expiring after the interval), and the one that takes it reads and
- * stores what it read under `…:sellsy-webhooks:view`; every process exports that stored view, so all workers export
- * the same figures for about one API call per interval (two pages or more only with 100+ webhooks), however many
- * workers run. The call goes through a `SellsyApi` client (sellsy-fetch's own when it is on): its token, its
- * quota figures and its 429 handling; a failed read is logged and the next interval tries again.
+ * Started by a worker with a metrics registry and Sellsy API clients: one per account of `SELLSY_ACCOUNT_CREDENTIALS`
+ * and the single `SELLSY_CLIENT_ID` (under `SELLSY_ACCOUNT_ID`, or no account), each account's webhooks read with
+ * its own client. Every `intervalMs` (default 5 minutes) one process across all of them reads `GET /webhooks` of each
+ * account: each tries a Redis key `<prefix>:<queue>:sellsy-webhooks:read` (SET NX, expiring after the interval), and
+ * the one that takes it reads and stores what it read under `…:sellsy-webhooks:view`; every process exports that
+ * stored view, so all workers export the same figures for about one API call per account and interval, however many
+ * workers run. The calls go through `SellsyApi` clients (sellsy-fetch's own when it is on): their tokens, quota
+ * figures and 429 handling. An account whose read fails keeps the webhooks of its previous read (logged; the next
+ * interval tries again), so one account's outage does not hide the others nor its own last known state.
  *
  * "Posting to this service": a webhook whose endpoint path is `/webhook/sellsy` or `/webhook/sellsy/<account>`,
  * whatever the host (the workers do not know the public URL).
@@ -18,13 +20,21 @@ import type { Logger } from 'pino';
 import { Gauge, type Registry } from 'prom-client';
 import type { RedisClient } from '../queue/connection.ts';
 import type { SellsyApi } from '../sellsy/api.ts';
-import { idOf, listWebhooks, type SellsyWebhook } from '../sellsy/webhooks.ts';
+import {
+  failuresOf,
+  idOf,
+  lastFailedMs,
+  listenerPathOf,
+  listWebhooks,
+  type SellsyWebhook,
+} from '../sellsy/webhooks.ts';
 
 export const WEBHOOK_WATCH_INTERVAL_MS = 5 * 60_000;
-const WEBHOOK_PATH = '/webhook/sellsy';
 
 /** One webhook as exported. */
 export interface WatchedWebhook {
+  /** The account whose API client listed it; null for the single client without `SELLSY_ACCOUNT_ID`. */
+  account: string | null;
   id: string;
   endpoint: string;
   enabled: boolean;
@@ -39,9 +49,16 @@ export interface WebhookView {
   webhooks: WatchedWebhook[];
 }
 
+/** An account's API client; `account` null: the single client without `SELLSY_ACCOUNT_ID`. */
+export interface WebhookReader {
+  account: string | null;
+  api: SellsyApi;
+}
+
 export interface WebhookWatchOptions {
   client: RedisClient;
-  api: SellsyApi;
+  /** One per account, read in turn each interval. */
+  readers: readonly WebhookReader[];
   /** `<QUEUE_PREFIX>:<QUEUE_NAME>`. */
   keyPrefix: string;
   registry: Registry;
@@ -57,30 +74,26 @@ export interface WebhookWatch {
 
 /** Whether a webhook's endpoint is one of this service's listener paths. */
 export function postsToThisService(endpoint: unknown): boolean {
-  if (typeof endpoint !== 'string' || !URL.canParse(endpoint)) return false;
-  const path = new URL(endpoint).pathname.replace(/\/+$/, '');
-  return path === WEBHOOK_PATH || /^\/webhook\/sellsy\/[A-Za-z0-9_-]{1,64}$/.test(path);
+  return listenerPathOf(endpoint) !== null;
 }
 
-/** The exported fields of the webhooks posting to this service. */
-export function watchedOf(webhooks: readonly SellsyWebhook[]): WatchedWebhook[] {
+/** The exported fields of the webhooks posting to this service, as listed by `account`'s client. */
+export function watchedOf(account: string | null, webhooks: readonly SellsyWebhook[]): WatchedWebhook[] {
   return webhooks
     .filter((w) => postsToThisService(w.endpoint))
-    .map((w) => {
-      const lastFailed = typeof w.last_failed === 'string' ? Date.parse(w.last_failed) : Number.NaN;
-      return {
-        id: idOf(w) ?? '?',
-        endpoint: String(w.endpoint),
-        enabled: w.is_enabled === true,
-        failures: Number(w.nb_failures ?? 0) || 0,
-        lastFailedMs: Number.isNaN(lastFailed) ? null : lastFailed,
-      };
-    });
+    .map((w) => ({
+      account,
+      id: idOf(w) ?? '?',
+      endpoint: String(w.endpoint),
+      enabled: w.is_enabled === true,
+      failures: failuresOf(w),
+      lastFailedMs: lastFailedMs(w),
+    }));
 }
 
 /** The gauges, set from `view()` when scraped (and emptied first: a deleted webhook leaves no stale series). */
 export function createWebhookWatchMetrics(registry: Registry, view: () => WebhookView | null): void {
-  const labelNames = ['webhook', 'endpoint'] as const;
+  const labelNames = ['account', 'webhook', 'endpoint'] as const;
   const each = (name: string, help: string, value: (w: WatchedWebhook) => number | null) =>
     new Gauge({
       name,
@@ -91,7 +104,7 @@ export function createWebhookWatchMetrics(registry: Registry, view: () => Webhoo
         this.reset();
         for (const w of view()?.webhooks ?? []) {
           const v = value(w);
-          if (v !== null) this.set({ webhook: w.id, endpoint: w.endpoint }, v);
+          if (v !== null) this.set({ account: w.account ?? '', webhook: w.id, endpoint: w.endpoint }, v);
         }
       },
     });
@@ -123,7 +136,7 @@ export function createWebhookWatchMetrics(registry: Registry, view: () => Webhoo
 }
 
 export function startWebhookWatch(options: WebhookWatchOptions): WebhookWatch {
-  const { client, api, log } = options;
+  const { client, readers, log } = options;
   const intervalMs = options.intervalMs ?? WEBHOOK_WATCH_INTERVAL_MS;
   const readKey = `${options.keyPrefix}:sellsy-webhooks:read`;
   const viewKey = `${options.keyPrefix}:sellsy-webhooks:view`;
@@ -131,15 +144,36 @@ export function startWebhookWatch(options: WebhookWatchOptions): WebhookWatch {
   let lastError = '';
   createWebhookWatchMetrics(options.registry, () => view);
 
+  /** Each account's webhooks; an account whose read fails keeps those of `previous`. Null when every read failed. */
+  async function readAll(previous: WebhookView | null): Promise<WebhookView | null> {
+    const webhooks: WatchedWebhook[] = [];
+    const failures: string[] = [];
+    for (const { account, api } of readers) {
+      try {
+        webhooks.push(...watchedOf(account, await listWebhooks(api)));
+      } catch (err) {
+        failures.push(`${account === null ? 'SELLSY_CLIENT_ID' : `account ${account}`}: ${(err as Error).message}`);
+        webhooks.push(...(previous?.webhooks.filter((w) => w.account === account) ?? []));
+      }
+    }
+    const problem = failures.join('; ');
+    if (problem !== lastError && problem !== '')
+      log.warn({ err: problem }, "Sellsy's view of the webhooks could not be read");
+    lastError = problem;
+    return failures.length === readers.length ? null : { readAt: Date.now(), webhooks };
+  }
+
   async function tick(): Promise<void> {
     try {
+      let stored = await client.get(viewKey);
       if ((await client.set(readKey, String(process.pid), 'PX', intervalMs, 'NX')) !== null) {
-        const read: WebhookView = { readAt: Date.now(), webhooks: watchedOf(await listWebhooks(api)) };
-        // Kept three intervals: a view older than that (every reader failing) disappears rather than look current.
-        await client.set(viewKey, JSON.stringify(read), 'PX', 3 * intervalMs);
-        lastError = '';
+        const read = await readAll(stored === null ? null : (JSON.parse(stored) as WebhookView));
+        if (read !== null) {
+          stored = JSON.stringify(read);
+          // Kept three intervals: a view older than that (every read failing) disappears rather than look current.
+          await client.set(viewKey, stored, 'PX', 3 * intervalMs);
+        }
       }
-      const stored = await client.get(viewKey);
       view = stored === null ? null : (JSON.parse(stored) as WebhookView);
     } catch (err) {
       const message = (err as Error).message;

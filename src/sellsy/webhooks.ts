@@ -24,6 +24,11 @@ export interface SellsyWebhook {
   last_succeeded?: unknown;
 }
 
+/** Where the listener takes deliveries: this path, or this path followed by `/<account>`. */
+export const WEBHOOK_PATH = '/webhook/sellsy';
+/** The `<account>` segment of a listener path. */
+export const ACCOUNT_SEGMENT = /^[A-Za-z0-9_-]{1,64}$/;
+
 const DEFAULT_WEBHOOK_NAME = 'sellsy-webhooks';
 /** Pages read from a list before giving up: a list that never ends is an API fault, not thousands of webhooks. */
 const MAX_PAGES = 100;
@@ -87,6 +92,29 @@ export async function connectWebhook(api: SellsyApi, settings: WebhookSettings):
 /** Every webhook Sellsy holds, every page read. */
 export function listWebhooks(api: SellsyApi): Promise<SellsyWebhook[]> {
   return listAll<SellsyWebhook>(api, '/webhooks');
+}
+
+/**
+ * Whether a webhook's endpoint is one of the listener's paths (`/webhook/sellsy`, `/webhook/sellsy/<account>`, a
+ * trailing slash allowed), on any host: `{ account }` (null for the bare path), else null.
+ */
+export function listenerPathOf(endpoint: unknown): { account: string | null } | null {
+  if (typeof endpoint !== 'string' || !URL.canParse(endpoint)) return null;
+  const path = new URL(endpoint).pathname.replace(/\/+$/, '');
+  if (path === WEBHOOK_PATH) return { account: null };
+  const account = path.startsWith(`${WEBHOOK_PATH}/`) ? path.slice(WEBHOOK_PATH.length + 1) : null;
+  return account !== null && ACCOUNT_SEGMENT.test(account) ? { account } : null;
+}
+
+/** Sellsy's `nb_failures` of a webhook, 0 when absent or unreadable. */
+export function failuresOf(w: SellsyWebhook): number {
+  return typeof w.nb_failures === 'number' ? w.nb_failures : Number(w.nb_failures ?? 0) || 0;
+}
+
+/** Sellsy's `last_failed` of a webhook in ms since the epoch, null when absent or unreadable. */
+export function lastFailedMs(w: SellsyWebhook): number | null {
+  const t = typeof w.last_failed === 'string' ? Date.parse(w.last_failed) : Number.NaN;
+  return Number.isNaN(t) ? null : t;
 }
 
 /** The webhooks whose endpoint is `href` (a normalised URL), in list order. */

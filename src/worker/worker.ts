@@ -38,9 +38,9 @@ import { deferredRefusal, type WebhookJobData } from '../queue/contract.ts';
 import { LatestDeliveries, latestTtlMs } from '../queue/latest.ts';
 import { recordJobOptions, recordKeyOf, recordQueueName } from '../queue/records.ts';
 import { RecordSeen } from '../queue/seen.ts';
+import { everyAccountClient } from '../reconcile/accounts.ts';
 import { type PeriodicReconcile, removePeriodicSchedule, startPeriodicReconcile } from '../reconcile/periodic.ts';
 import { startWebhookWatch, type WebhookWatch } from '../reconcile/webhook-watch.ts';
-import { SellsyApi } from '../sellsy/api.ts';
 
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';
@@ -351,13 +351,14 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       if (!stopping) log.warn({ err: err.message }, 'periodic reconcile: its schedule could not be removed');
     });
   }
-  // Sellsy's view of the webhooks posting here, as metrics (src/reconcile/webhook-watch.ts): sellsy-fetch's client when it
-  // has one for this account (its quota figures and 429s), else one of its own.
+  // Sellsy's view of the webhooks posting here, as metrics (src/reconcile/webhook-watch.ts), read with each account's
+  // client: sellsy-fetch's when it has one (its quota figures and 429s), else one of its own.
+  const webhookReaders = registry ? everyAccountClient(config, pipeline.sellsyApi) : [];
   const webhookWatch: WebhookWatch | null =
-    registry && config.sellsyApi !== null
+    webhookReaders.length > 0 && registry
       ? startWebhookWatch({
           client: seenClient,
-          api: pipeline.sellsyApi?.clientFor(config.sellsyFetch?.accountId ?? null) ?? new SellsyApi(config.sellsyApi),
+          readers: webhookReaders,
           keyPrefix: `${config.queuePrefix}:${config.queueName}`,
           registry,
           log,

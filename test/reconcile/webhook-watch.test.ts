@@ -12,7 +12,7 @@ import { createLogger } from '../../src/logger.ts';
 import { postsToThisService, startWebhookWatch } from '../../src/reconcile/webhook-watch.ts';
 import { SellsyApi } from '../../src/sellsy/api.ts';
 import { startWorker } from '../../src/worker/worker.ts';
-import { type FakeSellsy, fakeApiOptions, startFakeSellsy } from '../helpers/fake-sellsy.ts';
+import { type FakeSellsy, fakeApiOptions, sellsyError, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { LogCapture } from '../helpers/listener.ts';
 import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
 import { waitFor } from '../helpers/wait.ts';
@@ -67,7 +67,7 @@ test('two watchers read Sellsy once per interval and both export enabled, nb_fai
     clients.push(client);
     return startWebhookWatch({
       client,
-      api: new SellsyApi(fakeApiOptions(fake)),
+      readers: [{ account: null, api: new SellsyApi(fakeApiOptions(fake)) }],
       keyPrefix,
       registry,
       log: silent(),
@@ -142,4 +142,78 @@ test('a worker with API credentials and a registry exports the view; without a r
   await new Promise((r) => setTimeout(r, 600));
   await bare.close();
   assert.equal(webhookReads(), 0);
+});
+
+test('with SELLSY_ACCOUNT_CREDENTIALS alone each account is read with its own client; a failing one keeps its last read', async () => {
+  // A fake of its own: its webhook list answers per account (by the token's credentials), which the shared one does not.
+  const own = await startFakeSellsy();
+  const accounts = {
+    '111': own.addAccount('client-111', 'secret-111'),
+    '222': own.addAccount('client-222', 'secret-222'),
+  };
+  own.route('GET', /^\/v2\/webhooks$/, ({ token }) => {
+    if (own.objectsOf('broken', token).length > 0) return sellsyError(503, 'unavailable');
+    return { status: 200, body: own.objectsOf('hooks', token) };
+  });
+  accounts['111'].put('hooks', '7', {
+    id: 7,
+    endpoint: 'https://h.example.com/webhook/sellsy/111',
+    is_enabled: true,
+    nb_failures: 1,
+  });
+  accounts['222'].put('hooks', '8', {
+    id: 8,
+    endpoint: 'https://h.example.com/webhook/sellsy/222',
+    is_enabled: false,
+    nb_failures: 5,
+  });
+  const env = {
+    REDIS_URL: redis.url,
+    QUEUE_NAME: `test-${randomBytes(4).toString('hex')}`,
+    SELLSY_ACCOUNT_CREDENTIALS: JSON.stringify({
+      '111': { clientId: 'client-111', clientSecret: 'secret-111' },
+      '222': { clientId: 'client-222', clientSecret: 'secret-222' },
+    }),
+    SELLSY_API_URL: own.apiUrl,
+    SELLSY_TOKEN_URL: own.tokenUrl,
+    RECORD_ORDER: 'off',
+  };
+  const registry = new Registry();
+  const labelled = async (name: string, account: string) => {
+    const metric = (await registry.getMetricsAsJSON()).find((m) => m.name === name);
+    const values = (metric?.values ?? []) as { value: number; labels: Record<string, unknown> }[];
+    return values.find((v) => v.labels.account === account)?.value;
+  };
+  const worker = await startWorker(loadConfig(env), silent(), { registry, webhookWatchIntervalMs: 600 });
+  try {
+    await waitFor(
+      async () => (await labelled('sellsy_webhooks_sellsy_webhook_failures', '222')) === 5,
+      5000,
+      "account 222's webhook exported",
+    );
+    assert.equal(await labelled('sellsy_webhooks_sellsy_webhook_failures', '111'), 1);
+    assert.equal(await labelled('sellsy_webhooks_sellsy_webhook_enabled', '111'), 1);
+    assert.equal(await labelled('sellsy_webhooks_sellsy_webhook_enabled', '222'), 0);
+    // Account 222's reads fail from now on; account 111's go on and show its new count, 222 keeps its last one.
+    accounts['222'].put('broken', '1', { yes: true });
+    accounts['111'].put('hooks', '7', {
+      id: 7,
+      endpoint: 'https://h.example.com/webhook/sellsy/111',
+      is_enabled: true,
+      nb_failures: 3,
+    });
+    const failed = () => own.requests.filter((r) => r.path === '/v2/webhooks').length;
+    const before = failed();
+    await waitFor(
+      async () => (await labelled('sellsy_webhooks_sellsy_webhook_failures', '111')) === 3,
+      5000,
+      "account 111's new count exported",
+    );
+    assert.ok(failed() > before);
+    assert.equal(await labelled('sellsy_webhooks_sellsy_webhook_failures', '222'), 5);
+    assert.equal(await labelled('sellsy_webhooks_sellsy_webhook_enabled', '222'), 0);
+  } finally {
+    await worker.close();
+    await own.close();
+  }
 });
