@@ -12,6 +12,7 @@ import { describeRedis, redisSettingsOf } from '../queue/connection.ts';
 import { BullmqProducer } from '../queue/producer.ts';
 import { producerOptionsFrom } from '../queue/producer-options.ts';
 import { RecordSeen } from '../queue/seen.ts';
+import { untilReady } from '../queue/writer.ts';
 import { accountClients } from '../reconcile/accounts.ts';
 import { DEFAULT_TYPES, planOf } from '../reconcile/collections.ts';
 import { reconcile, type Tally } from '../reconcile/reconcile.ts';
@@ -94,15 +95,11 @@ export async function backfill(config: Config, args: BackfillArgs, io: CliIo, wa
   const clients = accountClients(config, 'backfill', (message) => io.err(`sellsy-webhooks ${message}`));
   const producer = new BullmqProducer({ ...producerOptionsFrom(config), role: 'reconcile' });
   try {
-    const deadline = Date.now() + waitMs;
-    while (!producer.health().ready) {
-      if (Date.now() > deadline) {
-        io.err(
-          `sellsy-webhooks backfill: Redis at ${describeRedis(redisSettingsOf(config))} did not answer within ${waitMs / 1000} s`,
-        );
-        return 1;
-      }
-      await new Promise((r) => setTimeout(r, 100));
+    if (!(await untilReady(producer, waitMs))) {
+      io.err(
+        `sellsy-webhooks backfill: Redis at ${describeRedis(redisSettingsOf(config))} did not answer within ${waitMs / 1000} s`,
+      );
+      return 1;
     }
     const window = `${new Date(args.since).toISOString()} → ${new Date(args.until).toISOString()}`;
     io.out(`backfill ${window}${args.dryRun ? ' (dry run: nothing is queued)' : ''}: ${args.types.join(', ')}`);

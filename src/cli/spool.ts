@@ -9,6 +9,7 @@ import type { Config } from '../config/config.ts';
 import { openDrainProducer } from '../listener/open-producer.ts';
 import { createLogger } from '../logger.ts';
 import { describeRedis, redisSettingsOf } from '../queue/connection.ts';
+import { untilReady } from '../queue/writer.ts';
 import { inspectSpool } from '../spool/recovery.ts';
 import { Spool } from '../spool/spool.ts';
 import { DRAIN_MAX_BACKOFF_MS, SpoolDrainer } from '../spool/spooling-producer.ts';
@@ -59,14 +60,10 @@ export async function spoolDrain(config: Config, io: SpoolIo, waitMs = 30_000): 
       `spool ${config.spool.dir}: ${total} deliveries to move${requeued > 0 ? ` (${requeued} from the quarantine)` : ''}`,
     );
     if (total === 0) return 0;
-    const deadline = Date.now() + waitMs;
-    while (!queue.health().ready) {
-      if (Date.now() > deadline) {
-        const at = describeRedis(redisSettingsOf(config));
-        io.err(`sellsy-webhooks: Redis at ${at} did not answer within ${waitMs / 1000} s`);
-        return 1;
-      }
-      await new Promise((r) => setTimeout(r, 100));
+    if (!(await untilReady(queue, waitMs))) {
+      const at = describeRedis(redisSettingsOf(config));
+      io.err(`sellsy-webhooks: Redis at ${at} did not answer within ${waitMs / 1000} s`);
+      return 1;
     }
     // On a terminal, one line rewritten after each batch; in a log, the summary only.
     const line = io.isTTY ? io.progress : undefined;

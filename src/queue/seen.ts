@@ -47,6 +47,19 @@ export class RecordSeen {
     await this.client.sellsySeenMark(`${this.keyPrefix}:${record}`, Math.floor(atMs), this.ttlMs);
   }
 
+  /** `mark` for each `[record, atMs]`, in one round trip (the keys share the queue's hash tag: one slot on a Cluster). */
+  async markAll(entries: readonly (readonly [string, number])[]): Promise<void> {
+    if (entries.length === 0) return;
+    const pipeline = this.client.pipeline() as unknown as {
+      sellsySeenMark(key: string, at: number, ttlMs: number): unknown;
+      exec(): Promise<[Error | null, unknown][] | null>;
+    };
+    for (const [record, atMs] of entries)
+      pipeline.sellsySeenMark(`${this.keyPrefix}:${record}`, Math.floor(atMs), this.ttlMs);
+    const failed = (await pipeline.exec())?.find(([err]) => err !== null);
+    if (failed?.[0]) throw failed[0];
+  }
+
   /** When each record was last seen, in ms, or null. */
   async get(records: readonly string[]): Promise<(number | null)[]> {
     if (records.length === 0) return [];

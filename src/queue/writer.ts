@@ -25,6 +25,23 @@ export interface RedisHealth {
   lastError: string | null;
 }
 
+/**
+ * Waits until `writer` can take jobs (a writer fails fast while it connects): true when ready, false once `timeoutMs`
+ * has passed or `signal` aborted first. Polls every 100 ms: `health()` is a synchronous read of the connection.
+ */
+export async function untilReady(
+  writer: { health(): RedisHealth },
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!writer.health().ready) {
+    if (Date.now() >= deadline || signal?.aborted) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return true;
+}
+
 export interface Producer {
   enqueue(job: WebhookJob): Promise<EnqueueResult>;
   health(): RedisHealth;

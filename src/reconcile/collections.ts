@@ -22,32 +22,26 @@ export interface CollectionPlan {
   strategy: Strategy;
 }
 
+/** A search by a modification field: the filter and the change time are the same field. */
+const incremental = (collection: string, relatedType: string, field: string): CollectionPlan => ({
+  collection,
+  relatedType,
+  strategy: { kind: 'incremental', filter: field, changedAt: field },
+});
+
+/** A rescan of the objects created in the look-back window (`created`: the only date range these searches take). */
+const rescan = (collection: string, relatedType: string): CollectionPlan => ({
+  collection,
+  relatedType,
+  strategy: { kind: 'rescan', filter: 'created', created: 'created' },
+});
+
 export const PLANS: readonly CollectionPlan[] = [
-  {
-    collection: 'companies',
-    relatedType: 'third',
-    strategy: { kind: 'incremental', filter: 'updated_at', changedAt: 'updated_at' },
-  },
-  {
-    collection: 'individuals',
-    relatedType: 'individual',
-    strategy: { kind: 'incremental', filter: 'updated_at', changedAt: 'updated_at' },
-  },
-  {
-    collection: 'contacts',
-    relatedType: 'people',
-    strategy: { kind: 'incremental', filter: 'updated', changedAt: 'updated' },
-  },
-  {
-    collection: 'invoices',
-    relatedType: 'invoice',
-    strategy: { kind: 'rescan', filter: 'created', created: 'created' },
-  },
-  {
-    collection: 'estimates',
-    relatedType: 'estimate',
-    strategy: { kind: 'rescan', filter: 'created', created: 'created' },
-  },
+  incremental('companies', 'third', 'updated_at'),
+  incremental('individuals', 'individual', 'updated_at'),
+  incremental('contacts', 'people', 'updated'),
+  rescan('invoices', 'invoice'),
+  rescan('estimates', 'estimate'),
 ];
 
 /** The collections `backfill` reads when `--types` is not given. */

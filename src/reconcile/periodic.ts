@@ -28,6 +28,7 @@ import { closeForGood, createConnection, type RedisClient, redisSettingsOf } fro
 import { BullmqProducer } from '../queue/producer.ts';
 import { producerOptionsFrom } from '../queue/producer-options.ts';
 import { RecordSeen } from '../queue/seen.ts';
+import { untilReady } from '../queue/writer.ts';
 import type { SellsyAccounts } from '../sellsy/api.ts';
 import { accountClients } from './accounts.ts';
 import { DEFAULT_TYPES } from './collections.ts';
@@ -116,9 +117,7 @@ export async function startPeriodicReconcile(
 
   async function runOnce(signal: AbortSignal): Promise<Outcome> {
     // The jobs' writer fails fast: give it the time to connect (a run starts with the process).
-    for (let waited = 0; !producer.health().ready && waited < lockMs && !signal.aborted; waited += 100) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await untilReady(producer, lockMs, signal);
     const token = randomUUID();
     if ((await client.set(lockKey, token, 'PX', lockMs, 'NX')) === null) return { outcome: 'skipped' };
     const abort = new AbortController();

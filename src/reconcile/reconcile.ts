@@ -228,9 +228,9 @@ async function reconcileType(
       const results = await Promise.all(changes.map((c) => deps.writer.enqueue(syntheticJob(c, at))));
       for (const r of results) r.duplicate ? tally.duplicates++ : tally.queued++;
       // Only once their jobs are written: an interrupted run finds these changes again.
-      await Promise.all(
+      await deps.seen.markAll(
         changes.flatMap((c) =>
-          c.changedAt === null ? [] : [deps.seen.mark(recordKey(account, collection, c.id), c.changedAt)],
+          c.changedAt === null ? [] : [[recordKey(account, collection, c.id), c.changedAt] as const],
         ),
       );
       await deps.state.setFingerprints(account, collection, fingerprints);

@@ -257,9 +257,14 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       return `completed: sent to ${job.data.onlyDestination}`;
     }
     const recordKey = recordKeyOf(job.data);
-    if (recordKey !== null && job.data.source !== 'reconcile') {
-      await seen.mark(recordKey, Date.parse(job.data.receivedAt) || Date.now());
-    }
+    // Beside the handlers, not before them: a mark lost to a Redis error costs at worst a reconciled job for a change
+    // this delivery brought, not a retry of the handlers.
+    const marked =
+      recordKey !== null && job.data.source !== 'reconcile'
+        ? seen
+            .mark(recordKey, Date.parse(job.data.receivedAt) || Date.now())
+            .catch((err: Error) => log.warn({ jobId: job.id, err: err.message }, 'record seen time not written'))
+        : null;
     const record = recordQueue ? recordKey : null;
     const chain = record === null ? fullChain : pipeline.store;
     if (job.name === 'unknown' && !unknownHandled) {
@@ -268,6 +273,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       );
     }
     await run(chain, contextOf(job.name, job.data, job, signal));
+    await marked;
     if (record !== null && recordQueue && latest) {
       await latest.offer(record, job.name, job.data);
       await recordQueue.add(job.name, job.data, recordJobOptions(config, record, job.data.deliveryId));

@@ -37,3 +37,15 @@ test('each mark, kept or not, renews the expiry of the record', async () => {
   const kept = await client.pttl('test:default-ttl:seen:r');
   assert.ok(kept > 30 * 24 * 3600 * 1000 && kept <= SEEN_TTL_MS, `kept ${kept} ms`);
 });
+
+test('markAll keeps the latest time of each record, as mark does, in one round trip', async () => {
+  const seen = RecordSeen.of(client, 'test', 'all');
+  await seen.mark('929:companies:1', 2_000);
+  await seen.markAll([
+    ['929:companies:1', 1_000],
+    ['929:contacts:2', 700],
+    ['929:contacts:2', 500],
+  ]);
+  await seen.markAll([]);
+  assert.deepEqual(await seen.get(['929:companies:1', '929:contacts:2']), [2_000, 700]);
+});
