@@ -10,6 +10,9 @@ import {
   DEFAULT_EVENTS,
   type Destination,
   loadDestinations,
+  SECRET_HINT,
+  secretProblem,
+  urlProblem,
 } from './destinations.ts';
 import { hasHashTag, parseRedisTopology, type RedisTopology } from './redis.ts';
 import { type Env, EnvSchema } from './schema.ts';
@@ -146,33 +149,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         `that every key of a queue is in one hash slot (got ${shown('QUEUE_PREFIX', queuePrefix)})`,
     );
   }
-  if (parsed.FORWARD_URL !== undefined) {
-    let url: URL | null = null;
-    try {
-      url = new URL(parsed.FORWARD_URL);
-    } catch {
-      problems.push(
-        `FORWARD_URL: must be a URL such as http://app.internal/hooks/sellsy (got ${shown('FORWARD_URL', parsed.FORWARD_URL)})`,
-      );
-    }
-    if (url && (url.username || url.password)) {
-      problems.push(
-        'FORWARD_URL: must not hold credentials (user:password@); the receiver verifies the signature instead',
-      );
-    }
-  }
+  // The same checks as a destination's url and secret in DESTINATIONS_FILE: FORWARD_URL is its one-destination form.
+  const forwardUrlProblem = parsed.FORWARD_URL === undefined ? null : urlProblem(parsed.FORWARD_URL);
+  if (forwardUrlProblem !== null) problems.push(`FORWARD_URL: ${forwardUrlProblem}`);
   if (parsed.FORWARD_URL !== undefined && parsed.FORWARD_SECRET === undefined) {
-    problems.push('FORWARD_SECRET: is required when FORWARD_URL is set (whsec_ followed by base64 of 24 to 64 bytes)');
+    problems.push(`FORWARD_SECRET: is required when FORWARD_URL is set (${SECRET_HINT})`);
   }
-  if (parsed.FORWARD_SECRET !== undefined) {
-    const bytes = Buffer.from(parsed.FORWARD_SECRET.slice('whsec_'.length), 'base64');
-    if (bytes.length < 24 || bytes.length > 64) {
-      problems.push(
-        'FORWARD_SECRET: must be whsec_ followed by base64 of 24 to 64 random bytes (got a secret of ' +
-          `${bytes.length} bytes); generate one with: node -e "console.log('whsec_'+crypto.randomBytes(32).toString('base64'))"`,
-      );
-    }
-  }
+  const forwardSecretProblem = parsed.FORWARD_SECRET === undefined ? null : secretProblem(parsed.FORWARD_SECRET);
+  if (forwardSecretProblem !== null) problems.push(`FORWARD_SECRET: ${forwardSecretProblem}`);
   let destinations: Destination[] = [];
   if (parsed.DESTINATIONS_FILE !== undefined && parsed.FORWARD_URL !== undefined) {
     problems.push(
