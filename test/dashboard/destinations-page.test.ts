@@ -9,9 +9,12 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { chromium } from 'playwright-core';
 import { collectStats } from '../../src/cli/stats.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { escapeHtml, shownUrl } from '../../src/dashboard/destinations-page.ts';
+import { RedisDestinationBreaker } from '../../src/queue/destination-breaker.ts';
 import type { DestinationStatus } from '../../src/queue/destination-status.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
@@ -224,4 +227,45 @@ test('escapeHtml and shownUrl: nothing of a URL but scheme, host and path; every
     shownUrl('https://crm.internal:8443/hooks/sellsy?key=abc#frag'),
     'https://crm.internal:8443/hooks/sellsy',
   );
+});
+
+test("a real browser reaches the destinations page from the board's header menu and sees the open breaker", async () => {
+  const accounting = await receiver(200);
+  const crm = await receiver(503);
+  const file = destinationsFile(accounting, crm);
+  const listener = await listenerWith({ ...LOGIN, ...secrets, DESTINATIONS_FILE: file.path });
+  // The breaker opened as a worker opens it: one failure of crm (breaker_failures: 1).
+  const client = new Redis(redis.url);
+  cleanup.push(async () => client.disconnect());
+  const base = `${listener.config.queuePrefix}:${listener.config.queueName}`;
+  assert.equal(await new RedisDestinationBreaker(client, base).failure('crm', 1, 3_600_000), true);
+
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  });
+  try {
+    const origin = new URL(listener.url).origin;
+    const context = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD } });
+    // Hermetic: Bull Board's page asks Google Fonts for its typeface; nothing leaves the machine.
+    await context.route(
+      (url) => url.origin !== origin,
+      (route) => route.abort(),
+    );
+    const page = await context.newPage();
+    await page.goto(`${listener.url}/admin`);
+    // Bull Board's header menu (its last action button) holds the link.
+    await page.locator('header ul li').last().locator('button').click({ timeout: 15_000 });
+    await page.getByText('Destinations', { exact: true }).click();
+    await page.waitForURL(`${listener.url}/admin/destinations`);
+    const row = page.locator('tr', { has: page.locator('th', { hasText: 'crm' }) });
+    assert.match((await row.textContent()) ?? '', /OPEN after 1 failures in a row; paused, next probe in \d+ s/);
+    assert.match((await page.locator('tr', { hasText: 'accounting' }).textContent()) ?? '', /a&b'c/);
+    await page.getByText('← queues').click();
+    await page.waitForURL(`${listener.url}/admin/`);
+    await context.close();
+  } finally {
+    await browser.close();
+  }
 });
