@@ -27,6 +27,7 @@ import {
   slotMaster,
   slotOf,
 } from '../queue/connection.ts';
+import { type DestinationStatus, destinationStatus } from '../queue/destination-status.ts';
 import { onlineReplicas, parseInfo } from '../queue/durability.ts';
 import { inboxKeys, inboxState } from '../queue/inbox.ts';
 import { recordQueueInUse, recordQueueName } from '../queue/records.ts';
@@ -34,7 +35,7 @@ import { type LastRun, ReconcileState } from '../reconcile/state.ts';
 import { inspectSpool, type SpoolRecovery, type SpoolStatus } from '../spool/recovery.ts';
 import { formatAge, formatBytes, oneLine } from './format.ts';
 import { scrubbing } from './secrets.ts';
-import { type DestinationStats, destinationLines, destinationStats } from './stats-destinations.ts';
+import { destinationLines } from './stats-destinations.ts';
 
 export interface StatsOptions {
   /** One JSON object (`StatsReport`) instead of the text screen. */
@@ -111,7 +112,7 @@ export interface StatsReport {
   /** The periodic reconcile (RECONCILE_INTERVAL_SECONDS): its last run, as the workers recorded it in Redis. */
   reconcile: ReconcileStats;
   /** Per destination of `forward` (DESTINATIONS_FILE or FORWARD_URL): breaker and dead letters; [] when none. */
-  destinations: DestinationStats[];
+  destinations: DestinationStatus[];
   spool: SpoolStats;
 }
 
@@ -167,7 +168,7 @@ export async function collectStats(config: Config): Promise<StatsReport> {
       queues,
       inbox: await inboxStats(config, client, now),
       reconcile: await reconcileStats(config, client),
-      destinations: await destinationStats(config, client),
+      destinations: await destinationStatus(config, client),
       spool: await spoolStats(config),
     };
   } finally {

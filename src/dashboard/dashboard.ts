@@ -26,6 +26,9 @@
  * A dead letter of the record queue is not retried in place (it could then run beside a newer job of its record):
  * like `replay`, it is added again keyed on its record and the dead letter removed (`requeueRecordJob`).
  *
+ * Destinations: `/admin/destinations` (and `/admin/api/destinations`, JSON) shows where each destination of `forward`
+ * stands (destinations-page.ts), linked from the board's header menu.
+ *
  * Redis: the dashboard has its own connection, never the producer's. A BullMQ queue waits for Redis to be ready
  * before its first command, so while the dashboard's connection is not ready its API answers 503 within
  * `READY_WAIT_MS` rather than holding the request; commands time out after `COMMAND_TIMEOUT_MS` (a frozen Redis). Closed with the app.
@@ -43,6 +46,7 @@ import { createConnection, redisSettingsOf } from '../queue/connection.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { recordQueueName, requeueRecordJob } from '../queue/records.ts';
 import { credentialsCheck } from './credentials.ts';
+import { DESTINATIONS_PAGE, destinationsPage } from './destinations-page.ts';
 
 export interface AdminDeps {
   config: Config;
@@ -204,6 +208,7 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
     return undefined;
   });
   app.setNotFoundHandler((_request, reply) => reply.code(404).send({ error: 'not_found' }));
+  destinationsPage(app, { config, client, redisReady });
 
   const serverAdapter = new FastifyAdapter();
   serverAdapter.setBasePath(ADMIN_PREFIX);
@@ -217,7 +222,15 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
         }),
     ),
     serverAdapter,
-    options: { uiConfig: { boardTitle: 'Sellsy webhooks' } },
+    options: {
+      uiConfig: {
+        boardTitle: 'Sellsy webhooks',
+        // In the board's header menu; only when there are destinations to show.
+        ...(config.destinations.length > 0
+          ? { miscLinks: [{ text: 'Destinations', url: `${ADMIN_PREFIX}${DESTINATIONS_PAGE}` }] }
+          : {}),
+      },
+    },
   });
   await app.register(serverAdapter.registerPlugin());
 }

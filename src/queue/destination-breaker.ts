@@ -26,8 +26,15 @@ export interface DestinationBreaker {
   success(name: string): Promise<boolean>;
   /** True when the breaker is open after this failure. */
   failure(name: string, threshold: number, probeMs: number): Promise<boolean>;
-  /** Every destination's state, for `stats`: open or not, and the consecutive failures. */
-  states(names: readonly string[]): Promise<Map<string, { open: boolean; failures: number }>>;
+  /** Every destination's state, for `stats` and the dashboard. */
+  states(names: readonly string[]): Promise<Map<string, BreakerState>>;
+}
+
+/** Open or not, the consecutive failures, and while open when the next probe may go (ms since the epoch). */
+export interface BreakerState {
+  open: boolean;
+  failures: number;
+  probeAt: number | null;
 }
 
 // KEYS[1] the hash; ARGV now, probeMs. Returns {0|1 closed clean|dirty}, {2} probe, {3, ms to probe, failures}.
@@ -111,15 +118,20 @@ export class RedisDestinationBreaker implements DestinationBreaker {
     return (await this.client.breakerFailure(key, threshold, Date.now(), probeMs)) === 1;
   }
 
-  async states(names: readonly string[]): Promise<Map<string, { open: boolean; failures: number }>> {
-    const out = new Map<string, { open: boolean; failures: number }>();
+  async states(names: readonly string[]): Promise<Map<string, BreakerState>> {
+    const out = new Map<string, BreakerState>();
     for (const name of names) {
-      const [open, failures] = await this.client.hmget(
+      const [open, failures, probeAt] = await this.client.hmget(
         RedisDestinationBreaker.keyOf(this.base, name),
         'open',
         'failures',
+        'probeAt',
       );
-      out.set(name, { open: open === '1', failures: Number(failures ?? 0) });
+      out.set(name, {
+        open: open === '1',
+        failures: Number(failures ?? 0),
+        probeAt: open === '1' && probeAt !== null ? Number(probeAt) : null,
+      });
     }
     return out;
   }

@@ -1,0 +1,271 @@
+/**
+ * The dashboard's destinations page (/admin/destinations and its JSON) through the real path: a listener and a worker
+ * sharing a private redis-server and one DESTINATIONS_FILE, `forward` sending to HTTP receivers on loopback. An open
+ * breaker and the dead letters of a fan-out job and of a catch-up job show up as `stats` reads them; the page needs
+ * the dashboard's login and never shows a URL's query string.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { chromium } from 'playwright-core';
+import { collectStats } from '../../src/cli/stats.ts';
+import { loadConfig } from '../../src/config/config.ts';
+import { escapeHtml, shownUrl } from '../../src/dashboard/destinations-page.ts';
+import { RedisDestinationBreaker } from '../../src/queue/destination-breaker.ts';
+import type { DestinationStatus } from '../../src/queue/destination-status.ts';
+import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
+import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { useTempDirs } from '../helpers/temp-dirs.ts';
+import { waitFor } from '../helpers/wait.ts';
+import { json, startTestWorker } from '../helpers/worker.ts';
+
+const USER = 'admin';
+const PASSWORD = 'correct horse battery staple';
+const LOGIN = { ADMIN_USER: USER, ADMIN_PASSWORD: PASSWORD };
+const AUTH = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64')}`;
+const QUERY_TOKEN = 'tok-in-the-query-0123456789';
+const secrets = {
+  ACCOUNTING_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
+  CRM_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
+};
+const tempDir = useTempDirs('sellsy-dashboard-destinations-');
+
+let redis: RedisServer;
+const cleanup: (() => Promise<unknown>)[] = [];
+before(async () => {
+  redis = await startRedis();
+});
+after(async () => {
+  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+  await redis?.destroy();
+});
+
+async function receiver(status: number): Promise<Receiver> {
+  const r = await startReceiver(answerWith(status));
+  cleanup.push(() => r.close());
+  return r;
+}
+
+/** accounting: every event, at a path with characters HTML must escape and a token in its query string;
+ * crm: invoices only, its breaker open after one failure and not probing again during the test. */
+function destinationsFile(accounting: Receiver, crm: Receiver): { path: string; accountingUrl: string } {
+  const accountingUrl = `${accounting.url}/a&b'c?token=${QUERY_TOKEN}`;
+  const path = join(tempDir(), 'destinations.yaml');
+  writeFileSync(
+    path,
+    [
+      'destinations:',
+      '  - name: accounting',
+      `    url: ${JSON.stringify(accountingUrl)}`,
+      `    secret: \${ACCOUNTING_SECRET}`,
+      '  - name: crm',
+      `    url: ${crm.url}`,
+      `    secret: \${CRM_SECRET}`,
+      '    events: ["invoice.*"]',
+      '    breaker_failures: 1',
+      '    breaker_probe_seconds: 3600',
+      '',
+    ].join('\n'),
+  );
+  return { path, accountingUrl };
+}
+
+async function listenerWith(env: Record<string, string>): Promise<TestListener> {
+  const listener = await startTestListener(redis.url, env);
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  return listener;
+}
+
+function get(listener: TestListener, path: string, authorization?: string) {
+  return fetch(`${listener.url}${path}`, { headers: authorization ? { authorization } : {} });
+}
+
+async function failed(listener: TestListener, jobId: string): Promise<string> {
+  await waitFor(async () => (await listener.queue.getJobState(jobId)) === 'failed', 20_000, `job ${jobId} failed`);
+  return (await listener.queue.getJob(jobId))?.failedReason ?? '';
+}
+
+interface Shown extends DestinationStatus {
+  url: string;
+  events: string[];
+  replay: string;
+}
+
+test('an open breaker and the dead letters of a fan-out and of a catch-up job show on the page and in its JSON, as stats reads them', async () => {
+  const accounting = await receiver(200);
+  const crm = await receiver(503);
+  const file = destinationsFile(accounting, crm);
+  const env = { ...secrets, DESTINATIONS_FILE: file.path };
+  const listener = await listenerWith({ ...LOGIN, ...env, JOB_ATTEMPTS: '1' });
+  const worker = await startTestWorker(listener, env);
+  cleanup.push(() => worker.close());
+
+  // A fan-out job: accounting takes it, crm fails (503) and its breaker opens; one attempt, so a dead letter at once.
+  const body = JSON.stringify({ event: 'step', relatedtype: 'invoice', relatedid: '42', corpid: '929' });
+  const res = await post(listener.url, body, json);
+  assert.equal(res.status, 200);
+  const fanOut = res.body.jobId as string;
+  assert.match(await failed(listener, fanOut), /destinations still failing: crm \(.*\); sent to accounting$/);
+  // A catch-up job for accounting (as `replay --destination` adds it), refused there: its failed reason does not
+  // name the destination, its data does.
+  accounting.answer = answerWith(400);
+  const job = await listener.queue.getJob(fanOut);
+  assert.ok(job);
+  const catchUp = await listener.queue.add(
+    job.name,
+    { ...job.data, onlyDestination: 'accounting' },
+    { jobId: `${fanOut}-to-accounting-1`, attempts: 1 },
+  );
+  assert.doesNotMatch(await failed(listener, catchUp.id as string), /accounting \(/);
+
+  const api = await get(listener, '/admin/api/destinations', AUTH);
+  assert.equal(api.status, 200);
+  const report = (await api.json()) as { at: string; destinations: Shown[] };
+  const [shownAccounting, shownCrm] = report.destinations;
+  assert.deepEqual(
+    report.destinations.map((d) => d.name),
+    ['accounting', 'crm'],
+  );
+  assert.equal(shownCrm?.breaker, 'open');
+  assert.equal(shownCrm?.failures, 1);
+  const probeIn = Date.parse(shownCrm?.nextProbeAt ?? '') - Date.parse(report.at);
+  assert.ok(probeIn > 3_000_000 && probeIn <= 3_600_000, `next probe in ${probeIn} ms`);
+  assert.equal(shownCrm?.deadLetters, 1, 'the fan-out job, named by its failed reason');
+  assert.deepEqual(shownCrm?.events, ['invoice.*']);
+  assert.equal(shownCrm?.url, crm.url);
+  assert.equal(shownCrm?.replay, 'sellsy-webhooks replay --destination crm');
+  assert.equal(shownAccounting?.breaker, 'closed');
+  assert.equal(shownAccounting?.nextProbeAt, null);
+  assert.equal(shownAccounting?.deadLetters, 1, 'the catch-up job, named by its data (the fan-out job was sent there)');
+  assert.deepEqual(shownAccounting?.events, ['*', 'unknown']);
+  assert.equal(shownAccounting?.url, `${accounting.url}/a&b'c`, 'scheme, host and path; no query string');
+  assert.ok(!JSON.stringify(report).includes(QUERY_TOKEN));
+
+  // stats reads the same figures.
+  const statsReport = await collectStats(
+    loadConfig({ ...env, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName }),
+  );
+  assert.deepEqual(
+    statsReport.destinations.map((d) => [d.name, d.breaker, d.failures, d.nextProbeAt, d.deadLetters]),
+    report.destinations.map((d) => [d.name, d.breaker, d.failures, d.nextProbeAt, d.deadLetters]),
+  );
+
+  const page = await get(listener, '/admin/destinations', AUTH);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get('content-type') ?? '', /^text\/html; charset=utf-8/);
+  assert.equal(page.headers.get('x-frame-options'), 'DENY');
+  const html = await page.text();
+  const row = (name: string) => new RegExp(`<tr class="(\\w+)"><th scope="row">${name}</th>(.*?)</tr>`).exec(html);
+  const crmRow = row('crm');
+  assert.ok(crmRow, html);
+  assert.equal(crmRow[1], 'open');
+  assert.match(
+    crmRow[2] ?? '',
+    /<strong class="open">OPEN<\/strong> after 1 failures in a row; paused, next probe in \d+ s/,
+  );
+  assert.match(crmRow[2] ?? '', /<td class="number">1<\/td><td><code>sellsy-webhooks replay --destination crm<\/code>/);
+  assert.match(crmRow[2] ?? '', /<code>invoice\.\*<\/code>/);
+  const accountingRow = row('accounting');
+  assert.ok(accountingRow, html);
+  assert.equal(accountingRow[1], 'closed');
+  assert.match(accountingRow[2] ?? '', /<td>closed<\/td>/);
+  assert.match(accountingRow[2] ?? '', /every event/);
+  assert.ok(html.includes(`<code>${accounting.url}/a&#38;b&#39;c</code>`), 'the URL escaped');
+  assert.ok(!html.includes("a&b'c"), 'never raw');
+  assert.ok(!html.includes(QUERY_TOKEN), 'the query string is never shown');
+
+  // The board links here from its header menu (its UI config, embedded in its page).
+  const board = await (await get(listener, '/admin', AUTH)).text();
+  assert.match(board, /"miscLinks":\[\{"text":"Destinations","url":"\/admin\/destinations"\}\]/);
+  assert.equal((await get(listener, '/admin/', AUTH)).status, 200, 'the page links back to the board at ./');
+});
+
+test('the destinations page and its JSON need the dashboard login; without destinations they say so', async () => {
+  const listener = await listenerWith(LOGIN);
+  for (const path of ['/admin/destinations', '/admin/api/destinations']) {
+    const anonymous = await get(listener, path);
+    assert.equal(anonymous.status, 401, path);
+    assert.equal(anonymous.headers.get('www-authenticate'), 'Basic realm="sellsy-webhooks"');
+    const wrong = `Basic ${Buffer.from(`${USER}:nope`).toString('base64')}`;
+    assert.equal((await get(listener, path, wrong)).status, 401, path);
+  }
+  assert.deepEqual(
+    ((await (await get(listener, '/admin/api/destinations', AUTH)).json()) as { destinations: [] }).destinations,
+    [],
+  );
+  const html = await (await get(listener, '/admin/destinations', AUTH)).text();
+  assert.match(html, /No destination is configured in this process/);
+  assert.doesNotMatch(await (await get(listener, '/admin', AUTH)).text(), /miscLinks/, 'no link to an empty page');
+});
+
+test('without a dashboard login the destinations page is a 404 like the rest of /admin', async () => {
+  const listener = await listenerWith({});
+  assert.equal((await get(listener, '/admin/destinations', AUTH)).status, 404);
+});
+
+test('with Redis down the destinations page and its JSON answer 503 at once', async () => {
+  const own = await startRedis();
+  cleanup.push(() => own.destroy());
+  const listener = await startTestListener(own.url, LOGIN);
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  assert.equal((await get(listener, '/admin/destinations', AUTH)).status, 200);
+  await own.stop();
+  for (const path of ['/admin/destinations', '/admin/api/destinations']) {
+    await waitFor(async () => (await get(listener, path, AUTH)).status === 503, 10_000, `${path} 503`);
+  }
+});
+
+test('escapeHtml and shownUrl: nothing of a URL but scheme, host and path; every HTML-special character escaped', () => {
+  assert.equal(escapeHtml(`<a href="x">&'</a>`), '&#60;a href=&#34;x&#34;&#62;&#38;&#39;&#60;/a&#62;');
+  assert.equal(
+    shownUrl('https://crm.internal:8443/hooks/sellsy?key=abc#frag'),
+    'https://crm.internal:8443/hooks/sellsy',
+  );
+});
+
+test("a real browser reaches the destinations page from the board's header menu and sees the open breaker", async () => {
+  const accounting = await receiver(200);
+  const crm = await receiver(503);
+  const file = destinationsFile(accounting, crm);
+  const listener = await listenerWith({ ...LOGIN, ...secrets, DESTINATIONS_FILE: file.path });
+  // The breaker opened as a worker opens it: one failure of crm (breaker_failures: 1).
+  const client = new Redis(redis.url);
+  cleanup.push(async () => client.disconnect());
+  const base = `${listener.config.queuePrefix}:${listener.config.queueName}`;
+  assert.equal(await new RedisDestinationBreaker(client, base).failure('crm', 1, 3_600_000), true);
+
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
+  });
+  try {
+    const origin = new URL(listener.url).origin;
+    const context = await browser.newContext({ httpCredentials: { username: USER, password: PASSWORD } });
+    // Hermetic: Bull Board's page asks Google Fonts for its typeface; nothing leaves the machine.
+    await context.route(
+      (url) => url.origin !== origin,
+      (route) => route.abort(),
+    );
+    const page = await context.newPage();
+    await page.goto(`${listener.url}/admin`);
+    // Bull Board's header menu (its last action button) holds the link.
+    await page.locator('header ul li').last().locator('button').click({ timeout: 15_000 });
+    await page.getByText('Destinations', { exact: true }).click();
+    await page.waitForURL(`${listener.url}/admin/destinations`);
+    const row = page.locator('tr', { has: page.locator('th', { hasText: 'crm' }) });
+    assert.match((await row.textContent()) ?? '', /OPEN after 1 failures in a row; paused, next probe in \d+ s/);
+    assert.match((await page.locator('tr', { hasText: 'accounting' }).textContent()) ?? '', /a&b'c/);
+    await page.getByText('← queues').click();
+    await page.waitForURL(`${listener.url}/admin/`);
+    await context.close();
+  } finally {
+    await browser.close();
+  }
+});
