@@ -17,6 +17,7 @@
  */
 import pg from 'pg';
 import { rawBodyFields, type WebhookJobData } from '../queue/contract.ts';
+import { redactUrl } from '../redact.ts';
 import type { ParseProblem, SellsyEvent } from '../sellsy/payload.ts';
 import type { SignatureStatus, SignedScope } from '../sellsy/verify.ts';
 
@@ -71,14 +72,29 @@ interface Row {
   dedup_key: string;
 }
 
+/** As long as `replay` waits for Redis. */
+const CONNECT_TIMEOUT_MS = 5000;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Connects to the store and checks its migrations; the caller closes it. */
 export async function openStoredDeliveries(opts: { url: string; schema: string }): Promise<StoredDeliveries> {
-  const client = new pg.Client({ connectionString: opts.url, application_name: 'sellsy-webhooks replay' });
+  const client = new pg.Client({
+    connectionString: opts.url,
+    connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    application_name: 'sellsy-webhooks replay',
+  });
   // A server that goes away between pages fails the next query; unheard, the client's error event would crash.
   client.on('error', () => undefined);
-  await client.connect();
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw new Error(
+      `the PostgreSQL store at ${redactUrl(opts.url, 'DATABASE_URL')} did not answer: ${(err as Error).message}`,
+      { cause: err },
+    );
+  }
   const schema = pg.escapeIdentifier(opts.schema);
   try {
     const migrations = await client.query<{ exists: boolean }>('SELECT to_regclass($1) IS NOT NULL AS exists', [
@@ -138,7 +154,8 @@ async function page(
     `SELECT * FROM (
        SELECT delivery_id, job_name, account, received_at, stored_at, stored_at::text AS stored_key, content_type,
          raw_body, raw_body_base64, event_json, parse_problem, signature_status, signature_header, signature_scope,
-         source, dedup_key, sum(${size}) OVER (ORDER BY stored_at, delivery_id) - (${size}) AS before
+         source, dedup_key, sum(${size}) OVER (ORDER BY stored_at, delivery_id ROWS UNBOUNDED PRECEDING) - (${size})
+           AS before
        FROM ${schema}.sellsy_events
        WHERE ${where.join(' AND ')}
        ORDER BY stored_at, delivery_id

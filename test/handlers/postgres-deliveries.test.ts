@@ -85,7 +85,12 @@ test('the window (since, until), the ids and the byte bound of a page', async (t
   );
 });
 
-test('a store not yet migrated to what the reader needs is refused with what to do', async (t) => {
+test('a store that does not answer, or not yet migrated to what the reader needs, is refused with what to do', async (t) => {
+  await assert.rejects(
+    openStoredDeliveries({ url: 'postgres://replay:secret@127.0.0.1:1/test', schema: 'public' }),
+    (err: Error) =>
+      /did not answer/.test(err.message) && err.message.includes(':***@') && !err.message.includes('secret'),
+  );
   const db = await tempSchema();
   t.after(() => db.drop());
   await assert.rejects(openStoredDeliveries({ url: db.url, schema: db.schema }), /at migration 0.*start a worker/);
