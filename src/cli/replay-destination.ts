@@ -11,7 +11,8 @@
  *   (src/handlers/postgres-deliveries.ts), oldest first, page by page: what is older than the kept jobs.
  * `--since`/`--until` bound the time the job finished (failed or completed), or the row was stored.
  * Redis's jobs come first: their data is whole (a row has no `request`), and only their delivery ids are remembered to
- * skip the rows already sent, so the memory stays bounded by what Redis keeps, not by the rows of the store.
+ * skip the rows already sent. The memory: what Redis keeps of them, and one page of rows, whatever the size of the
+ * store.
  *
  * How: one catch-up job per delivery on the ingest queue, a copy of the delivery's data with `onlyDestination`
  * (src/queue/contract.ts): a worker runs `sellsy-fetch` (when on) and sends to NAME alone, with the usual attempts and
@@ -30,6 +31,9 @@ import { entriesFor } from '../queue/destination-ledger.ts';
 import { jobOptionsOf } from '../queue/producer-options.ts';
 import { recordQueueName } from '../queue/records.ts';
 import { pagesOf, type ReplayFilter, type ReplayResult, selects } from './replay-filter.ts';
+
+/** Catch-up jobs queued in one round trip. */
+const SEND_PAGE = 500;
 
 /** A delivery to send, and where it was found (the dry run's `from`). */
 interface Found {
@@ -102,6 +106,9 @@ export async function replayToDestination(
     takesEvent(destination, job.name);
 
   try {
+    // Redis's jobs are all found before any is queued: catch-up jobs that finish meanwhile would shift the positions
+    // the failed and completed sets are read by.
+    const kept: Found[] = [];
     for (const queue of [ingest, records]) {
       for await (const page of pagesOf(queue, 'failed')) {
         const candidates: Job<WebhookJobData>[] = [];
@@ -117,32 +124,24 @@ export async function replayToDestination(
           candidates.map((job) => job.data.deliveryId),
           name,
         );
-        await send(
-          candidates
-            .filter((_, i) => entries[i] !== 'sent')
-            .map((job) => ({
-              name: job.name,
-              data: job.data,
-              from: `dead letter ${queue.name} ${job.id}, failed ${at(job.finishedOn)}`,
-            })),
-        );
+        candidates.forEach((job, i) => {
+          if (entries[i] === 'sent') return;
+          const from = `dead letter ${queue.name} ${job.id}, failed ${at(job.finishedOn)}`;
+          kept.push({ name: job.name, data: job.data, from });
+        });
       }
     }
     if (filter.since !== null) {
       for await (const page of pagesOf(ingest, 'completed')) {
-        const found: Found[] = [];
         for (const job of page) {
           if (!takes(job)) continue;
           seen.add(job.data.deliveryId);
-          found.push({
-            name: job.name,
-            data: job.data,
-            from: `kept job ${ingest.name} ${job.id}, finished ${at(job.finishedOn)}`,
-          });
+          const from = `kept job ${ingest.name} ${job.id}, finished ${at(job.finishedOn)}`;
+          kept.push({ name: job.name, data: job.data, from });
         }
-        await send(found);
       }
     }
+    for (let i = 0; i < kept.length; i += SEND_PAGE) await send(kept.slice(i, i + SEND_PAGE));
     if (filter.since !== null && config.postgres !== null) {
       const store = await openStoredDeliveries(config.postgres);
       try {
@@ -150,7 +149,8 @@ export async function replayToDestination(
         for await (const page of store.pages(window)) {
           const found: Found[] = [];
           for (const row of page) {
-            const job = { id: row.deliveryId, name: row.name, finishedOn: row.storedAt.getTime(), data: row };
+            const data = { deliveryId: row.deliveryId };
+            const job = { id: row.deliveryId, name: row.name, finishedOn: row.storedAt.getTime(), data };
             if (!takes(job)) continue;
             if (row.data === null) {
               result.skipped++;
