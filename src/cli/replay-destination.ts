@@ -2,12 +2,17 @@
  * `sellsy-webhooks replay --destination NAME [--since TIME] [--until TIME] [--id ID]… [--name PATTERN] [--dry-run]`:
  * how a repaired or a new destination catches up, without sending anything again to the other destinations.
  *
- * What it sends to NAME:
+ * What it sends to NAME, each delivery once whatever the number of places it is found in, looked for in this order:
  * - its dead letters: the failed jobs (ingest and record queue) whose event NAME takes and that NAME has not taken
- *   (the destination ledger, src/queue/destination-ledger.ts, does not say `sent`);
- * - with `--since`, also the deliveries kept since then: the completed jobs of the ingest queue (kept
- *   JOB_KEEP_COMPLETED_SECONDS) whose event NAME takes. The PostgreSQL store is not read.
- * `--since`/`--until` bound the time the job finished (failed or completed).
+ *   (the destination ledger, src/queue/destination-ledger.ts, does not say `sent`; read once per page of jobs);
+ * - with `--since`, the deliveries kept since then: the completed jobs of the ingest queue (kept
+ *   JOB_KEEP_COMPLETED_SECONDS) whose event NAME takes;
+ * - with `--since` and the PostgreSQL store configured (DATABASE_URL), the deliveries stored since then
+ *   (src/handlers/postgres-deliveries.ts), oldest first, page by page: what is older than the kept jobs.
+ * `--since`/`--until` bound the time the job finished (failed or completed), or the row was stored.
+ * Redis's jobs come first: their data is whole (a row has no `request`), and only their delivery ids are remembered to
+ * skip the rows already sent. The memory: what Redis keeps of them, and one page of rows, whatever the size of the
+ * store.
  *
  * How: one catch-up job per delivery on the ingest queue, a copy of the delivery's data with `onlyDestination`
  * (src/queue/contract.ts): a worker runs `sellsy-fetch` (when on) and sends to NAME alone, with the usual attempts and
@@ -19,11 +24,23 @@
 import { type Job, Queue } from 'bullmq';
 import type { Config } from '../config/config.ts';
 import { takesEvent } from '../config/destinations.ts';
+import { openStoredDeliveries } from '../handlers/postgres-deliveries.ts';
 import { connectOrFail } from '../queue/connection.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
+import { entriesFor } from '../queue/destination-ledger.ts';
 import { jobOptionsOf } from '../queue/producer-options.ts';
 import { recordQueueName } from '../queue/records.ts';
-import { jobsOf, type ReplayFilter, type ReplayResult, selects } from './replay-filter.ts';
+import { pagesOf, type ReplayFilter, type ReplayResult, selects } from './replay-filter.ts';
+
+/** Catch-up jobs queued in one round trip. */
+const SEND_PAGE = 500;
+
+/** A delivery to send, and where it was found (the dry run's `from`). */
+interface Found {
+  name: string;
+  data: WebhookJobData;
+  from: string;
+}
 
 export async function replayToDestination(
   config: Config,
@@ -43,54 +60,113 @@ export async function replayToDestination(
     connection,
     prefix: config.queuePrefix,
   });
-  const ledgerBase = `${config.queuePrefix}:${config.queueName}:destinations:`;
+  const ledgerBase = `${config.queuePrefix}:${config.queueName}`;
   const result: ReplayResult = { matched: 0, replayed: 0, skipped: 0 };
-  // One run's jobs share a stamp: a delivery found twice (dead letter and completed) is queued once, and a later run
-  // queues it again.
+  // One run's jobs share a stamp: a later run queues a delivery again.
   const stamp = Date.now().toString(36);
-  try {
-    /** By delivery id: what to send, and where it was found. */
-    const chosen = new Map<string, { job: Job<WebhookJobData>; from: string }>();
-    const takes = (job: Job<WebhookJobData>) =>
-      job.data?.deliveryId !== undefined &&
-      job.data.onlyDestination === undefined &&
-      selects(filter, job) &&
-      takesEvent(destination, job.name);
+  /** The delivery ids found so far (sent, or skipped as NAME's ledger says `sent`): each is sent once. */
+  const seen = new Set<string>();
+  const at = (ms: number | undefined) => (ms ? new Date(ms).toISOString() : '-');
 
+  /** Queues a page of deliveries in one round trip (or lists them with `--dry-run`). */
+  const send = async (found: Found[]) => {
+    if (found.length === 0) return;
+    result.matched += found.length;
+    const lines = found.map((f) => `${f.data.deliveryId} ${f.name} to ${name} (${f.from})`);
+    if (dryRun) {
+      for (const line of lines) out(`would send ${line}`);
+      return;
+    }
+    try {
+      await ingest.addBulk(
+        found.map((f) => ({
+          name: f.name,
+          data: { ...f.data, onlyDestination: name },
+          opts: { ...jobOptionsOf(config), jobId: `${f.data.deliveryId}-to-${name}-${stamp}` },
+        })),
+      );
+      result.replayed += found.length;
+      for (const line of lines) out(`queued ${line}`);
+    } catch (err) {
+      result.skipped += found.length;
+      for (const f of found) out(`skipped ${f.data.deliveryId}: ${(err as Error).message}`);
+    }
+  };
+  /** A delivery found (a job, or a stored row as one): whether NAME gets it, not found before. */
+  const takes = (job: {
+    id?: string | undefined;
+    name: string;
+    finishedOn?: number | undefined;
+    data?: Pick<WebhookJobData, 'deliveryId' | 'onlyDestination'>;
+  }) =>
+    job.data?.deliveryId !== undefined &&
+    job.data.onlyDestination === undefined &&
+    !seen.has(job.data.deliveryId) &&
+    selects(filter, job) &&
+    takesEvent(destination, job.name);
+
+  try {
+    // Redis's jobs are all found before any is queued: catch-up jobs that finish meanwhile would shift the positions
+    // the failed and completed sets are read by.
+    const kept: Found[] = [];
     for (const queue of [ingest, records]) {
-      for await (const job of jobsOf(queue, 'failed')) {
-        if (!takes(job) || chosen.has(job.data.deliveryId)) continue;
+      for await (const page of pagesOf(queue, 'failed')) {
+        const candidates: Job<WebhookJobData>[] = [];
+        for (const job of page) {
+          if (!takes(job)) continue;
+          seen.add(job.data.deliveryId);
+          candidates.push(job);
+        }
         // The ledger says which destinations took it; with one destination there is none, and the dead letter is its.
-        const entry = await connection.hget(`${ledgerBase}${job.data.deliveryId}`, name);
-        if (entry === 'sent') continue;
-        chosen.set(job.data.deliveryId, { job, from: `dead letter ${queue.name} ${job.id}` });
+        const entries = await entriesFor(
+          connection,
+          ledgerBase,
+          candidates.map((job) => job.data.deliveryId),
+          name,
+        );
+        candidates.forEach((job, i) => {
+          if (entries[i] === 'sent') return;
+          const from = `dead letter ${queue.name} ${job.id}, failed ${at(job.finishedOn)}`;
+          kept.push({ name: job.name, data: job.data, from });
+        });
       }
     }
     if (filter.since !== null) {
-      for await (const job of jobsOf(ingest, 'completed')) {
-        if (!takes(job) || chosen.has(job.data.deliveryId)) continue;
-        chosen.set(job.data.deliveryId, { job, from: `completed ${ingest.name} ${job.id}` });
+      for await (const page of pagesOf(ingest, 'completed')) {
+        for (const job of page) {
+          if (!takes(job)) continue;
+          seen.add(job.data.deliveryId);
+          const from = `kept job ${ingest.name} ${job.id}, finished ${at(job.finishedOn)}`;
+          kept.push({ name: job.name, data: job.data, from });
+        }
       }
     }
-    for (const { job, from } of chosen.values()) {
-      result.matched++;
-      const finishedAt = job.finishedOn ? new Date(job.finishedOn).toISOString() : '-';
-      const line = `${job.data.deliveryId} ${job.name} to ${name} (${from}, finished ${finishedAt})`;
-      if (dryRun) {
-        out(`would send ${line}`);
-        continue;
-      }
+    for (let i = 0; i < kept.length; i += SEND_PAGE) await send(kept.slice(i, i + SEND_PAGE));
+    if (filter.since !== null && config.postgres !== null) {
+      const store = await openStoredDeliveries(config.postgres);
       try {
-        await ingest.add(
-          job.name,
-          { ...job.data, onlyDestination: name },
-          { ...jobOptionsOf(config), jobId: `${job.data.deliveryId}-to-${name}-${stamp}` },
-        );
-        result.replayed++;
-        out(`queued ${line}`);
-      } catch (err) {
-        result.skipped++;
-        out(`skipped ${job.data.deliveryId}: ${(err as Error).message}`);
+        const window = { since: filter.since, until: filter.until, ids: filter.ids };
+        for await (const page of store.pages(window)) {
+          const found: Found[] = [];
+          for (const row of page) {
+            const data = { deliveryId: row.deliveryId };
+            const job = { id: row.deliveryId, name: row.name, finishedOn: row.storedAt.getTime(), data };
+            if (!takes(job)) continue;
+            if (row.data === null) {
+              result.skipped++;
+              out(`skipped ${row.deliveryId} ${row.name}: ${row.problem}`);
+              continue;
+            }
+            found.push({
+              name: row.name,
+              data: row.data,
+              from: `postgres ${config.postgres.schema}.sellsy_events, stored ${row.storedAt.toISOString()}`,
+            });
+          }
+          await send(found);
+        }
+      } finally {
+        await store.close();
       }
     }
   } finally {

@@ -38,13 +38,22 @@ export async function* jobsOf(
   queue: Queue<WebhookJobData>,
   state: 'failed' | 'completed',
 ): AsyncGenerator<Job<WebhookJobData>> {
+  for await (const page of pagesOf(queue, state)) yield* page;
+}
+
+/** The same, a page at a time: for a caller that asks Redis something about each page's jobs in one round trip. */
+export async function* pagesOf(
+  queue: Queue<WebhookJobData>,
+  state: 'failed' | 'completed',
+): AsyncGenerator<Job<WebhookJobData>[]> {
   const total = state === 'failed' ? await queue.getFailedCount() : await queue.getCompletedCount();
   for (let start = 0; start < total + PAGE; start += PAGE) {
     const page =
       state === 'failed'
         ? await queue.getFailed(start, start + PAGE - 1)
         : await queue.getCompleted(start, start + PAGE - 1);
-    for (const job of page) if (job) yield job;
+    const jobs = page.filter((job) => job !== undefined && job !== null);
+    if (jobs.length > 0) yield jobs;
     if (page.length < PAGE) break;
   }
 }

@@ -74,6 +74,16 @@ const MIGRATIONS: readonly { version: number; up: (schema: string) => string }[]
     version: 2,
     up: (s) => `ALTER TABLE ${s}.sellsy_events ADD COLUMN source text NOT NULL DEFAULT 'webhook';`,
   },
+  {
+    // What `replay --destination --since` needs to send a stored delivery again (src/handlers/postgres-deliveries.ts):
+    // the signature header and scope (a job queued `unchecked` is verified again by the worker that runs it; rows
+    // stored before have none), and an index to read the rows in the order they were stored, page after page.
+    version: 3,
+    up: (s) => `
+      ALTER TABLE ${s}.sellsy_events ADD COLUMN signature_header text, ADD COLUMN signature_scope text;
+      CREATE INDEX sellsy_events_stored_idx ON ${s}.sellsy_events (stored_at, delivery_id);
+    `,
+  },
 ];
 
 /** First key of the two-int advisory lock: this service's migrations (the second key is the schema's hash). */
@@ -103,6 +113,8 @@ const COLUMNS = [
   ['parse_problem', 'text'],
   ['signature_status', 'text'],
   ['source', 'text'],
+  ['signature_header', 'text'],
+  ['signature_scope', 'text'],
 ] as const;
 
 /** One delivery's values, in the order of COLUMNS. */
@@ -275,6 +287,8 @@ function rowOf(event: Parameters<Handler>[0], context: HandlerContext): Row {
     data.parseProblem,
     data.signature.status,
     data.source ?? 'webhook',
+    text(data.signature.header),
+    data.signature.scope,
   ];
 }
 

@@ -25,6 +25,33 @@ export interface DestinationLedger {
   forget(deliveryId: string): Promise<void>;
 }
 
+function ledgerKey(base: string, deliveryId: string): string {
+  return `${base}:destinations:${deliveryId}`;
+}
+
+/**
+ * What each delivery's entry says about one destination (null: none), in one round trip: `replay --destination` asks
+ * it for a page of dead letters at once. One pipeline of HGETs; on a Cluster the keys share the slot of the hash tag
+ * that QUEUE_PREFIX or QUEUE_NAME must hold there.
+ */
+export async function entriesFor(
+  redis: RedisClient,
+  /** `<prefix>:<queue>` */
+  base: string,
+  deliveryIds: readonly string[],
+  destination: string,
+): Promise<(LedgerEntry | null)[]> {
+  if (deliveryIds.length === 0) return [];
+  const pipeline = redis.pipeline();
+  for (const id of deliveryIds) pipeline.hget(ledgerKey(base, id), destination);
+  const results = (await pipeline.exec()) ?? [];
+  return deliveryIds.map((_, i) => {
+    const [err, value] = results[i] ?? [new Error('no answer'), null];
+    if (err) throw err;
+    return (value as LedgerEntry | null) ?? null;
+  });
+}
+
 export class RedisDestinationLedger implements DestinationLedger {
   constructor(
     private readonly redis: RedisClient,
@@ -35,7 +62,7 @@ export class RedisDestinationLedger implements DestinationLedger {
   ) {}
 
   private key(deliveryId: string): string {
-    return `${this.base}:destinations:${deliveryId}`;
+    return ledgerKey(this.base, deliveryId);
   }
 
   async read(deliveryId: string): Promise<Map<string, LedgerEntry>> {

@@ -42,6 +42,8 @@ test('opening the store creates the schema, the events table with its columns an
       'parse_problem text',
       'signature_status text not null',
       'source text not null',
+      'signature_header text',
+      'signature_scope text',
     ],
   );
   const indexes = (
@@ -59,12 +61,16 @@ test('opening the store creates the schema, the events table with its columns an
     indexes.some((d) => d.includes('(account, related_type, related_id)')),
     'record index',
   );
+  assert.ok(
+    indexes.some((d) => d.includes('(stored_at, delivery_id)')),
+    'index in storing order, for replay --destination --since',
+  );
   const migrations = await db.query(
     `SELECT version, applied_at FROM ${db.schema}.sellsy_webhooks_migrations ORDER BY version`,
   );
   assert.deepEqual(
     migrations.map((m) => m.version),
-    [1, 2],
+    [1, 2, 3],
   );
   assert.ok(migrations[0]?.applied_at instanceof Date);
 });
@@ -80,7 +86,7 @@ test('opening the store a second time, or migrating again, changes nothing and k
   const migrations = await db.query(`SELECT version FROM ${db.schema}.sellsy_webhooks_migrations ORDER BY version`);
   assert.deepEqual(
     migrations.map((m) => m.version),
-    [1, 2],
+    [1, 2, 3],
   );
   assert.equal((await rows(db)).length, 1);
 });
@@ -93,7 +99,7 @@ test('several stores opening the same new schema at the same time all succeed an
   );
   t.after(() => Promise.all(stores.map((s) => s.close())));
   const migrations = await db.query(`SELECT version FROM ${db.schema}.sellsy_webhooks_migrations`);
-  assert.equal(migrations.length, 2);
+  assert.equal(migrations.length, 3);
   await Promise.all(stores.map((s, i) => store(s, delivery(i + 1, EVENT_BODY.replace('"42"', `"${i + 1}"`)))));
   assert.equal((await rows(db)).length, 4);
 });
@@ -124,6 +130,8 @@ test('a delivery is stored with its raw body exact, its parsed fields and its ti
   assert.equal((row.event_json as { extra: { note: string } }).extra.note, 'Société Générale — 10 € · 日本 · 😀');
   assert.equal(row.parse_problem, null);
   assert.equal(row.signature_status, 'not_configured');
+  assert.equal(row.signature_header, null);
+  assert.equal(row.signature_scope, 'body');
   assert.equal(row.source, 'webhook', 'a job without source (written before the field) is a webhook delivery');
 });
 
