@@ -4,7 +4,8 @@
  * `check` reads a destinations file as a worker would, with this environment's secret variables, and prints the
  * destinations or every mistake: a file checked where the workers' environment is can be reloaded safely.
  * `reload` asks every worker process listening on the queue's reload channel to read its DESTINATIONS_FILE again;
- * each worker logs whether it applied or refused the file. It prints how many processes heard it.
+ * each worker logs whether it applied or refused the file. It prints how many processes heard it (on a Cluster,
+ * the listeners of every node, src/queue/reload-channel.ts).
  */
 import { hostname } from 'node:os';
 import type { Config } from '../config/config.ts';
@@ -50,16 +51,15 @@ export async function destinationsReload(config: Config, io: CliIo): Promise<num
   }
   try {
     const heard = await publishReload(client, config, `from ${hostname()} pid ${process.pid}`);
-    const where = config.redis.kind === 'cluster' ? ' (on a Cluster: those connected to the node that took it)' : '';
     if (heard === 0) {
       io.err(
-        `sellsy-webhooks destinations reload: no worker process listens on ${reloadChannel(config)}${where}; only ` +
+        `sellsy-webhooks destinations reload: no worker process listens on ${reloadChannel(config)}; only ` +
           'workers started with DESTINATIONS_FILE listen (and SIGUSR2 reloads one process)',
       );
       return 1;
     }
     io.out(
-      `reload sent to ${heard} worker process${heard === 1 ? '' : 'es'}${where}; each logs whether it applied ` +
+      `reload sent to ${heard} worker process${heard === 1 ? '' : 'es'}; each logs whether it applied ` +
         'the file or refused it (and kept its destinations)',
     );
     return 0;

@@ -4,9 +4,10 @@
  *
  * A subscribed connection can send nothing but (un)subscriptions, so the listener has a connection of its own
  * (`worker` role: it reconnects for ever, and ioredis subscribes again after each reconnection, through Sentinel to
- * the master of the moment). On a Cluster, a PUBLISH reaches the subscribers of every node through the cluster bus,
- * but Redis counts only those of the node that took it.
+ * the master of the moment; on a Cluster, to a node of its choice, since the cluster bus carries each PUBLISH to every
+ * node).
  */
+import { Cluster } from 'ioredis';
 import type { Config } from '../config/config.ts';
 import { closeForGood, createConnection, type RedisClient, redisSettingsOf } from './connection.ts';
 
@@ -43,11 +44,22 @@ export function listenForReloads(
   return { close: () => closeForGood(client) };
 }
 
-/** Publishes a reload; the answer is how many subscribers took it (on a Cluster: those of one node). */
+/**
+ * Publishes a reload; resolves to how many worker processes heard it. PUBLISH's own answer counts the subscribers
+ * of the server that took it: all of them on one server or through Sentinel, but on a Cluster only those of one
+ * node, while the cluster bus carries the message to every node. There, the listeners of every node are counted
+ * (`PUBSUB NUMSUB`), just before publishing.
+ */
 export async function publishReload(
   client: RedisClient,
   config: Pick<Config, 'queuePrefix' | 'queueName'>,
   message: string,
 ): Promise<number> {
-  return client.publish(reloadChannel(config), message);
+  const channel = reloadChannel(config);
+  if (!(client instanceof Cluster)) return client.publish(channel, message);
+  const counts = await Promise.all(
+    client.nodes('all').map(async (node) => Number(((await node.pubsub('NUMSUB', channel)) as [string, number])[1])),
+  );
+  await client.publish(channel, message);
+  return counts.reduce((sum, n) => sum + n, 0);
 }

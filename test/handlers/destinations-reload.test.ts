@@ -13,12 +13,15 @@ import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
+import { loadConfig } from '../../src/config/config.ts';
+import { createLogger } from '../../src/logger.ts';
 import { reloadChannel } from '../../src/queue/reload-channel.ts';
+import { startWorker } from '../../src/worker/worker.ts';
 import { spawnCli } from '../helpers/cli.ts';
 import { runDispatch } from '../helpers/dispatch.ts';
-import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { LogCapture, post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type Receiver, startReceiver } from '../helpers/receiver.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { type RedisServer, startCluster, startRedis } from '../helpers/redis-server.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { json, startTestWorker, type TestWorker } from '../helpers/worker.ts';
@@ -299,4 +302,80 @@ test('SIGUSR2 makes a `work` process read its file again (a bad one refused), an
   work.child.kill('SIGHUP');
   assert.equal(await work.exited, 0);
   assert.equal(logged(/^shutting down/)[0]?.signal, 'SIGHUP');
+});
+
+test('destinations check lists a good file without its secrets, and names every mistake of a bad one', async () => {
+  const a = await receiver();
+  const good = join(tempDir(), 'good.yaml');
+  writeFileSync(good, yamlOf([{ name: 'a', receiver: a, secret: 'A_SECRET', events: ['invoice.*'] }]));
+  const ok = await runDispatch(['destinations', 'check', good], { ...secrets });
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(
+    ok.stdout,
+    /: 1 destination, ok\n {2}a {2}http:\/\/127\.0\.0\.1:\d+\/hooks\/sellsy {2}events invoice\.\* {2}timeout 10000 ms/,
+  );
+  assert.ok(!ok.stdout.includes(secrets.A_SECRET.slice(6)), 'no secret printed');
+
+  const bad = join(tempDir(), 'bad.yaml');
+  writeFileSync(bad, yamlOf([{ name: 'a', receiver: a, secret: 'UNSET_SECRET' }]));
+  const refused = await runDispatch(['destinations', 'check', bad], { ...secrets });
+  assert.equal(refused.status, 1);
+  assert.match(
+    refused.stderr,
+    /would be refused:\n {2}- DESTINATIONS_FILE: destination 1 \(a\): .*UNSET_SECRET, which is not set/,
+  );
+
+  // Without FILE: the one DESTINATIONS_FILE names.
+  const configured = await runDispatch(['destinations', 'check'], { ...secrets, DESTINATIONS_FILE: good });
+  assert.equal(configured.status, 0, configured.stderr);
+  const none = await runDispatch(['destinations', 'check'], {});
+  assert.equal(none.status, 2);
+  assert.match(none.stderr, /give a FILE, or set DESTINATIONS_FILE/);
+  assert.equal((await runDispatch(['destinations', 'check', good, 'extra'], {})).status, 2);
+  assert.equal((await runDispatch(['destinations', 'restart'], {})).status, 2);
+});
+
+test('on a Redis Cluster the command reaches the workers whatever node they listen on, and counts them all', async () => {
+  const cluster = await startCluster();
+  cleanup.push(() => cluster.destroy());
+  const a = await receiver();
+  const b = await receiver();
+  const file = join(tempDir(), 'destinations.yaml');
+  writeFileSync(file, yamlOf([{ name: 'a', receiver: a, secret: 'A_SECRET' }]));
+  const env = {
+    REDIS_CLUSTER_NODES: cluster.seedsEnv,
+    QUEUE_NAME: 'reload-cluster',
+    ...secrets,
+    DESTINATIONS_FILE: file,
+  };
+  const workers: { logs: Record<string, unknown>[] }[] = [];
+  for (let i = 0; i < 3; i++) {
+    const capture = new LogCapture();
+    const worker = await startWorker(loadConfig(env), createLogger('info', capture), { env });
+    cleanup.push(() => worker.close());
+    workers.push({ logs: capture.lines });
+  }
+  const client = new Redis.Cluster(cluster.seeds);
+  cleanup.push(async () => client.disconnect());
+  await new Promise((resolve) => client.once('ready', resolve));
+  const channel = '{bull}:reload-cluster:destinations:reload';
+  const listening = async () => {
+    let sum = 0;
+    for (const node of client.nodes('all'))
+      sum += Number(((await node.pubsub('NUMSUB', channel)) as [string, number])[1]);
+    return sum;
+  };
+  await waitFor(async () => (await listening()) === 3, 20_000, 'three workers listening');
+
+  writeFileSync(file, yamlOf([{ name: 'b', receiver: b, secret: 'B_SECRET' }]));
+  const command = await runDispatch(['destinations', 'reload'], {
+    REDIS_CLUSTER_NODES: cluster.seedsEnv,
+    QUEUE_NAME: 'reload-cluster',
+    SPOOL_DIR: tempDir(),
+  });
+  assert.equal(command.status, 0, command.stderr);
+  assert.match(command.stdout, /reload sent to 3 worker processes;/);
+  for (const w of workers) {
+    await waitFor(() => w.logs.some((l) => String(l.msg).startsWith('destinations reloaded')), 10_000, 'each reloads');
+  }
 });
