@@ -21,7 +21,7 @@ import { spawnCli } from '../helpers/cli.ts';
 import { runDispatch } from '../helpers/dispatch.ts';
 import { LogCapture, post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type Receiver, startReceiver } from '../helpers/receiver.ts';
-import { type RedisServer, startCluster, startRedis } from '../helpers/redis-server.ts';
+import { type RedisServer, startCluster, startRedis, startSentinelGroup } from '../helpers/redis-server.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { json, startTestWorker, type TestWorker } from '../helpers/worker.ts';
@@ -378,4 +378,51 @@ test('on a Redis Cluster the command reaches the workers whatever node they list
   for (const w of workers) {
     await waitFor(() => w.logs.some((l) => String(l.msg).startsWith('destinations reloaded')), 10_000, 'each reloads');
   }
+});
+
+test('through Sentinel the command reaches the worker, and again after kill -9 of the master', async () => {
+  const group = await startSentinelGroup();
+  cleanup.push(() => group.destroy());
+  const a = await receiver();
+  const file = join(tempDir(), 'destinations.yaml');
+  writeFileSync(file, yamlOf([{ name: 'a', receiver: a, secret: 'A_SECRET' }]));
+  const redisEnv = {
+    REDIS_SENTINELS: group.sentinelsEnv,
+    REDIS_SENTINEL_MASTER: group.masterName,
+    QUEUE_NAME: 'reload-sentinel',
+  };
+  const env = { ...redisEnv, ...secrets, DESTINATIONS_FILE: file };
+  const capture = new LogCapture();
+  const worker = await startWorker(loadConfig(env), createLogger('info', capture), { env });
+  cleanup.push(() => worker.close());
+  const reloaded = () => capture.lines.filter((l) => String(l.msg).startsWith('destinations reloaded')).length;
+  /** The command, once the master of the moment has the worker's subscription. */
+  const reload = async () => {
+    const master = await group.master();
+    const client = new Redis(master.port);
+    try {
+      await waitFor(
+        async () =>
+          Number(
+            ((await client.pubsub('NUMSUB', 'bull:reload-sentinel:destinations:reload')) as [string, number])[1],
+          ) === 1,
+        30_000,
+        `the worker listening on the master :${master.port}`,
+      );
+    } finally {
+      client.disconnect();
+    }
+    return runDispatch(['destinations', 'reload'], { ...redisEnv, SPOOL_DIR: tempDir() });
+  };
+
+  const first = await reload();
+  assert.equal(first.status, 0, first.stderr);
+  assert.match(first.stdout, /reload sent to 1 worker process;/);
+  await waitFor(() => reloaded() === 1, 10_000, 'the first reload');
+
+  await group.killMaster();
+  const second = await reload();
+  assert.equal(second.status, 0, second.stderr);
+  assert.match(second.stdout, /reload sent to 1 worker process;/);
+  await waitFor(() => reloaded() === 2, 10_000, 'the reload after the failover');
 });
