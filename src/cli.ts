@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * The `sellsy-webhooks` executable: runs the command line (src/cli/dispatch.ts) with the process's environment and
- * streams, and owns what only a process has: its signals (a service closes gracefully on SIGTERM, SIGINT, SIGHUP…)
- * and its exit code.
+ * streams, and owns what only a process has: its signals (a service closes gracefully on SIGTERM, SIGINT, SIGHUP…;
+ * SIGUSR2 makes a worker read DESTINATIONS_FILE again) and its exit code.
  */
 import closeWithGrace from 'close-with-grace';
 import { type CliIo, dispatch, EXIT_OK, type Service } from './cli/dispatch.ts';
@@ -15,7 +15,8 @@ function serve(service: Service): void {
       logger: { error: (m: string) => logger.error(m) },
       // A fault is not a request to stop: an abort caught here (Node aborts on exit when its terminal is gone) would
       // restart the graceful close in a loop, on a dead terminal, using a core. These end the process as usual.
-      skip: ['SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGSEGV'],
+      // SIGUSR2 is the reload (below), not a request to stop.
+      skip: ['SIGILL', 'SIGTRAP', 'SIGABRT', 'SIGBUS', 'SIGFPE', 'SIGSEGV', 'SIGUSR2'],
     },
     async ({ signal, err }) => {
       if (err) logger.error({ err }, 'closing after an unexpected error');
@@ -24,6 +25,10 @@ function serve(service: Service): void {
       logger.info('stopped');
     },
   );
+  process.on('SIGUSR2', () => {
+    if (service.reload) service.reload('SIGUSR2');
+    else logger.warn({ signal: 'SIGUSR2' }, 'no worker in this process: no destinations to reload');
+  });
 }
 
 const io: CliIo = {

@@ -59,7 +59,7 @@ function helpCommands(): Map<string, Set<string>> {
   return commands;
 }
 
-const GROUPS = ['spool', 'sellsy'];
+const GROUPS = ['spool', 'sellsy', 'destinations'];
 
 test('every sellsy-webhooks command the docs show is a real command, with flags it takes', () => {
   const commands = helpCommands();

@@ -1,6 +1,6 @@
 /**
  * `sellsy-webhooks <command>`: the services (listen, work, start) and the operator's commands (doctor, stats, replay,
- * backfill, spool, sellsy), which run once and exit.
+ * backfill, spool, sellsy, destinations), which run once and exit.
  *
  * `dispatch(argv, env, io)` runs one command line and returns its exit code: 0 done (or a service started), 1 runtime
  * failure (or a failed check), 2 usage error, 78 bad configuration. It never ends the process and reads neither
@@ -16,6 +16,7 @@ import { watchQueues } from '../metrics/queue-stats.ts';
 import { startMetricsServer } from '../metrics/server.ts';
 import { type RunningWorker, startWorker } from '../worker/worker.ts';
 import { backfill, parseBackfillArgs } from './backfill.ts';
+import { destinationsCheck, destinationsReload } from './destinations.ts';
 import { doctor } from './doctor.ts';
 import { HELP, version } from './help.ts';
 import type { CliIo, Service } from './io.ts';
@@ -38,7 +39,12 @@ const SERVICES = ['listen', 'work', 'start'];
  * The commands that run once and exit, with their arguments checked before the configuration is read: the command
  * to run, a usage error to print, or null (a service, or an unknown command).
  */
-function oneShot(command: string, args: string[], io: CliIo): ((config: Config) => Promise<number>) | string | null {
+function oneShot(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  io: CliIo,
+): ((config: Config) => Promise<number>) | string | null {
   const { out, err } = io;
   const json = args.includes('--json');
   /** A usage error when `rest` holds anything but the flags given. */
@@ -100,6 +106,14 @@ function oneShot(command: string, args: string[], io: CliIo): ((config: Config) 
         return (config) => sellsyStatus(config, parsed, out, err);
       }
       return `unknown sellsy command "${args[0] ?? ''}": use "sellsy connect" or "sellsy status"`;
+    case 'destinations':
+      if (args[0] === 'reload') return only(args.slice(1)) ?? ((config) => destinationsReload(config, io));
+      if (args[0] === 'check') {
+        const [file, ...rest] = args.slice(1);
+        if (file?.startsWith('-')) return `unexpected argument ${JSON.stringify(file)}`;
+        return only(rest) ?? (async (config) => destinationsCheck(config, file, env, io));
+      }
+      return `unknown destinations command "${args[0] ?? ''}": use "destinations check [FILE]" or "destinations reload"`;
     default:
       return null;
   }
@@ -116,7 +130,7 @@ export async function dispatch(argv: readonly string[], env: NodeJS.ProcessEnv, 
     io.out(version());
     return EXIT_OK;
   }
-  const once = oneShot(command, argv.slice(1), io);
+  const once = oneShot(command, argv.slice(1), env, io);
   if (typeof once === 'string') {
     io.err(`sellsy-webhooks ${command}: ${once}`);
     return EXIT_USAGE;
@@ -128,7 +142,7 @@ export async function dispatch(argv: readonly string[], env: NodeJS.ProcessEnv, 
   try {
     const config = loadConfig(env);
     if (once) return await once(config);
-    io.serve(await startServices(command, config, io.log));
+    io.serve(await startServices(command, config, env, io.log));
     return EXIT_OK;
   } catch (err) {
     if (err instanceof ConfigError) {
@@ -145,7 +159,12 @@ export async function dispatch(argv: readonly string[], env: NodeJS.ProcessEnv, 
 }
 
 /** `listen`, `work` or `start`: the parts of the service, started; they run until `close`. */
-async function startServices(command: string, config: Config, log?: DestinationStream): Promise<Service> {
+async function startServices(
+  command: string,
+  config: Config,
+  env: NodeJS.ProcessEnv,
+  log?: DestinationStream,
+): Promise<Service> {
   const logger = createLogger(config.logLevel, log);
   const closers: (() => Promise<void>)[] = [];
   // One registry per process: in `start`, /metrics reports the listener, the worker and the queues. A `work`-only
@@ -156,7 +175,7 @@ async function startServices(command: string, config: Config, log?: DestinationS
   if (command === 'listen' || command === 'start') closers.push((await startListener(config, logger, metrics)).close);
   let worker: RunningWorker | null = null;
   if (command === 'work' || command === 'start') {
-    const options = servesMetrics ? { registry: metrics.registry } : {};
+    const options = { env, ...(servesMetrics ? { registry: metrics.registry } : {}) };
     worker = await startWorker(config, logger, options);
     closers.push(worker.close);
   }
@@ -176,6 +195,13 @@ async function startServices(command: string, config: Config, log?: DestinationS
   return {
     logger,
     shutdownTimeoutMs: config.shutdownTimeoutMs,
+    ...(worker
+      ? {
+          reload: (origin: string) => {
+            worker?.reloadDestinations(origin);
+          },
+        }
+      : {}),
     // Together: each part has its own Redis connections, and the worker's hand-back of unfinished jobs must happen
     // within the same SHUTDOWN_TIMEOUT_MS as the listener's drain.
     close: async () => {

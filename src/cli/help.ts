@@ -27,6 +27,12 @@ Commands:
             sign key (printed: put it in SELLSY_SIGN_KEY) unless --sign-key, all events unless --events
   sellsy status [--url URL]
             Sellsy's view of its webhooks: enabled, events, failures, last failure and success
+  destinations check [FILE]
+            reads a destinations file (default: DESTINATIONS_FILE) as a worker would, with this environment's secret
+            variables, and lists its destinations or every mistake; exit 1 when a worker would refuse it
+  destinations reload
+            every worker started with DESTINATIONS_FILE reads it again (a bad file is refused, the old list kept);
+            prints how many worker processes heard it; each logs its outcome. SIGUSR2 reloads one process
   help      this text
   version   the package version
 
@@ -39,6 +45,8 @@ Configuration comes from environment variables; see .env.example and the README.
             SPOOL_MAX_BYTES ACK_BUDGET_MS REDIS_WAIT_AOF INFLIGHT_BYTES_LIMIT
   spool:    SPOOL_DIR SPOOL_MAX_BYTES REDIS_URL QUEUE_NAME QUEUE_PREFIX ENQUEUE_TIMEOUT_MS
   replay, stats: REDIS_URL QUEUE_NAME QUEUE_PREFIX (stats: SPOOL_DIR)
+  destinations: check: DESTINATIONS_FILE FORWARD_TIMEOUT_MS and the secret variables; reload: REDIS_URL QUEUE_NAME
+            QUEUE_PREFIX
   doctor:   every variable it checks (all of the above)
   sellsy:   SELLSY_CLIENT_ID SELLSY_CLIENT_SECRET SELLSY_API_URL SELLSY_TOKEN_URL SELLSY_API_TIMEOUT_MS
   backfill: the sellsy ones, SELLSY_ACCOUNT_ID SELLSY_ACCOUNT_CREDENTIALS, and REDIS_URL QUEUE_NAME QUEUE_PREFIX

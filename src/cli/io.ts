@@ -8,6 +8,8 @@ export interface Service {
   shutdownTimeoutMs: number;
   /** Stops every part together: in-flight requests answered, active jobs finished or handed back. */
   close(): Promise<void>;
+  /** Reads DESTINATIONS_FILE again (SIGUSR2); absent: no worker in this process. */
+  reload?(origin: string): void;
 }
 
 export interface CliIo {

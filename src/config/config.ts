@@ -84,6 +84,10 @@ export interface Config {
    * `default` that `FORWARD_URL` stands for. Empty: `forward` off.
    */
   destinations: readonly Destination[];
+  /** `DESTINATIONS_FILE`, read again by a reload (docs/destinations.md, "Reload"); null: none, nothing to reload. */
+  destinationsFile: string | null;
+  /** `FORWARD_TIMEOUT_MS`: the timeout of a destination without `timeout_ms`, at start and at a reload. */
+  forwardTimeoutMs: number;
   /** Built-in `postgres`: one row per delivery in `<schema>.sellsy_events`. Null: off. */
   postgres: { url: string; schema: string } | null;
   /** Built-in `sellsy-fetch`: the full object from the Sellsy API v2. Null: off. */
@@ -294,6 +298,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     forward,
     destinations,
+    destinationsFile: parsed.DESTINATIONS_FILE ?? null,
+    forwardTimeoutMs: parsed.FORWARD_TIMEOUT_MS,
     postgres: parsed.DATABASE_URL !== undefined ? { url: parsed.DATABASE_URL, schema: parsed.DATABASE_SCHEMA } : null,
     sellsyApi,
     sellsyFetch,

@@ -257,6 +257,10 @@ export interface DestinationMetrics {
   sent(destination: string, seconds: number): void;
   failed(destination: string, seconds: number): void;
   breaker(destination: string, open: boolean): void;
+  /** Destinations a reload added: their series start at 0, as those of the destinations configured at start. */
+  declare(names: readonly string[]): void;
+  /** A reload of DESTINATIONS_FILE: applied, or refused with the old list kept. */
+  reloaded(result: 'ok' | 'refused'): void;
 }
 
 export function createDestinationMetrics(registry: Registry, names: readonly string[]): DestinationMetrics {
@@ -286,12 +290,26 @@ export function createDestinationMetrics(registry: Registry, names: readonly str
     labelNames,
     registers: [registry],
   });
-  for (const destination of names) {
-    sent.inc({ destination }, 0);
-    failed.inc({ destination }, 0);
-    breaker.set({ destination }, 0);
-  }
+  const reloads = new Counter({
+    name: 'sellsy_webhooks_destinations_reloads_total',
+    help: 'Reloads of DESTINATIONS_FILE by this worker: ok (the new list applies) or refused (the old one kept).',
+    labelNames: ['result'] as const,
+    registers: [registry],
+  });
+  const declare = (list: readonly string[]) => {
+    for (const destination of list) {
+      sent.inc({ destination }, 0);
+      failed.inc({ destination }, 0);
+      breaker.set({ destination }, 0);
+    }
+  };
+  declare(names);
+  for (const result of ['ok', 'refused'] as const) reloads.inc({ result }, 0);
   return {
+    declare,
+    reloaded(result) {
+      reloads.inc({ result });
+    },
     sent(destination, s) {
       sent.inc({ destination });
       seconds.observe({ destination }, s);

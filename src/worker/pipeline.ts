@@ -11,7 +11,8 @@ import { pathToFileURL } from 'node:url';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { ConfigError } from '../errors.ts';
-import { createFanOutHandler, type DestinationObserver, fanOutPatterns } from '../handlers/destinations.ts';
+import { createDestinationSet, type DestinationSet } from '../handlers/destination-set.ts';
+import { type DestinationObserver, fanOutPatterns } from '../handlers/destinations.ts';
 import type { Handler, HandlerMap, Registration } from '../handlers/handler.ts';
 import { openEventStore } from '../handlers/postgres.ts';
 import { createSellsyFetchHandler } from '../handlers/sellsy-fetch.ts';
@@ -28,6 +29,8 @@ export interface Pipeline {
   store: readonly Registration[];
   /** `forward`, then the user handlers. */
   handlers: readonly Registration[];
+  /** What `forward` sends to (null: `forward` off); swapped by a reload of DESTINATIONS_FILE. */
+  destinations: DestinationSet | null;
   /** The Sellsy API clients, by account, when sellsy-fetch is on (their counters feed the metrics). */
   sellsyApi: SellsyAccounts | null;
   close(): Promise<void>;
@@ -52,6 +55,7 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
   const store: Registration[] = [];
   const handlers: Registration[] = [];
   let sellsyApi: SellsyAccounts | null = null;
+  let destinations: DestinationSet | null = null;
   try {
     if (config.postgres) {
       const poolSize = Math.min(config.worker.concurrency, 20);
@@ -76,20 +80,23 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
       client.on('error', () => undefined); // reported by the workers' own connections
       closers.push(async () => closeForGood(client));
       const base = `${config.queuePrefix}:${config.queueName}`;
-      if (config.destinations.length > 1) {
+      // With a file, a reload may bring a second destination: the ledger is ready for it.
+      if (config.destinations.length > 1 || config.destinationsFile !== null) {
         // Kept while the job may still be retried or replayed: its time as a dead letter, and a day for its retries.
         const ttlSeconds = config.jobs.keepFailedSeconds + 24 * 3600;
         ledger = new RedisDestinationLedger(client, base, ttlSeconds);
       }
-      const forward = createFanOutHandler({
+      destinations = createDestinationSet({
         destinations: config.destinations,
         ledger,
         breaker: new RedisDestinationBreaker(client, base),
         ...(options.destinationObserver ? { observer: options.destinationObserver } : {}),
       });
-      for (const pattern of fanOutPatterns(config.destinations)) {
-        handlers.push({ pattern, handler: forward, source: 'forward' });
-      }
+      // With a file, both patterns: a reload may add a destination taking `unknown` jobs, or the first taking the
+      // others. The handler sends only to the destinations whose `events` match, and the worker asks the current
+      // list whether an `unknown` job has a handler (src/worker/worker.ts).
+      const patterns = config.destinationsFile !== null ? ['*', 'unknown'] : fanOutPatterns(config.destinations);
+      for (const pattern of patterns) handlers.push({ pattern, handler: destinations.handler, source: 'forward' });
     }
   } catch (err) {
     for (const close of closers) await close();
@@ -100,6 +107,7 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
     fetch,
     store,
     handlers,
+    destinations,
     sellsyApi,
     async close() {
       for (const close of closers) await close();

@@ -42,6 +42,7 @@ import { everyAccountClient } from '../reconcile/accounts.ts';
 import { type PeriodicReconcile, removePeriodicSchedule, startPeriodicReconcile } from '../reconcile/periodic.ts';
 import { startWebhookWatch, type WebhookWatch } from '../reconcile/webhook-watch.ts';
 
+import { type DestinationsReload, startDestinationsReload } from './destinations-reload.ts';
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';
 
@@ -53,6 +54,8 @@ export interface RunningWorker {
   pipeline: Pipeline;
   /** Every Redis connection the worker opened is connected and ready (ioredis `status === 'ready'`): its readiness. */
   ready(): boolean;
+  /** Reads DESTINATIONS_FILE again (SIGUSR2; src/worker/destinations-reload.ts). */
+  reloadDestinations: DestinationsReload['reload'];
   close(): Promise<void>;
 }
 
@@ -89,6 +92,8 @@ export interface WorkerOptions extends PipelineOptions {
   reconcileMinuteMs?: number;
   /** How often Sellsy's view of the webhooks is read, in ms (tests shorten it). */
   webhookWatchIntervalMs?: number;
+  /** Where a reload of DESTINATIONS_FILE reads the secret variables; default: the process's environment. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export async function startWorker(config: Config, logger: Logger, options: WorkerOptions = {}): Promise<RunningWorker> {
@@ -241,7 +246,13 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
   const fullChain = [...pipeline.store, ...recordChain];
   // An `unknown` job has no record: it always meets the full chain.
   const catchUpChain = [...pipeline.fetch, ...pipeline.handlers.filter((r) => r.source === 'forward')];
-  const unknownHandled = handlersFor(fullChain, 'unknown').length > 0;
+  // `forward` is registered for `unknown` whenever a reload could bring a destination taking it: whether one does is
+  // asked of the list in use.
+  const othersTakeUnknown = handlersFor(
+    fullChain.filter((r) => r.source !== 'forward'),
+    'unknown',
+  ).length;
+  const unknownHandled = () => othersTakeUnknown > 0 || pipeline.destinations?.takes('unknown') === true;
 
   const deliveryStage = processor('delivery', async (job, signal) => {
     const refusal = deferredRefusal(config, job.data);
@@ -267,7 +278,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
         : null;
     const record = recordQueue ? recordKey : null;
     const chain = record === null ? fullChain : pipeline.store;
-    if (job.name === 'unknown' && !unknownHandled) {
+    if (job.name === 'unknown' && !unknownHandled()) {
       throw new UnrecoverableError(
         `not a Sellsy event (${job.data.parseProblem ?? 'no relatedtype/event'}) and no handler for "unknown": kept as a dead letter`,
       );
@@ -371,6 +382,14 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
           ...(options.webhookWatchIntervalMs ? { intervalMs: options.webhookWatchIntervalMs } : {}),
         })
       : null;
+  // Last: nothing after it can fail the start and leave its connection open.
+  const reloader = startDestinationsReload(
+    config,
+    pipeline.destinations,
+    options.env ?? process.env,
+    log,
+    destinationMetrics,
+  );
   log.info(
     {
       queue: config.queueName,
@@ -387,8 +406,10 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     recordWorker,
     pipeline,
     ready: () => connections.every((c) => c.status === 'ready'),
+    reloadDestinations: reloader.reload,
     async close() {
       stopping = true;
+      reloader.close();
       webhookWatch?.close();
       await periodic?.close();
       const workers = [worker, recordWorker].filter((w): w is Worker<WebhookJobData> => w !== null);

@@ -16,14 +16,17 @@ export async function startTestWorker(
   handlers?: HandlerMap,
   registry?: Registry,
 ): Promise<TestWorker> {
-  const config = loadConfig({
+  const workerEnv = {
     REDIS_URL: listener.config.redisUrl,
     QUEUE_NAME: listener.config.queueName,
     LOG_LEVEL: 'info',
     ...env,
-  });
+  };
+  const config = loadConfig(workerEnv);
   const capture = new LogCapture();
   const running = await startWorker(config, createLogger('info', capture), {
+    // A reload of DESTINATIONS_FILE reads its secret variables where the configuration came from.
+    env: workerEnv,
     ...(handlers ? { handlers } : {}),
     ...(registry ? { registry } : {}),
   });
