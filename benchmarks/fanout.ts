@@ -22,8 +22,9 @@
  * one destination, against issue 16's target: 10 destinations ≤ 3× the CPU per event of one (a report, not a check).
  *
  * Options (env): BENCH_FANOUT_DESTINATIONS (1,3,10; --destinations wins), BENCH_FANOUT_RATE (500 deliveries/s),
- * BENCH_FANOUT_SECONDS (15), BENCH_FANOUT_WARMUP (2 s), BENCH_WORKER_CONCURRENCY (50), BENCH_FANOUT_WAIT (60 s: at
- * most, after the load, for every destination to receive everything), BENCH_FANOUT_CPU_PROF (a directory: the
+ * BENCH_FANOUT_SECONDS (15), BENCH_FANOUT_WARMUP (2 s), BENCH_WORKER_CONCURRENCY (50), BENCH_FANOUT_WAIT (120 s: at
+ * most, after the load, for every destination to receive everything), BENCH_QUIET_WAIT (120 s: at most, before
+ * starting, for foreign CPU load to drop below 25% of a core), BENCH_FANOUT_CPU_PROF (a directory: the
  * workers run with --cpu-prof and write worker-<N>-destinations.cpuprofile there, for Chrome DevTools),
  * BENCH_SKIP_BUILD=1 or --skip-build. About 25 s per destination count. Writes bench-results/fanout-<timestamp>.json;
  * exits 1 when a delivery is missing or repeated.

@@ -10,6 +10,8 @@ export interface FanOutOptions {
   workerConcurrency: number;
   /** Seconds to wait at most, after the load, for every destination to receive every acknowledged delivery. */
   waitS: number;
+  /** Seconds to wait at most, before starting, for foreign load to drop below QUIET_PCT. */
+  quietWaitS: number;
   /** A directory: the worker runs with `--cpu-prof` and writes its profile there; null: no profile. */
   cpuProfDir: string | null;
 }
@@ -40,7 +42,8 @@ export function fanOutOptionsFromEnv(
     seconds: num('BENCH_FANOUT_SECONDS', 15, 1),
     warmupS: num('BENCH_FANOUT_WARMUP', 2, 0),
     workerConcurrency: num('BENCH_WORKER_CONCURRENCY', 50, 1, true),
-    waitS: num('BENCH_FANOUT_WAIT', 60, 1),
+    waitS: num('BENCH_FANOUT_WAIT', 120, 1),
+    quietWaitS: num('BENCH_QUIET_WAIT', 120, 0),
     cpuProfDir: env.BENCH_FANOUT_CPU_PROF || null,
   };
 }

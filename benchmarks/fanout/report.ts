@@ -38,7 +38,8 @@ export function report(r: FanOutResult): string[] {
     '',
     `Fan-out: ${o.rate} deliveries/s for ${o.seconds} s (open loop, after ${o.warmupS} s at the rate) through the ` +
       `listener to one worker (WORKER_CONCURRENCY ${o.workerConcurrency}, DESTINATIONS_FILE of N local sinks, ` +
-      `no postgres handler), redis ${r.redisVersion}; sinks: one process, 204 to every request`,
+      `no postgres handler), redis ${r.redisVersion}; sinks: one process, 204 to every request; ` +
+      `machine busy before start ${f(r.busyBeforePct, 0)}% of a core`,
     "Per destination; end to end = sink arrival − receivedAt (ms precision), ms; events/s = the window's deliveries ÷ their arrival span",
     table(
       ['N', 'destination', 'events/s', 'received', 'e2e p50', 'p90', 'p99', 'max', 'missing', 'dup', 'unexpected'],

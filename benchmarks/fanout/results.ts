@@ -50,6 +50,8 @@ export interface FanOutRun {
 export interface FanOutResult {
   options: FanOutOptions;
   redisVersion: string;
+  /** Machine-wide CPU use just before the first run, % of one core (foreign load). */
+  busyBeforePct: number;
   runs: FanOutRun[];
   /** CPU per event with N destinations ÷ with 1, for each N measured besides 1 (null without a run at 1). */
   cpuRatios: { destinations: number; ratio: number }[] | null;

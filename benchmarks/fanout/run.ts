@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { post, runOpenLoop } from '../lib/load.ts';
-import { CpuMeter, cpuSeconds } from '../lib/machine.ts';
+import { CpuMeter, cpuSeconds, waitForQuiet } from '../lib/machine.ts';
 import { baseEnv, ensureBuilt, isRunning, makeTempDir, removeTempDir, sleep, stopChild } from '../lib/processes.ts';
 import { type PrivateRedis, redisVersion as redisVersionOf, startPrivateRedis } from '../lib/redis.ts';
 import { jobCount, type Service, startListener, startService } from '../lib/service.ts';
@@ -25,6 +25,7 @@ const ID_BASE = 1_000_000;
 
 export async function runFanOutBenchmark(opts: FanOutOptions): Promise<{ result: FanOutResult; report: string[] }> {
   ensureBuilt(false);
+  const busyBeforePct = (await waitForQuiet(opts.quietWaitS)).busy;
   const redis = await startPrivateRedis();
   try {
     const redisVersion = await redisVersionOf(redis.client);
@@ -40,7 +41,14 @@ export async function runFanOutBenchmark(opts: FanOutOptions): Promise<{ result:
           .filter((r) => r !== one)
           .map((r) => ({ destinations: r.destinations, ratio: r.workerCpuPerEventUs / one.workerCpuPerEventUs }))
       : null;
-    const result: FanOutResult = { options: opts, redisVersion, runs, cpuRatios, ok: runs.every((r) => r.ok) };
+    const result: FanOutResult = {
+      options: opts,
+      redisVersion,
+      busyBeforePct,
+      runs,
+      cpuRatios,
+      ok: runs.every((r) => r.ok),
+    };
     return { result, report: report(result) };
   } finally {
     await redis.destroy();
@@ -65,10 +73,8 @@ async function runOne(opts: FanOutOptions, redis: PrivateRedis, n: number): Prom
     }));
     writeFileSync(file, JSON.stringify({ destinations }, null, 2));
     const profile = opts.cpuProfDir
-      ? {
-          NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${opts.cpuProfDir} --cpu-prof-name=worker-${n}-destinations.cpuprofile`,
-        }
-      : {};
+      ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`, `--cpu-prof-name=worker-${n}-destinations.cpuprofile`]
+      : [];
     worker = startService(
       'work',
       {
@@ -79,9 +85,9 @@ async function runOne(opts: FanOutOptions, redis: PrivateRedis, n: number): Prom
         BENCH_DESTINATION_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
         WORKER_CONCURRENCY: String(opts.workerConcurrency),
         LOG_LEVEL: 'warn',
-        ...profile,
       },
       true,
+      profile,
     );
     listener = await startListener({ REDIS_URL: redis.url, QUEUE_NAME: queueName }, 'listener');
 
