@@ -6,6 +6,8 @@ import type { FanOutCpu, FanOutResult, FanOutRun } from './results.ts';
 export const CPU_RATIO_TARGET = 3;
 /** The destination count the target is stated for. */
 export const TARGET_DESTINATIONS = 10;
+/** Foreign load (% of a core) past which a window's figures are flagged: the processes under test were starved. */
+const DISTURBED_PCT = 30;
 
 const cpuLine = (run: FanOutRun) => {
   const c: FanOutCpu = run.cpu;
@@ -78,6 +80,12 @@ export function report(r: FanOutResult): string[] {
     '',
     'Every acknowledged delivery at every destination exactly once:',
     ...r.runs.map((run) => `  ${run.destinations} destination(s): ${checkCell(run)}`),
+    ...r.runs
+      .filter((run) => run.cpu.other > DISTURBED_PCT)
+      .map(
+        (run) =>
+          `Warning: ${f(run.cpu.other, 0)}% of a core used by other work with ${run.destinations} destination(s)`,
+      ),
     ...(o.cpuProfDir ? [`Worker CPU profiles written to ${o.cpuProfDir}`] : []),
     '',
     targetLine,
