@@ -2,7 +2,12 @@
  * The whole pipeline: how fast do Sellsy deliveries become rows in PostgreSQL, listener → Redis → worker → `postgres`
  * handler, next to storing the same rows straight into PostgreSQL?
  *
- *   npm run bench:pipeline [-- --skip-build]      (also the last phase of `npm run bench`; BENCH_PIPELINE=0 skips it)
+ *   npm run bench:pipeline [-- --skip-build] [--destinations 1,3,10]
+ *
+ * (Its PostgreSQL phases are also the last phase of `npm run bench`; BENCH_PIPELINE=0 skips them there.) Last, the
+ * fan-out phase: the same listener → worker path with DESTINATIONS_FILE of 1, 3 and 10 local sinks instead of
+ * PostgreSQL (benchmarks/fanout.ts, where it is described; `npm run bench:fanout` runs it alone); `--destinations`
+ * (or BENCH_FANOUT_DESTINATIONS) picks the counts, `--destinations 0` skips it.
  *
  * Processes: a private redis-server (benchmarks/lib/redis.ts: AOF everysec, 127.0.0.1, never the machine's Redis); the
  * listener `node dist/src/cli.js listen` (default settings, spool in a temporary directory, log discarded) and one
@@ -40,13 +45,17 @@
  * BENCH_SKIP_BUILD=1 or --skip-build (dist/ is built anyway if missing), BENCH_PIPELINE_MODE (`split`: the listener and
  * the worker as two processes, `listen` and `work`, as docs/operations.md advises for production; `start`: both in one
  * process, `sellsy-webhooks start`, what `npm start` runs — its CPU is then reported as the listener's).
- * A default run takes about a minute (plus the build and any wait for a quiet machine). Prints tables, each phase's CPU
- * use per process (PostgreSQL's included; `other` shows foreign load) and the targets of issue 14 (pipeline ≥ 0.5×
- * direct INSERT; end-to-end p99 at 500/s ≤ 10 ms), met or NOT met (a report, not a check: the exit code ignores
- * them); writes bench-results/pipeline-<timestamp>.json; exits 1 when a check fails.
+ * The PostgreSQL phases take about a minute, the fan-out phase about 25 s per destination count (plus the build and
+ * any wait for a quiet machine). Prints tables, each phase's CPU use per process (PostgreSQL's included; `other` shows
+ * foreign load), the targets of issue 14 (pipeline ≥ 0.5× direct INSERT; end-to-end p99 at 500/s ≤ 10 ms) and of
+ * issue 16 (10 destinations ≤ 3× the worker's CPU per event of 1), met or NOT met (a report, not a check: the exit
+ * code ignores them); writes bench-results/pipeline-<timestamp>.json (the fan-out phase under `fanOut`); exits 1 when
+ * a check fails.
  */
 
 import { parseArgs } from 'node:util';
+import { fanOutOptionsFromEnv } from './fanout/options.ts';
+import { runFanOutBenchmark } from './fanout/run.ts';
 import { machineInfo } from './lib/machine.ts';
 import { ensureBuilt, runMain } from './lib/processes.ts';
 import { f, writeResults } from './lib/report.ts';
@@ -54,20 +63,28 @@ import { pipelineOptionsFromEnv } from './pipeline/options.ts';
 import { runPipelineBenchmark } from './pipeline/run.ts';
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { 'skip-build': { type: 'boolean' } } });
+  const { values } = parseArgs({ options: { 'skip-build': { type: 'boolean' }, destinations: { type: 'string' } } });
   const opts = pipelineOptionsFromEnv();
+  const fanOutOpts = fanOutOptionsFromEnv(values.destinations);
   const skipBuild = values['skip-build'] || process.env.BENCH_SKIP_BUILD === '1';
   ensureBuilt(!skipBuild, { buildIfMissing: true });
   const env = machineInfo();
   const startedAt = performance.now();
   const { result, report: lines } = await runPipelineBenchmark(opts);
+  const fanOut = fanOutOpts.destinations.length > 0 ? await runFanOutBenchmark(fanOutOpts) : null;
   const wallTimeS = (performance.now() - startedAt) / 1000;
-  const file = writeResults('pipeline', env.date, { machine: env, wallTimeS, ...result });
+  const file = writeResults('pipeline', env.date, {
+    machine: env,
+    wallTimeS,
+    ...result,
+    fanOut: fanOut?.result ?? null,
+  });
   process.stdout.write(
     `\nPipeline benchmark — node ${env.node}, nproc ${env.nproc}, ${env.cpuModel}, commit ${env.commit}, ${env.date}\n` +
-      `${lines.join('\n')}\n\nWall time ${f(wallTimeS, 0)} s (build excluded)\nResults written to ${file}\n`,
+      `${[...lines, ...(fanOut?.report ?? [])].join('\n')}\n\nWall time ${f(wallTimeS, 0)} s (build excluded)\n` +
+      `Results written to ${file}\n`,
   );
-  if (!result.ok) process.exitCode = 1;
+  if (!result.ok || fanOut?.result.ok === false) process.exitCode = 1;
 }
 
 runMain(main);

@@ -28,15 +28,17 @@ export interface Service {
 
 /**
  * Starts `sellsy-webhooks <command>` from dist/. `keepStdout`: its stdout is kept for error messages; otherwise it
- * is discarded (the listener logs one line per delivery at info, as in production).
+ * is discarded (the listener logs one line per delivery at info, as in production). `nodeArgs`: options of node
+ * itself, such as `--cpu-prof` (which NODE_OPTIONS refuses).
  */
 export function startService(
   command: 'listen' | 'work' | 'start',
   env: NodeJS.ProcessEnv,
   keepStdout = false,
+  nodeArgs: readonly string[] = [],
 ): Service {
   const child = track(
-    spawn(process.execPath, [join(ROOT, 'dist/src/cli.js'), command], {
+    spawn(process.execPath, [...nodeArgs, join(ROOT, 'dist/src/cli.js'), command], {
       cwd: ROOT,
       env,
       stdio: ['ignore', keepStdout ? 'pipe' : 'ignore', 'pipe'],
