@@ -36,6 +36,7 @@
  * credentials (`user:pass@`) is refused when the handler is created: fetch would refuse it on every request.
  */
 import { createHmac } from 'node:crypto';
+import { Agent, type Dispatcher, request } from 'undici';
 import { PermanentError } from '../errors.ts';
 import type { SellsyEvent } from '../sellsy/payload.ts';
 import type { Handler, HandlerContext } from './handler.ts';
@@ -45,12 +46,17 @@ export interface ForwardOptions {
   url: string;
   /** `whsec_` followed by the base64 of the key; during a rotation, the new and the old one (each signs). */
   secret: string | readonly string[];
-  /** Budget for the whole exchange (connect, send, answer); past it the attempt fails and is retried. */
+  /**
+   * Longest wait for each step of the exchange: connecting, then the answer's headers, then each part of its body;
+   * past it the attempt fails and is retried.
+   */
   timeoutMs: number;
 }
 
 const SECRET_PREFIX = 'whsec_';
 const EXCERPT_CHARS = 200;
+/** undici's codes for its connect, headers and body timeouts. */
+const TIMEOUTS = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
 /**
  * The Standard Webhooks signature of one message: `v1,` + base64(HMAC-SHA256(key, `${id}.${timestamp}.${body}`)),
@@ -61,19 +67,30 @@ export function signStandardWebhook(secret: string, id: string, timestampSeconds
   return signWithKey(decodeSecret(secret), id, timestampSeconds, body);
 }
 
+/**
+ * undici's `request` on a connection pool of this target's own, rather than `fetch`: a fan-out makes one request per
+ * destination and event, and fetch's WHATWG layers (streams, a Response, two AbortSignals per request for the
+ * timeout) cost several times the CPU of the request itself (docs/benchmarks.md, destinations). The timeouts are
+ * the pool's (connect, headers, body), so no timer nor signal is made per request.
+ */
 export function createForwardHandler(opts: ForwardOptions): Handler {
   // Decoded once, as the reference library does: a bad secret fails at start, not on every job.
   const keys = (typeof opts.secret === 'string' ? [opts.secret] : opts.secret).map(decodeSecret);
   if (keys.length === 0) throw new Error('forward: at least one secret is needed');
   const target = describeUrl(opts.url);
+  const dispatcher = new Agent({
+    connect: { timeout: opts.timeoutMs },
+    headersTimeout: opts.timeoutMs,
+    bodyTimeout: opts.timeoutMs,
+  });
   return async (event, context) => {
-    const body = JSON.stringify(forwardBody(event, context));
+    const body = bodyFor(event, context);
     const timestamp = Math.floor(Date.now() / 1000);
-    const timeout = AbortSignal.timeout(opts.timeoutMs);
-    const signal = AbortSignal.any([timeout, context.signal]);
-    let res: Response;
+    let res: Dispatcher.ResponseData;
     try {
-      res = await fetch(opts.url, {
+      // undici's request follows no redirect: a signed POST must not be replayed elsewhere nor turned into a GET.
+      res = await request(opts.url, {
+        dispatcher,
         method: 'POST',
         headers: {
           'content-type': 'application/json',
@@ -84,18 +101,17 @@ export function createForwardHandler(opts: ForwardOptions): Handler {
           'x-sellsy-webhooks-source': context.data.source ?? 'webhook',
         },
         body,
-        signal,
-        redirect: 'manual',
+        signal: context.signal,
       });
     } catch (err) {
       if (context.signal.aborted) throw new Error(`forward to ${target} aborted: the worker is shutting down`);
-      if (timeout.aborted) throw new Error(`forward to ${target} timed out after ${opts.timeoutMs} ms`);
-      // Some fetch errors quote the URL: keep only the part that is safe to log.
+      if (TIMEOUTS.has(codeOf(err) ?? '')) throw new Error(`forward to ${target} timed out after ${opts.timeoutMs} ms`);
+      // Some errors quote the URL: keep only the part that is safe to log.
       throw new Error(`forward to ${target} failed: ${causeOf(err).replaceAll(opts.url, target)}`);
     }
-    const { status } = res;
+    const status = res.statusCode;
     if (status >= 200 && status < 300) {
-      // Nothing to read: cancelling frees the connection at once instead of leaving it to the garbage collector.
+      // Nothing to read: dumped, the connection goes back to the pool at once.
       await discard(res);
       context.log.debug({ status, target }, 'forwarded');
       return;
@@ -107,6 +123,21 @@ export function createForwardHandler(opts: ForwardOptions): Handler {
     const excerpt = await readExcerpt(res, EXCERPT_CHARS);
     throw new PermanentError(`forward to ${target} answered ${status}: ${excerpt}`);
   };
+}
+
+/**
+ * The body of a job's delivery, made once per job and object however many destinations it is sent to: every
+ * destination receives the same bytes. Keyed by the job data (one object per job run) and checked against the
+ * fetched object, which a handler may set before `forward` runs.
+ */
+const bodies = new WeakMap<object, { name: string; event: SellsyEvent | null; object: unknown; body: string }>();
+function bodyFor(event: SellsyEvent | null, context: HandlerContext): string {
+  const object = context.object ?? null;
+  const known = bodies.get(context.data);
+  if (known && known.name === context.name && known.event === event && known.object === object) return known.body;
+  const body = JSON.stringify(forwardBody(event, context));
+  bodies.set(context.data, { name: context.name, event, object, body });
+  return body;
 }
 
 function forwardBody(event: SellsyEvent | null, context: HandlerContext) {
@@ -154,34 +185,38 @@ function describeUrl(url: string): string {
   return target;
 }
 
-/** undici's `fetch failed` TypeError hides the useful part (ECONNREFUSED…) in `cause`. */
+function codeOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** The useful part of a request error: its code (ECONNREFUSED…), else its cause's, else its message. */
 function causeOf(err: unknown): string {
+  const code = codeOf(err);
+  if (code !== undefined && code !== 'UND_ERR_SOCKET') return code;
   const cause = (err as { cause?: { code?: unknown; message?: unknown } } | null)?.cause;
   if (typeof cause?.code === 'string') return cause.code;
   if (typeof cause?.message === 'string') return cause.message;
   return err instanceof Error ? err.message : String(err);
 }
 
-async function discard(res: Response): Promise<void> {
-  await res.body?.cancel().catch(() => {});
+async function discard(res: Dispatcher.ResponseData): Promise<void> {
+  await res.body.dump().catch(() => {});
 }
 
 /** The first `max` characters of the answer, reading no more than needed (an error page may be large). */
-async function readExcerpt(res: Response, max: number): Promise<string> {
-  if (!res.body) return '';
-  const reader = res.body.getReader();
+async function readExcerpt(res: Dispatcher.ResponseData, max: number): Promise<string> {
   const decoder = new TextDecoder();
   let text = '';
   try {
-    while (text.length < max) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      text += decoder.decode(value, { stream: true });
+    for await (const chunk of res.body) {
+      text += decoder.decode(chunk as Buffer, { stream: true });
+      if (text.length >= max) break;
     }
   } catch {
     // The answer broke off or timed out mid-body: the status alone decides the outcome.
   } finally {
-    await reader.cancel().catch(() => {});
+    res.body.destroy();
   }
   return text.slice(0, max);
 }
