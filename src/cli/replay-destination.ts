@@ -3,8 +3,9 @@
  * how a repaired or a new destination catches up, without sending anything again to the other destinations.
  *
  * What it sends to NAME:
- * - its dead letters: the failed jobs (ingest and record queue) whose event NAME takes and that NAME has not taken
- *   (the destination ledger, src/queue/destination-ledger.ts, does not say `sent`);
+ * - its dead letters: its own retry jobs that failed for good (src/queue/destination-retries.ts), and the failed jobs
+ *   (ingest and record queue) whose event NAME takes and that NAME has not taken (the destination ledger,
+ *   src/queue/destination-ledger.ts, does not say `sent`);
  * - with `--since`, also the deliveries kept since then: the completed jobs of the ingest queue (kept
  *   JOB_KEEP_COMPLETED_SECONDS) whose event NAME takes. The PostgreSQL store is not read.
  * `--since`/`--until` bound the time the job finished (failed or completed).
@@ -51,15 +52,16 @@ export async function replayToDestination(
   try {
     /** By delivery id: what to send, and where it was found. */
     const chosen = new Map<string, { job: Job<WebhookJobData>; from: string }>();
-    const takes = (job: Job<WebhookJobData>) =>
+    // A job for one destination only (a retry job, a catch-up) counts for that destination alone.
+    const takes = (job: Job<WebhookJobData>, onlyOwn: boolean) =>
       job.data?.deliveryId !== undefined &&
-      job.data.onlyDestination === undefined &&
+      (job.data.onlyDestination === undefined || (onlyOwn && job.data.onlyDestination === name)) &&
       selects(filter, job) &&
       takesEvent(destination, job.name);
 
     for (const queue of [ingest, records]) {
       for await (const job of jobsOf(queue, 'failed')) {
-        if (!takes(job) || chosen.has(job.data.deliveryId)) continue;
+        if (!takes(job, true) || chosen.has(job.data.deliveryId)) continue;
         // The ledger says which destinations took it; with one destination there is none, and the dead letter is its.
         const entry = await connection.hget(`${ledgerBase}${job.data.deliveryId}`, name);
         if (entry === 'sent') continue;
@@ -68,7 +70,7 @@ export async function replayToDestination(
     }
     if (filter.since !== null) {
       for await (const job of jobsOf(ingest, 'completed')) {
-        if (!takes(job) || chosen.has(job.data.deliveryId)) continue;
+        if (!takes(job, false) || chosen.has(job.data.deliveryId)) continue;
         chosen.set(job.data.deliveryId, { job, from: `completed ${ingest.name} ${job.id}` });
       }
     }
@@ -81,9 +83,11 @@ export async function replayToDestination(
         continue;
       }
       try {
+        // A catch-up sends this very delivery, not a record's latest as a retry job may.
+        const { destinationRetry: _, ...data } = job.data;
         await ingest.add(
           job.name,
-          { ...job.data, onlyDestination: name },
+          { ...data, onlyDestination: name },
           { ...jobOptionsOf(config), jobId: `${job.data.deliveryId}-to-${name}-${stamp}` },
         );
         result.replayed++;

@@ -37,8 +37,9 @@ export async function destinationStats(config: Config, client: RedisClient): Pro
   }
   const single = names.length === 1;
   return names.map((name) => {
-    // With one destination every failure of `forward` is its; with several, the fan-out's reason lists them as
-    // `failing: a (…); b (…)` and `refused for good: c (…)`.
+    // With one destination every failure of `forward` is its; with several, a retry job's reason names its own
+    // (`destination still failing: a (…)`, `destination refused the event: a (…)`), as older fan-out reasons
+    // listed theirs (`failing: a (…); b (…)`).
     const named = new RegExp(`(?:: |; )${name} \\(`);
     const deadLetters = reasons.filter((r) =>
       single ? r.startsWith('[forward ') : r.startsWith('[forward ') && named.test(r),
