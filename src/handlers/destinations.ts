@@ -195,8 +195,12 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
       const [decision] = await decideAll([target], ctx.log);
       await sendTo(target, decision as BreakerDecision, ctx.data.event, ctx);
     } catch (err) {
-      if (err instanceof PostponeError || err instanceof RetryLaterError) throw err;
+      if (err instanceof RetryLaterError) throw err;
       const message = (err as Error)?.message ?? String(err);
+      if (err instanceof PostponeError) {
+        // Its message is the failed reason once the job may wait no longer.
+        throw new PostponeError(`destination still failing: ${name} (${message})`, err.at, err.maxPauseMs);
+      }
       if (err instanceof PermanentError) {
         throw new PermanentError(`destination refused the event: ${name} (${message})`, { cause: err });
       }

@@ -84,11 +84,13 @@ interface Setup {
 }
 
 async function setup(specs: DestinationSpec[], listenerEnv: Record<string, string> = {}): Promise<Setup> {
-  const listener = await startTestListener(redis.url, { JOB_BACKOFF_MS: '20', ...listenerEnv });
+  const jobEnv = { JOB_BACKOFF_MS: '20', ...listenerEnv };
+  const listener = await startTestListener(redis.url, jobEnv);
   cleanup.push(() => listener.close());
   await untilReady(listener);
   const registry = new Registry();
-  const workerEnv = { ...secrets, DESTINATIONS_FILE: destinationsFile(specs) };
+  // The workers add the destinations' retry jobs: with the same attempts and backoff as the listener's jobs.
+  const workerEnv = { ...jobEnv, ...secrets, DESTINATIONS_FILE: destinationsFile(specs) };
   const worker = await startTestWorker(listener, workerEnv, undefined, registry);
   cleanup.push(() => worker.close());
   return { listener, worker, registry, workerEnv };
