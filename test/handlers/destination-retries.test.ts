@@ -45,7 +45,7 @@ async function setup(
   destinations: { name: string; receiver: Receiver; secret: keyof typeof secrets }[],
   env: Record<string, string>,
 ): Promise<{ listener: TestListener; worker: TestWorker }> {
-  const jobEnv = { JOB_BACKOFF_MS: '150', JOB_ATTEMPTS: '8' };
+  const jobEnv = { JOB_BACKOFF_MS: env.JOB_BACKOFF_MS ?? '150', JOB_ATTEMPTS: '8' };
   const listener = await startTestListener(redis.url, jobEnv);
   cleanup.push(() => listener.close());
   await untilReady(listener);
@@ -99,7 +99,8 @@ test('RECORD_ORDER=latest: a destination retrying a record gets the later events
       { name: 'accounting', receiver: accounting, secret: 'A_SECRET' },
       { name: 'crm', receiver: crm, secret: 'B_SECRET' },
     ],
-    { RECORD_ORDER: 'latest' },
+    // The retry job starts after 300 to 600 ms: the later events reach the record stage before it.
+    { RECORD_ORDER: 'latest', JOB_BACKOFF_MS: '600' },
   );
   const first = await deliver(listener, body('created', 900));
   await waitFor(() => crmStatus.length >= 1, 10_000, 'crm refused the first event');
