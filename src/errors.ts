@@ -99,3 +99,20 @@ export class RetryLaterError extends Error {
     this.name = 'RetryLaterError';
   }
 }
+
+/**
+ * A handler asks for its job to wait until `at` (ms since the epoch) without spending an attempt: a destination's
+ * circuit breaker is open and the next probe is not due. The worker postpones the job only while it is younger than
+ * `maxPauseMs`; past that the job fails as any attempt does, so that no job is postponed for ever.
+ */
+export class PostponeError extends Error {
+  readonly code = 'SW_ERR_POSTPONE';
+  constructor(
+    message: string,
+    readonly at: number,
+    readonly maxPauseMs: number,
+  ) {
+    super(message);
+    this.name = 'PostponeError';
+  }
+}

@@ -3,8 +3,9 @@
  * how a repaired or a new destination catches up, without sending anything again to the other destinations.
  *
  * What it sends to NAME, each delivery once whatever the number of places it is found in, looked for in this order:
- * - its dead letters: the failed jobs (ingest and record queue) whose event NAME takes and that NAME has not taken
- *   (the destination ledger, src/queue/destination-ledger.ts, does not say `sent`; read once per page of jobs);
+ * - its dead letters: its own retry jobs that failed for good (src/queue/destination-retries.ts), and the failed jobs
+ *   (ingest and record queue) whose event NAME takes and that NAME has not taken (the destination ledger,
+ *   src/queue/destination-ledger.ts, does not say `sent`; read once per page of jobs);
  * - with `--since`, the deliveries kept since then: the completed jobs of the ingest queue (kept
  *   JOB_KEEP_COMPLETED_SECONDS) whose event NAME takes;
  * - with `--since` and the PostgreSQL store configured (DATABASE_URL), the deliveries stored since then
@@ -81,7 +82,7 @@ export async function replayToDestination(
       await ingest.addBulk(
         found.map((f) => ({
           name: f.name,
-          data: { ...f.data, onlyDestination: name },
+          data: { ...withoutRetry(f.data), onlyDestination: name },
           opts: { ...jobOptionsOf(config), jobId: `${f.data.deliveryId}-to-${name}-${stamp}` },
         })),
       );
@@ -92,15 +93,22 @@ export async function replayToDestination(
       for (const f of found) out(`skipped ${f.data.deliveryId}: ${(err as Error).message}`);
     }
   };
-  /** A delivery found (a job, or a stored row as one): whether NAME gets it, not found before. */
-  const takes = (job: {
-    id?: string | undefined;
-    name: string;
-    finishedOn?: number | undefined;
-    data?: Pick<WebhookJobData, 'deliveryId' | 'onlyDestination'>;
-  }) =>
+  /**
+   * A delivery found (a job, or a stored row as one): whether NAME gets it, not found before. A job for one
+   * destination only (a retry job, a catch-up) counts for that destination alone, and only as a dead letter
+   * (`ownToo`).
+   */
+  const takes = (
+    job: {
+      id?: string | undefined;
+      name: string;
+      finishedOn?: number | undefined;
+      data?: Pick<WebhookJobData, 'deliveryId' | 'onlyDestination'>;
+    },
+    ownToo = false,
+  ) =>
     job.data?.deliveryId !== undefined &&
-    job.data.onlyDestination === undefined &&
+    (job.data.onlyDestination === undefined || (ownToo && job.data.onlyDestination === name)) &&
     !seen.has(job.data.deliveryId) &&
     selects(filter, job) &&
     takesEvent(destination, job.name);
@@ -113,7 +121,7 @@ export async function replayToDestination(
       for await (const page of pagesOf(queue, 'failed')) {
         const candidates: Job<WebhookJobData>[] = [];
         for (const job of page) {
-          if (!takes(job)) continue;
+          if (!takes(job, true)) continue;
           seen.add(job.data.deliveryId);
           candidates.push(job);
         }
@@ -175,4 +183,10 @@ export async function replayToDestination(
     connection.disconnect();
   }
   return result;
+}
+
+/** A catch-up sends this very delivery, not a record's latest as a retry job may (`destinationRetry`). */
+function withoutRetry(data: WebhookJobData): WebhookJobData {
+  const { destinationRetry: _, ...rest } = data;
+  return rest;
 }

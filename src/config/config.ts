@@ -6,6 +6,7 @@ import envSchema from 'env-schema';
 import { ConfigError } from '../errors.ts';
 import {
   DEFAULT_BREAKER_FAILURES,
+  DEFAULT_BREAKER_MAX_PAUSE_SECONDS,
   DEFAULT_BREAKER_PROBE_SECONDS,
   DEFAULT_EVENTS,
   type Destination,
@@ -234,6 +235,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         maxPerSecond: null,
         breakerFailures: DEFAULT_BREAKER_FAILURES,
         breakerProbeSeconds: DEFAULT_BREAKER_PROBE_SECONDS,
+        breakerMaxPauseSeconds: DEFAULT_BREAKER_MAX_PAUSE_SECONDS,
       },
     ];
   }

@@ -11,6 +11,7 @@
  *       max_per_second: 20                    # default: no limit
  *       breaker_failures: 10                  # consecutive failures that open the circuit breaker
  *       breaker_probe_seconds: 30             # while open, one probe request this often
+ *       breaker_max_pause_seconds: 86400      # while open, how long a job waits before it spends attempts
  *
  * Secrets are never written in the file: a file is copied, committed and shown far more than an environment is, so
  * a value that is not exactly `${VARIABLE}` is refused, and the variable is read from the environment. Every
@@ -35,6 +36,8 @@ export interface Destination {
   breakerFailures: number;
   /** While open, one probe request every this many seconds. */
   breakerProbeSeconds: number;
+  /** While open, a job of this destination is postponed (no attempt spent) until it is this old; then it spends them. */
+  breakerMaxPauseSeconds: number;
 }
 
 /** Whether a destination takes the events of this job name (its `events` patterns). */
@@ -44,6 +47,7 @@ export function takesEvent(destination: Pick<Destination, 'events'>, jobName: st
 
 export const DEFAULT_BREAKER_FAILURES = 10;
 export const DEFAULT_BREAKER_PROBE_SECONDS = 30;
+export const DEFAULT_BREAKER_MAX_PAUSE_SECONDS = 86_400;
 
 const VARIABLE = 'DESTINATIONS_FILE';
 const NAME = /^[a-z0-9-]{1,40}$/;
@@ -58,6 +62,7 @@ const KEYS = new Set([
   'max_per_second',
   'breaker_failures',
   'breaker_probe_seconds',
+  'breaker_max_pause_seconds',
 ]);
 export const DEFAULT_EVENTS: readonly string[] = ['*', 'unknown'];
 export const SECRET_HINT =
@@ -178,8 +183,21 @@ function checkEntry(
     integer(e.breaker_failures, 1, 1_000_000, '"breaker_failures"', problem) ?? DEFAULT_BREAKER_FAILURES;
   const breakerProbeSeconds =
     integer(e.breaker_probe_seconds, 1, 86_400, '"breaker_probe_seconds"', problem) ?? DEFAULT_BREAKER_PROBE_SECONDS;
+  const breakerMaxPauseSeconds =
+    integer(e.breaker_max_pause_seconds, 0, 2_592_000, '"breaker_max_pause_seconds"', problem) ??
+    DEFAULT_BREAKER_MAX_PAUSE_SECONDS;
   if (problems.length > before || name === null || url === null) return null;
-  return { name, url, secrets, events, timeoutMs, maxPerSecond, breakerFailures, breakerProbeSeconds };
+  return {
+    name,
+    url,
+    secrets,
+    events,
+    timeoutMs,
+    maxPerSecond,
+    breakerFailures,
+    breakerProbeSeconds,
+    breakerMaxPauseSeconds,
+  };
 }
 
 /** `secret: ${VAR}` or `secrets: [${NEW}, ${OLD}]`, each read from the environment and checked. */

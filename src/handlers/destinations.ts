@@ -5,22 +5,24 @@
  * destination's secrets).
  *
  * Delivery semantics (docs/destinations.md):
- * - the destinations of one event are sent to at once: a slow or failing one never delays the others;
- * - an attempt where some destination fails records which destinations took the event (src/queue/destination-
- *   ledger.ts) and fails the job, which is retried with its backoff; a retry sends only to the destinations that
- *   have not taken it, so each gets the event once however many attempts another needs;
- * - a destination answering a status that retrying cannot fix (4xx, 3xx) is not sent to again within the job's
- *   attempts; once no destination is left to retry, the job fails for good (a dead letter) naming it;
- * - when the attempts run out, the dead letter's failed reason names the destinations still failing (and those
- *   that took the event). A replay sends again only to destinations that had not taken it.
- * With a single destination configured nothing is recorded: the job's outcome is that destination's, and errors are
- * the `forward` ones, unchanged.
+ * - the destinations of one event are sent to at once, from the event's job: a slow or failing one never delays
+ *   the others;
+ * - a destination that does not take the event (a failure, a refusal, an open circuit breaker) is handed a retry job
+ *   of its own (src/queue/destination-retries.ts) with its own attempts, backoff and dead letter; the ledger
+ *   (src/queue/destination-ledger.ts) is written first, so that a run of the job again (a crash) sends to no
+ *   destination twice; the event's job then goes on (user handlers) and completes;
+ * - a retry job sends to its destination alone; a refusal fails it at once (its dead letter), without a request;
+ * - while a destination's breaker is open, its requests are not made: the job is postponed to the next probe
+ *   (`PostponeError`), without spending an attempt, until it is `breaker_max_pause_seconds` old.
+ * With a single destination configured nothing is recorded and no retry job made: the event's job is the
+ * destination's, and errors are the `forward` ones, unchanged.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Destination, takesEvent } from '../config/destinations.ts';
-import { PermanentError } from '../errors.ts';
+import { PermanentError, PostponeError, RetryLaterError } from '../errors.ts';
 import type { BreakerDecision, DestinationBreaker } from '../queue/destination-breaker.ts';
 import type { DestinationLedger, LedgerEntry } from '../queue/destination-ledger.ts';
+import type { DestinationRetries } from '../queue/destination-retries.ts';
 import { createForwardHandler } from './forward.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 
@@ -36,6 +38,8 @@ export interface FanOutOptions {
   destinations: readonly Destination[];
   /** Needed with more than one destination. */
   ledger: DestinationLedger | null;
+  /** Needed with more than one destination. */
+  retries: DestinationRetries | null;
   /** Shared by the workers; null: no breaker (tests of the handler alone). */
   breaker?: DestinationBreaker | null;
   observer?: DestinationObserver;
@@ -48,6 +52,7 @@ interface Target {
   pace: Pace | null;
   breakerFailures: number;
   probeMs: number;
+  maxPauseMs: number;
 }
 
 /**
@@ -82,17 +87,32 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
     pace: d.maxPerSecond === null ? null : new Pace(d.maxPerSecond),
     breakerFailures: d.breakerFailures,
     probeMs: d.breakerProbeSeconds * 1000,
+    maxPauseMs: d.breakerMaxPauseSeconds * 1000,
   }));
   const breaker = opts.breaker ?? null;
   const single = targets.length === 1;
-  if (!single && opts.ledger === null) throw new Error('forward: several destinations need a ledger');
+  if (!single && (opts.ledger === null || opts.retries === null)) {
+    throw new Error('forward: several destinations need a ledger and retry jobs');
+  }
   const observer = opts.observer;
 
   /** One request to one destination, timed, logged with its name; rejects as `forward` does. */
-  async function sendTo(target: Target, event: Parameters<Handler>[0], context: HandlerContext): Promise<void> {
+  async function sendTo(
+    target: Target,
+    decision: BreakerDecision,
+    event: Parameters<Handler>[0],
+    context: HandlerContext,
+  ): Promise<void> {
+    if (decision.state === 'open') {
+      throw new PostponeError(
+        `destination ${target.name} paused: circuit breaker open after ${decision.failures} consecutive failures, ` +
+          `next probe in ${Math.ceil(decision.probeInMs / 1000)} s (no request sent)`,
+        Date.now() + decision.probeInMs,
+        target.maxPauseMs,
+      );
+    }
     const log = context.log.child({ destination: target.name });
     const ctx: HandlerContext = { ...context, log };
-    const decision = await decide(target, log);
     await target.pace?.wait(context.signal);
     const started = performance.now();
     try {
@@ -120,42 +140,75 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
     }
   }
 
-  /** Whether to send: throws, without a request, while the breaker is open and this is not the probe's turn. */
-  async function decide(target: Target, log: HandlerContext['log']): Promise<BreakerDecision> {
-    if (!breaker) return { state: 'closed', dirty: false };
-    let decision: BreakerDecision;
+  /** The breakers of these destinations, read in one script call; unreadable: send, as without a breaker. */
+  async function decideAll(list: readonly Target[], log: HandlerContext['log']): Promise<BreakerDecision[]> {
+    const closed = list.map((): BreakerDecision => ({ state: 'closed', dirty: false }));
+    if (!breaker || list.length === 0) return closed;
+    let decisions: BreakerDecision[];
     try {
-      decision = await breaker.before(target.name, target.probeMs);
+      decisions = await breaker.beforeAll(list.map((t) => ({ name: t.name, probeMs: t.probeMs })));
     } catch (err) {
-      // Redis unreadable: send, as without a breaker (the job needs Redis anyway).
+      // The job needs Redis anyway: a breaker that cannot be read does not stop the request.
       log.warn({ err: (err as Error).message }, 'circuit breaker unreadable: sending');
-      return { state: 'closed', dirty: false };
+      return closed;
     }
-    observer?.breaker?.(target.name, decision.state !== 'closed');
-    if (decision.state === 'open') {
-      throw new Error(
-        `destination ${target.name} paused: circuit breaker open after ${decision.failures} consecutive failures, ` +
-          `next probe in ${Math.ceil(decision.probeInMs / 1000)} s (no request sent)`,
-      );
-    }
-    return decision;
+    list.forEach((t, i) => {
+      observer?.breaker?.(t.name, decisions[i]?.state !== 'closed');
+    });
+    return decisions;
   }
 
   /**
-   * A catch-up job of `replay --destination`: that destination alone; its success is recorded so that a later
-   * replay of the dead letter does not send it there again.
+   * A job for one destination: a retry job of the fan-out, or a catch-up job of `replay --destination`. Its success
+   * is recorded so that no later run (a replay of the dead letter) sends it there again; its failed reason names
+   * the destination, as the dead letters of the fan-out did.
    */
   async function sendOnly(name: string, event: Parameters<Handler>[0], context: HandlerContext): Promise<void> {
     const target = targets.find((t) => t.name === name);
     if (target === undefined) {
       throw new PermanentError(`destination ${JSON.stringify(name)} is not configured in this worker`);
     }
-    await sendTo(target, event, context);
-    if (!single) {
-      await (opts.ledger as DestinationLedger)
-        .record(context.deliveryId, new Map([[name, 'sent']]))
-        .catch((err: Error) => context.log.warn({ err: err.message }, 'destinations: could not record the catch-up'));
+    if (single) {
+      const [decision] = await decideAll([target], context.log);
+      await sendTo(target, decision as BreakerDecision, event, context);
+      return;
     }
+    const ledger = opts.ledger as DestinationLedger;
+    let ctx = context;
+    if (context.data.destinationRetry) {
+      // RECORD_ORDER=latest: the newest event of the record handed to this destination since the job was made.
+      const newest = await (opts.retries as DestinationRetries).latest(context.data, name);
+      if (newest !== null && newest.data.deliveryId !== context.deliveryId) {
+        const data = { ...newest.data, onlyDestination: name, destinationRetry: true as const };
+        ctx = { ...context, name: newest.name, deliveryId: data.deliveryId, data };
+        context.log.info({ destination: name, latest: data.deliveryId }, 'destination retry: sending a later event');
+      }
+      const entry = (await ledger.read(ctx.deliveryId)).get(name);
+      if (entry === 'sent') return;
+      if (entry?.startsWith('refused: ')) {
+        // A replay of this dead letter asks the destination again.
+        await ledger.record(ctx.deliveryId, new Map([[name, 'retrying']]));
+        throw new PermanentError(`destination refused the event: ${name} (${entry.slice('refused: '.length)})`);
+      }
+    }
+    try {
+      const [decision] = await decideAll([target], ctx.log);
+      await sendTo(target, decision as BreakerDecision, ctx.data.event, ctx);
+    } catch (err) {
+      if (err instanceof RetryLaterError) throw err;
+      const message = (err as Error)?.message ?? String(err);
+      if (err instanceof PostponeError) {
+        // Its message is the failed reason once the job may wait no longer.
+        throw new PostponeError(`destination still failing: ${name} (${message})`, err.at, err.maxPauseMs);
+      }
+      if (err instanceof PermanentError) {
+        throw new PermanentError(`destination refused the event: ${name} (${message})`, { cause: err });
+      }
+      throw new Error(`destination still failing: ${name} (${message})`, { cause: err });
+    }
+    await ledger
+      .record(ctx.deliveryId, new Map([[name, 'sent']]))
+      .catch((err: Error) => ctx.log.warn({ err: err.message }, 'destinations: could not record the send'));
   }
 
   return async (event, context) => {
@@ -167,58 +220,68 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
     const matching = targets.filter((t) => takesEvent(t, context.name));
     if (matching.length === 0) return;
     if (single) {
-      await sendTo(matching[0] as Target, event, context);
+      const target = matching[0] as Target;
+      const [decision] = await decideAll([target], context.log);
+      await sendTo(target, decision as BreakerDecision, event, context);
       return;
     }
     const ledger = opts.ledger as DestinationLedger;
-    const known = matching.length > 1 ? await ledger.read(context.deliveryId) : new Map<string, LedgerEntry>();
-    // A refusal holds for the job's attempts; a new run of them (a replay: attempt 1 again) asks again.
-    const fresh = context.attempt === 1;
-    const pending = matching.filter((t) => {
-      const entry = known.get(t.name);
-      return entry === undefined || (entry !== 'sent' && fresh);
-    });
-    const results = await Promise.allSettled(pending.map((t) => sendTo(t, event, context)));
+    const retries = opts.retries as DestinationRetries;
+    // What an earlier run of this job recorded: taken, or handed to a retry job (made again below if it is missing).
+    const known = await ledger.read(context.deliveryId);
+    const fresh = matching.filter((t) => !known.has(t.name));
+    // RECORD_ORDER=latest: a destination with a retry job of this record pending gets this event through it, in order.
+    const queued =
+      fresh.length > 0
+        ? await retries.pending(
+            context.data,
+            fresh.map((t) => t.name),
+          )
+        : new Set();
+    const direct = fresh.filter((t) => !queued.has(t.name));
+    const decisions = await decideAll(direct, context.log);
+    const results = await Promise.allSettled(
+      direct.map((t, i) => sendTo(t, decisions[i] as BreakerDecision, event, context)),
+    );
 
     const entries = new Map<string, LedgerEntry>();
-    const failing: string[] = [];
-    const refused: string[] = [];
+    if (context.signal.aborted) {
+      // Shutting down: the job is handed back and runs again; only what was taken is kept.
+      results.forEach((r, i) => {
+        if (r.status === 'fulfilled') entries.set((direct[i] as Target).name, 'sent');
+      });
+      if (entries.size > 0) await ledger.record(context.deliveryId, entries);
+      throw new Error('forward: aborted, the worker is shutting down');
+    }
+    /** Destination → when its retry job starts (ms from now; null: after the first backoff). */
+    const handOff = new Map<string, number | null>();
+    for (const t of matching) {
+      if (queued.has(t.name)) {
+        entries.set(t.name, 'retrying');
+        handOff.set(t.name, 0);
+      } else if (known.has(t.name) && known.get(t.name) !== 'sent') {
+        handOff.set(t.name, 0);
+      }
+    }
     results.forEach((result, i) => {
-      const { name } = pending[i] as Target;
+      const { name } = direct[i] as Target;
       if (result.status === 'fulfilled') {
         entries.set(name, 'sent');
-        return;
-      }
-      const message = (result.reason as Error)?.message ?? String(result.reason);
-      if (result.reason instanceof PermanentError) {
-        entries.set(name, `refused: ${message}`);
-        refused.push(`${name} (${message})`);
+      } else if (result.reason instanceof PermanentError) {
+        entries.set(name, `refused: ${(result.reason as Error).message}`);
+        handOff.set(name, 0);
       } else {
-        failing.push(`${name} (${message})`);
+        entries.set(name, 'retrying');
+        handOff.set(name, result.reason instanceof PostponeError ? Math.max(result.reason.at - Date.now(), 0) : null);
       }
     });
-    for (const t of matching) {
-      const entry = known.get(t.name);
-      if (entry?.startsWith('refused: ') && !pending.includes(t)) refused.push(`${t.name} (${entry.slice(9)})`);
-    }
-    if (failing.length === 0 && refused.length === 0) {
+    if (handOff.size === 0) {
       if (known.size > 0) await ledger.forget(context.deliveryId);
       return;
     }
-    if (matching.length > 1 && (entries.size > 0 || known.size > 0)) {
-      try {
-        await ledger.record(context.deliveryId, entries);
-      } catch (err) {
-        // The next attempt then sends to every destination again (same webhook-id): late rather than lost.
-        context.log.warn({ err: (err as Error).message }, 'destinations: could not record which ones took the event');
-      }
-    }
-    const took = matching.filter((t) => entries.get(t.name) === 'sent' || known.get(t.name) === 'sent');
-    const tail = took.length > 0 ? `; sent to ${took.map((t) => t.name).join(', ')}` : '';
-    if (failing.length > 0) {
-      const refusedPart = refused.length > 0 ? `; refused for good: ${refused.join('; ')}` : '';
-      throw new Error(`destinations still failing: ${failing.join('; ')}${refusedPart}${tail}`);
-    }
-    throw new PermanentError(`destinations refused the event: ${refused.join('; ')}${tail}`);
+    // Recorded before the retry jobs exist, and both before the job completes: a crash in between sends nothing twice.
+    if (entries.size > 0) await ledger.record(context.deliveryId, entries);
+    await Promise.all([...handOff].map(([name, delayMs]) => retries.add(context.name, context.data, name, delayMs)));
+    context.log.info({ destinations: [...handOff.keys()] }, 'destinations handed to retry jobs of their own');
   };
 }

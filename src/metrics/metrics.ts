@@ -152,7 +152,7 @@ export function createMetrics(options: { processMetrics?: boolean; listener?: bo
 
 /** What happened to a job run: `retry` failed and will run again, `dead_letter` failed for good, `rate_limited`
  * put back by a RetryLaterError, `handed_back` returned to the queue at shutdown. */
-export const JOB_OUTCOMES = ['completed', 'retry', 'dead_letter', 'rate_limited', 'handed_back'] as const;
+export const JOB_OUTCOMES = ['completed', 'retry', 'dead_letter', 'rate_limited', 'handed_back', 'postponed'] as const;
 export type JobOutcome = (typeof JOB_OUTCOMES)[number];
 /** `ingest`: the queue of deliveries; `records`: the record queue of RECORD_ORDER=latest. */
 export type JobQueueLabel = 'ingest' | 'records';

@@ -58,6 +58,12 @@ export interface WebhookJobData {
    * to this destination alone, by `forward` alone (no postgres, no user handler: they ran when it was delivered).
    */
   onlyDestination?: string;
+  /**
+   * Set, with `onlyDestination`, on the retry job a fan-out hands to a destination that failed
+   * (src/queue/destination-retries.ts): skipped once the destination took the delivery; with `RECORD_ORDER=latest` it
+   * sends the record's latest delivery.
+   */
+  destinationRetry?: true;
 }
 
 export interface WebhookJob {

@@ -6,8 +6,9 @@
  *
  * One hash per destination, `<prefix>:<queue>:breaker:<name>` (the queue's prefix: on a Cluster its hash tag keeps the
  * key in the queue's slot): `failures` (consecutive), `open` (`1` when open), `probeAt` (ms: when the next probe may
- * go). No hash: closed and healthy. Each request reads it with one script call; a success writes only when the hash
- * exists (after a failure), so a healthy destination costs one read per request.
+ * go). No hash: closed and healthy. The destinations of one job are read with one script call (`beforeAll`: every key
+ * shares the queue's hash tag, so one script may touch them all on a Cluster); a success writes only when the hash
+ * exists (after a failure), so healthy destinations cost one read per job.
  *
  * Failures counted: what retrying could fix (5xx, 408, 429, timeouts, network errors). A refusal (4xx) is an answer
  * from a working destination: it neither counts nor resets. Times are the workers' clocks (ms since the epoch).
@@ -21,7 +22,8 @@ export type BreakerDecision =
   | { state: 'open'; probeInMs: number; failures: number };
 
 export interface DestinationBreaker {
-  before(name: string, probeMs: number): Promise<BreakerDecision>;
+  /** The decision for each destination, in order, from one script call. */
+  beforeAll(targets: readonly { name: string; probeMs: number }[]): Promise<BreakerDecision[]>;
   /** True when this success closed an open breaker. */
   success(name: string): Promise<boolean>;
   /** True when the breaker is open after this failure. */
@@ -37,20 +39,30 @@ export interface BreakerState {
   probeAt: number | null;
 }
 
-// KEYS[1] the hash; ARGV now, probeMs. Returns {0|1 closed clean|dirty}, {2} probe, {3, ms to probe, failures}.
-const BEFORE = `
-local h = redis.call('HMGET', KEYS[1], 'open', 'probeAt', 'failures')
-if h[1] ~= '1' then
-  if h[3] then return {1} end
-  return {0}
-end
+// KEYS the hashes; ARGV now, then each key's probeMs. Returns three numbers per key: {0|1 closed clean|dirty, 0, 0},
+// {2, 0, 0} probe, {3, ms to probe, failures}.
+const BEFORE_ALL = `
 local now = tonumber(ARGV[1])
-local at = tonumber(h[2] or '0')
-if now >= at then
-  redis.call('HSET', KEYS[1], 'probeAt', now + tonumber(ARGV[2]))
-  return {2}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local h = redis.call('HMGET', key, 'open', 'probeAt', 'failures')
+  local code, wait, failures = 0, 0, 0
+  if h[1] ~= '1' then
+    if h[3] then code = 1 end
+  else
+    local at = tonumber(h[2] or '0')
+    if now >= at then
+      redis.call('HSET', key, 'probeAt', now + tonumber(ARGV[i + 1]))
+      code = 2
+    else
+      code, wait, failures = 3, at - now, tonumber(h[3] or '0')
+    end
+  end
+  out[#out + 1] = code
+  out[#out + 1] = wait
+  out[#out + 1] = failures
 end
-return {3, at - now, tonumber(h[3] or '0')}
+return out
 `;
 
 // KEYS[1]; ARGV threshold, now, probeMs. Returns 1 when open after this failure.
@@ -73,7 +85,7 @@ return 0
 `;
 
 type WithBreaker = RedisClient & {
-  breakerBefore(key: string, now: number, probeMs: number): Promise<number[]>;
+  breakerBeforeAll(...keysThenArgs: (string | number)[]): Promise<number[]>;
   breakerFailure(key: string, threshold: number, now: number, probeMs: number): Promise<number>;
   breakerSuccess(key: string): Promise<number>;
 };
@@ -86,8 +98,9 @@ export class RedisDestinationBreaker implements DestinationBreaker {
     /** `<prefix>:<queue>` */
     private readonly base: string,
   ) {
-    if (!('breakerBefore' in client)) {
-      client.defineCommand('breakerBefore', { numberOfKeys: 1, lua: BEFORE });
+    if (!('breakerBeforeAll' in client)) {
+      // The number of keys varies by job: given first in each call.
+      client.defineCommand('breakerBeforeAll', { lua: BEFORE_ALL });
       client.defineCommand('breakerFailure', { numberOfKeys: 1, lua: FAILURE });
       client.defineCommand('breakerSuccess', { numberOfKeys: 1, lua: SUCCESS });
     }
@@ -98,15 +111,21 @@ export class RedisDestinationBreaker implements DestinationBreaker {
     return `${base}:breaker:${name}`;
   }
 
-  async before(name: string, probeMs: number): Promise<BreakerDecision> {
-    const [code, ms, failures] = await this.client.breakerBefore(
-      RedisDestinationBreaker.keyOf(this.base, name),
+  async beforeAll(targets: readonly { name: string; probeMs: number }[]): Promise<BreakerDecision[]> {
+    if (targets.length === 0) return [];
+    const keys = targets.map((t) => RedisDestinationBreaker.keyOf(this.base, t.name));
+    const reply = await this.client.breakerBeforeAll(
+      keys.length,
+      ...keys,
       Date.now(),
-      probeMs,
+      ...targets.map((t) => t.probeMs),
     );
-    if (code === 2) return { state: 'probe' };
-    if (code === 3) return { state: 'open', probeInMs: ms ?? 0, failures: failures ?? 0 };
-    return { state: 'closed', dirty: code === 1 };
+    return targets.map((_, i) => {
+      const [code, ms, failures] = reply.slice(i * 3, i * 3 + 3);
+      if (code === 2) return { state: 'probe' };
+      if (code === 3) return { state: 'open', probeInMs: ms ?? 0, failures: failures ?? 0 };
+      return { state: 'closed', dirty: code === 1 };
+    });
   }
 
   async success(name: string): Promise<boolean> {

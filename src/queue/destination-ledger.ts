@@ -1,10 +1,13 @@
 /**
- * Which destinations already took a delivery, so that a retried job sends only to the ones that did not.
+ * Which destinations already took a delivery, and which were handed a retry job of their own, so that no run of the
+ * fan-out sends twice to a destination.
  *
- * One Redis hash per delivery, `<prefix>:<queue>:destinations:<deliveryId>`: field = destination name, value `sent`
- * or `refused: <reason>` (a 4xx/3xx answer, not retried within the job's attempts). Written only when an attempt
- * ends with some destination failing (one HSET + EXPIRE), read only when more than one destination takes the event,
- * removed when the job completes: the common case, every destination answering at once, costs one read.
+ * One Redis hash per delivery, `<prefix>:<queue>:destinations:<deliveryId>`: field = destination name, value `sent`,
+ * `retrying` (a failure: the destination has its own job, `<deliveryId>-to-<name>`) or `refused: <reason>` (a 4xx/3xx
+ * answer: its own job fails at once with the reason, without a request, and turns the entry to `retrying`, so that a
+ * replay of that dead letter asks again). Written only when some destination did not take the event at once (one
+ * HSET + EXPIRE), read by each fan-out with several destinations configured, removed when every destination took it
+ * at once: the common case costs one read.
  *
  * Why not the job's own data (`job.updateData`): the data is the stable queue contract and holds the raw body (up
  * to BODY_LIMIT_BYTES), rewritten whole on each update; a record-stage job runs on another job's delivery; and
@@ -16,7 +19,7 @@
  */
 import type { RedisClient } from './connection.ts';
 
-export type LedgerEntry = 'sent' | `refused: ${string}`;
+export type LedgerEntry = 'sent' | 'retrying' | `refused: ${string}`;
 
 export interface DestinationLedger {
   read(deliveryId: string): Promise<Map<string, LedgerEntry>>;

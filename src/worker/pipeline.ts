@@ -8,6 +8,7 @@
  */
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.ts';
 import { ConfigError } from '../errors.ts';
@@ -19,6 +20,7 @@ import { createSellsyFetchHandler } from '../handlers/sellsy-fetch.ts';
 import { closeForGood, createConnection, redisSettingsOf } from '../queue/connection.ts';
 import { RedisDestinationBreaker } from '../queue/destination-breaker.ts';
 import { RedisDestinationLedger } from '../queue/destination-ledger.ts';
+import { QueueDestinationRetries } from '../queue/destination-retries.ts';
 import { SellsyAccounts } from '../sellsy/api.ts';
 import { isPattern } from '../sellsy/payload.ts';
 
@@ -73,6 +75,7 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
     }
     if (config.destinations.length > 0) {
       let ledger: RedisDestinationLedger | null = null;
+      let retries: QueueDestinationRetries | null = null;
       const client = createConnection(redisSettingsOf(config), {
         role: 'worker',
         name: `${config.queueName}:destinations`,
@@ -85,10 +88,16 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
         // Kept while the job may still be retried or replayed: its time as a dead letter, and a day for its retries.
         const ttlSeconds = config.jobs.keepFailedSeconds + 24 * 3600;
         ledger = new RedisDestinationLedger(client, base, ttlSeconds);
+        // A destination's retry jobs go on the ingest queue, as the catch-up jobs of replay --destination do.
+        const ingest = new Queue(config.queueName, { connection: client, prefix: config.queuePrefix });
+        ingest.on('error', () => undefined); // reported by the workers' own connections
+        closers.unshift(() => ingest.close());
+        retries = new QueueDestinationRetries(ingest, client, config, config.worker.recordOrder === 'latest');
       }
       destinations = createDestinationSet({
         destinations: config.destinations,
         ledger,
+        retries,
         breaker: new RedisDestinationBreaker(client, base),
         ...(options.destinationObserver ? { observer: options.destinationObserver } : {}),
       });

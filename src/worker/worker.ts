@@ -25,11 +25,11 @@
  * Shutdown: `close()` lets active jobs finish; past `SHUTDOWN_TIMEOUT_MS` minus a margin it aborts their signal and
  * hands them back to the queue (no attempt used), so another worker takes them at once.
  */
-import { type Job, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
+import { DelayedError, type Job, Queue, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/config.ts';
-import { type HttpErrorCode, HttpErrors, PermanentError, RetryLaterError } from '../errors.ts';
+import { type HttpErrorCode, HttpErrors, PermanentError, PostponeError, RetryLaterError } from '../errors.ts';
 import { type HandlerContext, handlersFor, type Registration } from '../handlers/handler.ts';
 import { clipped } from '../logger.ts';
 import { createDestinationMetrics, createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
@@ -72,6 +72,7 @@ function rateLimitMs(delayMs: number): number {
 function attributed(err: unknown, label: string): unknown {
   if (err instanceof RetryLaterError || !(err instanceof Error || err instanceof DOMException)) return err;
   const message = `${label} ${err.message}`;
+  if (err instanceof PostponeError) return new PostponeError(message, err.at, err.maxPauseMs);
   const permanent = err instanceof UnrecoverableError || err.name === 'UnrecoverableError';
   const out = permanent ? new PermanentError(message, { cause: err }) : new Error(message, { cause: err });
   out.stack = `${message}\n${err.stack?.split('\n').slice(1).join('\n') ?? ''}`;
@@ -207,6 +208,14 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
           metrics?.jobs.inc({ queue, outcome: 'rate_limited' });
           await (stage === 'record' ? recordWorker : worker)?.rateLimit(delayMs);
           throw Worker.RateLimitError();
+        }
+        if (err instanceof PostponeError) {
+          // Postponed without spending an attempt while the job is young enough; past that it fails as any attempt.
+          if (err.at - job.timestamp > err.maxPauseMs || token === undefined) throw new Error(err.message);
+          await job.moveToDelayed(err.at, token);
+          log.info({ jobId: job.id, event: job.name, stage, until: new Date(err.at).toISOString() }, 'job postponed');
+          metrics?.jobs.inc({ queue, outcome: 'postponed' });
+          throw new DelayedError();
         }
         if (stopping && signal?.aborted) {
           await job.moveToWait(token);

@@ -60,6 +60,7 @@ test('destinations are read from the file with their secrets from the environmen
       maxPerSecond: 20,
       breakerFailures: 5,
       breakerProbeSeconds: 60,
+      breakerMaxPauseSeconds: 86_400,
     },
     {
       name: 'warehouse',
@@ -70,6 +71,7 @@ test('destinations are read from the file with their secrets from the environmen
       maxPerSecond: null,
       breakerFailures: 10,
       breakerProbeSeconds: 30,
+      breakerMaxPauseSeconds: 86_400,
     },
   ]);
   assert.equal(config.forward, null);
@@ -96,6 +98,7 @@ test('FORWARD_URL alone is the destination "default", taking every event', () =>
       maxPerSecond: null,
       breakerFailures: 10,
       breakerProbeSeconds: 30,
+      breakerMaxPauseSeconds: 86_400,
     },
   ]);
   assert.deepEqual(loadConfig({}).destinations, []);
@@ -169,7 +172,7 @@ test('every bad entry is reported at once, one line per problem', () => {
     'DESTINATIONS_FILE: destination 1: "name" must be 1 to 40 characters among a-z, 0-9 and "-" (it names the destination in metrics and logs)',
     'DESTINATIONS_FILE: destination 1: "url" must be an http:// or https:// URL (got "ftp:")',
     "DESTINATIONS_FILE: destination 1: the environment variable WEAK must be whsec_ followed by base64 of 24 to 64 random bytes; generate one with: node -e \"console.log('whsec_'+crypto.randomBytes(32).toString('base64'))\" (got a secret of 5 bytes)",
-    'DESTINATIONS_FILE: destination 2 (b): unknown field "retries" (fields: name, url, secret, secrets, events, timeout_ms, max_per_second, breaker_failures, breaker_probe_seconds)',
+    'DESTINATIONS_FILE: destination 2 (b): unknown field "retries" (fields: name, url, secret, secrets, events, timeout_ms, max_per_second, breaker_failures, breaker_probe_seconds, breaker_max_pause_seconds)',
     'DESTINATIONS_FILE: destination 2 (b): "url" must not hold credentials (user:password@); the receiver verifies the signature instead (got "https://b.internal/hooks")',
     'DESTINATIONS_FILE: destination 2 (b): "events" must be a non-empty list of patterns such as "invoice.*", "*.deleted", "invoice.step", "*" or "unknown"',
     'DESTINATIONS_FILE: destination 2 (b): "timeout_ms" must be a whole number from 1 to 600000 (got 0)',

@@ -48,6 +48,7 @@ interface DestinationSpec {
   maxPerSecond?: number;
   breakerFailures?: number;
   breakerProbeSeconds?: number;
+  breakerMaxPauseSeconds?: number;
 }
 
 function destinationsFile(specs: DestinationSpec[]): string {
@@ -60,6 +61,9 @@ function destinationsFile(specs: DestinationSpec[]): string {
     if (d.maxPerSecond) lines.push(`    max_per_second: ${d.maxPerSecond}`);
     if (d.breakerFailures) lines.push(`    breaker_failures: ${d.breakerFailures}`);
     if (d.breakerProbeSeconds) lines.push(`    breaker_probe_seconds: ${d.breakerProbeSeconds}`);
+    if (d.breakerMaxPauseSeconds !== undefined) {
+      lines.push(`    breaker_max_pause_seconds: ${d.breakerMaxPauseSeconds}`);
+    }
   }
   const path = join(tempDir(), 'destinations.yaml');
   writeFileSync(path, `${lines.join('\n')}\n`);
@@ -80,11 +84,13 @@ interface Setup {
 }
 
 async function setup(specs: DestinationSpec[], listenerEnv: Record<string, string> = {}): Promise<Setup> {
-  const listener = await startTestListener(redis.url, { JOB_BACKOFF_MS: '20', ...listenerEnv });
+  const jobEnv = { JOB_BACKOFF_MS: '20', ...listenerEnv };
+  const listener = await startTestListener(redis.url, jobEnv);
   cleanup.push(() => listener.close());
   await untilReady(listener);
   const registry = new Registry();
-  const workerEnv = { ...secrets, DESTINATIONS_FILE: destinationsFile(specs) };
+  // The workers add the destinations' retry jobs: with the same attempts and backoff as the listener's jobs.
+  const workerEnv = { ...jobEnv, ...secrets, DESTINATIONS_FILE: destinationsFile(specs) };
   const worker = await startTestWorker(listener, workerEnv, undefined, registry);
   cleanup.push(() => worker.close());
   return { listener, worker, registry, workerEnv };
@@ -143,6 +149,9 @@ async function ledgerOf(listener: TestListener, deliveryId: string) {
 
 const deliveryIdOf = (r: { headers: Record<string, unknown> }) => String(r.headers['webhook-id']);
 
+/** The id of the retry job a fan-out hands to a destination that did not take the delivery. */
+const retryJobId = (deliveryId: string, destination: string) => `${deliveryId}-to-${destination}`;
+
 /** The value of one sample of the exposition text, or null when absent. */
 async function sample(registry: Registry, name: string, destination: string): Promise<number | null> {
   const text = await registry.metrics();
@@ -180,9 +189,12 @@ test('two destinations with different filters each receive exactly the matching 
   assert.throws(() => verifiedBodies(crm, secrets.ACCOUNTING_SECRET));
   const started = worker.logs.find((l) => l.msg === 'worker started');
   assert.deepEqual(started?.destinations, ['accounting', 'crm']);
+  // Every destination took its events at once: nothing was recorded, no retry job made.
+  assert.deepEqual(await ledgerKeys(listener), []);
+  assert.equal(await listener.queue.getJobCountByTypes('delayed', 'wait', 'failed'), 0);
 });
 
-test('a destination answering 500 three times per event: the other receives each event once and at once, the failing one each once in the end', async () => {
+test('a destination answering 500 three times per event: the other receives each event once and at once, the failing one each once in the end, through retry jobs of its own', async () => {
   const healthy = await receiver();
   const arrivals = new Map<string, number[]>();
   const failingAnswer: Answer = (res, index) => {
@@ -210,6 +222,16 @@ test('a destination answering 500 three times per event: the other receives each
   const ids: string[] = [];
   for (let i = 0; i < 5; i++) ids.push(await deliver(listener, body('invoice', 'step', 100 + i)));
   const jobs = await Promise.all(ids.map((id) => settled(listener, id, 'completed')));
+  // The event's job completes at its first attempt; crm's part is a job of its own, with its own attempts.
+  for (const job of jobs) assert.equal(job.attemptsMade, 1);
+  const retries = await Promise.all(
+    jobs.map((job) => settled(listener, retryJobId(job.data.deliveryId, 'crm'), 'completed')),
+  );
+  for (const retry of retries) {
+    assert.equal(retry.data.onlyDestination, 'crm');
+    assert.equal(retry.attemptsMade, 3, 'two 500s, then the 2xx');
+  }
+  assert.equal(await listener.queue.getJob(retryJobId(jobs[0]?.data.deliveryId ?? '', 'warehouse')), undefined);
 
   const healthyCounts = countBy(healthy.received, deliveryIdOf);
   const flakyCounts = countBy(flaky.received, deliveryIdOf);
@@ -223,7 +245,6 @@ test('a destination answering 500 three times per event: the other receives each
     [...flakyCounts.values()].every((n) => n === 4),
     'three 500s, then the 2xx, per event',
   );
-  for (const job of jobs) assert.equal(job.attemptsMade, 4);
   // Without delay: each event reached the healthy destination before the failing one's first retry of it.
   for (const [id, at] of healthyAt) {
     const retries = arrivals.get(id) ?? [];
@@ -232,8 +253,10 @@ test('a destination answering 500 three times per event: the other receives each
   // Both secrets verify their own destination's requests, including the retries.
   assert.equal(verifiedBodies(healthy, secrets.ACCOUNTING_SECRET).length, 5);
   assert.equal(verifiedBodies(flaky, secrets.CRM_SECRET).length, 20);
-  // The record of who took each event is removed once the job completes.
-  assert.deepEqual(await ledgerKeys(listener), []);
+  // Who took each event: both, the failing one through its retry job.
+  for (const job of jobs) {
+    assert.deepEqual((await ledgerOf(listener, job.data.deliveryId)).hash, { warehouse: 'sent', crm: 'sent' });
+  }
 
   assert.equal(await sample(registry, 'sellsy_webhooks_destination_sent_total', 'warehouse'), 5);
   assert.equal(await sample(registry, 'sellsy_webhooks_destination_failed_total', 'warehouse'), 0);
@@ -245,7 +268,7 @@ test('a destination answering 500 three times per event: the other receives each
   assert.ok(failures.every((l) => l.destination === 'crm' && /answered 500/.test(String(l.err))));
 });
 
-test('when the attempts run out the dead letter names the destinations still failing, and a replay sends only to them', async () => {
+test('when its attempts run out a destination has a dead letter of its own naming it, and a replay of it sends to it only', async () => {
   const healthy = await receiver();
   const down = await receiver(answerWith(503, 'maintenance'));
   const { listener, workerEnv } = await setup(
@@ -256,37 +279,42 @@ test('when the attempts run out the dead letter names the destinations still fai
     { JOB_ATTEMPTS: '3' },
   );
   const id = await deliver(listener, body('invoice', 'step', 200));
-  const job = await settled(listener, id, 'failed');
-  assert.equal(job.attemptsMade, 3);
+  const job = await settled(listener, id, 'completed');
+  assert.equal(job.attemptsMade, 1, 'the event itself is done: accounting took it');
+  const deadId = retryJobId(job.data.deliveryId, 'crm');
+  const dead = await settled(listener, deadId, 'failed');
+  assert.equal(dead.attemptsMade, 3);
+  assert.equal(dead.name, 'invoice.step');
+  assert.equal(dead.data.onlyDestination, 'crm');
   assert.match(
-    job.failedReason,
-    /^\[forward \*\] destinations still failing: crm \(forward to http:\/\/127\.0\.0\.1:\d+\/hooks\/sellsy answered 503 \(retryable\)\); sent to accounting$/,
+    dead.failedReason,
+    /^\[forward \*\] destination still failing: crm \(forward to http:\/\/127\.0\.0\.1:\d+\/hooks\/sellsy answered 503 \(retryable\)\)$/,
   );
   assert.equal(healthy.received.length, 1);
-  assert.equal(down.received.length, 3);
+  assert.equal(down.received.length, 4, 'the fan-out request, then its own three attempts');
   // Kept with the dead letter: JOB_KEEP_FAILED_SECONDS (30 days) and a day.
   const ledger = await ledgerOf(listener, job.data.deliveryId);
-  assert.deepEqual(ledger.hash, { accounting: 'sent' });
+  assert.deepEqual(ledger.hash, { accounting: 'sent', crm: 'retrying' });
   assert.ok(ledger.ttl > 30 * 24 * 3600 && ledger.ttl <= 31 * 24 * 3600, `ttl ${ledger.ttl}`);
 
   down.answer = answerWith(200);
   const config = loadConfig({ ...workerEnv, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
   const lines: string[] = [];
-  const result = await replay(config, { ids: new Set([id]), name: null, since: null, until: null }, false, (l) =>
+  const result = await replay(config, { ids: new Set([deadId]), name: null, since: null, until: null }, false, (l) =>
     lines.push(l),
   );
   assert.equal(result.replayed, 1, lines.join('\n'));
-  await settled(listener, id, 'completed');
-  assert.equal(down.received.length, 4, 'the replay sent to the destination that had failed');
+  await settled(listener, deadId, 'completed');
+  assert.equal(down.received.length, 5, 'the replay sent to the destination that had failed');
   assert.equal(healthy.received.length, 1, 'and not again to the one that took the event');
-  assert.equal(deliveryIdOf(down.received[3] ?? { headers: {} }), deliveryIdOf(healthy.received[0] ?? { headers: {} }));
-  assert.deepEqual(await ledgerKeys(listener), [], 'the record goes once every destination took the event');
+  assert.equal(deliveryIdOf(down.received[4] ?? { headers: {} }), deliveryIdOf(healthy.received[0] ?? { headers: {} }));
+  assert.equal((await ledgerOf(listener, job.data.deliveryId)).hash.crm, 'sent');
 });
 
-test('a destination refusing the event (4xx) is not retried; the job fails for good naming it once the others took it', async () => {
+test('a destination refusing the event (4xx) gets a dead letter of its own at once, without a second request; its replay asks again', async () => {
   const healthy = await receiver();
   const refusing = await receiver(answerWith(404, 'no such hook'));
-  const { listener } = await setup(
+  const { listener, workerEnv } = await setup(
     [
       { name: 'accounting', receiver: healthy, secret: 'ACCOUNTING_SECRET' },
       { name: 'crm', receiver: refusing, secret: 'CRM_SECRET' },
@@ -294,14 +322,29 @@ test('a destination refusing the event (4xx) is not retried; the job fails for g
     { JOB_ATTEMPTS: '5' },
   );
   const id = await deliver(listener, body('invoice', 'step', 300));
-  const job = await settled(listener, id, 'failed');
-  assert.equal(job.attemptsMade, 1, 'a dead letter at once');
+  const job = await settled(listener, id, 'completed');
+  const deadId = retryJobId(job.data.deliveryId, 'crm');
+  const dead = await settled(listener, deadId, 'failed');
+  assert.equal(dead.attemptsMade, 1, 'a dead letter at once');
   assert.match(
-    job.failedReason,
-    /destinations refused the event: crm \(.*answered 404: no such hook\); sent to accounting/,
+    dead.failedReason,
+    /^\[forward \*\] destination refused the event: crm \(.*answered 404: no such hook\)$/,
   );
   assert.equal(healthy.received.length, 1);
-  assert.equal(refusing.received.length, 1);
+  assert.equal(refusing.received.length, 1, 'the refusal is not asked again by the retry job');
+
+  refusing.answer = answerWith(200);
+  const config = loadConfig({ ...workerEnv, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
+  const result = await replay(
+    config,
+    { ids: new Set([deadId]), name: null, since: null, until: null },
+    false,
+    () => {},
+  );
+  assert.equal(result.replayed, 1);
+  await settled(listener, deadId, 'completed');
+  assert.equal(refusing.received.length, 2, 'a replay asks the destination again');
+  assert.equal(healthy.received.length, 1);
 });
 
 test('two secrets during a rotation: two signatures, each verifiable with its own secret', async () => {
@@ -483,7 +526,7 @@ test('a worker killed (kill -9) mid-fan-out: after a restart every destination h
   }
 });
 
-test('replay --destination sends the dead letters to that destination only, and a later plain replay skips it', async () => {
+test('replay --destination sends its dead letters to that destination only, and a later plain replay of the others sends to them only', async () => {
   const accounting = await receiver();
   const crm = await receiver(answerWith(503, 'maintenance'));
   const warehouse = await receiver(answerWith(503, 'down'));
@@ -500,12 +543,17 @@ test('replay --destination sends the dead letters to that destination only, and 
     await deliver(listener, body('invoice', 'created', 301)),
     await deliver(listener, body('company', 'updated', 302)), // crm does not take it
   ];
-  const dead = [];
-  for (const id of ids) dead.push(await settled(listener, id, 'failed'));
+  const jobs = [];
+  for (const id of ids) jobs.push(await settled(listener, id, 'completed'));
+  const deliveries = jobs.map((j) => j.data.deliveryId);
+  const crmDead = deliveries.slice(0, 2).map((d) => retryJobId(d, 'crm'));
+  const warehouseDead = deliveries.map((d) => retryJobId(d, 'warehouse'));
+  for (const id of [...crmDead, ...warehouseDead]) await settled(listener, id, 'failed');
+  assert.equal(await listener.queue.getJob(retryJobId(deliveries[2] ?? '', 'crm')), undefined);
   assert.equal(accounting.received.length, 3);
-  assert.equal(crm.received.length, 4, 'two invoices, two attempts each');
+  assert.equal(crm.received.length, 6, 'two invoices: the fan-out request and two attempts each');
   const warehouseBefore = warehouse.received.length;
-  assert.equal(warehouseBefore, 6);
+  assert.equal(warehouseBefore, 9);
 
   crm.answer = answerWith(200);
   const config = loadConfig({ ...workerEnv, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
@@ -513,12 +561,12 @@ test('replay --destination sends the dead letters to that destination only, and 
   const lines: string[] = [];
   const result = await replay(config, filter, false, (l) => lines.push(l));
   assert.equal(result.replayed, 2, lines.join('\n'));
-  await waitFor(async () => crm.received.length === 6, 20_000, 'crm caught up');
-  const caughtUp = crm.received.slice(4).map(deliveryIdOf).sort();
-  assert.deepEqual(caughtUp, [dead[0]?.data.deliveryId, dead[1]?.data.deliveryId].sort());
+  await waitFor(async () => crm.received.length === 8, 20_000, 'crm caught up');
+  const caughtUp = crm.received.slice(6).map(deliveryIdOf).sort();
+  assert.deepEqual(caughtUp, deliveries.slice(0, 2).sort());
   assert.deepEqual(
     verifiedBodies(crm, secrets.CRM_SECRET)
-      .slice(4)
+      .slice(6)
       .map((b) => b.type)
       .sort(),
     ['invoice.created', 'invoice.step'],
@@ -527,20 +575,25 @@ test('replay --destination sends the dead letters to that destination only, and 
   await new Promise((r) => setTimeout(r, 500));
   assert.equal(accounting.received.length, 3, 'nothing sent again to the destination that took them');
   assert.equal(warehouse.received.length, warehouseBefore, 'nothing sent to the destination still down');
-  for (const id of ids) assert.equal(await listener.queue.getJobState(id), 'failed');
-  assert.equal((await ledgerOf(listener, dead[0]?.data.deliveryId ?? '')).hash.crm, 'sent');
+  for (const id of warehouseDead) assert.equal(await listener.queue.getJobState(id), 'failed');
+  assert.equal((await ledgerOf(listener, deliveries[0] ?? '')).hash.crm, 'sent');
 
   // Run again: crm has them all now, nothing is queued.
   const again = await replay(config, filter, true, () => undefined);
   assert.equal(again.matched, 0);
 
-  // The warehouse is repaired: a plain replay sends to it, and not again to crm.
+  // The warehouse is repaired: a plain replay of its dead letters sends to it, and to no other.
   warehouse.answer = answerWith(200);
-  const plain = await replay(config, { ids: new Set(ids), name: null, since: null, until: null }, false, () => {});
+  const plain = await replay(
+    config,
+    { ids: new Set(warehouseDead), name: null, since: null, until: null },
+    false,
+    () => {},
+  );
   assert.equal(plain.replayed, 3);
-  for (const id of ids) await settled(listener, id, 'completed');
+  for (const id of warehouseDead) await settled(listener, id, 'completed');
   assert.equal(warehouse.received.length, warehouseBefore + 3);
-  assert.equal(crm.received.length, 6, 'crm did not get them a second time');
+  assert.equal(crm.received.length, 8, 'crm did not get them a second time');
   assert.equal(accounting.received.length, 3);
 });
 
@@ -591,30 +644,31 @@ test('replay --destination --since brings a new destination up to date with the 
   assert.equal(warehouse.received.length, 2);
 });
 
-test('a destination down for good opens its circuit breaker: far fewer requests than attempts, the other unaffected; a probe that succeeds closes it', async () => {
+test('a destination down for good: its own dead letters only, each attempt a real request (none spent while the breaker is open), the other unaffected; a probe that succeeds closes it', async () => {
   const accounting = await receiver();
   const down = await receiver(answerWith(503, 'down'));
   const { listener, worker, registry, workerEnv } = await setup(
     [
       { name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' },
-      { name: 'crm', receiver: down, secret: 'CRM_SECRET', breakerFailures: 3, breakerProbeSeconds: 1 },
+      { name: 'crm', receiver: down, secret: 'CRM_SECRET', breakerFailures: 2, breakerProbeSeconds: 1 },
     ],
-    { JOB_ATTEMPTS: '8' },
+    { JOB_ATTEMPTS: '3' },
   );
   const ids: string[] = [];
-  for (let i = 0; i < 5; i++) ids.push(await deliver(listener, body('invoice', 'step', 500 + i)));
+  for (let i = 0; i < 4; i++) ids.push(await deliver(listener, body('invoice', 'step', 500 + i)));
+  const jobs = [];
+  for (const id of ids) jobs.push(await settled(listener, id, 'completed'));
+  assert.equal(accounting.received.length, 4, 'the other destination took each event once, at once');
   const dead = [];
-  for (const id of ids) dead.push(await settled(listener, id, 'failed', 60_000));
-  const attempts = dead.reduce((n, job) => n + job.attemptsMade, 0);
-  assert.equal(attempts, 40);
-  assert.ok(down.received.length <= 15, `${down.received.length} requests for ${attempts} attempts`);
-  assert.ok(down.received.length >= 3);
-  assert.equal(accounting.received.length, 5, 'the other destination took each event once');
-  assert.ok(
-    dead.some((job) =>
-      /crm \(destination crm paused: circuit breaker open after \d+ consecutive failures/.test(job.failedReason),
-    ),
-  );
+  for (const job of jobs) dead.push(await settled(listener, retryJobId(job.data.deliveryId, 'crm'), 'failed', 90_000));
+  // Each attempt of crm's jobs was a probe answered 503: the time paused spent none of them.
+  for (const job of dead) {
+    assert.equal(job.attemptsMade, 3);
+    assert.match(job.failedReason, /^\[forward \*\] destination still failing: crm \(forward to .* answered 503/);
+  }
+  const fanOutRequests = down.received.length - 3 * dead.length;
+  assert.ok(fanOutRequests >= 2 && fanOutRequests <= 4, `${down.received.length} requests in all`);
+  assert.ok(worker.logs.some((l) => l.msg === 'job postponed'));
   assert.equal(await sample(registry, 'sellsy_webhooks_destination_breaker_open', 'crm'), 1);
   assert.equal(await sample(registry, 'sellsy_webhooks_destination_breaker_open', 'accounting'), 0);
   assert.ok(
@@ -632,22 +686,61 @@ test('a destination down for good opens its circuit breaker: far fewer requests 
   assert.ok(lines.includes('destination   accounting: breaker closed; no dead letter'), lines.join('\n'));
   assert.ok(
     lines.some((l) =>
-      /^destination {3}crm: breaker OPEN after \d+ failures \(paused, probing\); 5 dead letters still failing there \(sellsy-webhooks replay --destination crm\)$/.test(
+      /^destination {3}crm: breaker OPEN after \d+ failures \(paused, probing\); 4 dead letters still failing there \(sellsy-webhooks replay --destination crm\)$/.test(
         l,
       ),
     ),
     lines.join('\n'),
   );
 
-  // Repaired: the next probe succeeds and closes the breaker; later events go at once.
+  // Repaired: the next event's crm job waits for the probe, which succeeds and closes the breaker.
   down.answer = answerWith(200);
   const before = down.received.length;
-  const next = await deliver(listener, body('invoice', 'step', 600));
-  await settled(listener, next, 'completed', 20_000);
+  const next = await settled(listener, await deliver(listener, body('invoice', 'step', 600)), 'completed');
+  await settled(listener, retryJobId(next.data.deliveryId, 'crm'), 'completed', 20_000);
   assert.equal(await client.exists(key), 0, 'closed: the state is gone');
   assert.equal(await sample(registry, 'sellsy_webhooks_destination_breaker_open', 'crm'), 0);
   assert.ok(worker.logs.some((l) => l.msg === 'circuit breaker closed: the destination answered'));
-  const last = await deliver(listener, body('invoice', 'step', 601));
-  await settled(listener, last, 'completed');
+  assert.equal(down.received.length, before + 1);
+  // Closed: an event goes at once, from its own job.
+  const last = await settled(listener, await deliver(listener, body('invoice', 'step', 601)), 'completed');
   assert.equal(down.received.length, before + 2, 'one request per event once closed');
+  assert.equal(await listener.queue.getJob(retryJobId(last.data.deliveryId, 'crm')), undefined);
+  // And its dead letters catch up.
+  const result = await replay(
+    config,
+    { ids: new Set(), name: null, since: null, until: null, destination: 'crm' },
+    false,
+    () => {},
+  );
+  assert.equal(result.replayed, 4);
+  await waitFor(async () => down.received.length === before + 6, 20_000, 'crm caught up');
+});
+
+test('breaker_max_pause_seconds: a job that would wait past it spends its attempts instead, without requests', async () => {
+  const accounting = await receiver();
+  const down = await receiver(answerWith(503, 'down'));
+  const { listener } = await setup(
+    [
+      { name: 'accounting', receiver: accounting, secret: 'ACCOUNTING_SECRET' },
+      {
+        name: 'crm',
+        receiver: down,
+        secret: 'CRM_SECRET',
+        breakerFailures: 1,
+        breakerProbeSeconds: 600,
+        breakerMaxPauseSeconds: 5,
+      },
+    ],
+    { JOB_ATTEMPTS: '3' },
+  );
+  const job = await settled(listener, await deliver(listener, body('invoice', 'step', 700)), 'completed');
+  const dead = await settled(listener, retryJobId(job.data.deliveryId, 'crm'), 'failed');
+  assert.equal(dead.attemptsMade, 3);
+  assert.match(
+    dead.failedReason,
+    /^\[forward \*\] destination still failing: crm \(destination crm paused: circuit breaker open after 1 consecutive failures, next probe in \d+ s \(no request sent\)\)$/,
+  );
+  assert.equal(down.received.length, 1, 'only the fan-out request: the breaker opened at once');
+  assert.equal(accounting.received.length, 1);
 });

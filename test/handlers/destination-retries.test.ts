@@ -1,0 +1,182 @@
+/**
+ * The destinations' retry jobs with RECORD_ORDER=latest, and the cost of the circuit breakers, through the real path:
+ * deliveries posted to a listener, queued in a private redis-server, run by an in-process worker whose `forward`
+ * sends to HTTP receivers on loopback, each request checked with the `standardwebhooks` library.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { Webhook } from 'standardwebhooks';
+import { recordQueueName } from '../../src/queue/records.ts';
+import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { type Answer, type Receiver, startReceiver } from '../helpers/receiver.ts';
+import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { useTempDirs } from '../helpers/temp-dirs.ts';
+import { waitFor } from '../helpers/wait.ts';
+import { json, startTestWorker, type TestWorker } from '../helpers/worker.ts';
+
+const tempDir = useTempDirs('sellsy-destination-retries-');
+const secrets = {
+  A_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
+  B_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
+  C_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
+};
+
+let redis: RedisServer;
+const cleanup: (() => Promise<unknown>)[] = [];
+before(async () => {
+  redis = await startRedis();
+});
+after(async () => {
+  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+  await redis?.destroy();
+});
+
+async function receiver(answer?: Answer): Promise<Receiver> {
+  const r = await startReceiver(answer);
+  cleanup.push(() => r.close());
+  return r;
+}
+
+async function setup(
+  destinations: { name: string; receiver: Receiver; secret: keyof typeof secrets }[],
+  env: Record<string, string>,
+): Promise<{ listener: TestListener; worker: TestWorker }> {
+  const jobEnv = { JOB_BACKOFF_MS: env.JOB_BACKOFF_MS ?? '150', JOB_ATTEMPTS: '8' };
+  const listener = await startTestListener(redis.url, jobEnv);
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  const lines = ['destinations:'];
+  for (const d of destinations) {
+    lines.push(`  - name: ${d.name}`, `    url: ${d.receiver.url}`, `    secret: \${${d.secret}}`);
+  }
+  const file = join(tempDir(), 'destinations.yaml');
+  writeFileSync(file, `${lines.join('\n')}\n`);
+  const worker = await startTestWorker(listener, { ...jobEnv, ...secrets, ...env, DESTINATIONS_FILE: file });
+  cleanup.push(() => worker.close());
+  return { listener, worker };
+}
+
+function body(event: string, id: number): string {
+  return JSON.stringify({ eventType: 'x', event, relatedtype: 'invoice', relatedid: String(id), corpid: '929' });
+}
+
+async function deliver(listener: TestListener, text: string): Promise<string> {
+  const res = await post(listener.url, text, json);
+  assert.equal(res.status, 200);
+  return res.body.jobId as string;
+}
+
+/** The deliveries a receiver took (2xx) and every request's delivery, in arrival order, each verified. */
+function verified(target: Receiver, secret: string): string[] {
+  return target.received.map((r) => {
+    const headers = Object.fromEntries(Object.entries(r.headers).map(([k, v]) => [k, String(v)]));
+    return (new Webhook(secret).verify(r.body, headers) as { deliveryId: string }).deliveryId;
+  });
+}
+
+test('RECORD_ORDER=latest: a destination retrying a record gets the later events of that record through its retry job, one request at a time and never an older event after a newer', async () => {
+  // crm fails its first request only; each answer takes a while, so that overlapping requests would be seen.
+  let inFlight = 0;
+  let mostInFlight = 0;
+  const crmStatus: number[] = [];
+  const crm = await receiver((res, index) => {
+    inFlight++;
+    mostInFlight = Math.max(mostInFlight, inFlight);
+    setTimeout(() => {
+      inFlight--;
+      res.statusCode = index < 1 ? 500 : 204;
+      crmStatus[index] = res.statusCode;
+      res.end();
+    }, 30);
+  });
+  const accounting = await receiver();
+  const { listener, worker } = await setup(
+    [
+      { name: 'accounting', receiver: accounting, secret: 'A_SECRET' },
+      { name: 'crm', receiver: crm, secret: 'B_SECRET' },
+    ],
+    // The retry job starts after 300 to 600 ms: the later events reach the record stage before it.
+    { RECORD_ORDER: 'latest', JOB_BACKOFF_MS: '600' },
+  );
+  const first = await deliver(listener, body('created', 900));
+  await waitFor(() => crmStatus.length >= 1, 10_000, 'crm refused the first event');
+  // While crm's retry job of the record waits for its backoff, two later events of the same record.
+  const later = [await deliver(listener, body('step', 900)), await deliver(listener, body('sent', 900))];
+  const ids = [first, ...later];
+  const deliveries: string[] = [];
+  for (const id of ids) {
+    await waitFor(async () => (await listener.queue.getJobState(id)) === 'completed', 10_000, `job ${id}`);
+    deliveries.push((await listener.queue.getJob(id))?.data.deliveryId ?? '');
+  }
+  await waitFor(() => crmStatus.includes(204), 20_000, 'crm took the record');
+  await waitFor(
+    async () => (await listener.queue.getJobCountByTypes('wait', 'delayed', 'active', 'prioritized')) === 0,
+    20_000,
+    'no job left',
+  );
+
+  const order = (list: string[]) => list.map((d) => deliveries.indexOf(d));
+  const crmSeen = verified(crm, secrets.B_SECRET);
+  assert.equal(mostInFlight, 1, 'never two requests of one record to crm at once');
+  const crmOrder = order(crmSeen);
+  assert.ok(
+    crmOrder.every((n, i) => n >= 0 && (i === 0 || n >= (crmOrder[i - 1] ?? 0))),
+    `crm got the events in order: ${crmOrder}`,
+  );
+  const took = crmSeen.filter((_, i) => crmStatus[i] === 204);
+  assert.equal(took.at(-1), deliveries[2], 'crm took the latest event of the record last');
+  assert.equal(new Set(took).size, took.length, 'and no event twice');
+  assert.ok(!took.includes(deliveries[0] ?? ''), 'the retry of the first event went out as a later one');
+  assert.ok(worker.logs.some((l) => l.msg === 'destination retry: sending a later event'));
+  // The healthy destination took the record's events in order too, the latest last.
+  const accountingOrder = order(verified(accounting, secrets.A_SECRET));
+  assert.ok(
+    accountingOrder.every((n, i) => i === 0 || n > (accountingOrder[i - 1] ?? 0)),
+    `${accountingOrder}`,
+  );
+  assert.equal(accountingOrder.at(-1), 2);
+  assert.equal(accountingOrder[0], 0);
+  const client = new Redis(redis.url);
+  cleanup.push(async () => client.disconnect());
+  const base = `${listener.config.queuePrefix}:${recordQueueName(listener.config.queueName)}`;
+  assert.equal(await client.zcard(`${base}:failed`), 0);
+});
+
+test('the breakers of all the destinations of a job are read with one Redis script call', async () => {
+  const targets = await Promise.all([receiver(), receiver(), receiver()]);
+  const { listener } = await setup(
+    [
+      { name: 'a', receiver: targets[0] as Receiver, secret: 'A_SECRET' },
+      { name: 'b', receiver: targets[1] as Receiver, secret: 'B_SECRET' },
+      { name: 'c', receiver: targets[2] as Receiver, secret: 'C_SECRET' },
+    ],
+    {},
+  );
+  const settled = async (id: string) =>
+    waitFor(async () => (await listener.queue.getJobState(id)) === 'completed', 10_000, `job ${id}`);
+  // The first job loads the script (ioredis tries EVALSHA, then EVAL): not counted.
+  await settled(await deliver(listener, body('created', 1)));
+
+  const client = new Redis(redis.url);
+  const monitor = await client.monitor();
+  cleanup.push(async () => {
+    monitor.disconnect();
+    client.disconnect();
+  });
+  const breakerCalls: string[][] = [];
+  monitor.on('monitor', (_time: string, args: string[]) => {
+    // Only the calls from clients: the monitor also shows what a script runs, as coming from Lua.
+    if (/^eval/i.test(args[0] ?? '') && args.some((a) => a.includes(':breaker:'))) breakerCalls.push(args);
+  });
+  await settled(await deliver(listener, body('created', 2)));
+  await new Promise((r) => setTimeout(r, 200)); // the monitor's feed lags the commands a little
+  assert.equal(breakerCalls.length, 1, JSON.stringify(breakerCalls));
+  const call = breakerCalls[0] ?? [];
+  assert.equal(call[0]?.toLowerCase(), 'evalsha');
+  assert.equal(call[2], '3', 'the three destinations in one call');
+  for (const t of targets) assert.equal(t.received.length, 2);
+});
