@@ -17,6 +17,7 @@
  * With a single destination configured nothing is recorded and no retry job made: the event's job is the
  * destination's, and errors are the `forward` ones, unchanged.
  */
+import { getMaxListeners, setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Destination, takesEvent } from '../config/destinations.ts';
 import { PermanentError, PostponeError, RetryLaterError } from '../errors.ts';
@@ -240,6 +241,9 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
         : new Set();
     const direct = fresh.filter((t) => !queued.has(t.name));
     const decisions = await decideAll(direct, context.log);
+    // Each request in flight listens to the job's signal: many destinations at once are not a listener leak.
+    const listeners = direct.length + 10;
+    if (listeners > getMaxListeners(context.signal)) setMaxListeners(listeners, context.signal);
     const results = await Promise.allSettled(
       direct.map((t, i) => sendTo(t, decisions[i] as BreakerDecision, event, context)),
     );

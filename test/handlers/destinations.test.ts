@@ -194,6 +194,27 @@ test('two destinations with different filters each receive exactly the matching 
   assert.equal(await listener.queue.getJobCountByTypes('delayed', 'wait', 'failed'), 0);
 });
 
+test('an event sent to twelve destinations at once raises no listener-leak warning on the job signal', async () => {
+  const sink = await receiver();
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+  process.on('warning', onWarning);
+  try {
+    const names = Array.from({ length: 12 }, (_, i) => `d${i + 1}`);
+    const { listener } = await setup(names.map((name) => ({ name, receiver: sink, secret: 'ACCOUNTING_SECRET' })));
+    await settled(listener, await deliver(listener, body('invoice', 'created', 1)), 'completed');
+    assert.equal(sink.received.length, 12);
+    // Warnings are emitted on the next tick.
+    await new Promise((r) => setImmediate(r));
+  } finally {
+    process.off('warning', onWarning);
+  }
+  assert.deepEqual(
+    warnings.filter((w) => w.startsWith('MaxListenersExceededWarning')),
+    [],
+  );
+});
+
 test('a destination answering 500 three times per event: the other receives each event once and at once, the failing one each once in the end, through retry jobs of its own', async () => {
   const healthy = await receiver();
   const arrivals = new Map<string, number[]>();
