@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { Redis } from 'ioredis';
 import { chromium } from 'playwright-core';
 import { collectStats } from '../../src/cli/stats.ts';
@@ -17,8 +17,9 @@ import { escapeHtml, shownUrl } from '../../src/dashboard/destinations-page.ts';
 import { RedisDestinationBreaker } from '../../src/queue/destination-breaker.ts';
 import type { DestinationStatus } from '../../src/queue/destination-status.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { usePrivateRedis } from '../helpers/private-redis.ts';
 import { answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { startRedis } from '../helpers/redis-server.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { json, startTestWorker } from '../helpers/worker.ts';
@@ -34,15 +35,7 @@ const secrets = {
 };
 const tempDir = useTempDirs('sellsy-dashboard-destinations-');
 
-let redis: RedisServer;
-const cleanup: (() => Promise<unknown>)[] = [];
-before(async () => {
-  redis = await startRedis();
-});
-after(async () => {
-  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-  await redis?.destroy();
-});
+const { redis, cleanup } = usePrivateRedis();
 
 async function receiver(status: number): Promise<Receiver> {
   const r = await startReceiver(answerWith(status));

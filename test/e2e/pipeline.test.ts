@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { Queue } from 'bullmq';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
@@ -15,21 +15,13 @@ import { runCli, spawnCli } from '../helpers/cli.ts';
 import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { type TempSchema, tempSchema } from '../helpers/postgres.ts';
+import { usePrivateRedis } from '../helpers/private-redis.ts';
 import { answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { json, recordBody, startTestWorker } from '../helpers/worker.ts';
 
 const secret = `whsec_${randomBytes(32).toString('base64')}`;
-let redis: RedisServer;
-const cleanup: (() => Promise<unknown>)[] = [];
-before(async () => {
-  redis = await startRedis();
-});
-after(async () => {
-  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-  await redis?.destroy();
-});
+const { redis, cleanup } = usePrivateRedis();
 
 interface Setup {
   listener: TestListener;

@@ -7,13 +7,13 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
 import { recordQueueName } from '../../src/queue/records.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { usePrivateRedis } from '../helpers/private-redis.ts';
 import { type Answer, type Receiver, startReceiver } from '../helpers/receiver.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { json, startTestWorker, type TestWorker } from '../helpers/worker.ts';
@@ -25,15 +25,7 @@ const secrets = {
   C_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
 };
 
-let redis: RedisServer;
-const cleanup: (() => Promise<unknown>)[] = [];
-before(async () => {
-  redis = await startRedis();
-});
-after(async () => {
-  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-  await redis?.destroy();
-});
+const { redis, cleanup } = usePrivateRedis();
 
 async function receiver(answer?: Answer): Promise<Receiver> {
   const r = await startReceiver(answer);

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
@@ -20,8 +20,9 @@ import { startWorker } from '../../src/worker/worker.ts';
 import { spawnCli } from '../helpers/cli.ts';
 import { runDispatch } from '../helpers/dispatch.ts';
 import { LogCapture, post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { usePrivateRedis } from '../helpers/private-redis.ts';
 import { type Receiver, startReceiver } from '../helpers/receiver.ts';
-import { type RedisServer, startCluster, startRedis, startSentinelGroup } from '../helpers/redis-server.ts';
+import { startCluster, startSentinelGroup } from '../helpers/redis-server.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { json, startTestWorker, type TestWorker } from '../helpers/worker.ts';
@@ -33,15 +34,7 @@ const secrets = {
   C_SECRET: `whsec_${randomBytes(32).toString('base64')}`,
 };
 
-let redis: RedisServer;
-const cleanup: (() => Promise<unknown>)[] = [];
-before(async () => {
-  redis = await startRedis();
-});
-after(async () => {
-  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-  await redis?.destroy();
-});
+const { redis, cleanup } = usePrivateRedis();
 
 interface Spec {
   name: string;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { Redis } from 'ioredis';
 import { Registry } from 'prom-client';
 import { Webhook } from 'standardwebhooks';
@@ -16,8 +16,8 @@ import { stats } from '../../src/cli/stats.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { spawnCli } from '../helpers/cli.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
+import { usePrivateRedis } from '../helpers/private-redis.ts';
 import { type Answer, answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { json, startTestWorker, type TestWorker } from '../helpers/worker.ts';
@@ -29,15 +29,7 @@ const secrets = {
   CRM_SECRET_OLD: `whsec_${randomBytes(32).toString('base64')}`,
 };
 
-let redis: RedisServer;
-const cleanup: (() => Promise<unknown>)[] = [];
-before(async () => {
-  redis = await startRedis();
-});
-after(async () => {
-  for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
-  await redis?.destroy();
-});
+const { redis, cleanup } = usePrivateRedis();
 
 interface DestinationSpec {
   name: string;
