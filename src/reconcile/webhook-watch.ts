@@ -47,6 +47,8 @@ export interface WebhookView {
   /** When it was read, ms since the epoch. */
   readAt: number;
   webhooks: WatchedWebhook[];
+  /** When each account was last read successfully, ms since the epoch; key `''` for the single client without account. */
+  accountsReadAt?: Record<string, number>;
 }
 
 /** An account's API client; `account` null: the single client without `SELLSY_ACCOUNT_ID`. */
@@ -84,11 +86,17 @@ export function watchedOf(account: string | null, webhooks: readonly SellsyWebho
     .map((w) => ({
       account,
       id: idOf(w) ?? '?',
-      endpoint: String(w.endpoint),
+      // Origin and path: a query string or user info may hold a token, which must not become a label.
+      endpoint: shownEndpoint(w.endpoint),
       enabled: w.is_enabled === true,
       failures: failuresOf(w),
       lastFailedMs: lastFailedMs(w),
     }));
+}
+
+function shownEndpoint(endpoint: unknown): string {
+  const u = new URL(String(endpoint));
+  return `${u.origin}${u.pathname}`;
 }
 
 /** The gauges, set from `view()` when scraped (and emptied first: a deleted webhook leaves no stale series). */
@@ -125,12 +133,13 @@ export function createWebhookWatchMetrics(registry: Registry, view: () => Webhoo
   );
   new Gauge({
     name: 'sellsy_webhooks_sellsy_webhook_view_timestamp_seconds',
-    help: "When Sellsy's view of the webhooks was last read (by any worker).",
+    help: "When each account's webhooks were last read from Sellsy (by any worker).",
+    labelNames: ['account'] as const,
     registers: [registry],
     collect() {
       const v = view();
       this.reset();
-      if (v !== null) this.set(v.readAt / 1000);
+      for (const [account, at] of Object.entries(v?.accountsReadAt ?? {})) this.set({ account }, at / 1000);
     },
   });
 }
@@ -144,23 +153,35 @@ export function startWebhookWatch(options: WebhookWatchOptions): WebhookWatch {
   let lastError = '';
   createWebhookWatchMetrics(options.registry, () => view);
 
-  /** Each account's webhooks; an account whose read fails keeps those of `previous`. Null when every read failed. */
+  /**
+   * Each account's webhooks. An account whose read fails keeps those of `previous` while its last successful read is
+   * under 3 intervals old; then its series disappear, as the whole view's would, rather than look current. Null when
+   * every read failed (the stored view is left to expire).
+   */
   async function readAll(previous: WebhookView | null): Promise<WebhookView | null> {
+    const now = Date.now();
     const webhooks: WatchedWebhook[] = [];
+    const accountsReadAt: Record<string, number> = {};
     const failures: string[] = [];
     for (const { account, api } of readers) {
+      const key = account ?? '';
       try {
         webhooks.push(...watchedOf(account, await listWebhooks(api)));
+        accountsReadAt[key] = now;
       } catch (err) {
         failures.push(`${account === null ? 'SELLSY_CLIENT_ID' : `account ${account}`}: ${(err as Error).message}`);
-        webhooks.push(...(previous?.webhooks.filter((w) => w.account === account) ?? []));
+        const lastRead = previous?.accountsReadAt?.[key];
+        if (lastRead !== undefined && now - lastRead < 3 * intervalMs) {
+          accountsReadAt[key] = lastRead;
+          webhooks.push(...(previous?.webhooks.filter((w) => (w.account ?? null) === account) ?? []));
+        }
       }
     }
     const problem = failures.join('; ');
     if (problem !== lastError && problem !== '')
       log.warn({ err: problem }, "Sellsy's view of the webhooks could not be read");
     lastError = problem;
-    return failures.length === readers.length ? null : { readAt: Date.now(), webhooks };
+    return failures.length === readers.length ? null : { readAt: now, webhooks, accountsReadAt };
   }
 
   async function tick(): Promise<void> {

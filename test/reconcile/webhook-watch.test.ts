@@ -144,7 +144,7 @@ test('a worker with API credentials and a registry exports the view; without a r
   assert.equal(webhookReads(), 0);
 });
 
-test('with SELLSY_ACCOUNT_CREDENTIALS alone each account is read with its own client; a failing one keeps its last read', async () => {
+test('with SELLSY_ACCOUNT_CREDENTIALS alone each account is read with its own client; a failing one keeps its last read for 3 intervals, then its series go', async () => {
   // A fake of its own: its webhook list answers per account (by the token's credentials), which the shared one does not.
   const own = await startFakeSellsy();
   const accounts = {
@@ -198,7 +198,7 @@ test('with SELLSY_ACCOUNT_CREDENTIALS alone each account is read with its own cl
     accounts['222'].put('broken', '1', { yes: true });
     accounts['111'].put('hooks', '7', {
       id: 7,
-      endpoint: 'https://h.example.com/webhook/sellsy/111',
+      endpoint: 'https://h.example.com/webhook/sellsy/111?token=s3cr3t',
       is_enabled: true,
       nb_failures: 3,
     });
@@ -212,6 +212,20 @@ test('with SELLSY_ACCOUNT_CREDENTIALS alone each account is read with its own cl
     assert.ok(failed() > before);
     assert.equal(await labelled('sellsy_webhooks_sellsy_webhook_failures', '222'), 5);
     assert.equal(await labelled('sellsy_webhooks_sellsy_webhook_enabled', '222'), 0);
+    // A query string (a token, maybe) never becomes a label.
+    assert.ok(!(await registry.metrics()).includes('s3cr3t'));
+    const lastRead222 = await labelled('sellsy_webhooks_sellsy_webhook_view_timestamp_seconds', '222');
+    // Still failing 3 intervals after its last read: its series go rather than look current; 111's stay.
+    await waitFor(
+      async () => (await labelled('sellsy_webhooks_sellsy_webhook_enabled', '222')) === undefined,
+      6 * 600,
+      "account 222's series gone",
+    );
+    assert.equal(await labelled('sellsy_webhooks_sellsy_webhook_failures', '111'), 3);
+    assert.equal(await labelled('sellsy_webhooks_sellsy_webhook_view_timestamp_seconds', '222'), undefined);
+    assert.ok(
+      ((await labelled('sellsy_webhooks_sellsy_webhook_view_timestamp_seconds', '111')) ?? 0) > (lastRead222 ?? 0),
+    );
   } finally {
     await worker.close();
     await own.close();
