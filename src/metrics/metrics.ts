@@ -261,6 +261,11 @@ export interface DestinationMetrics {
   declare(names: readonly string[]): void;
   /** A reload of DESTINATIONS_FILE: applied, or refused with the old list kept. */
   reloaded(result: 'ok' | 'refused'): void;
+  /**
+   * Destinations a reload removed: their breaker series go (an open one would otherwise alert for ever); their
+   * counters stay, as counters do.
+   */
+  forget(names: readonly string[]): void;
 }
 
 export function createDestinationMetrics(registry: Registry, names: readonly string[]): DestinationMetrics {
@@ -309,6 +314,9 @@ export function createDestinationMetrics(registry: Registry, names: readonly str
     declare,
     reloaded(result) {
       reloads.inc({ result });
+    },
+    forget(list) {
+      for (const destination of list) breaker.remove({ destination });
     },
     sent(destination, s) {
       sent.inc({ destination });

@@ -45,6 +45,7 @@ export function startDestinationsReload(
       return outcome;
     }
     metrics?.declare(outcome.added);
+    metrics?.forget(outcome.removed);
     const { destinations, added, removed, changed } = outcome;
     log.info(
       { origin, file, destinations, added, removed, changed },

@@ -21,7 +21,7 @@ import { spawnCli } from '../helpers/cli.ts';
 import { runDispatch } from '../helpers/dispatch.ts';
 import { LogCapture, post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { usePrivateRedis } from '../helpers/private-redis.ts';
-import { type Receiver, startReceiver } from '../helpers/receiver.ts';
+import { answerWith, type Receiver, startReceiver } from '../helpers/receiver.ts';
 import { startCluster, startSentinelGroup } from '../helpers/redis-server.ts';
 import { useTempDirs } from '../helpers/temp-dirs.ts';
 import { waitFor } from '../helpers/wait.ts';
@@ -41,6 +41,8 @@ interface Spec {
   receiver: Receiver;
   secret: keyof typeof secrets | 'UNSET_SECRET';
   events?: string[];
+  /** More lines of the entry, as written in the file. */
+  extra?: string[];
 }
 
 function yamlOf(specs: Spec[]): string {
@@ -48,6 +50,7 @@ function yamlOf(specs: Spec[]): string {
   for (const d of specs) {
     lines.push(`  - name: ${d.name}`, `    url: ${d.receiver.url}`, `    secret: \${${d.secret}}`);
     if (d.events) lines.push(`    events: ${JSON.stringify(d.events)}`);
+    for (const line of d.extra ?? []) lines.push(`    ${line}`);
   }
   return `${lines.join('\n')}\n`;
 }
@@ -240,6 +243,40 @@ test('a reload may add the first destination taking `unknown` jobs: they reach i
   await settled(listener, await deliver(listener, JSON.stringify({ hello: 'again' })), 'completed');
   assert.deepEqual(typesAt(u, secrets.C_SECRET), ['unknown']);
   assert.equal(a.received.length, 0);
+});
+
+test('a destination removed by a reload while its breaker is open no longer exports an open breaker', async () => {
+  const down = await startReceiver(answerWith(503));
+  cleanup.push(() => down.close());
+  const up = await receiver();
+  const { listener, worker, registry, file } = await setup([
+    { name: 'a', receiver: down, secret: 'A_SECRET' },
+    { name: 'b', receiver: up, secret: 'B_SECRET' },
+  ]);
+  // One failure opens a's breaker.
+  const breakerAfterOne = ['breaker_failures: 1', 'breaker_probe_seconds: 3600'];
+  writeFileSync(
+    file,
+    yamlOf([
+      { name: 'a', receiver: down, secret: 'A_SECRET', extra: breakerAfterOne },
+      { name: 'b', receiver: up, secret: 'B_SECRET' },
+    ]),
+  );
+  assert.equal(worker.reloadDestinations('test')?.result, 'ok');
+  const openA = async () =>
+    /sellsy_webhooks_destination_breaker_open\{destination="a"\} (\d)/.exec(await registry.metrics())?.[1];
+  await deliver(listener, body('invoice', 1));
+  await waitFor(async () => (await openA()) === '1', 15_000, "a's breaker open");
+  writeFileSync(file, yamlOf([{ name: 'b', receiver: up, secret: 'B_SECRET' }]));
+  assert.deepEqual(worker.reloadDestinations('test'), {
+    result: 'ok',
+    destinations: ['b'],
+    added: [],
+    removed: ['a'],
+    changed: [],
+  });
+  assert.equal(await openA(), undefined);
+  assert.match(await registry.metrics(), /sellsy_webhooks_destination_breaker_open\{destination="b"\} 0/);
 });
 
 test('a worker started with FORWARD_URL has nothing to reload and says so', async () => {
