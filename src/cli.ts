@@ -5,7 +5,22 @@
  * SIGUSR2 makes a worker read DESTINATIONS_FILE again) and its exit code.
  */
 import closeWithGrace from 'close-with-grace';
-import { type CliIo, dispatch, EXIT_OK, type Service } from './cli/dispatch.ts';
+import type { CliIo, Service } from './cli/dispatch.ts';
+
+// SIGUSR2 is handled from the first moment, before the rest of the program is even loaded (it is imported below, once
+// this handler is in place): while a service starts, Node's default action would end the process (the listener may
+// already take deliveries while the worker starts). A reload asked then runs once the service has started.
+let running: Service | null = null;
+let reloadAsked = false;
+process.on('SIGUSR2', () => {
+  if (running === null) reloadAsked = true;
+  else reload(running, 'SIGUSR2');
+});
+
+function reload(service: Service, origin: string): void {
+  if (service.reload) service.reload(origin);
+  else service.logger.warn({ signal: 'SIGUSR2' }, 'no worker in this process: no destinations to reload');
+}
 
 function serve(service: Service): void {
   const { logger } = service;
@@ -25,10 +40,8 @@ function serve(service: Service): void {
       logger.info('stopped');
     },
   );
-  process.on('SIGUSR2', () => {
-    if (service.reload) service.reload('SIGUSR2');
-    else logger.warn({ signal: 'SIGUSR2' }, 'no worker in this process: no destinations to reload');
-  });
+  running = service;
+  if (reloadAsked) reload(service, 'SIGUSR2 (while starting)');
 }
 
 const io: CliIo = {
@@ -39,6 +52,7 @@ const io: CliIo = {
   serve,
 };
 
+const { dispatch, EXIT_OK } = await import('./cli/dispatch.ts');
 const code = await dispatch(process.argv.slice(2), process.env, io);
 // A failure ends the process at once: a service that failed half-way through its start may hold connections open.
 if (code === EXIT_OK) process.exitCode = code;

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -332,6 +332,44 @@ test('SIGUSR2 makes a `work` process read its file again (a bad one refused), an
   work.child.kill('SIGHUP');
   assert.equal(await work.exited, 0);
   assert.equal(logged(/^shutting down/)[0]?.signal, 'SIGHUP');
+});
+
+test('SIGUSR2 while a `work` process is still starting does not end it: the reload runs once it has started', async () => {
+  const a = await receiver();
+  const listener = await startTestListener(redis.url, { JOB_BACKOFF_MS: '20' });
+  cleanup.push(() => listener.close());
+  await untilReady(listener);
+  const dir = tempDir();
+  const file = join(dir, 'destinations.yaml');
+  writeFileSync(file, yamlOf([{ name: 'a', receiver: a, secret: 'A_SECRET' }]));
+  // A handler module that takes seconds to load, and says when it starts: the worker's start lasts that long.
+  const handlers = join(dir, 'slow-handlers.mjs');
+  const loading = join(dir, 'loading');
+  writeFileSync(
+    handlers,
+    `import { writeFileSync } from 'node:fs';\nwriteFileSync(${JSON.stringify(loading)}, '');\n` +
+      'await new Promise((r) => setTimeout(r, 3000));\nexport default {};\n',
+  );
+  const work = spawnCli(['work'], {
+    ...commandEnv(listener),
+    ...secrets,
+    DESTINATIONS_FILE: file,
+    HANDLERS: handlers,
+    LOG_LEVEL: 'info',
+  });
+  cleanup.push(async () => {
+    if (work.child.exitCode === null) work.child.kill('SIGKILL');
+  });
+  const lines = () => work.stdout.map((l) => JSON.parse(l) as Record<string, unknown>);
+  const logged = (msg: RegExp) => lines().filter((l) => msg.test(String(l.msg)));
+  await waitFor(() => existsSync(loading), 30_000, 'the handler module loading');
+  assert.equal(logged(/^worker started$/).length, 0, 'still starting');
+  work.child.kill('SIGUSR2');
+  await waitFor(() => logged(/^destinations reloaded/).length === 1, 30_000, 'reloaded once started');
+  assert.equal(logged(/^destinations reloaded/)[0]?.origin, 'SIGUSR2 (while starting)');
+  assert.equal(work.child.exitCode, null);
+  work.child.kill('SIGTERM');
+  assert.equal(await work.exited, 0);
 });
 
 test('destinations check lists a good file without its secrets, and names every mistake of a bad one', async () => {
