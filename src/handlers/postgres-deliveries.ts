@@ -6,8 +6,9 @@
  * Window: `stored_at`, the time the worker stored the delivery, the counterpart of a kept job's finish time; so one
  * `--since` selects the same deliveries from both, and a delivery that waited (in the spool, or in the queue during
  * an outage) counts from when it was handled. Order: `(stored_at, delivery_id)`, read by keyset pages on the index of
- * migration 3: each page is one short query that starts after the last row of the previous one (no OFFSET, whose
- * cost grows with the rows skipped; no cursor or transaction held open between pages), and the memory is one page.
+ * migration 3 (built by the workers after the migration; until it is valid the pages are the same, only slower): each
+ * page is one short query that starts after the last row of the previous one (no OFFSET, whose cost grows with the
+ * rows skipped; no cursor or transaction held open between pages), and the memory is one page.
  *
  * Rebuilt: every field of the queue contract but `request` (the request's id, path, ip and user agent, for tracing,
  * are not stored). The body from its exact bytes (`raw_body_base64` when set, else `raw_body`), as the listener made
@@ -21,7 +22,7 @@ import { redactUrl } from '../redact.ts';
 import type { ParseProblem, SellsyEvent } from '../sellsy/payload.ts';
 import type { SignatureStatus, SignedScope } from '../sellsy/verify.ts';
 
-/** The migration that added what is read here (signature columns, the `stored_at` index). */
+/** The migration that added what is read here (the signature columns; the `stored_at` index only speeds the reads). */
 const READ_VERSION = 3;
 
 /** Rows a page holds at most, and the body bytes past which a page stops early (its first row always comes). */

@@ -17,13 +17,15 @@
  * unique_violation) is a `PermanentError`, for its own job only: a batch that fails so is sent again one row per
  * INSERT.
  *
- * `openEventStore` creates the schema if absent and applies pending migrations before it returns.
+ * `openEventStore` creates the schema if absent and applies pending migrations before it returns
+ * (src/handlers/postgres-migrations.ts).
  */
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { PermanentError } from '../errors.ts';
 import { GroupCommit } from './group-commit.ts';
 import type { Handler, HandlerContext } from './handler.ts';
+import { migrateStore } from './postgres-migrations.ts';
 
 export interface EventStore {
   /** The handler to register: stores the delivery, once. */
@@ -33,61 +35,6 @@ export interface EventStore {
   /** Ends the pool; later calls do nothing. */
   close(): Promise<void>;
 }
-
-/**
- * The migrations, in order; a version is never edited once released, only followed by a new one.
- *
- * Hand-written rather than node-pg-migrate: there is one table, and node-pg-migrate is a CLI that reads migration
- * files from a directory; an installed package would have to ship those files and run a second tool before it starts.
- * Here the service migrates itself on start, in one transaction under an advisory lock.
- */
-const MIGRATIONS: readonly { version: number; up: (schema: string) => string }[] = [
-  {
-    version: 1,
-    up: (s) => `
-      CREATE TABLE ${s}.sellsy_events (
-        delivery_id uuid PRIMARY KEY,
-        dedup_key text NOT NULL UNIQUE,
-        job_name text NOT NULL,
-        account text,
-        event_type text,
-        event text,
-        related_type text,
-        related_id text,
-        owner_type text,
-        owner_id text,
-        event_timestamp timestamptz,
-        received_at timestamptz NOT NULL,
-        stored_at timestamptz NOT NULL DEFAULT now(),
-        content_type text,
-        raw_body text NOT NULL,
-        raw_body_base64 text,
-        event_json jsonb,
-        parse_problem text,
-        signature_status text NOT NULL
-      );
-      CREATE INDEX sellsy_events_record_idx ON ${s}.sellsy_events (account, related_type, related_id);
-    `,
-  },
-  {
-    // Who made the job (the queue contract's `source`): every row stored before is a webhook delivery.
-    version: 2,
-    up: (s) => `ALTER TABLE ${s}.sellsy_events ADD COLUMN source text NOT NULL DEFAULT 'webhook';`,
-  },
-  {
-    // What `replay --destination --since` needs to send a stored delivery again (src/handlers/postgres-deliveries.ts):
-    // the signature header and scope (a job queued `unchecked` is verified again by the worker that runs it; rows
-    // stored before have none), and an index to read the rows in the order they were stored, page after page.
-    version: 3,
-    up: (s) => `
-      ALTER TABLE ${s}.sellsy_events ADD COLUMN signature_header text, ADD COLUMN signature_scope text;
-      CREATE INDEX sellsy_events_stored_idx ON ${s}.sellsy_events (stored_at, delivery_id);
-    `,
-  },
-];
-
-/** First key of the two-int advisory lock: this service's migrations (the second key is the schema's hash). */
-const LOCK_NAMESPACE = 0x5e115e; // "sellse"
 
 /** SQLSTATE of the unique_violation that ON CONFLICT DO NOTHING already absorbs: never a permanent failure. */
 const UNIQUE_VIOLATION = '23505';
@@ -167,7 +114,7 @@ export async function openEventStore(
     logger.warn({ err: err.message, code: (err as { code?: string }).code }, 'postgres idle connection error');
   });
   const schema = pg.escapeIdentifier(opts.schema);
-  const migrate = () => runMigrations(pool, opts.schema, logger);
+  const migrate = () => migrateStore(pool, opts.schema, logger);
   let closing: Promise<void> | undefined;
   const close = () => {
     closing ??= pool.end();
@@ -215,46 +162,6 @@ export async function openEventStore(
     if (!stored) context.log.debug({ deliveryId: context.deliveryId }, 'postgres: already stored');
   };
   return { handler, migrate, close };
-}
-
-async function runMigrations(pool: pg.Pool, schemaName: string, log: Logger): Promise<void> {
-  const schema = pg.escapeIdentifier(schemaName);
-  const client = await pool.connect();
-  let broken: Error | undefined;
-  try {
-    await client.query('BEGIN');
-    // Taken before anything is read or created: workers starting together queue here, and the second one finds
-    // everything done. (Even `CREATE SCHEMA IF NOT EXISTS` fails on a duplicate key when two run at once.)
-    await client.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_NAMESPACE, schemaName]);
-    // Checked first, so a role without CREATE on the database runs against a schema an administrator made.
-    const exists = await client.query('SELECT 1 FROM pg_namespace WHERE nspname = $1', [schemaName]);
-    if (exists.rowCount === 0) await client.query(`CREATE SCHEMA ${schema}`);
-    const table = await client.query('SELECT to_regclass($1) AS oid', [`${schema}.sellsy_webhooks_migrations`]);
-    if (table.rows[0]?.oid === null) {
-      await client.query(
-        `CREATE TABLE ${schema}.sellsy_webhooks_migrations (
-          version int PRIMARY KEY,
-          applied_at timestamptz NOT NULL DEFAULT now()
-        )`,
-      );
-    }
-    const applied = await client.query<{ version: number }>(`SELECT version FROM ${schema}.sellsy_webhooks_migrations`);
-    const done = new Set(applied.rows.map((r) => r.version));
-    for (const migration of MIGRATIONS) {
-      if (done.has(migration.version)) continue;
-      await client.query(migration.up(schema));
-      await client.query(`INSERT INTO ${schema}.sellsy_webhooks_migrations (version) VALUES ($1)`, [migration.version]);
-      log.info({ schema: schemaName, version: migration.version }, 'postgres migration applied');
-    }
-    await client.query('COMMIT');
-  } catch (err) {
-    broken = err instanceof Error ? err : new Error(String(err));
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw err;
-  } finally {
-    // A client whose transaction failed is destroyed rather than handed back in an unknown state.
-    client.release(broken);
-  }
 }
 
 function rowOf(event: Parameters<Handler>[0], context: HandlerContext): Row {

@@ -99,3 +99,24 @@ test('a store that does not answer, or not yet migrated to what the reader needs
   const reader = await openStoredDeliveries({ url: db.url, schema: db.schema });
   await reader.close();
 });
+
+test('a store at migration 3 whose index is not built yet (or not valid) is read all the same', async (t) => {
+  const { db, store: events } = await withStore(t);
+  const jobs = [delivery(1, body(1)), delivery(2, body(2)), delivery(3, body(3))];
+  for (const job of jobs) await store(events, job);
+  // As after a CONCURRENTLY build that failed, or while one runs: present, not valid. (A unique one on duplicates.)
+  await db.query(`DROP INDEX ${db.schema}.sellsy_events_stored_idx`);
+  await assert.rejects(
+    db.query(`CREATE UNIQUE INDEX CONCURRENTLY sellsy_events_stored_idx ON ${db.schema}.sellsy_events (event)`),
+    /could not create unique index/,
+  );
+  const reader = await openStoredDeliveries({ url: db.url, schema: db.schema });
+  t.after(() => reader.close());
+  const read = (
+    await all(reader.pages({ since: Date.now() - 60_000, until: null, ids: new Set() }, { rows: 2 }))
+  ).flat();
+  assert.deepEqual(read.map((r) => r.deliveryId).sort(), jobs.map((j) => j.data.deliveryId).sort());
+  await db.query(`DROP INDEX ${db.schema}.sellsy_events_stored_idx`);
+  const again = (await all(reader.pages({ since: Date.now() - 60_000, until: null, ids: new Set() }))).flat();
+  assert.equal(again.length, jobs.length);
+});

@@ -5,7 +5,7 @@ import { openEventStore } from '../../src/handlers/postgres.ts';
 import { createLogger } from '../../src/logger.ts';
 import { delivery, only, relay, rows, silent, store, withStore } from '../helpers/event-store.ts';
 import { LogCapture } from '../helpers/listener.ts';
-import { tempSchema } from '../helpers/postgres.ts';
+import { type TempSchema, tempSchema } from '../helpers/postgres.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const EVENT_BODY =
@@ -102,6 +102,107 @@ test('several stores opening the same new schema at the same time all succeed an
   assert.equal(migrations.length, 3);
   await Promise.all(stores.map((s, i) => store(s, delivery(i + 1, EVENT_BODY.replace('"42"', `"${i + 1}"`)))));
   assert.equal((await rows(db)).length, 4);
+});
+
+/**
+ * The store as a worker before migration 3 left it (migrations 1 and 2 applied), with `count` rows stored over the
+ * last `count` milliseconds.
+ */
+async function versionTwoStore(db: TempSchema, count: number): Promise<void> {
+  const s = db.schema;
+  await db.query(`CREATE SCHEMA ${s}`);
+  await db.query(
+    `CREATE TABLE ${s}.sellsy_webhooks_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+  );
+  await db.query(`INSERT INTO ${s}.sellsy_webhooks_migrations (version) VALUES (1), (2)`);
+  await db.query(
+    `CREATE TABLE ${s}.sellsy_events (delivery_id uuid PRIMARY KEY, dedup_key text NOT NULL UNIQUE,
+      job_name text NOT NULL, account text, event_type text, event text, related_type text, related_id text,
+      owner_type text, owner_id text, event_timestamp timestamptz, received_at timestamptz NOT NULL,
+      stored_at timestamptz NOT NULL DEFAULT now(), content_type text, raw_body text NOT NULL, raw_body_base64 text,
+      event_json jsonb, parse_problem text, signature_status text NOT NULL, source text NOT NULL DEFAULT 'webhook')`,
+  );
+  await db.query(`CREATE INDEX sellsy_events_record_idx ON ${s}.sellsy_events (account, related_type, related_id)`);
+  await db.query(
+    `INSERT INTO ${s}.sellsy_events (delivery_id, dedup_key, job_name, received_at, stored_at, raw_body, signature_status)
+     SELECT gen_random_uuid(), md5(i::text), 'invoice.step', now(), now() - (i || ' ms')::interval, '{}', 'verified'
+     FROM generate_series(1, $1::int) i`,
+    [count],
+  );
+}
+
+/** The definition and validity of the index `replay --destination --since` reads by, or undefined when absent. */
+async function storedIndex(db: TempSchema): Promise<{ def: string; valid: boolean } | undefined> {
+  const found = await db.query<{ def: string; valid: boolean }>(
+    `SELECT pg_get_indexdef(i.indexrelid) AS def, i.indisvalid AS valid FROM pg_index i
+     WHERE i.indexrelid = to_regclass($1)`,
+    [`${db.schema}.sellsy_events_stored_idx`],
+  );
+  return found[0];
+}
+
+test('regression: migration 3 on a large table under a statement_timeout of the connection succeeds and builds its index', async (t) => {
+  const db = await tempSchema();
+  t.after(() => db.drop());
+  // Enough rows that building the index takes longer than the timeout (inside the migration's transaction, it failed
+  // the migration and so the start).
+  await versionTwoStore(db, 400_000);
+  const url = new URL(db.url);
+  // As ALTER ROLE … SET statement_timeout would: every statement of the store's connections, by default.
+  url.searchParams.set('options', '-c statement_timeout=100');
+  const capture = new LogCapture();
+  const opened = await openEventStore({ url: url.href, schema: db.schema }, createLogger('info', capture));
+  t.after(() => opened.close());
+  const migrations = await db.query(`SELECT version FROM ${db.schema}.sellsy_webhooks_migrations ORDER BY version`);
+  assert.deepEqual(
+    migrations.map((m) => m.version),
+    [1, 2, 3],
+  );
+  const index = await storedIndex(db);
+  assert.ok(index?.def.includes('(stored_at, delivery_id)'), index?.def);
+  assert.equal(index?.valid, true);
+  assert.equal(capture.lines.filter((l) => l.msg === 'postgres index built').length, 1);
+  const job = delivery(1, EVENT_BODY);
+  await store(opened, job);
+  const stored = await db.query(`SELECT signature_status FROM ${db.schema}.sellsy_events WHERE delivery_id = $1`, [
+    job.data.deliveryId,
+  ]);
+  assert.equal(stored.length, 1);
+});
+
+test('an index a build left unfinished (not valid) is dropped and built again at start', async (t) => {
+  const db = await tempSchema();
+  t.after(() => db.drop());
+  await versionTwoStore(db, 1000);
+  // A CONCURRENTLY build that fails leaves its index behind, not valid: here a unique one on duplicate values.
+  await assert.rejects(
+    db.query(`CREATE UNIQUE INDEX CONCURRENTLY sellsy_events_stored_idx ON ${db.schema}.sellsy_events (job_name)`),
+    /could not create unique index/,
+  );
+  assert.equal((await storedIndex(db))?.valid, false);
+  const capture = new LogCapture();
+  const opened = await openEventStore({ url: db.url, schema: db.schema }, createLogger('info', capture));
+  t.after(() => opened.close());
+  const index = await storedIndex(db);
+  assert.ok(index?.def.includes('(stored_at, delivery_id)'), index?.def);
+  assert.ok(!index?.def.includes('UNIQUE'), index?.def);
+  assert.equal(index?.valid, true);
+  assert.ok(capture.lines.some((l) => l.msg === 'postgres index left unfinished by a build: rebuilding'));
+});
+
+test('several workers migrating a large table at the same time build its index once, and all start', async (t) => {
+  const db = await tempSchema();
+  t.after(() => db.drop());
+  await versionTwoStore(db, 200_000);
+  const capture = new LogCapture();
+  const log = createLogger('info', capture);
+  const stores = await Promise.all(
+    Array.from({ length: 3 }, () => openEventStore({ url: db.url, schema: db.schema }, log)),
+  );
+  t.after(() => Promise.all(stores.map((s) => s.close())));
+  assert.equal(capture.lines.filter((l) => l.msg === 'postgres index built').length, 1);
+  assert.equal(capture.lines.filter((l) => l.msg === 'postgres migration applied').length, 1);
+  assert.equal((await storedIndex(db))?.valid, true);
 });
 
 test('a delivery is stored with its raw body exact, its parsed fields and its timestamps', async (t) => {
