@@ -24,11 +24,11 @@
  */
 import { type Job, Queue } from 'bullmq';
 import type { Config } from '../config/config.ts';
-import { takesEvent } from '../config/destinations.ts';
 import { openStoredDeliveries } from '../handlers/postgres-deliveries.ts';
 import { connectOrFail } from '../queue/connection.ts';
 import type { WebhookJobData } from '../queue/contract.ts';
 import { entriesFor } from '../queue/destination-ledger.ts';
+import { sendsDeadLetter } from '../queue/destination-status.ts';
 import { jobOptionsOf } from '../queue/producer-options.ts';
 import { recordQueueName } from '../queue/records.ts';
 import { pagesOf, type ReplayFilter, type ReplayResult, selects } from './replay-filter.ts';
@@ -108,10 +108,11 @@ export async function replayToDestination(
     ownToo = false,
   ) =>
     job.data?.deliveryId !== undefined &&
-    (job.data.onlyDestination === undefined || (ownToo && job.data.onlyDestination === name)) &&
+    (ownToo || job.data.onlyDestination === undefined) &&
+    // The rule `stats` and the dashboard count NAME's dead letters by (src/queue/destination-status.ts).
+    sendsDeadLetter(destination, job) &&
     !seen.has(job.data.deliveryId) &&
-    selects(filter, job) &&
-    takesEvent(destination, job.name);
+    selects(filter, job);
 
   try {
     // Redis's jobs are all found before any is queued: catch-up jobs that finish meanwhile would shift the positions

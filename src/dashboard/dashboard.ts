@@ -51,6 +51,8 @@ import { DESTINATIONS_PAGE, destinationsPage } from './destinations-page.ts';
 export interface AdminDeps {
   config: Config;
   logger: Logger;
+  /** Where the destinations page reads DESTINATIONS_FILE's secret variables (destinations-page.ts). */
+  env: NodeJS.ProcessEnv;
 }
 
 export const ADMIN_PREFIX = '/admin';
@@ -72,7 +74,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
   await app.register(dashboard, { ...deps, prefix: ADMIN_PREFIX });
 }
 
-async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): Promise<void> {
+async function dashboard(app: FastifyInstance, { config, logger, env }: AdminDeps): Promise<void> {
   const admin = config.admin;
   if (!admin) return;
   const log = logger.child({ component: 'admin' });
@@ -208,7 +210,7 @@ async function dashboard(app: FastifyInstance, { config, logger }: AdminDeps): P
     return undefined;
   });
   app.setNotFoundHandler((_request, reply) => reply.code(404).send({ error: 'not_found' }));
-  destinationsPage(app, { config, client, redisReady });
+  destinationsPage(app, { config, env, client, redisReady });
 
   const serverAdapter = new FastifyAdapter();
   serverAdapter.setBasePath(ADMIN_PREFIX);

@@ -7,14 +7,17 @@
  *   still to take, and the `replay --destination` command that sends them.
  * - `GET /admin/api/destinations`: the same as JSON.
  *
- * The figures are src/queue/destination-status.ts's, the ones `stats` prints. The destinations are those of this
- * process's configuration (`DESTINATIONS_FILE` or `FORWARD_URL`): the listener serving the dashboard needs the same
- * file as the workers to list them. Registered inside the dashboard's plugin, so its login, failed-login limit and
+ * The figures are src/queue/destination-status.ts's, the ones `stats` prints. The destinations are read from
+ * `DESTINATIONS_FILE` at each request, so the page follows a `destinations reload` of the workers (the listener serving
+ * the dashboard needs the same file and secret variables as the workers); a file the workers would refuse is shown as
+ * such, with the list read at start. Why the file and not a worker's list: the dashboard is the listener's, which
+ * runs without a worker as often as with one (`listen`), and the file is small. With `FORWARD_URL`, its one
+ * destination. Registered inside the dashboard's plugin, so its login, failed-login limit and
  * anti-framing headers apply; Bull Board links here from its header menu (`uiConfig.miscLinks`).
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Config, Destination } from '../config/config.ts';
-import { DEFAULT_EVENTS } from '../config/destinations.ts';
+import { DEFAULT_EVENTS, loadDestinations } from '../config/destinations.ts';
 import type { RedisClient } from '../queue/connection.ts';
 import { type DestinationStatus, destinationStatus } from '../queue/destination-status.ts';
 
@@ -22,6 +25,8 @@ export const DESTINATIONS_PAGE = '/destinations';
 
 export interface DestinationsPageDeps {
   config: Config;
+  /** Where DESTINATIONS_FILE's secret variables are read. */
+  env: NodeJS.ProcessEnv;
   /** The dashboard's own connection. */
   client: RedisClient;
   /** Waits briefly for that connection; false when Redis is not there. */
@@ -39,6 +44,8 @@ export interface DestinationView extends DestinationStatus {
 export interface DestinationsReport {
   /** When the figures were read (ISO 8601). */
   at: string;
+  /** Why DESTINATIONS_FILE could not be read now (the destinations shown are then those read at start); else null. */
+  fileProblem: string | null;
   destinations: DestinationView[];
 }
 
@@ -64,16 +71,18 @@ async function read(deps: DestinationsPageDeps, reply: FastifyReply): Promise<De
   };
   if (!(await deps.redisReady())) return unavailable();
   const at = new Date();
+  const { destinations, fileProblem } = currentDestinations(deps);
   let statuses: DestinationStatus[];
   try {
-    statuses = await destinationStatus(deps.config, deps.client);
+    statuses = await destinationStatus({ ...deps.config, destinations }, deps.client);
   } catch {
     // The connection reports its errors once (the dashboard's listener on it); the page only says it failed.
     return unavailable();
   }
-  const byName = new Map<string, Destination>(deps.config.destinations.map((d) => [d.name, d]));
+  const byName = new Map<string, Destination>(destinations.map((d) => [d.name, d]));
   return {
     at: at.toISOString(),
+    fileProblem,
     destinations: statuses.map((status) => {
       const destination = byName.get(status.name) as Destination;
       return {
@@ -84,6 +93,20 @@ async function read(deps: DestinationsPageDeps, reply: FastifyReply): Promise<De
       };
     }),
   };
+}
+
+/** DESTINATIONS_FILE as it is now, checked as a reload checks it; the list read at start when it has a problem. */
+function currentDestinations(deps: DestinationsPageDeps): {
+  destinations: readonly Destination[];
+  fileProblem: string | null;
+} {
+  const { config } = deps;
+  if (config.destinationsFile === null) return { destinations: config.destinations, fileProblem: null };
+  const problems: string[] = [];
+  const destinations = loadDestinations(config.destinationsFile, deps.env, config.forwardTimeoutMs, problems);
+  return problems.length > 0
+    ? { destinations: config.destinations, fileProblem: problems.join('; ') }
+    : { destinations, fileProblem: null };
 }
 
 /** Scheme, host and path: a query string or fragment may hold a token, and URLs with user:password@ are refused. */
@@ -134,6 +157,11 @@ function renderPage(report: DestinationsReport, now: number): string {
         `<th>dead letters</th><th>to send them</th></tr></thead><tbody>${rows.join('')}</tbody></table>` +
         '<p class="note">Dead letters: failed jobs this destination has still to take, counted among the most recent ' +
         'dead letters of each queue. Run the command where the workers&#39; environment is.</p>';
+  const problem =
+    report.fileProblem === null
+      ? ''
+      : `<p class="problem"><strong>DESTINATIONS_FILE cannot be used as it is now</strong> (a reload would refuse it; ` +
+        `the destinations below are those read at start): ${escapeHtml(report.fileProblem)}</p>\n`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Destinations · Sellsy webhooks</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -141,11 +169,11 @@ function renderPage(report: DestinationsReport, now: number): string {
 body{font-family:system-ui,sans-serif;margin:2rem;color:#1f2937}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.5rem .75rem;border-bottom:1px solid #e5e7eb;vertical-align:top}
 thead th{font-size:.8rem;text-transform:uppercase;color:#6b7280}tr.open{background:#fef2f2}.open{color:#b91c1c}
-.number{text-align:right}.note{color:#6b7280;font-size:.9rem}code{font-size:.9em}
+.number{text-align:right}.problem{color:#b91c1c}.note{color:#6b7280;font-size:.9rem}code{font-size:.9em}
 </style></head>
 <body><p><a href="./">← queues</a> · <a href="api/destinations">JSON</a></p>
 <h1>Destinations</h1><p>Read at ${escapeHtml(report.at)}.</p>
-${body}
+${problem}${body}
 </body></html>
 `;
 }

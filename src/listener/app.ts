@@ -19,6 +19,8 @@ export interface AppDeps {
   spool?: Pick<Spool, 'status'> | null;
   metrics: Metrics;
   logger: Logger;
+  /** Where the dashboard reads DESTINATIONS_FILE's secret variables again; default: the process's environment. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
@@ -43,7 +45,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   await app.register(webhookRoutes, { config, producer, spooled: deps.spool != null, metrics, logger: deps.logger });
 
-  if (config.admin) await app.register(adminRoutes, { config, logger: deps.logger });
+  if (config.admin) await app.register(adminRoutes, { config, logger: deps.logger, env: deps.env ?? process.env });
 
   app.get('/healthz', async () => ({ ok: true }));
 

@@ -4,14 +4,20 @@
  * destinations page, so both say the same.
  *
  * Dead letters are counted from the most recent failed jobs of the ingest queue and of the record queue (at most
- * DEAD_LETTERS_READ of each, read as one pipeline per queue). A failed job counts for a destination when:
- * - its data names it as `onlyDestination` (a catch-up job of `replay --destination`, whatever it failed on);
- * - or, a fan-out job (no `onlyDestination`), its failed reason is `forward`'s and names the destination as still
- *   failing or refusing (`…: crm (…); …`); with a single destination every `forward` failure is its own.
+ * DEAD_LETTERS_READ of each, read as one pipeline per queue), by the rules `replay --destination NAME` sends them by
+ * (src/cli/replay-destination.ts; `sendsDeadLetter` is shared): each delivery once, when a failed job of it is for
+ * every destination or for NAME alone (its retry job, a catch-up job), its event is one NAME takes, and the
+ * destination ledger (destination-ledger.ts) does not say NAME took it (`sent`: a catch-up delivered it). So the count
+ * is what that command would send now, and a dead letter caught up, or failed in several catch-up runs, is not counted
+ * again. A fan-out job's failed reason is not read: a dead letter of the fan-out from before destinations had retry
+ * jobs of their own names every destination still failing, and the ledger already says which ones took it.
  */
-import type { Config } from '../config/config.ts';
+import type { Config, Destination } from '../config/config.ts';
+import { takesEvent } from '../config/destinations.ts';
 import type { RedisClient } from './connection.ts';
+import type { WebhookJobData } from './contract.ts';
 import { RedisDestinationBreaker } from './destination-breaker.ts';
+import { entriesFor } from './destination-ledger.ts';
 import { recordQueueName } from './records.ts';
 
 export interface DestinationStatus {
@@ -31,9 +37,23 @@ export const DEAD_LETTERS_READ = 1000;
 
 type StatusConfig = Pick<Config, 'destinations' | 'queuePrefix' | 'queueName'>;
 
-interface DeadLetter {
-  reason: string;
-  onlyDestination: string | null;
+/** What of a job decides whether it is a destination's dead letter. */
+export interface DeadLetterJob {
+  name: string;
+  data?: Pick<WebhookJobData, 'deliveryId' | 'onlyDestination'> | undefined;
+}
+
+/**
+ * Whether a failed job is one `replay --destination` sends to `destination` (the ledger aside): a job for every
+ * destination, or one for that destination alone (its retry job, a catch-up job), whose event it takes.
+ */
+export function sendsDeadLetter(destination: Pick<Destination, 'name' | 'events'>, job: DeadLetterJob): boolean {
+  const only = job.data?.onlyDestination;
+  return (
+    job.data?.deliveryId !== undefined &&
+    (only === undefined || only === destination.name) &&
+    takesEvent(destination, job.name)
+  );
 }
 
 export async function destinationStatus(config: StatusConfig, client: RedisClient): Promise<DestinationStatus[]> {
@@ -45,50 +65,55 @@ export async function destinationStatus(config: StatusConfig, client: RedisClien
   const records = await deadLetters(client, `${config.queuePrefix}:${recordQueueName(config.queueName)}`);
   const letters = [...ingest.letters, ...records.letters];
   const capped = ingest.capped || records.capped;
-  const single = names.length === 1;
-  return names.map((name) => {
-    // With several destinations the fan-out's reason lists them as `failing: a (…); b (…)` and
-    // `refused for good: c (…)`; the tail `sent to d, e` has no parenthesis.
-    const named = new RegExp(`(?:: |; )${name} \\(`);
-    const count = letters.filter((l) =>
-      l.onlyDestination !== null
-        ? l.onlyDestination === name
-        : l.reason.startsWith('[forward ') && (single || named.test(l.reason)),
-    ).length;
+  // One pipelined ledger read per destination, for the deliveries it would be sent.
+  const counts = await Promise.all(
+    config.destinations.map(async (destination) => {
+      const ids = [...new Set(letters.filter((l) => sendsDeadLetter(destination, l)).map((l) => l.data.deliveryId))];
+      const entries = await entriesFor(client, base, ids, destination.name);
+      return entries.filter((entry) => entry !== 'sent').length;
+    }),
+  );
+  return names.map((name, i) => {
     const state = states.get(name);
     return {
       name,
       breaker: state?.open ? 'open' : 'closed',
       failures: state?.failures ?? 0,
       nextProbeAt: state?.probeAt != null ? new Date(state.probeAt).toISOString() : null,
-      deadLetters: count,
+      deadLetters: counts[i] ?? 0,
       deadLettersCapped: capped,
     };
   });
 }
 
-/** The failed reasons and catch-up targets of a queue's most recent dead letters (`base`: `<prefix>:<queue>`). */
+interface DeadLetter {
+  name: string;
+  data: Pick<WebhookJobData, 'deliveryId' | 'onlyDestination'>;
+}
+
+/** The names and delivery data of a queue's most recent dead letters (`base`: `<prefix>:<queue>`). */
 async function deadLetters(client: RedisClient, base: string): Promise<{ letters: DeadLetter[]; capped: boolean }> {
   const ids = await client.zrevrange(`${base}:failed`, 0, DEAD_LETTERS_READ - 1);
   if (ids.length === 0) return { letters: [], capped: false };
   const capped = ids.length === DEAD_LETTERS_READ && (await client.zcard(`${base}:failed`)) > DEAD_LETTERS_READ;
   const pipeline = client.pipeline();
-  for (const id of ids) pipeline.hmget(`${base}:${id}`, 'failedReason', 'data');
+  for (const id of ids) pipeline.hmget(`${base}:${id}`, 'name', 'data');
   const letters: DeadLetter[] = [];
   for (const [err, fields] of (await pipeline.exec()) ?? []) {
-    const [reason, data] = (fields ?? []) as (string | null)[];
-    if (err !== null || typeof reason !== 'string') continue;
-    letters.push({ reason, onlyDestination: onlyDestinationOf(data ?? null) });
+    const [name, data] = (fields ?? []) as (string | null)[];
+    // Gone meanwhile (removed, expired): not a dead letter any more.
+    if (err !== null || typeof name !== 'string' || typeof data !== 'string') continue;
+    const parsed = dataOf(data);
+    if (parsed !== null) letters.push({ name, data: parsed });
   }
   return { letters, capped };
 }
 
-function onlyDestinationOf(data: string | null): string | null {
-  // Most dead letters are fan-out jobs: parsed only when the field is there at all.
-  if (data === null || !data.includes('"onlyDestination"')) return null;
+function dataOf(data: string): DeadLetter['data'] | null {
   try {
-    const value = (JSON.parse(data) as { onlyDestination?: unknown }).onlyDestination;
-    return typeof value === 'string' ? value : null;
+    const { deliveryId, onlyDestination } = JSON.parse(data) as { deliveryId?: unknown; onlyDestination?: unknown };
+    if (typeof deliveryId !== 'string') return null;
+    return typeof onlyDestination === 'string' ? { deliveryId, onlyDestination } : { deliveryId };
   } catch {
     return null;
   }

@@ -1,20 +1,26 @@
 /**
  * The dashboard's destinations page (/admin/destinations and its JSON) through the real path: a listener and a worker
  * sharing a private redis-server and one DESTINATIONS_FILE, `forward` sending to HTTP receivers on loopback. An open
- * breaker and the dead letters of a fan-out job and of a catch-up job show up as `stats` reads them; the page needs
- * the dashboard's login and never shows a URL's query string.
+ * breaker and the dead letters of a destination's retry job and of a catch-up job show up as `stats` reads them, and
+ * as many as `replay --destination` would send (each delivery once; none once a catch-up delivered it; an old fan-out
+ * dead letter naming every destination still failing); the page follows DESTINATIONS_FILE as it is now; it needs the
+ * dashboard's login and never shows a URL's query string.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { chromium } from 'playwright-core';
+import { replay } from '../../src/cli/replay.ts';
+import type { ReplayFilter } from '../../src/cli/replay-filter.ts';
 import { collectStats } from '../../src/cli/stats.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { escapeHtml, shownUrl } from '../../src/dashboard/destinations-page.ts';
 import { RedisDestinationBreaker } from '../../src/queue/destination-breaker.ts';
+import { RedisDestinationLedger } from '../../src/queue/destination-ledger.ts';
 import type { DestinationStatus } from '../../src/queue/destination-status.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { usePrivateRedis } from '../helpers/private-redis.ts';
@@ -91,7 +97,7 @@ interface Shown extends DestinationStatus {
   replay: string;
 }
 
-test('an open breaker and the dead letters of a fan-out and of a catch-up job show on the page and in its JSON, as stats reads them', async () => {
+test("an open breaker, crm's retry job failed for good and accounting's catch-up job refused show on the page and in its JSON, as stats reads them", async () => {
   const accounting = await receiver(200);
   const crm = await receiver(503);
   const file = destinationsFile(accounting, crm);
@@ -107,14 +113,16 @@ test('an open breaker and the dead letters of a fan-out and of a catch-up job sh
   assert.equal(res.status, 200);
   const fanOut = res.body.jobId as string;
   assert.match(await failed(listener, `${fanOut}-to-crm`), /destination still failing: crm \(/);
-  // A catch-up job for accounting (as `replay --destination` adds it), refused there: a dead letter of accounting's.
+  // A catch-up job for accounting (as `replay --destination` adds it) of a delivery it has not taken (its ledger has
+  // no entry for it), refused there: a dead letter of accounting's.
   accounting.answer = answerWith(400);
   const job = await listener.queue.getJob(fanOut);
   assert.ok(job);
+  const missed = `${fanOut}-missed`;
   const catchUp = await listener.queue.add(
     job.name,
-    { ...job.data, onlyDestination: 'accounting' },
-    { jobId: `${fanOut}-to-accounting-1`, attempts: 1 },
+    { ...job.data, deliveryId: missed, onlyDestination: 'accounting' },
+    { jobId: `${missed}-to-accounting-1`, attempts: 1 },
   );
   assert.match(await failed(listener, catchUp.id as string), /destination refused the event: accounting \(/);
 
@@ -137,6 +145,8 @@ test('an open breaker and the dead letters of a fan-out and of a catch-up job sh
   assert.equal(shownAccounting?.breaker, 'closed');
   assert.equal(shownAccounting?.nextProbeAt, null);
   assert.equal(shownAccounting?.deadLetters, 1, 'the catch-up job (the fan-out job was sent there)');
+  assert.equal(await wouldSend(env, listener, 'accounting'), 1, 'as many as replay --destination would send');
+  assert.equal(await wouldSend(env, listener, 'crm'), 1);
   assert.deepEqual(shownAccounting?.events, ['*', 'unknown']);
   assert.equal(shownAccounting?.url, `${accounting.url}/a&b'c`, 'scheme, host and path; no query string');
   assert.ok(!JSON.stringify(report).includes(QUERY_TOKEN));
@@ -178,6 +188,173 @@ test('an open breaker and the dead letters of a fan-out and of a catch-up job sh
   const board = await (await get(listener, '/admin', AUTH)).text();
   assert.match(board, /"miscLinks":\[\{"text":"Destinations","url":"\/admin\/destinations"\}\]/);
   assert.equal((await get(listener, '/admin/', AUTH)).status, 200, 'the page links back to the board at ./');
+});
+
+/** Two destinations taking every event, no breaker to speak of: each failure is a plain 503. */
+function plainFile(accounting: Receiver, crm: Receiver, path = join(tempDir(), 'destinations.yaml')): string {
+  writeFileSync(
+    path,
+    [
+      'destinations:',
+      '  - name: accounting',
+      `    url: ${accounting.url}`,
+      `    secret: \${ACCOUNTING_SECRET}`,
+      '  - name: crm',
+      `    url: ${crm.url}`,
+      `    secret: \${CRM_SECRET}`,
+      '',
+    ].join('\n'),
+  );
+  return path;
+}
+
+async function shown(listener: TestListener): Promise<{ fileProblem: string | null; destinations: Shown[] }> {
+  const res = await get(listener, '/admin/api/destinations', AUTH);
+  assert.equal(res.status, 200);
+  return (await res.json()) as { fileProblem: string | null; destinations: Shown[] };
+}
+
+async function deadLettersShown(listener: TestListener): Promise<Record<string, number>> {
+  return Object.fromEntries((await shown(listener)).destinations.map((d) => [d.name, d.deadLetters]));
+}
+
+/** What `replay --destination NAME` would send now (a dry run: nothing is queued). */
+async function wouldSend(env: Record<string, string>, listener: TestListener, destination: string): Promise<number> {
+  const config = loadConfig({ ...env, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
+  const filter: ReplayFilter = { ids: new Set(), name: null, since: null, until: null, destination };
+  return (await replay(config, filter, true, () => undefined)).matched;
+}
+
+test('a dead letter counts once per delivery, however many catch-up runs failed, and no more once a catch-up delivered it: as replay --destination would send', async () => {
+  const accounting = await receiver(200);
+  const crm = await receiver(503);
+  const env = { ...secrets, DESTINATIONS_FILE: plainFile(accounting, crm), JOB_ATTEMPTS: '1', JOB_BACKOFF_MS: '50' };
+  const listener = await listenerWith({ ...LOGIN, ...env });
+  const worker = await startTestWorker(listener, env);
+  cleanup.push(() => worker.close());
+  const config = loadConfig({ ...env, REDIS_URL: redis.url, QUEUE_NAME: listener.config.queueName });
+  const filter: ReplayFilter = { ids: new Set(), name: null, since: null, until: null, destination: 'crm' };
+
+  const body = JSON.stringify({ event: 'step', relatedtype: 'invoice', relatedid: '7', corpid: '929' });
+  const res = await post(listener.url, body, json);
+  assert.equal(res.status, 200);
+  const id = res.body.jobId as string;
+  await failed(listener, `${id}-to-crm`);
+  assert.deepEqual(await deadLettersShown(listener), { accounting: 0, crm: 1 });
+
+  // Two catch-up runs that fail too: three dead letters of crm's, one delivery.
+  for (let run = 1; run <= 2; run++) {
+    assert.equal((await replay(config, filter, false, () => undefined)).replayed, 1);
+    await waitFor(
+      async () => (await listener.queue.getFailedCount()) === 1 + run,
+      20_000,
+      `catch-up run ${run} failed`,
+    );
+  }
+  assert.deepEqual(await deadLettersShown(listener), { accounting: 0, crm: 1 });
+  assert.equal(await wouldSend(env, listener, 'crm'), 1);
+  assert.equal(await wouldSend(env, listener, 'accounting'), 0);
+
+  // crm is back: a catch-up delivers it, and the ledger says `sent`; the dead letters stay, counted no more.
+  crm.answer = answerWith(200);
+  const before = crm.received.length;
+  assert.equal((await replay(config, filter, false, () => undefined)).replayed, 1);
+  await waitFor(() => crm.received.length > before, 20_000, 'crm took it');
+  await waitFor(async () => (await deadLettersShown(listener)).crm === 0, 20_000, 'no dead letter of crm shown');
+  assert.equal(await listener.queue.getFailedCount(), 3, 'the dead letters themselves are still there');
+  assert.equal(await wouldSend(env, listener, 'crm'), 0);
+  const statsReport = await collectStats(config);
+  assert.deepEqual(
+    statsReport.destinations.map((d) => [d.name, d.deadLetters]),
+    [
+      ['accounting', 0],
+      ['crm', 0],
+    ],
+  );
+});
+
+test('an old fan-out dead letter naming every destination still failing counts for those the ledger does not say took it, as replay --destination sends it', async () => {
+  const accounting = await receiver(200);
+  const crm = await receiver(200);
+  const env = { ...secrets, DESTINATIONS_FILE: plainFile(accounting, crm), JOB_ATTEMPTS: '1' };
+  const listener = await listenerWith({ ...LOGIN, ...env });
+  // The shape a fan-out job failed with before each destination had a retry job of its own: one job, its reason
+  // listing the destinations still failing, its ledger saying which took it.
+  const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+  cleanup.push(async () => connection.disconnect());
+  const base = `${listener.config.queuePrefix}:${listener.config.queueName}`;
+  const old = new Worker(
+    listener.config.queueName,
+    async (job) => {
+      await new RedisDestinationLedger(connection, base, 3600).record(
+        job.data.deliveryId,
+        new Map([
+          ['accounting', 'sent'],
+          ['crm', 'retrying'],
+        ]),
+      );
+      throw new Error('[forward *] destinations still failing: crm (HTTP 503); sent to accounting');
+    },
+    { connection, prefix: listener.config.queuePrefix },
+  );
+  cleanup.push(() => old.close());
+  const body = JSON.stringify({ event: 'step', relatedtype: 'invoice', relatedid: '8', corpid: '929' });
+  const res = await post(listener.url, body, json);
+  assert.equal(res.status, 200);
+  assert.match(await failed(listener, res.body.jobId as string), /still failing: crm \(/);
+  await old.close();
+
+  assert.deepEqual(await deadLettersShown(listener), { accounting: 0, crm: 1 });
+  assert.equal(await wouldSend(env, listener, 'crm'), 1);
+  assert.equal(await wouldSend(env, listener, 'accounting'), 0);
+});
+
+test('the page lists DESTINATIONS_FILE as it is now: a destination added or removed shows without a restart; a bad file is shown as such, with the list read at start', async () => {
+  const accounting = await receiver(200);
+  const crm = await receiver(200);
+  const file = plainFile(accounting, crm);
+  const listener = await listenerWith({ ...LOGIN, ...secrets, DESTINATIONS_FILE: file });
+  const names = async () => (await shown(listener)).destinations.map((d) => d.name);
+  assert.deepEqual(await names(), ['accounting', 'crm']);
+
+  // crm removed, billing added (as before a `destinations reload`).
+  const billing = await receiver(200);
+  writeFileSync(
+    file,
+    [
+      'destinations:',
+      '  - name: accounting',
+      `    url: ${accounting.url}`,
+      `    secret: \${ACCOUNTING_SECRET}`,
+      '  - name: billing',
+      `    url: ${billing.url}/in`,
+      `    secret: \${ACCOUNTING_SECRET}`,
+      '    events: ["invoice.*"]',
+      '',
+    ].join('\n'),
+  );
+  const now = await shown(listener);
+  assert.equal(now.fileProblem, null);
+  assert.deepEqual(
+    now.destinations.map((d) => [d.name, d.url, d.events, d.deadLetters]),
+    [
+      ['accounting', accounting.url, ['*', 'unknown'], 0],
+      ['billing', `${billing.url}/in`, ['invoice.*'], 0],
+    ],
+  );
+  assert.match(await (await get(listener, '/admin/destinations', AUTH)).text(), /<th scope="row">billing<\/th>/);
+
+  // A file a reload would refuse: said so, and the destinations read at start shown.
+  writeFileSync(file, `destinations:\n  - name: billing\n    url: not a url\n    secret: \${ACCOUNTING_SECRET}\n`);
+  const bad = await shown(listener);
+  assert.match(bad.fileProblem ?? '', /^DESTINATIONS_FILE: .*billing/);
+  assert.deepEqual(
+    bad.destinations.map((d) => d.name),
+    ['accounting', 'crm'],
+  );
+  const html = await (await get(listener, '/admin/destinations', AUTH)).text();
+  assert.match(html, /<p class="problem"><strong>DESTINATIONS_FILE cannot be used as it is now<\/strong>/);
+  assert.match(html, /<th scope="row">crm<\/th>/);
 });
 
 test('the destinations page and its JSON need the dashboard login; without destinations they say so', async () => {

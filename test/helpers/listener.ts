@@ -56,7 +56,7 @@ export async function startTestListener(
   producerOptions: Partial<BullmqProducerOptions> = {},
 ): Promise<TestListener> {
   const tmp = env.SPOOL_DIR === undefined ? await mkdtemp(join(tmpdir(), 'sellsy-spool-')) : null;
-  const config = loadConfig({
+  const configEnv = {
     SPOOL_DIR: tmp ?? '',
     REDIS_URL: redisUrl,
     QUEUE_NAME: `test-${randomBytes(4).toString('hex')}`,
@@ -70,13 +70,14 @@ export async function startTestListener(
     // default, ACK_WRITE=inbox, is tested in test/listener/inbox.test.ts and by every test that runs the CLI.
     ACK_WRITE: 'job',
     ...env,
-  });
+  };
+  const config = loadConfig(configEnv);
   const capture = new LogCapture();
   const logger = createLogger(config.logLevel, capture);
   const metrics = createMetrics({ processMetrics: false });
   const opened = await openListenerProducer(config, { logger, metrics }, producerOptions);
   const { producer } = opened;
-  const app = await buildApp({ config, producer, spool: opened.spooling?.spool, metrics, logger });
+  const app = await buildApp({ config, producer, spool: opened.spooling?.spool, metrics, logger, env: configEnv });
   const url = await app.listen({ port: 0, host: '127.0.0.1' });
   // The tests' own view of the queue, through the same topology (one server, Sentinel or Cluster).
   const inspect = createConnection(config.redis, { role: 'worker', name: `${config.queueName}:test` });
