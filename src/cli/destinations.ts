@@ -10,18 +10,24 @@
 import { hostname } from 'node:os';
 import type { Config } from '../config/config.ts';
 import { loadDestinations } from '../config/destinations.ts';
+import { EnvSchema } from '../config/schema.ts';
 import { closeForGood, connectOrFail } from '../queue/connection.ts';
 import { publishReload, reloadChannel } from '../queue/reload-channel.ts';
 import type { CliIo } from './io.ts';
 
-export function destinationsCheck(config: Config, file: string | undefined, env: NodeJS.ProcessEnv, io: CliIo): number {
-  const path = file ?? config.destinationsFile;
-  if (path === null) {
+/**
+ * Needs no valid configuration, only `env`: the file it checks may be the configured DESTINATIONS_FILE, which the
+ * configuration refuses while it is wrong (that is when it is checked). FORWARD_TIMEOUT_MS gives the default
+ * `timeout_ms` when it is a valid value, as at start; otherwise its default does.
+ */
+export function destinationsCheck(file: string | undefined, env: NodeJS.ProcessEnv, io: CliIo): number {
+  const path = file ?? env.DESTINATIONS_FILE;
+  if (path === undefined || path === '') {
     io.err('sellsy-webhooks destinations check: give a FILE, or set DESTINATIONS_FILE');
     return 2;
   }
   const problems: string[] = [];
-  const destinations = loadDestinations(path, env, config.forwardTimeoutMs, problems);
+  const destinations = loadDestinations(path, env, forwardTimeoutOf(env), problems);
   if (problems.length > 0) {
     io.err(`sellsy-webhooks destinations check: ${JSON.stringify(path)} would be refused:`);
     for (const problem of problems) io.err(`  - ${problem}`);
@@ -39,6 +45,14 @@ export function destinationsCheck(config: Config, file: string | undefined, env:
     io.out(`  ${d.name}  ${url.origin}${url.pathname}  events ${d.events.join(',')}  ${limits.join(', ')}`);
   }
   return 0;
+}
+
+function forwardTimeoutOf(env: NodeJS.ProcessEnv): number {
+  const field = EnvSchema.properties.FORWARD_TIMEOUT_MS;
+  const value = Number(env.FORWARD_TIMEOUT_MS);
+  return Number.isInteger(value) && value >= (field.minimum ?? 1) && value <= (field.maximum ?? value)
+    ? value
+    : (field.default as number);
 }
 
 export async function destinationsReload(config: Config, io: CliIo): Promise<number> {

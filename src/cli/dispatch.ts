@@ -39,6 +39,9 @@ const SERVICES = ['listen', 'work', 'start'];
  * The commands that run once and exit, with their arguments checked before the configuration is read: the command
  * to run, a usage error to print, or null (a service, or an unknown command).
  */
+/** One-shot commands that run without a valid configuration (`destinations check` checks what it may refuse). */
+const WITHOUT_CONFIG = new WeakSet<object>();
+
 function oneShot(
   command: string,
   args: string[],
@@ -111,7 +114,10 @@ function oneShot(
       if (args[0] === 'check') {
         const [file, ...rest] = args.slice(1);
         if (file?.startsWith('-')) return `unexpected argument ${JSON.stringify(file)}`;
-        return only(rest) ?? (async (config) => destinationsCheck(config, file, env, io));
+        if (only(rest) !== null) return only(rest);
+        const check = async () => destinationsCheck(file, env, io);
+        WITHOUT_CONFIG.add(check);
+        return check;
       }
       return `unknown destinations command "${args[0] ?? ''}": use "destinations check [FILE]" or "destinations reload"`;
     default:
@@ -139,6 +145,7 @@ export async function dispatch(argv: readonly string[], env: NodeJS.ProcessEnv, 
     io.err(`Unknown command "${command}".\n\n${HELP.trimEnd()}`);
     return EXIT_USAGE;
   }
+  if (typeof once === 'function' && WITHOUT_CONFIG.has(once)) return await (once as () => Promise<number>)();
   try {
     const config = loadConfig(env);
     if (once) return await once(config);

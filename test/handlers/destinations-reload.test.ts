@@ -396,6 +396,13 @@ test('destinations check lists a good file without its secrets, and names every 
   // Without FILE: the one DESTINATIONS_FILE names.
   const configured = await runDispatch(['destinations', 'check'], { ...secrets, DESTINATIONS_FILE: good });
   assert.equal(configured.status, 0, configured.stderr);
+  // The configured file being wrong is what check is for: 1 and its mistakes, not a configuration error at start;
+  // and another file can be checked meanwhile.
+  const configuredBad = await runDispatch(['destinations', 'check'], { ...secrets, DESTINATIONS_FILE: bad });
+  assert.equal(configuredBad.status, 1, configuredBad.stderr);
+  assert.match(configuredBad.stderr, /would be refused:\n {2}- DESTINATIONS_FILE: destination 1 \(a\)/);
+  const other = await runDispatch(['destinations', 'check', good], { ...secrets, DESTINATIONS_FILE: bad });
+  assert.equal(other.status, 0, other.stderr);
   const none = await runDispatch(['destinations', 'check'], {});
   assert.equal(none.status, 2);
   assert.match(none.stderr, /give a FILE, or set DESTINATIONS_FILE/);
