@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -37,7 +37,7 @@ async function receiver(answer?: Answer): Promise<Receiver> {
 async function setup(
   destinations: { name: string; receiver: Receiver; secret: keyof typeof secrets; extra?: string[] }[],
   env: Record<string, string>,
-): Promise<{ listener: TestListener; worker: TestWorker }> {
+): Promise<{ listener: TestListener; worker: TestWorker; file: string }> {
   const jobEnv = { JOB_BACKOFF_MS: env.JOB_BACKOFF_MS ?? '150', JOB_ATTEMPTS: '8' };
   const listener = await startTestListener(redis.url, jobEnv);
   cleanup.push(() => listener.close());
@@ -50,7 +50,7 @@ async function setup(
   writeFileSync(file, `${lines.join('\n')}\n`);
   const worker = await startTestWorker(listener, { ...jobEnv, ...secrets, ...env, DESTINATIONS_FILE: file });
   cleanup.push(() => worker.close());
-  return { listener, worker };
+  return { listener, worker, file };
 }
 
 /** A fake Sellsy API for `sellsy-fetch`, and the worker's variables pointing at it. */
@@ -271,4 +271,39 @@ test('RECORD_ORDER=latest with sellsy-fetch: a deletion handed to a pending retr
   assert.equal(sent.object, null);
   // The update's fetch only: the deletion is never fetched, by its job nor by the retry job.
   assert.equal(fake.apiRequests().filter((r) => r.path.startsWith('/v2/invoices')).length, 1);
+});
+
+test('RECORD_ORDER=latest: a reload down to one destination keeps its pending retry job and its order', async () => {
+  const crm = await receiver((res, index) => {
+    res.statusCode = index === 0 ? 503 : 204;
+    res.end();
+  });
+  const accounting = await receiver();
+  const { listener, worker, file } = await setup(
+    [
+      { name: 'crm', receiver: crm, secret: 'B_SECRET' },
+      { name: 'accounting', receiver: accounting, secret: 'A_SECRET' },
+    ],
+    // The retry job starts after the reload and the second event.
+    { RECORD_ORDER: 'latest', JOB_BACKOFF_MS: '1500' },
+  );
+  const d1 = await deliver(listener, body('created', 501));
+  await waitFor(() => crm.received.length === 1, 10_000, 'crm failed the first event');
+  // crm alone: the first destination's three lines.
+  writeFileSync(file, `${readFileSync(file, 'utf8').split('\n').slice(0, 4).join('\n')}\n`);
+  const outcome = worker.reloadDestinations('test');
+  assert.deepEqual(outcome?.result === 'ok' && outcome.destinations, ['crm']);
+  const d2 = await deliver(listener, body('step', 501));
+  await waitFor(
+    async () => ['completed', 'failed'].includes(await listener.queue.getJobState(`${d1}-to-crm`)),
+    20_000,
+    'the retry job settled',
+  );
+  await waitFor(async () => (await listener.queue.getJobCounts('delayed')).delayed === 0, 10_000, 'no job delayed');
+  await new Promise((r) => setTimeout(r, 300)); // any request still to come
+  // The second event went through the pending retry job, the newest event: nothing older after it, nothing twice.
+  assert.deepEqual(verified(crm, secrets.B_SECRET), [d1, d2]);
+  const processed = worker.logs.find((l) => l.msg === 'job processed' && l.jobId === `${d1}-to-crm`);
+  assert.equal(processed?.outcome, `completed: sent the later delivery ${d2} to crm`);
+  assert.equal(accounting.received.length, 1);
 });
