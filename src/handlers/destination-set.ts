@@ -10,12 +10,14 @@
  * process starts afresh with the new list.
  */
 import { type Destination, loadDestinations, takesEvent } from '../config/destinations.ts';
-import { createFanOutHandler, type FanOutOptions } from './destinations.ts';
+import { createFanOut, type FanOut, type FanOutOptions } from './destinations.ts';
 import type { Handler } from './handler.ts';
 
 export interface DestinationSet {
   /** The handler to register: it sends with the list current when it is called. */
   handler: Handler;
+  /** `FanOut.prepare` of the current list: run before the chain of a job bound for one destination. */
+  prepare: FanOut['prepare'];
   /** The destinations new jobs send to. */
   current(): readonly Destination[];
   /** Whether some current destination takes events of this job name (an `unknown` job needs one). */
@@ -27,11 +29,12 @@ export interface DestinationSet {
 export function createDestinationSet(options: FanOutOptions): DestinationSet {
   const build = (destinations: readonly Destination[]) => ({
     destinations,
-    handler: createFanOutHandler({ ...options, destinations }),
+    fanOut: createFanOut({ ...options, destinations }),
   });
   let active = build(options.destinations);
   return {
-    handler: (event, context) => active.handler(event, context),
+    handler: (event, context) => active.fanOut.handler(event, context),
+    prepare: (name, data, log) => active.fanOut.prepare(name, data, log),
     current: () => active.destinations,
     takes: (jobName) => active.destinations.some((d) => takesEvent(d, jobName)),
     swap(destinations) {

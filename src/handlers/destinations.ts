@@ -13,14 +13,20 @@
  *   destination twice; the event's job then goes on (user handlers) and completes;
  * - a retry job sends to its destination alone; a refusal fails it at once (its dead letter), without a request;
  * - while a destination's breaker is open, its requests are not made: the job is postponed to the next probe
- *   (`PostponeError`), without spending an attempt, until it is `breaker_max_pause_seconds` old.
- * With a single destination configured nothing is recorded and no retry job made: the event's job is the
- * destination's, and errors are the `forward` ones, unchanged.
+ *   (`PostponeError`), without spending an attempt, until it is `breaker_max_pause_seconds` old; the postponed jobs
+ *   wake spread over a short window after the probe time, so that they do not all run at once.
+ * Without a ledger and retry jobs (`FORWARD_URL` alone, one destination) nothing is recorded and no retry job made:
+ * the event's job is the destination's, and errors are the `forward` ones, unchanged.
+ *
+ * `prepare` runs in the worker before the job's chain (`sellsy-fetch` then `forward`) of a job whose only
+ * destination is known: it picks the event to send (the newest one handed to a retry job) and postpones the job
+ * while the breaker is open, before `sellsy-fetch` calls the Sellsy API for an event that would not be sent.
  */
 import { getMaxListeners, setMaxListeners } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Destination, takesEvent } from '../config/destinations.ts';
 import { PermanentError, PostponeError, RetryLaterError } from '../errors.ts';
+import type { WebhookJobData } from '../queue/contract.ts';
 import type { BreakerDecision, DestinationBreaker } from '../queue/destination-breaker.ts';
 import type { DestinationLedger, LedgerEntry } from '../queue/destination-ledger.ts';
 import type { DestinationRetries } from '../queue/destination-retries.ts';
@@ -45,6 +51,24 @@ export interface FanOutOptions {
   breaker?: DestinationBreaker | null;
   observer?: DestinationObserver;
 }
+
+/** The fan-out of one list of destinations. */
+export interface FanOut {
+  handler: Handler;
+  /**
+   * Before the chain of a job bound for one destination (a retry or catch-up job; an event's job without a ledger):
+   * the event to run it on, or a `PostponeError` while that destination's breaker is open and its probe not due.
+   * Reads the breaker without taking the probe: `forward` takes it when the probe is due.
+   */
+  prepare(
+    name: string,
+    data: WebhookJobData,
+    log: HandlerContext['log'],
+  ): Promise<{ name: string; data: WebhookJobData }>;
+}
+
+/** The widest spread of the wake-ups of the jobs postponed to one probe time. */
+const MAX_WAKE_SPREAD_MS = 5000;
 
 interface Target {
   name: string;
@@ -80,7 +104,27 @@ export function fanOutPatterns(destinations: readonly Destination[]): string[] {
   return [...(events.some((p) => p !== 'unknown') ? ['*'] : []), ...(events.includes('unknown') ? ['unknown'] : [])];
 }
 
-export function createFanOutHandler(opts: FanOutOptions): Handler {
+/**
+ * The postponement of a job while `target`'s breaker is open: to the probe time plus a random part of the probe
+ * period (at most MAX_WAKE_SPREAD_MS), so that the jobs postponed together do not all wake together, one to probe
+ * and every other to be postponed again.
+ */
+function paused(target: Target, failures: number, probeAt: number): PostponeError {
+  const spread = Math.floor(Math.random() * Math.min(target.probeMs, MAX_WAKE_SPREAD_MS));
+  return new PostponeError(
+    `destination ${target.name} paused: circuit breaker open after ${failures} consecutive failures, ` +
+      `next probe in ${Math.max(Math.ceil((probeAt - Date.now()) / 1000), 0)} s (no request sent)`,
+    probeAt + spread,
+    target.maxPauseMs,
+  );
+}
+
+/** A postponement of a job for one destination: its message is the failed reason once the job may wait no longer. */
+function stillFailing(name: string, err: PostponeError): PostponeError {
+  return new PostponeError(`destination still failing: ${name} (${err.message})`, err.at, err.maxPauseMs);
+}
+
+export function createFanOut(opts: FanOutOptions): FanOut {
   const targets: Target[] = opts.destinations.map((d) => ({
     name: d.name,
     events: d.events,
@@ -91,8 +135,10 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
     maxPauseMs: d.breakerMaxPauseSeconds * 1000,
   }));
   const breaker = opts.breaker ?? null;
-  const single = targets.length === 1;
-  if (!single && (opts.ledger === null || opts.retries === null)) {
+  // Chosen by the ledger, not by the number of destinations: a reload down to one destination keeps the retry jobs
+  // pending and the order they keep.
+  const single = opts.ledger === null || opts.retries === null;
+  if (single && targets.length > 1) {
     throw new Error('forward: several destinations need a ledger and retry jobs');
   }
   const observer = opts.observer;
@@ -104,14 +150,7 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
     event: Parameters<Handler>[0],
     context: HandlerContext,
   ): Promise<void> {
-    if (decision.state === 'open') {
-      throw new PostponeError(
-        `destination ${target.name} paused: circuit breaker open after ${decision.failures} consecutive failures, ` +
-          `next probe in ${Math.ceil(decision.probeInMs / 1000)} s (no request sent)`,
-        Date.now() + decision.probeInMs,
-        target.maxPauseMs,
-      );
-    }
+    if (decision.state === 'open') throw paused(target, decision.failures, Date.now() + decision.probeInMs);
     const log = context.log.child({ destination: target.name });
     const ctx: HandlerContext = { ...context, log };
     await target.pace?.wait(context.signal);
@@ -175,15 +214,9 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
       return;
     }
     const ledger = opts.ledger as DestinationLedger;
-    let ctx = context;
+    // RECORD_ORDER=latest: the newest event was picked by `prepare`, before `sellsy-fetch` fetched its object.
+    const ctx = context;
     if (context.data.destinationRetry) {
-      // RECORD_ORDER=latest: the newest event of the record handed to this destination since the job was made.
-      const newest = await (opts.retries as DestinationRetries).latest(context.data, name);
-      if (newest !== null && newest.data.deliveryId !== context.deliveryId) {
-        const data = { ...newest.data, onlyDestination: name, destinationRetry: true as const };
-        ctx = { ...context, name: newest.name, deliveryId: data.deliveryId, data };
-        context.log.info({ destination: name, latest: data.deliveryId }, 'destination retry: sending a later event');
-      }
       const entry = (await ledger.read(ctx.deliveryId)).get(name);
       if (entry === 'sent') return;
       if (entry?.startsWith('refused: ')) {
@@ -198,10 +231,7 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
     } catch (err) {
       if (err instanceof RetryLaterError) throw err;
       const message = (err as Error)?.message ?? String(err);
-      if (err instanceof PostponeError) {
-        // Its message is the failed reason once the job may wait no longer.
-        throw new PostponeError(`destination still failing: ${name} (${message})`, err.at, err.maxPauseMs);
-      }
+      if (err instanceof PostponeError) throw stillFailing(name, err);
       if (err instanceof PermanentError) {
         throw new PermanentError(`destination refused the event: ${name} (${message})`, { cause: err });
       }
@@ -212,7 +242,43 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
       .catch((err: Error) => ctx.log.warn({ err: err.message }, 'destinations: could not record the send'));
   }
 
-  return async (event, context) => {
+  async function prepare(
+    name: string,
+    data: WebhookJobData,
+    log: HandlerContext['log'],
+  ): Promise<{ name: string; data: WebhookJobData }> {
+    const only = data.onlyDestination;
+    const target =
+      only !== undefined
+        ? targets.find((t) => t.name === only)
+        : single
+          ? targets.find((t) => takesEvent(t, name))
+          : undefined;
+    // Not configured here: `forward` refuses it. An event's job with a ledger: the breaker hands it to a retry job.
+    if (target === undefined) return { name, data };
+    let out = { name, data };
+    if (only !== undefined && data.destinationRetry && opts.retries !== null) {
+      // RECORD_ORDER=latest: the newest event of the record handed to this destination since the job was made.
+      const newest = await opts.retries.latest(data, only);
+      if (newest !== null && newest.data.deliveryId !== data.deliveryId) {
+        out = { name: newest.name, data: { ...newest.data, onlyDestination: only, destinationRetry: true } };
+        log.info({ destination: only, latest: newest.data.deliveryId }, 'destination retry: sending a later event');
+      }
+    }
+    if (!breaker) return out;
+    const state = await breaker
+      .states([target.name])
+      .then((m) => m.get(target.name))
+      .catch(() => undefined); // unreadable: `forward` sends, as without a breaker
+    if (state?.open && state.probeAt !== null && Date.now() < state.probeAt) {
+      observer?.breaker?.(target.name, true);
+      const err = paused(target, state.failures, state.probeAt);
+      throw only !== undefined ? stillFailing(only, err) : err;
+    }
+    return out;
+  }
+
+  const handler: Handler = async (event, context) => {
     const only = context.data.onlyDestination;
     if (only !== undefined) {
       await sendOnly(only, event, context);
@@ -288,4 +354,5 @@ export function createFanOutHandler(opts: FanOutOptions): Handler {
     await Promise.all([...handOff].map(([name, delayMs]) => retries.add(context.name, context.data, name, delayMs)));
     context.log.info({ destinations: [...handOff.keys()] }, 'destinations handed to retry jobs of their own');
   };
+  return { handler, prepare };
 }

@@ -111,13 +111,13 @@ export function createForwardHandler(opts: ForwardOptions): Handler {
     }
     const status = res.statusCode;
     if (status >= 200 && status < 300) {
-      // Nothing to read: dumped, the connection goes back to the pool at once.
-      await discard(res);
+      // Nothing to read: dumped, the connection goes back to the pool once the body is in.
+      discard(res);
       context.log.debug({ status, target }, 'forwarded');
       return;
     }
     if (status === 408 || status === 429 || status >= 500) {
-      await discard(res);
+      discard(res);
       throw new Error(`forward to ${target} answered ${status} (retryable)`);
     }
     const excerpt = await readExcerpt(res, EXCERPT_CHARS);
@@ -200,8 +200,15 @@ function causeOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-async function discard(res: Dispatcher.ResponseData): Promise<void> {
-  await res.body.dump().catch(() => {});
+/** Past this many bytes an answer's body is not drained: its connection is closed instead of going back to the pool. */
+const DUMP_LIMIT_BYTES = 4096;
+
+/**
+ * The body of an answer whose status decides: drained in the background, not awaited, so that a body sent slowly
+ * (each part within the timeout) does not hold the job; a large one closes its connection.
+ */
+function discard(res: Dispatcher.ResponseData): void {
+  res.body.dump({ limit: DUMP_LIMIT_BYTES }).catch(() => {});
 }
 
 /** The first `max` characters of the answer, reading no more than needed (an error page may be large). */

@@ -29,7 +29,7 @@ import { DelayedError, type Job, Queue, UnrecoverableError, WaitingError, Worker
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Config } from '../config/config.ts';
-import { type HttpErrorCode, HttpErrors, PermanentError, PostponeError, RetryLaterError } from '../errors.ts';
+import { PostponeError, RetryLaterError } from '../errors.ts';
 import { type HandlerContext, handlersFor, type Registration } from '../handlers/handler.ts';
 import { clipped } from '../logger.ts';
 import { createDestinationMetrics, createWorkerMetrics, type JobQueueLabel } from '../metrics/metrics.ts';
@@ -43,6 +43,7 @@ import { type PeriodicReconcile, removePeriodicSchedule, startPeriodicReconcile 
 import { startWebhookWatch, type WebhookWatch } from '../reconcile/webhook-watch.ts';
 
 import { type DestinationsReload, startDestinationsReload } from './destinations-reload.ts';
+import { attributed, RefusedSignatureError, rateLimitMs } from './job-errors.ts';
 import { buildPipeline, type Pipeline, type PipelineOptions } from './pipeline.ts';
 import { RefusedDeadLetters } from './refused.ts';
 
@@ -57,33 +58,6 @@ export interface RunningWorker {
   /** Reads DESTINATIONS_FILE again (SIGUSR2; src/worker/destinations-reload.ts). */
   reloadDestinations: DestinationsReload['reload'];
   close(): Promise<void>;
-}
-
-/** A downstream's "retry after" as a rate-limit duration Redis accepts: whole ms, at least 1, at most an hour. */
-function rateLimitMs(delayMs: number): number {
-  return Number.isFinite(delayMs) ? Math.min(Math.max(Math.ceil(delayMs), 1), 3_600_000) : 1000;
-}
-
-/**
- * The error a job fails with: the handler's error, its message led by the handler's name. A new error (the original
- * as `cause`), since some errors cannot be changed (a DOMException's message is read-only); permanent stays
- * permanent.
- */
-function attributed(err: unknown, label: string): unknown {
-  if (err instanceof RetryLaterError || !(err instanceof Error || err instanceof DOMException)) return err;
-  const message = `${label} ${err.message}`;
-  if (err instanceof PostponeError) return new PostponeError(message, err.at, err.maxPauseMs);
-  const permanent = err instanceof UnrecoverableError || err.name === 'UnrecoverableError';
-  const out = permanent ? new PermanentError(message, { cause: err }) : new Error(message, { cause: err });
-  out.stack = `${message}\n${err.stack?.split('\n').slice(1).join('\n') ?? ''}`;
-  return out;
-}
-
-/** A job refused by the deferred signature check: a dead letter at once, kept `BAD_SIGNATURE_KEEP_SECONDS`. */
-class RefusedSignatureError extends PermanentError {
-  constructor(readonly reason: HttpErrorCode) {
-    super(`signature: ${reason}: ${HttpErrors[reason].message}`);
-  }
 }
 
 export interface WorkerOptions extends PipelineOptions {
@@ -190,6 +164,21 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     };
   }
 
+  /**
+   * `forward`'s step before the chain (src/handlers/destinations.ts, `prepare`): the event a job bound for one
+   * destination runs on, or its postponement while that destination's breaker is open, before `sellsy-fetch` calls
+   * the Sellsy API for nothing. Its errors are `forward`'s.
+   */
+  async function prepared(name: string, data: WebhookJobData, job: Job<WebhookJobData>) {
+    const set = pipeline.destinations;
+    if (set === null) return { name, data };
+    try {
+      return await set.prepare(name, data, log.child({ jobId: job.id, deliveryId: data.deliveryId, event: name }));
+    } catch (err) {
+      throw attributed(err, '[forward *]');
+    }
+  }
+
   /** Wraps a stage: logging, RetryLaterError → rate limit, shutdown → hand back. */
   function processor(
     stage: 'delivery' | 'record',
@@ -272,9 +261,12 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
       throw new RefusedSignatureError(refusal);
     }
     if (job.data.onlyDestination !== undefined) {
-      // A catch-up job (replay --destination): the object is fetched again, and only `forward` sends it.
-      await run(catchUpChain, contextOf(job.name, job.data, job, signal));
-      return `completed: sent to ${job.data.onlyDestination}`;
+      // A retry or catch-up job: the object is fetched again, and only `forward` sends it.
+      const next = await prepared(job.name, job.data, job);
+      await run(catchUpChain, contextOf(next.name, next.data, job, signal));
+      return next.data.deliveryId === job.data.deliveryId
+        ? `completed: sent to ${job.data.onlyDestination}`
+        : `completed: sent the later delivery ${next.data.deliveryId} to ${job.data.onlyDestination}`;
     }
     const recordKey = recordKeyOf(job.data);
     // Beside the handlers, not before them: a mark lost to a Redis error costs at worst a reconciled job for a change
@@ -286,13 +278,18 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
             .catch((err: Error) => log.warn({ jobId: job.id, err: err.message }, 'record seen time not written'))
         : null;
     const record = recordQueue ? recordKey : null;
-    const chain = record === null ? fullChain : pipeline.store;
     if (job.name === 'unknown' && !unknownHandled()) {
       throw new UnrecoverableError(
         `not a Sellsy event (${job.data.parseProblem ?? 'no relatedtype/event'}) and no handler for "unknown": kept as a dead letter`,
       );
     }
-    await run(chain, contextOf(job.name, job.data, job, signal));
+    const ctx = contextOf(job.name, job.data, job, signal);
+    // Stored first even while the only destination's breaker postpones the rest.
+    await run(pipeline.store, ctx);
+    if (record === null) {
+      await prepared(job.name, job.data, job);
+      await run(recordChain, ctx);
+    }
     await marked;
     if (record !== null && recordQueue && latest) {
       await latest.offer(record, job.name, job.data);
@@ -307,6 +304,7 @@ export async function startWorker(config: Config, logger: Logger, options: Worke
     const newest = record !== null && latest ? await latest.get(record) : null;
     if (newest?.done) return 'completed: the latest delivery of this record was already handled';
     const ctx = contextOf(newest?.name ?? job.name, newest?.data ?? job.data, job, signal);
+    await prepared(ctx.name, ctx.data, job);
     await run(recordChain, ctx);
     if (record !== null && latest) await latest.markDone(record, ctx.deliveryId);
     return ctx.deliveryId === job.data.deliveryId

@@ -5,12 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
 import { recordQueueName } from '../../src/queue/records.ts';
+import { type FakeSellsy, startFakeSellsy } from '../helpers/fake-sellsy.ts';
 import { post, startTestListener, type TestListener, untilReady } from '../helpers/listener.ts';
 import { usePrivateRedis } from '../helpers/private-redis.ts';
 import { type Answer, type Receiver, startReceiver } from '../helpers/receiver.ts';
@@ -34,22 +35,37 @@ async function receiver(answer?: Answer): Promise<Receiver> {
 }
 
 async function setup(
-  destinations: { name: string; receiver: Receiver; secret: keyof typeof secrets }[],
+  destinations: { name: string; receiver: Receiver; secret: keyof typeof secrets; extra?: string[] }[],
   env: Record<string, string>,
-): Promise<{ listener: TestListener; worker: TestWorker }> {
+): Promise<{ listener: TestListener; worker: TestWorker; file: string }> {
   const jobEnv = { JOB_BACKOFF_MS: env.JOB_BACKOFF_MS ?? '150', JOB_ATTEMPTS: '8' };
   const listener = await startTestListener(redis.url, jobEnv);
   cleanup.push(() => listener.close());
   await untilReady(listener);
   const lines = ['destinations:'];
   for (const d of destinations) {
-    lines.push(`  - name: ${d.name}`, `    url: ${d.receiver.url}`, `    secret: \${${d.secret}}`);
+    lines.push(`  - name: ${d.name}`, `    url: ${d.receiver.url}`, `    secret: \${${d.secret}}`, ...(d.extra ?? []));
   }
   const file = join(tempDir(), 'destinations.yaml');
   writeFileSync(file, `${lines.join('\n')}\n`);
   const worker = await startTestWorker(listener, { ...jobEnv, ...secrets, ...env, DESTINATIONS_FILE: file });
   cleanup.push(() => worker.close());
-  return { listener, worker };
+  return { listener, worker, file };
+}
+
+/** A fake Sellsy API for `sellsy-fetch`, and the worker's variables pointing at it. */
+async function sellsy(): Promise<{ fake: FakeSellsy; env: Record<string, string> }> {
+  const fake = await startFakeSellsy();
+  cleanup.push(() => fake.close());
+  return {
+    fake,
+    env: {
+      SELLSY_CLIENT_ID: fake.clientId,
+      SELLSY_CLIENT_SECRET: fake.clientSecret,
+      SELLSY_API_URL: fake.apiUrl,
+      SELLSY_TOKEN_URL: fake.tokenUrl,
+    },
+  };
 }
 
 function body(event: string, id: number): string {
@@ -171,4 +187,123 @@ test('the breakers of all the destinations of a job are read with one Redis scri
   assert.equal(call[0]?.toLowerCase(), 'evalsha');
   assert.equal(call[2], '3', 'the three destinations in one call');
   for (const t of targets) assert.equal(t.received.length, 2);
+});
+
+test('while a breaker is open the retry jobs waiting for it call the Sellsy API only to send: one object fetched per request made', async () => {
+  const { fake, env } = await sellsy();
+  const events = 8;
+  for (let i = 0; i < events; i++) fake.put('invoices', String(300 + i), { id: 300 + i });
+  // crm is down for its first three requests: the event job's, then two probes; the third probe closes the breaker.
+  const crm = await receiver((res, index) => {
+    res.statusCode = index < 3 ? 503 : 204;
+    res.end();
+  });
+  const accounting = await receiver();
+  const { listener, worker } = await setup(
+    [
+      { name: 'accounting', receiver: accounting, secret: 'A_SECRET' },
+      {
+        name: 'crm',
+        receiver: crm,
+        secret: 'B_SECRET',
+        extra: ['    breaker_failures: 1', '    breaker_probe_seconds: 1'],
+      },
+    ],
+    { ...env, JOB_BACKOFF_MS: '50' },
+  );
+  const ids: string[] = [];
+  // The first alone, so that the breaker is open when the others come.
+  ids.push(await deliver(listener, body('updated', 300)));
+  await waitFor(() => crm.received.length === 1, 10_000, 'the first request to crm');
+  for (let i = 1; i < events; i++) ids.push(await deliver(listener, body('updated', 300 + i)));
+  for (const id of ids) {
+    await waitFor(async () => (await listener.queue.getJobState(`${id}-to-crm`)) === 'completed', 30_000, id);
+  }
+  const fetches = fake.apiRequests().filter((r) => r.path.startsWith('/v2/invoices')).length;
+  // One fetch per event job (shared by both destinations), then one per run of a retry job that made a request; a run
+  // that meets the open breaker fetches nothing. A run that reads the breaker just before another takes the probe
+  // fetches and is postponed by `forward` (rare: the wake-ups are spread), hence the margin.
+  const retryFetches = fetches - events;
+  const retryRequests = crm.received.length - 1;
+  assert.equal(accounting.received.length, events);
+  assert.ok(retryRequests >= events, `every event reached crm: ${retryRequests}`);
+  assert.ok(
+    worker.logs.filter((l) => l.msg === 'job postponed').length >= events - 1,
+    'the retry jobs waited for the breaker',
+  );
+  assert.ok(
+    retryFetches <= retryRequests + 3,
+    `${retryFetches} Sellsy fetches by retry jobs for ${retryRequests} requests to crm`,
+  );
+});
+
+test('RECORD_ORDER=latest with sellsy-fetch: a deletion handed to a pending retry job is what the job sends, without a fetch', async () => {
+  const { fake, env } = await sellsy();
+  fake.put('invoices', '401', { id: 401 });
+  const crm = await receiver((res, index) => {
+    res.statusCode = index === 0 ? 503 : 204;
+    res.end();
+  });
+  const accounting = await receiver();
+  const { listener } = await setup(
+    [
+      { name: 'accounting', receiver: accounting, secret: 'A_SECRET' },
+      { name: 'crm', receiver: crm, secret: 'B_SECRET' },
+    ],
+    // The retry job starts after the deletion arrived.
+    { ...env, RECORD_ORDER: 'latest', JOB_BACKOFF_MS: '1500' },
+  );
+  const d1 = await deliver(listener, body('updated', 401));
+  await waitFor(() => crm.received.length === 1, 10_000, 'crm failed the update');
+  fake.remove('invoices', '401');
+  const d2 = await deliver(listener, body('deleted', 401));
+  await waitFor(() => accounting.received.length === 2, 10_000, 'accounting took both');
+  await waitFor(
+    async () => ['completed', 'failed'].includes(await listener.queue.getJobState(`${d1}-to-crm`)),
+    20_000,
+    'the retry job settled',
+  );
+  const retry = await listener.queue.getJob(`${d1}-to-crm`);
+  assert.equal(await retry?.getState(), 'completed', retry?.failedReason);
+  assert.deepEqual(verified(crm, secrets.B_SECRET), [d1, d2]);
+  const sent = JSON.parse(crm.received[1]?.body ?? '{}') as { event: { event: string }; object: unknown };
+  assert.equal(sent.event.event, 'deleted');
+  assert.equal(sent.object, null);
+  // The update's fetch only: the deletion is never fetched, by its job nor by the retry job.
+  assert.equal(fake.apiRequests().filter((r) => r.path.startsWith('/v2/invoices')).length, 1);
+});
+
+test('RECORD_ORDER=latest: a reload down to one destination keeps its pending retry job and its order', async () => {
+  const crm = await receiver((res, index) => {
+    res.statusCode = index === 0 ? 503 : 204;
+    res.end();
+  });
+  const accounting = await receiver();
+  const { listener, worker, file } = await setup(
+    [
+      { name: 'crm', receiver: crm, secret: 'B_SECRET' },
+      { name: 'accounting', receiver: accounting, secret: 'A_SECRET' },
+    ],
+    // The retry job starts after the reload and the second event.
+    { RECORD_ORDER: 'latest', JOB_BACKOFF_MS: '1500' },
+  );
+  const d1 = await deliver(listener, body('created', 501));
+  await waitFor(() => crm.received.length === 1, 10_000, 'crm failed the first event');
+  // crm alone: the first destination's three lines.
+  writeFileSync(file, `${readFileSync(file, 'utf8').split('\n').slice(0, 4).join('\n')}\n`);
+  const outcome = worker.reloadDestinations('test');
+  assert.deepEqual(outcome?.result === 'ok' && outcome.destinations, ['crm']);
+  const d2 = await deliver(listener, body('step', 501));
+  await waitFor(
+    async () => ['completed', 'failed'].includes(await listener.queue.getJobState(`${d1}-to-crm`)),
+    20_000,
+    'the retry job settled',
+  );
+  await waitFor(async () => (await listener.queue.getJobCounts('delayed')).delayed === 0, 10_000, 'no job delayed');
+  await new Promise((r) => setTimeout(r, 300)); // any request still to come
+  // The second event went through the pending retry job, the newest event: nothing older after it, nothing twice.
+  assert.deepEqual(verified(crm, secrets.B_SECRET), [d1, d2]);
+  const processed = worker.logs.find((l) => l.msg === 'job processed' && l.jobId === `${d1}-to-crm`);
+  assert.equal(processed?.outcome, `completed: sent the later delivery ${d2} to crm`);
+  assert.equal(accounting.received.length, 1);
 });

@@ -178,6 +178,33 @@ test('a redirect is not followed and rejects with a PermanentError', async () =>
   assert.equal(receiver.received.length, 1);
 });
 
+for (const status of [200, 503]) {
+  test(`a ${status} answer whose body comes slowly settles at its status, without waiting for the body`, async () => {
+    let finished = false;
+    let timer: NodeJS.Timeout | undefined;
+    const receiver = await startReceiver((res) => {
+      res.writeHead(status, { 'content-type': 'text/plain' });
+      let parts = 0;
+      // Each part well within the timeout: only the whole body takes long.
+      timer = setInterval(() => {
+        res.write('.');
+        if (++parts === 40) {
+          clearInterval(timer);
+          res.end(() => {
+            finished = true;
+          });
+        }
+      }, 100);
+      res.on('close', () => clearInterval(timer));
+    });
+    const sent = forwarder(receiver.url, 1_000)(event, contextFor(status));
+    if (status === 200) await sent;
+    else await retryableRejection(sent);
+    assert.equal(finished, false, 'the handler settled before the body ended');
+    clearInterval(timer);
+  });
+}
+
 test('a receiver that never answers makes the call reject once the timeout has passed', async () => {
   const receiver = await startReceiver(() => {});
   const started = Date.now();
