@@ -6,7 +6,7 @@
  */
 import type { Config } from '../config/config.ts';
 import { ConfigError } from '../errors.ts';
-import { type SellsyAccounts, SellsyApi } from '../sellsy/api.ts';
+import { SellsyAccounts, type SellsyApi } from '../sellsy/api.ts';
 
 export interface AccountClient {
   account: string;
@@ -24,56 +24,35 @@ export function accountClients(
   warn: (message: string) => void,
   shared: SellsyAccounts | null = null,
 ): AccountClient[] {
-  const settings = config.sellsyFetch;
-  if (settings === null) {
+  if (config.sellsyFetch === null) {
     throw new ConfigError([
       `${who} reads the Sellsy API: set SELLSY_CLIENT_ID and SELLSY_CLIENT_SECRET (with SELLSY_ACCOUNT_ID), or SELLSY_ACCOUNT_CREDENTIALS`,
     ]);
   }
-  const { apiUrl, tokenUrl, timeoutMs } = settings;
-  const clients = [...settings.credentials].map(([account, c]) => ({
-    account,
-    api: shared?.clientFor(account) ?? new SellsyApi({ ...c, apiUrl, tokenUrl, timeoutMs }),
-  }));
-  const single = config.sellsyApi;
-  if (single !== null && settings.accountId !== null && !settings.credentials.has(settings.accountId)) {
-    clients.push({ account: settings.accountId, api: shared?.clientFor(settings.accountId) ?? new SellsyApi(single) });
-  } else if (single !== null && settings.accountId === null) {
-    if (clients.length === 0) {
+  const all = everyAccountClient(config, shared);
+  const attributed = all.filter((c): c is AccountClient => c.account !== null);
+  if (attributed.length < all.length) {
+    if (attributed.length === 0) {
       throw new ConfigError([
         `SELLSY_ACCOUNT_ID: ${who} attributes the changes it finds to an account; set it to the Sellsy account id (corpid) of SELLSY_CLIENT_ID`,
       ]);
     }
     warn(`${who}: SELLSY_CLIENT_ID has no SELLSY_ACCOUNT_ID: its account is not read`);
   }
-  return clients;
+  return attributed;
 }
 
 /**
- * Every Sellsy API client of the configuration, for reading what each account holds beyond its records (its
- * webhooks): one per `SELLSY_ACCOUNT_CREDENTIALS` account and the single client, under `SELLSY_ACCOUNT_ID` or, unlike
- * `accountClients`, under no account (nothing read from it is attributed to records). Empty without credentials.
+ * Every Sellsy API client of the configuration (`SellsyAccounts`: one per `SELLSY_ACCOUNT_CREDENTIALS` account and
+ * the single client), with its account, null for the single client without `SELLSY_ACCOUNT_ID`: for reading what
+ * each account holds beyond its records (its webhooks), and under `accountClients`. Empty without credentials.
  */
 export function everyAccountClient(
   config: Config,
   shared: SellsyAccounts | null = null,
 ): { account: string | null; api: SellsyApi }[] {
   const settings = config.sellsyFetch;
-  const clients: { account: string | null; api: SellsyApi }[] = [];
-  if (settings !== null) {
-    const { apiUrl, tokenUrl, timeoutMs } = settings;
-    for (const [account, c] of settings.credentials) {
-      clients.push({
-        account,
-        api: shared?.clientFor(account) ?? new SellsyApi({ ...c, apiUrl, tokenUrl, timeoutMs }),
-      });
-    }
-  }
-  const single = config.sellsyApi;
-  const singleAccount = settings?.accountId ?? null;
-  if (single !== null && (singleAccount === null || !clients.some((c) => c.account === singleAccount))) {
-    const sharedSingle = singleAccount === null ? null : shared?.clientFor(singleAccount);
-    clients.push({ account: singleAccount, api: sharedSingle ?? shared?.clientFor(null) ?? new SellsyApi(single) });
-  }
-  return clients;
+  const accounts =
+    shared ?? (settings === null ? null : SellsyAccounts.fromConfig({ ...settings, single: config.sellsyApi }));
+  return accounts?.entries() ?? [];
 }

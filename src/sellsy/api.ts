@@ -417,6 +417,15 @@ export class SellsyAccounts {
     return (account === null ? undefined : this.byAccount.get(account)) ?? this.fallback;
   }
 
+  /**
+   * Each client with the account its records are attributed to, in configuration order: those of
+   * `SELLSY_ACCOUNT_CREDENTIALS`, then the single client (under `SELLSY_ACCOUNT_ID`, or null without it).
+   */
+  entries(): { account: string | null; api: SellsyApi }[] {
+    const named = [...this.byAccount].map(([account, api]) => ({ account, api }));
+    return this.fallback === null ? named : [...named, { account: null, api: this.fallback }];
+  }
+
   private all(): SellsyApi[] {
     return [...new Set([...this.byAccount.values(), ...(this.fallback ? [this.fallback] : [])])];
   }

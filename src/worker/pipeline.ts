@@ -66,11 +66,7 @@ export async function buildPipeline(config: Config, log: Logger, options: Pipeli
       for (const pattern of ['*', 'unknown']) store.push({ pattern, handler: events.handler, source: 'postgres' });
     }
     if (config.sellsyFetch) {
-      const single = config.sellsyApi;
-      sellsyApi = SellsyAccounts.fromConfig({
-        ...config.sellsyFetch,
-        single: single && { clientId: single.clientId, clientSecret: single.clientSecret },
-      });
+      sellsyApi = SellsyAccounts.fromConfig({ ...config.sellsyFetch, single: config.sellsyApi });
       fetch.push({ pattern: '*', handler: createSellsyFetchHandler(sellsyApi), source: 'sellsy-fetch' });
     }
     if (config.destinations.length > 0) {
