@@ -8,6 +8,7 @@
  * the listeners of every node, src/queue/reload-channel.ts).
  */
 import { hostname } from 'node:os';
+import { Value } from '@sinclair/typebox/value';
 import type { Config } from '../config/config.ts';
 import { loadDestinations } from '../config/destinations.ts';
 import { EnvSchema } from '../config/schema.ts';
@@ -47,12 +48,11 @@ export function destinationsCheck(file: string | undefined, env: NodeJS.ProcessE
   return 0;
 }
 
+/** FORWARD_TIMEOUT_MS when it passes its own schema (the one loadConfig checks it with), else its default. */
 function forwardTimeoutOf(env: NodeJS.ProcessEnv): number {
   const field = EnvSchema.properties.FORWARD_TIMEOUT_MS;
   const value = Number(env.FORWARD_TIMEOUT_MS);
-  return Number.isInteger(value) && value >= (field.minimum ?? 1) && value <= (field.maximum ?? value)
-    ? value
-    : (field.default as number);
+  return Value.Check(field, value) ? value : (field.default as number);
 }
 
 export async function destinationsReload(config: Config, io: CliIo): Promise<number> {
