@@ -1,20 +1,10 @@
 /** The destination ledger on a real Redis: what `replay --destination` reads for a page of dead letters at once. */
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import type { Redis } from 'ioredis';
+import { test } from 'node:test';
 import { entriesFor, RedisDestinationLedger } from '../../src/queue/destination-ledger.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { usePrivateRedis } from '../helpers/private-redis.ts';
 
-let redis: RedisServer;
-let client: Redis;
-before(async () => {
-  redis = await startRedis();
-  client = redis.client();
-});
-after(async () => {
-  client?.disconnect();
-  await redis?.destroy();
-});
+const { client } = usePrivateRedis();
 
 test("entriesFor gives each delivery's entry for one destination, null where it has none, in the order asked", async () => {
   const base = 'bull:ledger-test';

@@ -1,20 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import type { Redis } from 'ioredis';
+import { test } from 'node:test';
 import { LatestDeliveries } from '../../src/queue/latest.ts';
 import { jobFixture } from '../helpers/jobs.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { usePrivateRedis } from '../helpers/private-redis.ts';
 
-let redis: RedisServer;
-let client: Redis;
-before(async () => {
-  redis = await startRedis();
-  client = redis.client();
-});
-after(async () => {
-  client?.disconnect();
-  await redis?.destroy();
-});
+const { client } = usePrivateRedis();
 
 test('the latest delivery of a record is the one received last, whatever order the offers come in', async () => {
   const latest = new LatestDeliveries(client, 'test:order', 60_000);

@@ -1,19 +1,9 @@
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import type { Redis } from 'ioredis';
+import { test } from 'node:test';
 import { RecordSeen, SEEN_TTL_MS } from '../../src/queue/seen.ts';
-import { type RedisServer, startRedis } from '../helpers/redis-server.ts';
+import { usePrivateRedis } from '../helpers/private-redis.ts';
 
-let redis: RedisServer;
-let client: Redis;
-before(async () => {
-  redis = await startRedis();
-  client = redis.client();
-});
-after(async () => {
-  client?.disconnect();
-  await redis?.destroy();
-});
+const { client } = usePrivateRedis();
 
 test('a record keeps the latest time it was seen, whatever order the marks come in', async () => {
   const seen = RecordSeen.of(client, 'test', 'order');
