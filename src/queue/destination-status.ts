@@ -60,9 +60,11 @@ export async function destinationStatus(config: StatusConfig, client: RedisClien
   if (config.destinations.length === 0) return [];
   const names = config.destinations.map((d) => d.name);
   const base = `${config.queuePrefix}:${config.queueName}`;
-  const states = await new RedisDestinationBreaker(client, base).states(names);
-  const ingest = await deadLetters(client, base);
-  const records = await deadLetters(client, `${config.queuePrefix}:${recordQueueName(config.queueName)}`);
+  const [states, ingest, records] = await Promise.all([
+    new RedisDestinationBreaker(client, base).states(names),
+    deadLetters(client, base),
+    deadLetters(client, `${config.queuePrefix}:${recordQueueName(config.queueName)}`),
+  ]);
   const letters = [...ingest.letters, ...records.letters];
   const capped = ingest.capped || records.capped;
   // One pipelined ledger read per destination, for the deliveries it would be sent.
