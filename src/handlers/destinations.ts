@@ -165,7 +165,7 @@ export function createFanOut(opts: FanOutOptions): FanOut {
       // A refusal is an answer from a working destination; a shutdown says nothing of it.
       if (breaker && !(err instanceof PermanentError) && !context.signal.aborted) {
         const open = await breaker.failure(target.name, target.breakerFailures, target.probeMs).catch(() => null);
-        if (open !== null) observer?.breaker?.(target.name, open);
+        if (open !== null) noteBreaker(target.name, open);
         if (open && decision.state === 'closed') {
           log.warn({ failures: target.breakerFailures }, 'circuit breaker open: requests paused, probing');
         }
@@ -175,7 +175,7 @@ export function createFanOut(opts: FanOutOptions): FanOut {
     observer?.sent(target.name, (performance.now() - started) / 1000);
     if (breaker && (decision.state !== 'closed' || decision.dirty)) {
       const wasOpen = await breaker.success(target.name).catch(() => null);
-      if (wasOpen !== null) observer?.breaker?.(target.name, false);
+      if (wasOpen !== null) noteBreaker(target.name, false);
       if (wasOpen) log.info('circuit breaker closed: the destination answered');
     }
   }
@@ -193,7 +193,7 @@ export function createFanOut(opts: FanOutOptions): FanOut {
       return closed;
     }
     list.forEach((t, i) => {
-      observer?.breaker?.(t.name, decisions[i]?.state !== 'closed');
+      noteBreaker(t.name, decisions[i]?.state !== 'closed');
     });
     return decisions;
   }
@@ -242,6 +242,18 @@ export function createFanOut(opts: FanOutOptions): FanOut {
       .catch((err: Error) => ctx.log.warn({ err: err.message }, 'destinations: could not record the send'));
   }
 
+  /**
+   * The breakers this process last saw open. `prepare` reads a breaker only for these: one it last saw closed costs
+   * no Redis read before each job (`forward` reads it anyway); opened meanwhile by another worker, it costs at most
+   * one job's `sellsy-fetch` before `forward` sees it open and `prepare` reads it from then on.
+   */
+  const seenOpen = new Set<string>();
+  function noteBreaker(name: string, open: boolean): void {
+    if (open) seenOpen.add(name);
+    else seenOpen.delete(name);
+    observer?.breaker?.(name, open);
+  }
+
   async function prepare(
     name: string,
     data: WebhookJobData,
@@ -265,13 +277,14 @@ export function createFanOut(opts: FanOutOptions): FanOut {
         log.info({ destination: only, latest: newest.data.deliveryId }, 'destination retry: sending a later event');
       }
     }
-    if (!breaker) return out;
+    if (!breaker || !seenOpen.has(target.name)) return out;
     const state = await breaker
       .states([target.name])
       .then((m) => m.get(target.name))
       .catch(() => undefined); // unreadable: `forward` sends, as without a breaker
+    if (state !== undefined && !state.open) seenOpen.delete(target.name);
     if (state?.open && state.probeAt !== null && Date.now() < state.probeAt) {
-      observer?.breaker?.(target.name, true);
+      noteBreaker(target.name, true);
       const err = paused(target, state.failures, state.probeAt);
       throw only !== undefined ? stillFailing(only, err) : err;
     }
