@@ -9,3 +9,12 @@ export function redactUrl(url: string, what = 'the URL'): string {
     return `(${what}, not a URL)`;
   }
 }
+
+/**
+ * What may be shown of an endpoint URL (a destination, a Sellsy webhook): its origin and path. A query string, user
+ * info or fragment may hold a token. Throws on an unparsable URL: the callers hold checked ones.
+ */
+export function shownUrl(url: string | URL): string {
+  const u = typeof url === 'string' ? new URL(url) : url;
+  return `${u.origin}${u.pathname}`;
+}

@@ -14,6 +14,7 @@ import { loadDestinations } from '../config/destinations.ts';
 import { EnvSchema } from '../config/schema.ts';
 import { closeForGood, connectOrFail } from '../queue/connection.ts';
 import { publishReload, reloadChannel } from '../queue/reload-channel.ts';
+import { shownUrl } from '../redact.ts';
 import type { CliIo } from './io.ts';
 
 /**
@@ -37,13 +38,12 @@ export function destinationsCheck(file: string | undefined, env: NodeJS.ProcessE
   io.out(`${JSON.stringify(path)}: ${destinations.length} destination${destinations.length === 1 ? '' : 's'}, ok`);
   for (const d of destinations) {
     // The URL without its query string, which may hold a token; secrets are never shown.
-    const url = new URL(d.url);
     const limits = [
       `timeout ${d.timeoutMs} ms`,
       d.maxPerSecond === null ? null : `at most ${d.maxPerSecond}/s`,
       d.secrets.length > 1 ? 'two secrets (rotation)' : null,
     ].filter(Boolean);
-    io.out(`  ${d.name}  ${url.origin}${url.pathname}  events ${d.events.join(',')}  ${limits.join(', ')}`);
+    io.out(`  ${d.name}  ${shownUrl(d.url)}  events ${d.events.join(',')}  ${limits.join(', ')}`);
   }
   return 0;
 }

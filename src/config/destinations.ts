@@ -19,6 +19,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
+import { shownUrl } from '../redact.ts';
 import { isPattern, matches } from '../sellsy/payload.ts';
 
 export interface Destination {
@@ -89,7 +90,7 @@ export function urlProblem(url: string): string | null {
     return `must be an http:// or https:// URL (got ${JSON.stringify(u.protocol)})`;
   }
   if (u.username !== '' || u.password !== '') {
-    return `must not hold credentials (user:password@); the receiver verifies the signature instead (got ${JSON.stringify(`${u.origin}${u.pathname}`)})`;
+    return `must not hold credentials (user:password@); the receiver verifies the signature instead (got ${JSON.stringify(shownUrl(u))})`;
   }
   return null;
 }

@@ -20,6 +20,7 @@ import type { Config, Destination } from '../config/config.ts';
 import { DEFAULT_EVENTS, loadDestinations } from '../config/destinations.ts';
 import type { RedisClient } from '../queue/connection.ts';
 import { type DestinationStatus, destinationStatus } from '../queue/destination-status.ts';
+import { shownUrl } from '../redact.ts';
 
 export const DESTINATIONS_PAGE = '/destinations';
 
@@ -107,12 +108,6 @@ function currentDestinations(deps: DestinationsPageDeps): {
   return problems.length > 0
     ? { destinations: config.destinations, fileProblem: problems.join('; ') }
     : { destinations, fileProblem: null };
-}
-
-/** Scheme, host and path: a query string or fragment may hold a token, and URLs with user:password@ are refused. */
-export function shownUrl(url: string): string {
-  const u = new URL(url);
-  return `${u.protocol}//${u.host}${u.pathname}`;
 }
 
 /**

@@ -38,6 +38,7 @@
 import { createHmac } from 'node:crypto';
 import { Agent, type Dispatcher, request } from 'undici';
 import { PermanentError } from '../errors.ts';
+import { shownUrl } from '../redact.ts';
 import type { SellsyEvent } from '../sellsy/payload.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 
@@ -178,7 +179,7 @@ function describeUrl(url: string): string {
   } catch {
     throw new Error('forward: the URL is not a valid absolute URL');
   }
-  const target = `${u.origin}${u.pathname}`;
+  const target = shownUrl(u);
   if (u.username !== '' || u.password !== '') {
     throw new Error(`forward: the URL ${target} must not hold credentials (fetch refuses them)`);
   }

@@ -19,6 +19,7 @@
 import type { Logger } from 'pino';
 import { Gauge, type Registry } from 'prom-client';
 import type { RedisClient } from '../queue/connection.ts';
+import { shownUrl } from '../redact.ts';
 import type { SellsyApi } from '../sellsy/api.ts';
 import {
   failuresOf,
@@ -87,16 +88,11 @@ export function watchedOf(account: string | null, webhooks: readonly SellsyWebho
       account,
       id: idOf(w) ?? '?',
       // Origin and path: a query string or user info may hold a token, which must not become a label.
-      endpoint: shownEndpoint(w.endpoint),
+      endpoint: shownUrl(String(w.endpoint)),
       enabled: w.is_enabled === true,
       failures: failuresOf(w),
       lastFailedMs: lastFailedMs(w),
     }));
-}
-
-function shownEndpoint(endpoint: unknown): string {
-  const u = new URL(String(endpoint));
-  return `${u.origin}${u.pathname}`;
 }
 
 /** The gauges, set from `view()` when scraped (and emptied first: a deleted webhook leaves no stale series). */
