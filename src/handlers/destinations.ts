@@ -30,7 +30,7 @@ import type { WebhookJobData } from '../queue/contract.ts';
 import type { BreakerDecision, DestinationBreaker } from '../queue/destination-breaker.ts';
 import type { DestinationLedger, LedgerEntry } from '../queue/destination-ledger.ts';
 import type { DestinationRetries } from '../queue/destination-retries.ts';
-import { createForwardHandler } from './forward.ts';
+import { createForwardSender, type ForwardSender, forwardBodyOf } from './forward.ts';
 import type { Handler, HandlerContext } from './handler.ts';
 
 /** What each request to a destination did, for the metrics. */
@@ -73,7 +73,7 @@ const MAX_WAKE_SPREAD_MS = 5000;
 interface Target {
   name: string;
   events: readonly string[];
-  send: Handler;
+  send: ForwardSender;
   pace: Pace | null;
   breakerFailures: number;
   probeMs: number;
@@ -128,7 +128,7 @@ export function createFanOut(opts: FanOutOptions): FanOut {
   const targets: Target[] = opts.destinations.map((d) => ({
     name: d.name,
     events: d.events,
-    send: createForwardHandler({ url: d.url, secret: d.secrets, timeoutMs: d.timeoutMs }),
+    send: createForwardSender({ url: d.url, secret: d.secrets, timeoutMs: d.timeoutMs }),
     pace: d.maxPerSecond === null ? null : new Pace(d.maxPerSecond),
     breakerFailures: d.breakerFailures,
     probeMs: d.breakerProbeSeconds * 1000,
@@ -147,7 +147,8 @@ export function createFanOut(opts: FanOutOptions): FanOut {
   async function sendTo(
     target: Target,
     decision: BreakerDecision,
-    event: Parameters<Handler>[0],
+    /** `forwardBodyOf` the event: made once for all the destinations of a job. */
+    body: string,
     context: HandlerContext,
   ): Promise<void> {
     if (decision.state === 'open') throw paused(target, decision.failures, Date.now() + decision.probeInMs);
@@ -156,7 +157,7 @@ export function createFanOut(opts: FanOutOptions): FanOut {
     await target.pace?.wait(context.signal);
     const started = performance.now();
     try {
-      await target.send(event, ctx);
+      await target.send(body, ctx);
     } catch (err) {
       const seconds = (performance.now() - started) / 1000;
       observer?.failed(target.name, seconds);
@@ -210,7 +211,7 @@ export function createFanOut(opts: FanOutOptions): FanOut {
     }
     if (single) {
       const [decision] = await decideAll([target], context.log);
-      await sendTo(target, decision as BreakerDecision, event, context);
+      await sendTo(target, decision as BreakerDecision, forwardBodyOf(event, context), context);
       return;
     }
     const ledger = opts.ledger as DestinationLedger;
@@ -227,7 +228,7 @@ export function createFanOut(opts: FanOutOptions): FanOut {
     }
     try {
       const [decision] = await decideAll([target], ctx.log);
-      await sendTo(target, decision as BreakerDecision, ctx.data.event, ctx);
+      await sendTo(target, decision as BreakerDecision, forwardBodyOf(ctx.data.event, ctx), ctx);
     } catch (err) {
       if (err instanceof RetryLaterError) throw err;
       const message = (err as Error)?.message ?? String(err);
@@ -302,7 +303,7 @@ export function createFanOut(opts: FanOutOptions): FanOut {
     if (single) {
       const target = matching[0] as Target;
       const [decision] = await decideAll([target], context.log);
-      await sendTo(target, decision as BreakerDecision, event, context);
+      await sendTo(target, decision as BreakerDecision, forwardBodyOf(event, context), context);
       return;
     }
     const ledger = opts.ledger as DestinationLedger;
@@ -323,8 +324,9 @@ export function createFanOut(opts: FanOutOptions): FanOut {
     // Each request in flight listens to the job's signal: many destinations at once are not a listener leak.
     const listeners = direct.length + 10;
     if (listeners > getMaxListeners(context.signal)) setMaxListeners(listeners, context.signal);
+    const body = forwardBodyOf(event, context);
     const results = await Promise.allSettled(
-      direct.map((t, i) => sendTo(t, decisions[i] as BreakerDecision, event, context)),
+      direct.map((t, i) => sendTo(t, decisions[i] as BreakerDecision, body, context)),
     );
 
     const entries = new Map<string, LedgerEntry>();

@@ -75,6 +75,14 @@ export function signStandardWebhook(secret: string, id: string, timestampSeconds
  * the pool's (connect, headers, body), so no timer nor signal is made per request.
  */
 export function createForwardHandler(opts: ForwardOptions): Handler {
+  const send = createForwardSender(opts);
+  return (event, context) => send(forwardBodyOf(event, context), context);
+}
+
+/** Sends a forward body already made (`forwardBodyOf`): a fan-out makes it once for all its destinations. */
+export type ForwardSender = (body: string, context: HandlerContext) => Promise<void>;
+
+export function createForwardSender(opts: ForwardOptions): ForwardSender {
   // Decoded once, as the reference library does: a bad secret fails at start, not on every job.
   const keys = (typeof opts.secret === 'string' ? [opts.secret] : opts.secret).map(decodeSecret);
   if (keys.length === 0) throw new Error('forward: at least one secret is needed');
@@ -84,8 +92,7 @@ export function createForwardHandler(opts: ForwardOptions): Handler {
     headersTimeout: opts.timeoutMs,
     bodyTimeout: opts.timeoutMs,
   });
-  return async (event, context) => {
-    const body = bodyFor(event, context);
+  return async (body, context) => {
     const timestamp = Math.floor(Date.now() / 1000);
     let res: Dispatcher.ResponseData;
     try {
@@ -126,19 +133,9 @@ export function createForwardHandler(opts: ForwardOptions): Handler {
   };
 }
 
-/**
- * The body of a job's delivery, made once per job and object however many destinations it is sent to: every
- * destination receives the same bytes. Keyed by the job data (one object per job run) and checked against the
- * fetched object, which a handler may set before `forward` runs.
- */
-const bodies = new WeakMap<object, { name: string; event: SellsyEvent | null; object: unknown; body: string }>();
-function bodyFor(event: SellsyEvent | null, context: HandlerContext): string {
-  const object = context.object ?? null;
-  const known = bodies.get(context.data);
-  if (known && known.name === context.name && known.event === event && known.object === object) return known.body;
-  const body = JSON.stringify(forwardBody(event, context));
-  bodies.set(context.data, { name: context.name, event, object, body });
-  return body;
+/** The forward contract's body (see the header) of an event, as sent. */
+export function forwardBodyOf(event: SellsyEvent | null, context: HandlerContext): string {
+  return JSON.stringify(forwardBody(event, context));
 }
 
 function forwardBody(event: SellsyEvent | null, context: HandlerContext) {
